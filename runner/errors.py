@@ -1,0 +1,207 @@
+"""Every error a user can cause, under one base.
+
+The CLI catches :class:`RunnerError` in one place and prints ``str(error)`` as one line (several lines
+for a manifest with several problems), then exits with ``error.exit_code``. Anything that is not a
+``RunnerError`` is a bug and keeps its traceback.
+
+    RunnerError
+    ├── UsageError                 bad command-line use, missing token            exit 2
+    ├── ManifestInvalid            the manifest has problems (all of them)        exit 2
+    │   └── ManifestTooLarge       the file or its matrix expansion is too big   exit 2
+    ├── LocalInputError            a local file input cannot be sent              exit 2
+    ├── StateError                 the state file is unusable                     exit 3
+    │   └── StateLocked            another runner holds the state file            exit 4
+    ├── BudgetExceeded             the estimate for what remains is over budget   exit 5
+    └── ApiError                   RunComfy answered with an error
+        ├── AccountError           token rejected (401/400004): stop the run      exit 6
+        │   └── BalanceError       no balance left (400002/402): stop submitting  exit 7
+        ├── RequestNotFound        404001: unknown or expired request id
+        ├── InputRejected          422001/400001: the input or model was refused
+        ├── RateLimited            429: slow down
+        ├── ServerError            5xx
+        ├── TransportError         the connection failed or timed out
+        │   └── SubmitUnknown      a submit may or may not have been accepted
+        └── OutputHostRefused      an output URL points at a host not allowed
+
+Messages never contain the API token: :func:`redact` is applied to anything that echoes a
+server's answer or a URL.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+EXIT_OK = 0
+EXIT_JOBS_FAILED = 1
+EXIT_USAGE = 2
+EXIT_STATE = 3
+EXIT_LOCKED = 4
+EXIT_BUDGET = 5
+EXIT_AUTH = 6
+EXIT_BALANCE = 7
+EXIT_INTERRUPTED = 130
+
+_BEARER = re.compile(r"(Bearer\s+)\S+", re.IGNORECASE)
+
+
+def redact(text: str) -> str:
+    """Remove the API token (and any bearer credential) from text meant for a user or a log."""
+    text = _BEARER.sub(r"\1***", text)
+    token = os.environ.get("RUNCOMFY_API_TOKEN", "")
+    if len(token) >= 4:
+        text = text.replace(token, "***")
+    return text
+
+
+class RunnerError(Exception):
+    """Something the user can act on; printed as one line, no traceback."""
+
+    exit_code = 1
+
+    def __init__(self, message: str) -> None:
+        super().__init__(redact(message))
+
+    @property
+    def message(self) -> str:
+        return str(self)
+
+
+class UsageError(RunnerError):
+    """The command line or the environment is not usable (e.g. no token)."""
+
+    exit_code = EXIT_USAGE
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with a manifest, located as precisely as we can."""
+
+    file: str
+    line: int | None
+    message: str
+    job_id: str | None = None
+    field: str | None = None
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        parts = [where]
+        if self.job_id is not None:
+            parts.append(f"job {self.job_id}:")
+        else:
+            parts[0] += ":"
+        if self.field:
+            parts.append(f"{self.field}:")
+        parts.append(self.message)
+        return " ".join(parts)
+
+
+class ManifestInvalid(RunnerError):
+    """The manifest has one or more problems; all of them are listed, one per line."""
+
+    exit_code = EXIT_USAGE
+
+    def __init__(self, problems: Sequence[Problem]) -> None:
+        self.problems = list(problems)
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+class ManifestTooLarge(ManifestInvalid):
+    """The manifest file, or the jobs its matrices expand into, is beyond a sane cap."""
+
+
+class LocalInputError(RunnerError):
+    """A local file named as an input cannot be sent (too large, not an image, missing)."""
+
+    exit_code = EXIT_USAGE
+
+
+class StateError(RunnerError):
+    """The state file cannot be opened or is not a runcomfy-batch state file."""
+
+    exit_code = EXIT_STATE
+
+
+class StateLocked(StateError):
+    """Another runner process holds this state file."""
+
+    exit_code = EXIT_LOCKED
+
+
+class BudgetExceeded(RunnerError):
+    """The estimated cost of what remains is over the budget cap."""
+
+    exit_code = EXIT_BUDGET
+
+
+class ApiError(RunnerError):
+    """RunComfy (or the simulator) answered with an error."""
+
+    exit_code = EXIT_JOBS_FAILED
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        http_status: int | None = None,
+        error_code: int | None = None,
+        detail: object = None,
+        retry_after: float | None = None,
+    ) -> None:
+        self.http_status = http_status
+        self.error_code = error_code
+        self.detail = detail
+        self.retry_after = retry_after
+        super().__init__(message)
+
+    def as_record(self) -> dict[str, object]:
+        """A JSON-able record of this error for the state file and the report."""
+        return {
+            "type": type(self).__name__,
+            "http_status": self.http_status,
+            "error_code": self.error_code,
+            "message": str(self),
+            "detail": self.detail,
+        }
+
+
+class AccountError(ApiError):
+    """The token was rejected; nothing more can be submitted or polled."""
+
+    exit_code = EXIT_AUTH
+
+
+class BalanceError(AccountError):
+    """The account has no balance left; submitting stops, running jobs are still collected."""
+
+    exit_code = EXIT_BALANCE
+
+
+class RequestNotFound(ApiError):
+    """The request id is unknown or its results have expired."""
+
+
+class InputRejected(ApiError):
+    """RunComfy refused the input (422) or the model id (400001); retrying cannot help."""
+
+
+class RateLimited(ApiError):
+    """HTTP 429: too many requests."""
+
+
+class ServerError(ApiError):
+    """A 5xx answer (or an error_code body we do not otherwise know)."""
+
+
+class TransportError(ApiError):
+    """The connection failed, was closed, or timed out before an answer came."""
+
+
+class SubmitUnknown(TransportError):
+    """A submit was sent but its outcome is unknown: the job may exist and be billed."""
+
+
+class OutputHostRefused(ApiError):
+    """An output URL points at a host the runner is not allowed to download from."""
