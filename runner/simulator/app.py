@@ -1,0 +1,302 @@
+"""The simulator as an ASGI app: RunComfy's Model API protocol over a :class:`.Simulation`.
+
+One app serves both ways: in-process through ``httpx.ASGITransport`` (unit tests) and on loopback
+through uvicorn (:mod:`.server`; end-to-end tests, benchmarks, the demo). Every URL it hands out
+(``status_url``, output files) is built from the incoming request's own base URL, so both work.
+
+Every API and file request first passes :func:`_arrive`: it is counted, may be slowed, may be answered
+by a fault before anything is done, and (except for files, which a CDN serves publicly) must carry
+the bearer token. ``/_sim/*`` are the simulator's own controls: no token, no faults, not counted.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import re
+import time
+from typing import Any
+
+import anyio
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from ..errors import RunnerError
+from .account import COMPLETED, FAILED, FINISHED, Job
+from .config import SimulatorConfig
+from .faults import DroppedConnection, TruncatedBody
+from .outputs import expected_output_bytes, output_index, output_name
+from .simulation import Clock, Simulation
+
+_SERVER_ERRORS = (500, 502, 503)
+_RANGE = re.compile(r"bytes=(\d*)-(\d*)$")
+
+
+def error(status: int, error_code: int, message: str, detail: Any = None, headers: Any = None) -> JSONResponse:
+    """An error answer in RunComfy's shape."""
+    body = {"error_code": error_code, "error_message": message, "detail": detail}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+def _sim(request: Request) -> Simulation:
+    return request.app.state.sim  # type: ignore[no-any-return]
+
+
+def _refuse(request: Request, status: int, error_code: int, message: str, detail: Any = None) -> JSONResponse:
+    _sim(request).refuse(error_code)
+    return error(status, error_code, message, detail)
+
+
+def _server_error(sim: Simulation) -> Response:
+    status = sim.choose(_SERVER_ERRORS)
+    if status == 502:  # what a gateway in front of the API sends: not JSON at all
+        return Response("<html><body><h1>502 Bad Gateway</h1></body></html>", 502, media_type="text/html")
+    return error(status, status * 1000 + 1, "simulated server error")
+
+
+async def _arrive(request: Request, endpoint: str, *, auth: bool = True) -> Response | None:
+    """Count the request, apply slowness and the faults that come before anything; check the token."""
+    sim = _sim(request)
+    slow, fault = sim.arrive(endpoint)
+    if slow:
+        await anyio.sleep(sim.config.slow_seconds)
+    if fault == "drop":
+        return DroppedConnection()
+    if fault == "5xx":
+        return _server_error(sim)
+    if fault == "429":
+        seconds = str(sim.config.retry_after_seconds)
+        return error(429, 429001, "rate limited (simulated)", headers={"Retry-After": seconds})
+    if fault == "429_bare":
+        return error(429, 429001, "rate limited (simulated)")
+    if fault == "error_200":
+        return error(200, 500001, "simulated error inside an HTTP 200 answer")
+    if not auth:
+        return None
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        return _refuse(request, 401, 401001, "unauthorized: no bearer token")
+    if token in sim.config.revoked_tokens:
+        return _refuse(request, 400, 400004, "the token is expired or revoked")
+    if not hmac.compare_digest(token.encode(), sim.config.token.encode()):
+        return _refuse(request, 401, 401001, "unauthorized: unknown token")
+    return None
+
+
+def _base(request: Request) -> str:
+    return str(request.base_url).rstrip("/")
+
+
+def _urls(base: str, request_id: str) -> dict[str, str]:
+    root = f"{base}/v1/requests/{request_id}"
+    return {"status_url": f"{root}/status", "result_url": f"{root}/result"}
+
+
+def _status_body(request: Request, job: Job, position: int | None) -> dict[str, Any]:
+    body: dict[str, Any] = {"request_id": job.request_id, "status": job.state}
+    if job.state not in FINISHED and _sim(request).strikes("unknown_status", _endpoint(request)):
+        body["status"] = _sim(request).config.unknown_status_word
+    elif position is not None:
+        body["queue_position"] = position
+    body.update(_urls(_base(request), job.request_id))
+    return body
+
+
+def _endpoint(request: Request) -> str:
+    return request.url.path.rsplit("/", 1)[-1]  # status or result
+
+
+async def _job(request: Request, endpoint: str, *, auth: bool = True) -> Response | tuple[Job, int | None]:
+    answered = await _arrive(request, endpoint, auth=auth)
+    if answered is not None:
+        return answered
+    job, position = _sim(request).lookup(request.path_params["request_id"])
+    if job is None:
+        return _refuse(request, 404, 404001, "unknown or expired request id")
+    return job, position
+
+
+async def submit(request: Request) -> Response:
+    """POST /v1/models/{model_id}: validate, price and accept one request."""
+    answered = await _arrive(request, "submit")
+    if answered is not None:
+        return answered
+    sim, model_id = _sim(request), request.path_params["model_id"]
+    spec = sim.catalog.get(model_id)
+    if spec is None:
+        return _refuse(request, 400, 400001, f"unknown model id {model_id!r}")
+    body = await request.body()
+    try:
+        payload = json.loads(body)
+    except ValueError:
+        payload = None
+    if not isinstance(payload, dict):
+        detail = [{"field": "", "message": "the request body is not a JSON object"}]
+        return _refuse(request, 422, 422001, "the input does not match the model's schema", detail)
+    problems = spec.check_input(payload)
+    if problems:
+        detail = [{"field": p.path, "message": p.message} for p in problems]
+        return _refuse(request, 422, 422001, "the input does not match the model's schema", detail)
+    usd = sim.prices.quote(model_id, payload, spec.defaults).usd
+    cost_micros = round((usd or 0.0) * 1_000_000)
+    if sim.over_balance(cost_micros):
+        return _refuse(request, 400, 400002, "insufficient balance")
+    job = sim.accept(model_id, payload, len(body), cost_micros)
+    if sim.strikes("accepted_drop", "submit"):
+        return DroppedConnection()
+    if sim.strikes("accepted_5xx", "submit"):
+        return _server_error(sim)
+    urls = _urls(_base(request), job.request_id)
+    cancel_url = urls["result_url"].removesuffix("result") + "cancel"
+    return JSONResponse({"request_id": job.request_id, **urls, "cancel_url": cancel_url})
+
+
+async def status(request: Request) -> Response:
+    """GET /v1/requests/{id}/status."""
+    found = await _job(request, "status")
+    if isinstance(found, Response):
+        return found
+    return JSONResponse(_status_body(request, *found))
+
+
+async def result(request: Request) -> Response:
+    """GET /v1/requests/{id}/result: the outputs once finished, the live status (HTTP 200) until then."""
+    found = await _job(request, "result")
+    if isinstance(found, Response):
+        return found
+    job, position = found
+    if job.state not in FINISHED:
+        return JSONResponse(_status_body(request, job, position))
+    sim = _sim(request)
+    body: dict[str, Any] = {"request_id": job.request_id, "status": job.state}
+    if job.state == COMPLETED:
+        files = f"{_base(request)}/files/{job.request_id}/"
+        urls = [files + output_name(i) for i in range(job.outputs)]
+        body["model_id"] = job.model_id
+        body["output"] = {"video": urls[0]} if len(urls) == 1 else {"videos": urls}
+        body["created_at"] = sim.iso(job.submitted_at)
+        body["finished_at"] = sim.iso(job.finished_at)
+    elif job.state == FAILED:
+        body["error"] = {"error_code": 500001, "error_message": "the generation failed (simulated)"}
+    if request.query_params.get("include_cost", "").lower() in ("true", "1"):
+        body["cost"] = job.billed_micros / 1_000_000
+    return JSONResponse(body)
+
+
+async def cancel(request: Request) -> Response:
+    """POST /v1/requests/{id}/cancel: only a queued request can be cancelled."""
+    found = await _job(request, "cancel")
+    if isinstance(found, Response):
+        return found
+    job = found[0]
+    outcome = _sim(request).cancel(job)
+    return JSONResponse({"request_id": job.request_id, "status": job.state, "outcome": outcome})
+
+
+async def price(request: Request) -> Response:
+    """GET /v1/models/{model_id}: the model's price, from the simulator's price table."""
+    answered = await _arrive(request, "price")
+    if answered is not None:
+        return answered
+    sim, model_id = _sim(request), request.path_params["model_id"]
+    rule = sim.prices.models.get(model_id)
+    if not sim.config.serve_prices or (rule is None and model_id in sim.catalog):
+        return _refuse(request, 404, 404001, f"no price for {model_id!r}")
+    if rule is None:
+        return _refuse(request, 400, 400001, f"unknown model id {model_id!r}")
+    unit = rule.get("unit", "second")
+    notes = [f"USD {rule['usd']} per {unit} of output"]
+    notes += [f"with {t.get('name', t['when'])}: USD {t['usd']} per {unit}" for t in rule.get("tiers", [])]
+    body = {"model_id": model_id, "base_price_usd": float(rule["usd"]), "price_unit": unit}
+    return JSONResponse({**body, "pricing_note": "; ".join(notes)})
+
+
+async def download(request: Request) -> Response:
+    """GET /files/{id}/{name}: an output file, as a CDN serves it (no token; byte ranges)."""
+    found = await _job(request, "download", auth=False)
+    if isinstance(found, Response):
+        return found
+    job = found[0]
+    index = output_index(request.path_params["name"])
+    if job.state != COMPLETED or index is None or index >= job.outputs:
+        return _refuse(request, 404, 404001, "no such file")
+    content = expected_output_bytes(job.request_id, index, job.output_bytes)
+    total, status_code = len(content), 200
+    headers = {"Accept-Ranges": "bytes"}
+    wanted = _RANGE.match(request.headers.get("range", "").strip())
+    if wanted:
+        first, last = wanted.groups()
+        start = int(first) if first else max(total - int(last or 0), 0)
+        stop = min(int(last) + 1, total) if first and last else total
+        if start >= total or stop <= start:
+            return Response(status_code=416, headers={"Content-Range": f"bytes */{total}"})
+        content, status_code = content[start:stop], 206
+        headers["Content-Range"] = f"bytes {start}-{stop - 1}/{total}"
+    sim = _sim(request)
+    if content and sim.strikes("truncate", "download"):
+        sent = min(int(len(content) * sim.config.truncate_fraction), len(content) - 1)
+        sim.served(sent)
+        return TruncatedBody(content, sent, status_code, headers)
+    sim.served(len(content))
+    return Response(content, status_code, headers=headers, media_type="video/mp4")
+
+
+async def sim_stats(request: Request) -> Response:
+    """GET /_sim/stats: what happened so far."""
+    return JSONResponse(_sim(request).stats())
+
+
+async def sim_reset(request: Request) -> Response:
+    """POST /_sim/reset: forget every job and zero the counters (the config stays)."""
+    _sim(request).reset()
+    return JSONResponse({"reset": True})
+
+
+async def sim_config(request: Request) -> Response:
+    """GET /_sim/config shows the config; POST applies a JSON object of changes to it."""
+    sim = _sim(request)
+    if request.method == "POST":
+        try:
+            changes = json.loads(await request.body() or b"{}")
+            if not isinstance(changes, dict):
+                raise ValueError("expected a JSON object")
+            sim.reconfigure(changes)
+        except (ValueError, RunnerError) as exc:
+            return error(400, 400000, str(exc))
+    return JSONResponse(sim.config.as_json())
+
+
+async def sim_request(request: Request) -> Response:
+    """GET /_sim/requests/{id}: everything the simulator knows about one job."""
+    job, _ = _sim(request).lookup(request.path_params["request_id"])
+    if job is None:
+        return error(404, 404001, "unknown or expired request id")
+    return JSONResponse(_sim(request).describe(job))
+
+
+async def _no_route(request: Request, exc: Exception) -> Response:
+    status_code = getattr(exc, "status_code", 404)
+    return error(status_code, status_code * 1000 + 1, f"no such endpoint: {request.method} {request.url.path}")
+
+
+def create_app(config: SimulatorConfig | None = None, *, clock: Clock = time.monotonic) -> Starlette:
+    """The simulator as an ASGI app; ``app.state.sim`` is its :class:`.Simulation` (for tests)."""
+    routes = [
+        Route("/v1/models/{model_id:path}", submit, methods=["POST"]),
+        Route("/v1/models/{model_id:path}", price, methods=["GET"]),
+        Route("/v1/requests/{request_id}/status", status, methods=["GET"]),
+        Route("/v1/requests/{request_id}/result", result, methods=["GET"]),
+        Route("/v1/requests/{request_id}/cancel", cancel, methods=["POST"]),
+        Route("/files/{request_id}/{name}", download, methods=["GET"]),
+        Route("/_sim/stats", sim_stats, methods=["GET"]),
+        Route("/_sim/reset", sim_reset, methods=["POST"]),
+        Route("/_sim/config", sim_config, methods=["GET", "POST"]),
+        Route("/_sim/requests/{request_id}", sim_request, methods=["GET"]),
+    ]
+    app = Starlette(routes=routes, exception_handlers={404: _no_route, 405: _no_route})
+    app.state.sim = Simulation(config or SimulatorConfig(), clock=clock)
+    return app
+

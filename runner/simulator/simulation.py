@@ -1,0 +1,225 @@
+"""The state behind one simulator app: its config, the account, the fault dice and the counters.
+
+Nothing here speaks HTTP (that is :mod:`.app`). The app runs on one event loop and nothing here awaits,
+so every request's changes are atomic there; the lock only makes :meth:`Simulation.stats` and friends
+safe to call from another thread (a test driving a server that :func:`.running_server` started).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from ..catalog import Catalog
+from ..pricing import PriceTable
+from .account import IN_QUEUE, STATES, Account, Job
+from .config import ENDPOINTS, FAULTS, SimulatorConfig
+from .faults import FaultDice
+
+Clock = Callable[[], float]
+_KEEP_INPUT_BYTES = 256 * 1024  # inputs bigger than this (inline images) are not kept for /_sim/requests
+
+
+class ManualClock:
+    """A clock that moves only when told: pass it to ``create_app(clock=...)`` for exact tests."""
+
+    def __init__(self, start: float = 0.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> float:
+        self.now += seconds
+        return self.now
+
+
+class Simulation:
+    """One simulated account and everything counted about the requests it answered."""
+
+    def __init__(self, config: SimulatorConfig, clock: Clock = time.monotonic, catalog: Catalog | None = None):
+        self.config = config
+        self.clock = clock
+        self.catalog = catalog or Catalog.load()
+        self.prices = self._load_prices(config)
+        self._lock = threading.Lock()
+        self._wall_at_zero = time.time() - clock()
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget every job and zero every counter; the config stays as it is."""
+        with self._lock:
+            config = self.config
+            self.account = Account(config.concurrency, config.expire_seconds)
+            self.dice = FaultDice(config)
+            self.job_rng = random.Random(f"jobs:{config.seed}")
+            self.requests: Counter[str] = Counter()
+            self.faults: Counter[str] = Counter()
+            self.errors: Counter[str] = Counter()
+            self.cancels: Counter[str] = Counter()
+            self.submits_accepted = 0
+            self.duplicate_submissions = 0
+            self.bytes_served = 0
+            self._payloads: set[bytes] = set()
+
+    def reconfigure(self, changes: Mapping[str, Any]) -> SimulatorConfig:
+        """Apply a JSON object of config changes now; running jobs keep the run times they were given."""
+        with self._lock:
+            old, new = self.config, self.config.updated(changes)
+            if new.prices_path != old.prices_path:
+                self.prices = self._load_prices(new)
+            if new.seed != old.seed:
+                self.dice.rng.seed(f"faults:{new.seed}")
+                self.job_rng.seed(f"jobs:{new.seed}")
+            self.dice.configure(new)
+            self.account.expire_seconds = new.expire_seconds
+            self.account.set_concurrency(new.concurrency, self.clock())
+            self.config = new
+            return new
+
+    def _load_prices(self, config: SimulatorConfig) -> PriceTable:
+        return PriceTable.load(self.catalog, Path(config.prices_path) if config.prices_path else None)
+
+    # --- what a request does to the counters and the dice
+
+    def arrive(self, endpoint: str) -> tuple[bool, str | None]:
+        """Count a request; say whether it is slow and which fault (if any) answers it before anything."""
+        with self._lock:
+            self.requests[endpoint] += 1
+            slow = self.dice.strikes("slow", endpoint)
+            fault = self.dice.first_before(endpoint)
+            if slow:
+                self.faults["slow"] += 1
+            if fault:
+                self.faults[fault] += 1
+            return slow, fault
+
+    def strikes(self, fault: str, endpoint: str) -> bool:
+        """Whether ``fault`` strikes now (and count it if so)."""
+        with self._lock:
+            hit = self.dice.strikes(fault, endpoint)
+            if hit:
+                self.faults[fault] += 1
+            return hit
+
+    def choose(self, options: tuple[int, ...]) -> int:
+        with self._lock:
+            return self.dice.choice(options)
+
+    def refuse(self, error_code: int) -> None:
+        """Count an error answer of the protocol (not a fault)."""
+        with self._lock:
+            self.errors[str(error_code)] += 1
+
+    def served(self, nbytes: int) -> None:
+        with self._lock:
+            self.bytes_served += nbytes
+
+    # --- jobs
+
+    def over_balance(self, cost_micros: int) -> bool:
+        """Whether a job of this cost would take the account past its balance."""
+        if self.config.balance_usd is None:
+            return False
+        with self._lock:
+            return self.account.charged_micros + cost_micros > round(self.config.balance_usd * 1_000_000)
+
+    def accept(self, model_id: str, payload: Any, body_bytes: int, cost_micros: int) -> Job:
+        """Accept a submit: the job exists, is billed, and runs when its turn comes."""
+        canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        key = hashlib.blake2b(f"{model_id}\n{canonical}".encode(), digest_size=16).digest()
+        with self._lock:
+            config, rng = self.config, self.job_rng
+            run_seconds = config.job_seconds * (1 + config.job_spread * (2 * rng.random() - 1))
+            will_fail = rng.random() < config.fail_rate
+            job = Job(
+                request_id=str(uuid.uuid4()),
+                model_id=model_id,
+                input=payload if body_bytes <= _KEEP_INPUT_BYTES else None,
+                cost_micros=cost_micros,
+                run_seconds=max(run_seconds, 0.0),
+                will_fail=will_fail,
+                submitted_at=self.clock(),
+                outputs=config.outputs_per_job,
+                output_bytes=config.output_bytes,
+            )
+            self.account.submit(job, job.submitted_at)
+            self.submits_accepted += 1
+            if key in self._payloads:
+                self.duplicate_submissions += 1
+            self._payloads.add(key)
+            return job
+
+    def lookup(self, request_id: str) -> tuple[Job | None, int | None]:
+        """The job as it stands now (None if unknown or expired) and its queue position if queued."""
+        with self._lock:
+            job = self.account.get(request_id, self.clock())
+            return job, (self.account.queue_position(job) if job is not None else None)
+
+    def cancel(self, job: Job) -> str:
+        """Cancel a job: ``cancelled`` if it was still queued, else ``not_cancellable``."""
+        with self._lock:
+            outcome = "cancelled" if self.account.cancel(job, self.clock()) else "not_cancellable"
+            self.cancels[outcome] += 1
+            return outcome
+
+    def iso(self, t: float | None) -> str | None:
+        """An account-clock time as the API writes it: ``2026-03-01T12:00:00Z``."""
+        if t is None:
+            return None
+        return datetime.fromtimestamp(self._wall_at_zero + t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    def describe(self, job: Job) -> dict[str, Any]:
+        """Everything the simulator knows about a job, for ``GET /_sim/requests/{id}``."""
+        with self._lock:
+            position = self.account.queue_position(job)
+        return {
+            "request_id": job.request_id,
+            "model_id": job.model_id,
+            "status": job.state,
+            "queue_position": position,
+            "input": job.input,
+            "cost_usd": job.cost_micros / 1_000_000,
+            "billed_usd": job.billed_micros / 1_000_000,
+            "run_seconds": job.run_seconds,
+            "will_fail": job.will_fail,
+            "submitted_at": job.submitted_at,
+            "started_at": job.started_at,
+            "finished_at": job.finished_at,
+            "outputs": job.outputs,
+            "output_bytes": job.output_bytes,
+        }
+
+    def stats(self) -> dict[str, Any]:
+        """The counters, as ``GET /_sim/stats`` shows them."""
+        with self._lock:
+            account = self.account
+            account.advance(self.clock())
+            charged = account.charged_micros
+            balance = self.config.balance_usd
+            return {
+                "requests_total": sum(self.requests.values()),
+                "requests": {e: self.requests[e] for e in ENDPOINTS},
+                "submits_accepted": self.submits_accepted,
+                "duplicate_submissions": self.duplicate_submissions,
+                "running": account.running,
+                "queued": account.counts[IN_QUEUE],
+                "max_running": account.max_running,
+                "jobs": {s: account.counts[s] for s in (*STATES, "expired")},
+                "faults": {f: self.faults[f] for f in FAULTS},
+                "errors": dict(sorted(self.errors.items())),
+                "cancels": {o: self.cancels[o] for o in ("cancelled", "not_cancellable")},
+                "bytes_served": self.bytes_served,
+                "cost_charged_usd": charged / 1_000_000,
+                "balance_left_usd": None if balance is None else (round(balance * 1_000_000) - charged) / 1e6,
+                "clock": self.clock(),
+            }
