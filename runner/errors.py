@@ -198,6 +198,9 @@ class ServerError(ApiError):
 class TransportError(ApiError):
     """The connection failed, was closed, or timed out before an answer came."""
 
+    # True when the request cannot have reached the server (refused, DNS, connect timeout).
+    surely_not_sent = False
+
 
 class SubmitUnknown(TransportError):
     """A submit was sent but its outcome is unknown: the job may exist and be billed."""

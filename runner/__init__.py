@@ -1,0 +1,20 @@
+"""runcomfy-batch: run large batches of RunComfy Model API jobs from a YAML manifest.
+
+Load a manifest, run it, read the results::
+
+    from runner import BatchOptions, load_manifest, run_batch_sync
+    manifest = load_manifest("manifests/demo.yaml")
+    result = run_batch_sync(manifest, BatchOptions(token="…"))
+    print(result.exit_code, result.report["summary"])
+"""
+
+from .batch import BatchOptions, BatchResult, cancel_batch, run_batch, run_batch_sync
+from .catalog import Catalog
+from .errors import RunnerError
+from .manifest import Job, Manifest, load_manifest
+from .scheduler import RunSettings
+
+__version__ = "0.1.0"
+
+__all__ = ["BatchOptions", "BatchResult", "Catalog", "Job", "Manifest", "RunSettings", "RunnerError",
+           "cancel_batch", "load_manifest", "run_batch", "run_batch_sync"]

@@ -1,0 +1,192 @@
+"""The library's front door: load a manifest, run it, read the results, in a few lines.
+
+    from runner import load_manifest, run_batch_sync, BatchOptions
+    result = run_batch_sync("manifests/demo.yaml", BatchOptions(token="…"))
+    print(result.exit_code, result.report["summary"])
+
+Everything here is a thin composition of the modules that do the work: it opens the state file
+(taking the run lock), builds the one shared ``httpx.AsyncClient``, runs the scheduler and writes
+the reports. ``run_batch`` is the async core; ``run_batch_sync`` calls ``anyio.run`` once.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+
+from .catalog import Catalog
+from .client import DEFAULT_BASE_URL, ApiConfig, RunComfyClient
+from .download import DownloadConfig
+from .errors import UsageError
+from .manifest import Manifest, load_manifest
+from .pricing import PriceTable
+from .report import build_report, write_reports
+from .scheduler import EventSink, Runner, RunResult, RunSettings
+from .state import Store
+
+TOKEN_ENV = "RUNCOMFY_API_TOKEN"
+BASE_URL_ENV = "RUNCOMFY_BASE_URL"
+
+
+@dataclass(frozen=True)
+class BatchOptions:
+    """Where to run and how; ``None`` fields fall back to the environment, the manifest, defaults."""
+
+    token: str | None = field(default=None, repr=False)
+    base_url: str | None = None
+    state_path: Path | None = None
+    output_dir: Path | None = None
+    prices_path: Path | None = None
+    settings: RunSettings = field(default_factory=RunSettings)
+    allowed_output_hosts: tuple[str, ...] = ()
+    connect_timeout: float = 10.0
+    read_timeout: float = 60.0
+    transport: httpx.AsyncBaseTransport | None = None  # tests: httpx.ASGITransport(app=simulator)
+
+
+@dataclass
+class BatchResult:
+    """A finished (or stopped) run: its exit code, one-line message, counts and the report."""
+
+    exit_code: int
+    message: str
+    counts: dict[str, int]
+    cost_usd: float
+    report: dict[str, Any]
+    report_paths: dict[str, Path]
+    state_path: Path
+
+
+def default_state_path(manifest: Manifest, cwd: Path | None = None) -> Path:
+    return (cwd or Path.cwd()) / "state" / f"{manifest.name}.sqlite"
+
+
+def resolve(manifest: Manifest, options: BatchOptions) -> tuple[Manifest, Path]:
+    """Apply option overrides to the manifest; the state file's path."""
+    if options.output_dir is not None:
+        manifest = replace(manifest, output_dir=Path(options.output_dir).resolve())
+    return manifest, Path(options.state_path or default_state_path(manifest))
+
+
+def api_config(options: BatchOptions) -> ApiConfig:
+    token = options.token or os.environ.get(TOKEN_ENV)
+    if not token:
+        raise UsageError(f"no API token: set {TOKEN_ENV} (your RunComfy profile page has it), "
+                         "or use --simulate to try the runner against the bundled simulator")
+    base_url = options.base_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL
+    if not base_url.startswith(("http://", "https://")):
+        raise UsageError(f"base URL {base_url!r} must start with http:// or https://")
+    return ApiConfig(token=token, base_url=base_url, connect_timeout=options.connect_timeout,
+                     read_timeout=options.read_timeout)
+
+
+def settings_for(manifest: Manifest, options: BatchOptions, config: ApiConfig) -> RunSettings:
+    """Run settings with the manifest's own values where the command line left them unset."""
+    settings = options.settings
+    if settings.budget_usd is None and manifest.budget_usd is not None:
+        settings = replace(settings, budget_usd=manifest.budget_usd)
+    if settings.max_in_flight is None and manifest.concurrency is not None:
+        settings = replace(settings, max_in_flight=manifest.concurrency)
+    api_host = httpx.URL(config.base_url).host
+    hosts = (*settings.download.allowed_hosts, *options.allowed_output_hosts, api_host)
+    return replace(settings, download=replace(settings.download, allowed_hosts=hosts))
+
+
+def open_http(options: BatchOptions, config: ApiConfig) -> httpx.AsyncClient:
+    limits = httpx.Limits(max_connections=max(16, options.settings.http_concurrency * 2),
+                          max_keepalive_connections=max(16, options.settings.http_concurrency * 2))
+    return httpx.AsyncClient(transport=options.transport, timeout=config.timeout, limits=limits,
+                             headers={"User-Agent": "runcomfy-batch/0.1"})
+
+
+async def run_batch(manifest: Manifest | str | Path, options: BatchOptions | None = None, *,
+                    catalog: Catalog | None = None, on_event: EventSink | None = None) -> BatchResult:
+    """Run a manifest to the end (or until stopped) and write its reports."""
+    options = options or BatchOptions()
+    catalog = catalog or Catalog.load()
+    if not isinstance(manifest, Manifest):
+        manifest = load_manifest(manifest, catalog)
+    manifest, state_path = resolve(manifest, options)
+    config = api_config(options)
+    prices = PriceTable.load(catalog, options.prices_path)
+    settings = settings_for(manifest, options, config)
+    store = Store.open(state_path)
+    try:
+        store.lock()
+        async with open_http(options, config) as http:
+            client = RunComfyClient(http, config)
+            runner = Runner(manifest, store, client, prices, settings, defaults_for=_defaults(catalog),
+                            on_event=on_event)
+            client.on_retry = runner.on_retry
+            result: RunResult = await runner.run()
+        paths = write_reports(manifest, store)
+        report = build_report(manifest, store)
+    finally:
+        store.close()
+    return BatchResult(result.exit_code, result.message, result.counts, result.cost_usd, report, paths, state_path)
+
+
+def run_batch_sync(manifest: Manifest | str | Path, options: BatchOptions | None = None,
+                   **kwargs: Any) -> BatchResult:
+    """``run_batch`` for code that is not async."""
+    return anyio.run(lambda: run_batch(manifest, options, **kwargs))
+
+
+def _defaults(catalog: Catalog) -> Callable[[str], Mapping[str, Any]]:
+    def defaults_for(model_id: str) -> Mapping[str, Any]:
+        spec = catalog.get(model_id)
+        return spec.defaults if spec else {}
+    return defaults_for
+
+
+__all__ = ["BatchOptions", "BatchResult", "DownloadConfig", "RunSettings", "load_manifest", "run_batch",
+           "run_batch_sync"]
+
+
+async def cancel_batch(manifest: Manifest | str | Path, options: BatchOptions | None = None, *,
+                       catalog: Catalog | None = None) -> list[tuple[str, str, str]]:
+    """Ask RunComfy to cancel every live request of the run: ``(job id, request id, outcome)``.
+
+    Only queued requests can be cancelled (and cost nothing); running ones answer
+    ``not_cancellable`` and are billed. Cancelled jobs are recorded so a later ``run`` leaves them
+    alone (``retry`` runs them again)."""
+    from . import state as S
+
+    options = options or BatchOptions()
+    catalog = catalog or Catalog.load()
+    if not isinstance(manifest, Manifest):
+        manifest = load_manifest(manifest, catalog)
+    manifest, state_path = resolve(manifest, options)
+    config = api_config(options)
+    store = Store.open(state_path, create=False)
+    outcomes: list[tuple[str, str, str]] = []
+    try:
+        store.lock()
+        live = [r for r in store.jobs() if r.status in (S.QUEUED, S.RUNNING) and r.request_id]
+        async with open_http(options, config) as http:
+            client = RunComfyClient(http, config)
+            for row in live:
+                assert row.request_id is not None
+                try:
+                    outcome = await client.cancel(row.request_id)
+                except Exception as exc:  # noqa: BLE001 - reported per job, never fatal
+                    from .errors import RunnerError
+
+                    if not isinstance(exc, RunnerError):
+                        raise
+                    outcome = f"error: {exc}"
+                if outcome == "cancelled":
+                    store.record_error(row.job_id, row.attempt_id, S.CANCELLED,
+                                       {"type": "Cancelled", "message": "cancelled by `runcomfy-batch cancel`"},
+                                       cost=0.0)
+                outcomes.append((row.job_id, row.request_id, outcome))
+        store.flush()
+    finally:
+        store.close()
+    return outcomes

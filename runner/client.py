@@ -1,0 +1,252 @@
+"""The RunComfy Model API, spoken over one shared ``httpx.AsyncClient``.
+
+This is the edge where third-party errors become the project's own (see ``errors.py``): every httpx
+exception and every error answer (including an HTTP 200 that carries an ``error_code``) leaves this
+module as an :class:`~runner.errors.ApiError` subclass.
+
+Which calls are safe to repeat is decided here, once:
+
+* status, result, cancel and price are reads (or idempotent): retried on transient failures;
+* a submit is paid and has no idempotency key. It is retried only when the request surely never
+  reached the server (connection refused, DNS failure, connect timeout, 429). Anything else after
+  the bytes may have left (read timeout, closed connection, 5xx) raises :class:`SubmitUnknown`.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import json
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from .errors import (
+    AccountError,
+    ApiError,
+    BalanceError,
+    InputRejected,
+    RateLimited,
+    RequestNotFound,
+    ServerError,
+    SubmitUnknown,
+    TransportError,
+)
+from .retry import OnRetry, RetryPolicy, call_with_retry
+
+DEFAULT_BASE_URL = "https://model-api.runcomfy.net"
+
+TERMINAL = frozenset({"completed", "succeeded", "failed", "cancelled"})
+SUCCESS = frozenset({"completed", "succeeded"})
+KNOWN_LIVE = frozenset({"in_queue", "in_progress"})
+
+
+@dataclass(frozen=True)
+class ApiConfig:
+    """Where the API is and how patiently to talk to it."""
+
+    token: str = field(repr=False)
+    base_url: str = DEFAULT_BASE_URL
+    connect_timeout: float = 10.0
+    read_timeout: float = 60.0
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    submit_retry: RetryPolicy = field(default_factory=lambda: RetryPolicy(attempts=6, max_seconds=120))
+
+    @property
+    def timeout(self) -> httpx.Timeout:
+        return httpx.Timeout(self.read_timeout, connect=self.connect_timeout)
+
+
+@dataclass(frozen=True)
+class RemoteState:
+    """What the API says about one request right now."""
+
+    request_id: str
+    status: str
+    queue_position: int | None = None
+    outputs: tuple[str, ...] = ()
+    cost_usd: float | None = None
+    error: Mapping[str, Any] | None = None
+    created_at: str | None = None
+    finished_at: str | None = None
+
+    @property
+    def terminal(self) -> bool:
+        return self.status in TERMINAL
+
+    @property
+    def succeeded(self) -> bool:
+        return self.status in SUCCESS
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """``Retry-After`` as seconds from now: a number of seconds or an HTTP date."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def collect_outputs(output: Any) -> tuple[str, ...]:
+    """Every URI in a result's ``output``: ``image``, ``video``, ``images``, ``videos`` and any other."""
+    if not isinstance(output, Mapping):
+        return ()
+    found: list[str] = []
+    for key in ("video", "videos", "image", "images", *sorted(output)):
+        value = output.get(key)
+        values = value if isinstance(value, list) else [value]
+        for item in values:
+            if isinstance(item, str) and item not in found and "://" in item:
+                found.append(item)
+    return tuple(found)
+
+
+def error_from_answer(status: int, body: Any, headers: Mapping[str, str] | None = None) -> ApiError:
+    """The project's error for an error answer (any HTTP status, or a 200 with ``error_code``)."""
+    body = body if isinstance(body, Mapping) else {}
+    code = body.get("error_code")
+    code = code if isinstance(code, int) else None
+    message = str(body.get("error_message") or body.get("message") or f"HTTP {status}")
+    detail = body.get("detail")
+    retry_after = parse_retry_after((headers or {}).get("retry-after"))
+    http_status = status if status != 200 or code is None else int(str(code)[:3])
+    kwargs: dict[str, Any] = {
+        "http_status": http_status, "error_code": code, "detail": detail, "retry_after": retry_after,
+    }
+    text = f"RunComfy answered {http_status}" + (f"/{code}" if code else "") + f": {message}"
+    if code == 400002 or http_status == 402:
+        return BalanceError(text + " (no balance left on the account)", **kwargs)
+    if code in (400004, 401001) or http_status == 401:
+        return AccountError(text + " (check RUNCOMFY_API_TOKEN)", **kwargs)
+    if http_status == 429:
+        return RateLimited(text, **kwargs)
+    if code == 404001 or http_status == 404:
+        return RequestNotFound(text, **kwargs)
+    if code in (400001, 422001) or http_status in (400, 422):
+        return InputRejected(text, **kwargs)
+    if http_status == 403:
+        return InputRejected(text + " (request belongs to another account)", **kwargs)
+    return ServerError(text, **kwargs)
+
+
+def _surely_not_sent(exc: httpx.HTTPError) -> bool:
+    """True when the request cannot have reached the server's application."""
+    return isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.UnsupportedProtocol)
+
+
+class RunComfyClient:
+    """Typed calls to the Model API. The ``httpx.AsyncClient`` is passed in (tests give it a transport)."""
+
+    def __init__(self, http: httpx.AsyncClient, config: ApiConfig, *, on_retry: OnRetry | None = None) -> None:
+        self.http = http
+        self.config = config
+        self.on_retry = on_retry
+        self.base_url = config.base_url.rstrip("/")
+        self.api_host = httpx.URL(self.base_url).host
+        self._headers = {"Authorization": f"Bearer {config.token}", "Content-Type": "application/json"}
+
+    # -- one raw call ---------------------------------------------------------------------------
+    async def _call(self, method: str, path: str, *, body: Any = None, params: Any = None) -> Any:
+        content = None if body is None else json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+        try:
+            response = await self.http.request(
+                method, self.base_url + path, content=content, params=params,
+                headers=self._headers, timeout=self.config.timeout,
+            )
+        except httpx.HTTPError as exc:
+            error = TransportError(f"{method} {path}: {type(exc).__name__}: {exc}")
+            error.surely_not_sent = _surely_not_sent(exc)
+            raise error from None
+        try:
+            answer = response.json()
+        except ValueError:
+            answer = None
+        if response.status_code >= 400 or (isinstance(answer, Mapping) and "error_code" in answer):
+            raise error_from_answer(response.status_code, answer, response.headers)
+        if answer is None:
+            raise ServerError(f"{method} {path}: answer is not JSON (HTTP {response.status_code})",
+                              http_status=response.status_code)
+        return answer
+
+    async def _read(self, method: str, path: str, **kwargs: Any) -> Any:
+        return await call_with_retry(lambda: self._call(method, path, **kwargs), self.config.retry,
+                                     on_retry=self.on_retry)
+
+    # -- the API --------------------------------------------------------------------------------
+    async def submit(self, model_id: str, input: Mapping[str, Any]) -> str:
+        """POST one paid request; the ``request_id``, or :class:`SubmitUnknown` when unsure."""
+
+        async def once() -> str:
+            try:
+                answer = await self._call("POST", f"/v1/models/{model_id}", body=input)
+            except TransportError as exc:
+                if exc.surely_not_sent:
+                    raise
+                raise SubmitUnknown(f"submit of {model_id}: no answer ({exc}); the request may exist") from None
+            except ServerError as exc:
+                raise SubmitUnknown(f"submit of {model_id}: {exc}; the request may exist",
+                                    http_status=exc.http_status, error_code=exc.error_code) from None
+            request_id = answer.get("request_id") if isinstance(answer, Mapping) else None
+            if not isinstance(request_id, str) or not request_id:
+                raise SubmitUnknown(f"submit of {model_id}: answer has no request_id")
+            return request_id
+
+        def safe_to_repeat(error: BaseException) -> bool:
+            return isinstance(error, RateLimited) or (
+                type(error) is TransportError and error.surely_not_sent)
+
+        return await call_with_retry(once, self.config.submit_retry, retryable=safe_to_repeat,
+                                     on_retry=self.on_retry)
+
+    async def result(self, request_id: str, *, include_cost: bool = True) -> RemoteState:
+        """The request's result when finished, else its live status (``/result`` answers both)."""
+        params = {"include_cost": "true"} if include_cost else None
+        answer = await self._read("GET", f"/v1/requests/{quote(request_id)}/result", params=params)
+        return _remote_state(request_id, answer)
+
+    async def status(self, request_id: str) -> RemoteState:
+        answer = await self._read("GET", f"/v1/requests/{quote(request_id)}/status")
+        return _remote_state(request_id, answer)
+
+    async def cancel(self, request_id: str) -> str:
+        """Ask to cancel; ``cancelled`` (was queued, never billed) or ``not_cancellable``."""
+        answer = await self._read("POST", f"/v1/requests/{quote(request_id)}/cancel")
+        return str(answer.get("outcome") or answer.get("status") or "unknown")
+
+    async def price(self, model_id: str) -> Mapping[str, Any] | None:
+        """The model's price from the API (undocumented call), or ``None`` where it does not answer."""
+        try:
+            answer = await self._call("GET", f"/v1/models/{model_id}")
+        except ApiError:
+            return None
+        return answer if isinstance(answer, Mapping) and "base_price_usd" in answer else None
+
+
+def _remote_state(request_id: str, answer: Any) -> RemoteState:
+    if not isinstance(answer, Mapping):
+        raise ServerError(f"request {request_id}: unexpected answer")
+    status = str(answer.get("status") or "unknown")
+    position = answer.get("queue_position")
+    cost = answer.get("cost")
+    error = answer.get("error")
+    return RemoteState(
+        request_id=request_id,
+        status=status,
+        queue_position=position if isinstance(position, int) else None,
+        outputs=collect_outputs(answer.get("output")),
+        cost_usd=float(cost) if isinstance(cost, int | float) else None,
+        error=error if isinstance(error, Mapping) else ({"error_message": str(error)} if error else None),
+        created_at=answer.get("created_at"),
+        finished_at=answer.get("finished_at"),
+    )

@@ -1,0 +1,160 @@
+"""What each CLI command prints: each function calls the library once and formats its answer.
+
+Kept apart from ``cli.py`` (which only parses) so the printing of each command reads on its own.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from . import state as S
+from .batch import BatchOptions, _defaults, cancel_batch, resolve, run_batch
+from .catalog import Catalog
+from .errors import EXIT_JOBS_FAILED, EXIT_OK, StateError, redact
+from .manifest import load_manifest
+from .plan import make_plan
+from .pricing import PriceTable
+from .progress import LineLog
+from .report import write_reports
+
+
+def _out(text: str = "") -> None:
+    print(redact(text))
+
+
+def validate(path: Path, *, as_json: bool = False) -> int:
+    manifest = load_manifest(path, Catalog.load())
+    if as_json:
+        _out(json.dumps([{"id": j.id, "model": j.model, "input": j.input, "line": j.line,
+                          "fingerprint": j.fingerprint} for j in manifest.jobs], indent=2, ensure_ascii=False))
+    else:
+        models = sorted({j.model for j in manifest.jobs})
+        _out(f"{path}: ok: {len(manifest.jobs)} job(s) across {len(models)} model(s)")
+    return EXIT_OK
+
+
+def run(path: Path, options: BatchOptions, *, verbose: bool = False, json_log: bool = False,
+        progress: bool = True) -> int:
+    catalog = Catalog.load()
+    manifest = load_manifest(path, catalog)  # before anything is opened or sent
+    sink = LineLog(verbose=verbose, json_lines=json_log)
+    result = anyio.run(lambda: run_batch(manifest, options, catalog=catalog, on_event=sink))
+    counts = ", ".join(f"{n} {s}" for s, n in sorted(result.counts.items()))
+    stream = sys.stderr if result.exit_code else sys.stdout
+    print(redact(f"{result.message}; {counts}; cost ${result.cost_usd:.2f}; "
+                 f"report: {result.report_paths['html']}"), file=stream)
+    if result.exit_code == 130:
+        print(f"runcomfy-batch: to resume, run: runcomfy-batch run {path}", file=sys.stderr)
+    return result.exit_code
+
+
+def _open_existing(path: Path, options: BatchOptions) -> tuple[Any, S.Store]:
+    catalog = Catalog.load()
+    manifest, state_path = resolve(load_manifest(path, catalog), options)
+    return manifest, S.Store.open(state_path, create=False)
+
+
+def status_data(path: Path, state_path: Path | None) -> dict[str, Any]:
+    """Counts per model and state, and the jobs that need attention."""
+    manifest, store = _open_existing(path, BatchOptions(state_path=state_path))
+    try:
+        rows = store.jobs()
+        per_model: dict[str, dict[str, int]] = {}
+        for row in rows:
+            per_model.setdefault(row.model, {}).setdefault(row.status, 0)
+            per_model[row.model][row.status] += 1
+        known = {r.job_id for r in rows}
+        attention = [
+            {"id": r.job_id, "status": r.status, "request_id": r.request_id,
+             "error": (r.error or {}).get("message") or (r.error or {}).get("error_message")}
+            for r in rows if r.status in S.NEEDS_ATTENTION
+        ]
+        cost = sum(r.cost_usd or 0.0 for r in rows)
+        estimate = sum(r.estimate_usd or 0.0 for r in rows)
+        not_synced = [j.id for j in manifest.jobs if j.id not in known]
+        return {"manifest": str(path), "state": str(store.path), "jobs": len(manifest.jobs),
+                "counts": store.counts(), "per_model": per_model, "needs_attention": attention,
+                "not_yet_in_state": len(not_synced), "cost_usd": round(cost, 6),
+                "estimate_usd": round(estimate, 6)}
+    finally:
+        store.conn.close()
+
+
+def status(path: Path, state_path: Path | None, *, as_json: bool = False) -> int:
+    data = status_data(path, state_path)
+    if as_json:
+        _out(json.dumps(data, indent=2))
+        return EXIT_OK
+    counts = data["counts"]
+    _out(f"{data['manifest']}: {data['jobs']} job(s); " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+    for model, by_state in sorted(data["per_model"].items()):
+        _out(f"  {model}: " + ", ".join(f"{n} {s}" for s, n in sorted(by_state.items())))
+    _out(f"  cost so far ${data['cost_usd']:.2f} (estimate ${data['estimate_usd']:.2f})")
+    if data["not_yet_in_state"]:
+        _out(f"  {data['not_yet_in_state']} job(s) of the manifest not run yet")
+    for job in data["needs_attention"][:50]:
+        _out(f"  ! {job['id']}: {job['status']}" + (f": {job['error']}" if job["error"] else ""))
+    if len(data["needs_attention"]) > 50:
+        _out(f"  … and {len(data['needs_attention']) - 50} more (see --json)")
+    return EXIT_OK
+
+
+def report(path: Path, options: BatchOptions) -> int:
+    manifest, store = _open_existing(path, options)
+    try:
+        paths = write_reports(manifest, store)
+    finally:
+        store.conn.close()
+    _out(f"wrote {paths['json']}, {paths['csv']}, {paths['html']}")
+    return EXIT_OK
+
+
+def plan(path: Path, options: BatchOptions, *, budget: float | None, as_json: bool) -> int:
+    catalog = Catalog.load()
+    manifest, state_path = resolve(load_manifest(path, catalog), options)
+    prices = PriceTable.load(catalog, options.prices_path)
+    store = S.Store.open(state_path, create=False) if state_path.exists() else None
+    try:
+        result = make_plan(manifest, prices, _defaults(catalog), store, budget)
+    except StateError:
+        raise
+    finally:
+        if store is not None:
+            store.conn.close()
+    if as_json:
+        _out(json.dumps(result.as_json(), indent=2))
+        return EXIT_JOBS_FAILED if result.over_budget else EXIT_OK
+    _out(f"{path}: {result.jobs} job(s); prices read on {result.prices_read_on}")
+    _out(f"  {'model':<52} {'jobs':>5} {'paid':>5} {'seconds':>8} {'estimate':>10} {'done':>5} "
+         f"{'left':>5} {'to spend':>10}")
+    for m in result.models:
+        unknown = " (price unknown)" if m.unknown_price_jobs else ""
+        _out(f"  {m.model:<52} {m.jobs:>5} {m.paid_requests:>5} {m.seconds:>8.0f} {m.estimate_usd:>10.2f} "
+             f"{m.done:>5} {m.remaining:>5} {m.remaining_usd:>10.2f}{unknown}")
+    _out(f"  total estimate ${result.estimate_usd:.2f}; already spent ${result.spent_usd:.2f}; "
+         f"a run would still spend ${result.remaining_usd:.2f}")
+    if result.budget_usd is not None:
+        verdict = "OVER" if result.over_budget else "within"
+        _out(f"  budget ${result.budget_usd:.2f}: committed ${result.committed_usd:.2f} + "
+             f"remaining ${result.remaining_usd:.2f} is {verdict} budget")
+    for note in result.notes:
+        _out(f"  note: {note}")
+    return EXIT_JOBS_FAILED if result.over_budget else EXIT_OK
+
+
+def cancel(path: Path, options: BatchOptions) -> int:
+    outcomes = anyio.run(lambda: cancel_batch(path, options))
+    if not outcomes:
+        _out("nothing to cancel: no request of this run is queued or running")
+        return EXIT_OK
+    cancelled = [o for o in outcomes if o[2] == "cancelled"]
+    for job_id, request_id, outcome in outcomes:
+        if outcome != "cancelled":
+            _out(f"  {job_id} ({request_id}): {outcome} (still running; it will be billed)")
+    _out(f"cancelled {len(cancelled)} of {len(outcomes)} live request(s)")
+    return EXIT_OK if len(cancelled) == len(outcomes) else EXIT_JOBS_FAILED

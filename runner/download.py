@@ -1,0 +1,128 @@
+"""Fetching output files: streamed, checked, hashed, and only then put in place.
+
+A download streams into ``<name>.part`` beside its target, is checked against ``Content-Length``,
+hashed on the way, fsynced, and renamed into place, so a file under its final name is always
+complete. A stalled stream (no bytes for ``stall_seconds``) or a short one is retried. Downloads
+never carry the API token, and only allowed hosts are fetched from.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+import httpx
+
+from .client import error_from_answer
+from .errors import OutputHostRefused, RequestNotFound, TransportError
+from .retry import OnRetry, RetryPolicy, call_with_retry
+
+RUNCOMFY_OUTPUT_DOMAINS = ("runcomfy.net", "runcomfy.com")
+CHUNK = 1 << 16
+
+
+@dataclass(frozen=True)
+class DownloadConfig:
+    """Where outputs may come from and how long a silent stream is tolerated."""
+
+    allowed_hosts: tuple[str, ...] = ()
+    allow_any_host: bool = False
+    stall_seconds: float = 60.0
+    connect_timeout: float = 10.0
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+
+    def check_host(self, url: str) -> None:
+        parsed = httpx.URL(url)
+        host = parsed.host or ""
+        if parsed.scheme not in ("http", "https"):
+            raise OutputHostRefused(f"output URL {url!r} is not http(s)")
+        if self.allow_any_host or host in self.allowed_hosts:
+            return
+        if any(host == d or host.endswith("." + d) for d in RUNCOMFY_OUTPUT_DOMAINS):
+            return
+        raise OutputHostRefused(
+            f"output URL host {host!r} is not RunComfy's or the API's; allow it with --allow-output-host {host}")
+
+
+@dataclass(frozen=True)
+class Downloaded:
+    """A complete file in place."""
+
+    path: Path
+    size: int
+    sha256: str
+    mtime_ns: int
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def file_names(urls: list[str]) -> list[str]:
+    """Safe, distinct file names for a result's URLs (``output.mp4``, ``output-2.mp4``…)."""
+    names: list[str] = []
+    for index, url in enumerate(urls):
+        base = PurePosixPath(httpx.URL(url).path).name
+        base = _UNSAFE.sub("_", base).lstrip(".") or f"output-{index + 1}"
+        stem, dot, suffix = base.rpartition(".")
+        if not dot:
+            stem, suffix = base, ""
+        candidate, n = base, 1
+        while candidate in names:
+            n += 1
+            candidate = f"{stem}-{n}.{suffix}" if suffix else f"{stem}-{n}"
+        names.append(candidate)
+    return names
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+async def download(http: httpx.AsyncClient, url: str, target: Path, config: DownloadConfig,
+                   *, on_retry: OnRetry | None = None) -> Downloaded:
+    """Fetch ``url`` into ``target`` completely, or raise; never leaves a partial file at ``target``."""
+    config.check_host(url)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    part = target.with_name(target.name + ".part")
+    timeout = httpx.Timeout(config.stall_seconds, connect=config.connect_timeout)
+
+    async def once() -> Downloaded:
+        digest = hashlib.sha256()
+        size = 0
+        try:
+            async with http.stream("GET", url, timeout=timeout, follow_redirects=True) as response:
+                if response.status_code == 404:
+                    raise RequestNotFound(f"output {url} is gone (404): its results have expired",
+                                          http_status=404)
+                if response.status_code >= 400:
+                    await response.aread()
+                    raise error_from_answer(response.status_code, None, response.headers)
+                # Content-Length counts encoded bytes: compare it only where nothing was encoded.
+                encoded = response.headers.get("content-encoding", "identity") != "identity"
+                expected = None if encoded else response.headers.get("content-length")
+                with open(part, "wb") as handle:
+                    async for chunk in response.aiter_bytes(CHUNK):
+                        handle.write(chunk)
+                        digest.update(chunk)
+                        size += len(chunk)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+        except httpx.HTTPError as exc:
+            raise TransportError(f"download of {url}: {type(exc).__name__}: {exc}") from None
+        if expected is not None and int(expected) != size:
+            raise TransportError(f"download of {url}: got {size} of {expected} bytes")
+        os.replace(part, target)
+        return Downloaded(target, size, digest.hexdigest(), target.stat().st_mtime_ns)
+
+    try:
+        return await call_with_retry(once, config.retry, on_retry=on_retry)
+    finally:
+        if part.exists():
+            part.unlink()

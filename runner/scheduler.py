@@ -1,0 +1,662 @@
+"""One run of a manifest: submit, track, collect, with the journal always ahead of the network.
+
+The scheduler owns one task group, the HTTP limiter and the pacer; the ``httpx.AsyncClient`` is
+passed in. Its order of work on every start is the resume contract:
+
+1. sync the manifest into the state (new/changed/removed jobs), turn interrupted submits into
+   ``unknown``, check finished outputs on disk;
+2. re-attach to every request whose ``request_id`` is recorded (never submit those again);
+3. only then submit what remains, each intent committed before its POST leaves.
+
+Transient API trouble is retried inside the client; what is left here are the outcomes.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import json
+import os
+import shutil
+import signal
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx
+
+from . import state as S
+from .client import KNOWN_LIVE, RemoteState, RunComfyClient
+from .download import DownloadConfig, download, file_names, sha256_file
+from .errors import (
+    EXIT_AUTH,
+    EXIT_BALANCE,
+    EXIT_INTERRUPTED,
+    EXIT_JOBS_FAILED,
+    EXIT_OK,
+    AccountError,
+    ApiError,
+    BalanceError,
+    BudgetExceeded,
+    InputRejected,
+    OutputHostRefused,
+    RateLimited,
+    RequestNotFound,
+    SubmitUnknown,
+    TransportError,
+)
+from .manifest import Job, Manifest
+from .pacing import Pacer, Track
+from .pricing import PriceTable
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """How a run behaves; every field has a command-line flag."""
+
+    max_in_flight: int | None = None  # --concurrency: cap on submitted-but-unfinished jobs
+    http_concurrency: int = 32  # HTTP requests at once (lowered on 429s, raised again after)
+    download_concurrency: int = 8
+    resubmit_unknown: bool = False
+    retry_failed: bool = False
+    auto_resubmit_failed: int = 0  # per job, for jobs RunComfy reports failed; each one is paid
+    budget_usd: float | None = None
+    budget_partial: bool = False
+    job_timeout: float | None = 2 * 3600.0
+    queue_timeout: float | None = None
+    verify_hashes: bool = False
+    flush_interval: float = 0.05
+    handle_signals: bool = False
+    download: DownloadConfig = field(default_factory=DownloadConfig)
+
+
+@dataclass
+class RunResult:
+    """What a run did: final counts per state and the exit code it implies."""
+
+    counts: dict[str, int]
+    exit_code: int
+    message: str
+    cost_usd: float
+    wall_seconds: float
+    stopped_by: str | None = None
+
+
+Event = dict[str, Any]
+EventSink = Callable[[Event], None]
+
+
+@dataclass(eq=False)
+class Live:
+    """A request in flight, as the scheduler tracks it."""
+
+    job: Job
+    attempt_id: int
+    request_id: str | None
+    track: Track
+    status: str = S.QUEUED
+    remote_status: str = ""
+    polling: bool = False
+    failed_polls: int = 0
+
+
+class Runner:
+    """Runs one manifest against one state file through one API client."""
+
+    def __init__(self, manifest: Manifest, store: S.Store, client: RunComfyClient, prices: PriceTable,
+                 settings: RunSettings, *, defaults_for: Callable[[str], Mapping[str, Any]] | None = None,
+                 on_event: EventSink | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+        self.manifest = manifest
+        self.store = store
+        self.client = client
+        self.prices = prices
+        self.settings = settings
+        self.defaults_for = defaults_for or (lambda model: {})
+        self.on_event = on_event
+        self.clock = clock
+        self.jobs = {job.id: job for job in manifest.jobs}
+        self.pacer = Pacer(max_in_flight=settings.max_in_flight)
+        self.http_limit = anyio.CapacityLimiter(settings.http_concurrency)
+        self.download_limit = anyio.CapacityLimiter(settings.download_concurrency)
+        self.to_submit: deque[str] = deque()
+        self.live: dict[str, Live] = {}
+        self.collecting: set[str] = set()
+        self.followers: dict[str, list[str]] = {}
+        self.resubmits: Counter[str] = Counter()
+        self.polls: list[tuple[float, int, Live]] = []
+        self._seq = itertools.count()
+        self.wake = anyio.Event()
+        self._poll_due = anyio.Event()
+        self.stop_reason: str | None = None
+        self.fatal: ApiError | None = None
+        self.balance_hit: BalanceError | None = None
+        self.committed_usd = 0.0
+        self.unknown_words: set[str] = set()
+        self._last_429 = 0.0
+        self._ok_streak = 0
+
+    # -- events -----------------------------------------------------------------------------------
+    def emit(self, kind: str, **data: Any) -> None:
+        if self.on_event is not None:
+            self.on_event({"event": kind, "time": time.time(), **data})
+
+    def _wake(self) -> None:
+        self.wake.set()
+
+    # -- preparing ----------------------------------------------------------------------------------
+    def estimate(self, job: Job) -> float | None:
+        return self.prices.quote(job.model, job.input, self.defaults_for(job.model)).usd
+
+    def prepare(self) -> S.SyncSummary:
+        """Sync the manifest, recover interrupted submits, check outputs, and plan the work."""
+        estimates = {job.id: self.estimate(job) for job in self.manifest.jobs}
+        twins = twin_map(self.manifest.jobs)
+        summary = self.store.sync_manifest(self.manifest.jobs, estimates, twins)
+        self.store.recover_interrupted()
+        rows = {row.job_id: row for row in self.store.jobs()}
+        self.committed_usd = committed_spend(self.store)
+        self._check_outputs(rows)
+        rows = {row.job_id: row for row in self.store.jobs()}
+        for job in self.manifest.jobs:
+            row = rows[job.id]
+            status = row.status
+            if status in (S.QUEUED, S.RUNNING) and row.request_id:
+                self._track(job, row.attempt_id or 0, row.request_id, status, resumed=True)
+            elif status == S.COLLECTING and row.attempt_id is not None:
+                self.collecting.add(job.id)
+            elif status in (S.PENDING, S.HELD) or (status == S.UNKNOWN and self.settings.resubmit_unknown) or (
+                    status in (S.FAILED, S.CANCELLED, S.EXPIRED) and self.settings.retry_failed):
+                leader = twins.get(job.id)
+                if leader is not None and rows[leader].status not in (S.FAILED, S.UNKNOWN, S.CANCELLED, S.EXPIRED):
+                    self.followers.setdefault(leader, []).append(job.id)
+                    if rows[leader].status == S.SUCCEEDED:
+                        self._copy_to_followers(leader)
+                    continue
+                self.to_submit.append(job.id)
+        self._check_budget_at_start()
+        self.store.flush()
+        return summary
+
+    def _check_outputs(self, rows: Mapping[str, S.JobRow]) -> None:
+        """Finished jobs whose files are missing or changed go back to collecting (or expire)."""
+        done = {r.attempt_id: r for r in rows.values() if r.status == S.SUCCEEDED and r.attempt_id}
+        outputs = self.store.outputs(done)
+        for attempt_id, row in done.items():
+            files = [o for o in outputs.get(attempt_id, []) if o.job_id == row.job_id]
+            if not files or any(not self._file_ok(o) for o in files):
+                self.store.set_status(row.job_id, S.COLLECTING)
+                self.emit("refetch", job_id=row.job_id)
+
+    def _file_ok(self, output: S.OutputRow) -> bool:
+        path = self.manifest.output_dir / output.path
+        try:
+            st = path.stat()
+        except OSError:
+            return False
+        if st.st_size != output.bytes:
+            return False
+        if st.st_mtime_ns == output.mtime_ns and not self.settings.verify_hashes:
+            return True
+        return sha256_file(path) == output.sha256
+
+    def _check_budget_at_start(self) -> None:
+        budget = self.settings.budget_usd
+        if budget is None:
+            return
+        remaining = [self.estimate(self.jobs[j]) for j in self.to_submit]
+        if any(e is None for e in remaining) and not self.settings.budget_partial:
+            raise BudgetExceeded("a budget is set but some models have no known price; "
+                                 "add them to a --prices file or run with --budget-partial")
+        total = self.committed_usd + sum(e or 0.0 for e in remaining)
+        if total > budget + 1e-9 and not self.settings.budget_partial:
+            raise BudgetExceeded(
+                f"the estimate for this run is ${total:.2f} (${self.committed_usd:.2f} already committed), "
+                f"over the budget of ${budget:.2f}; raise --budget or run with --budget-partial")
+
+    # -- running --------------------------------------------------------------------------------
+    async def run(self) -> RunResult:
+        started = time.monotonic()
+        run_id = self.store.start_run("run")
+        self.prepare()
+        self.emit("start", jobs=len(self.manifest.jobs), to_submit=len(self.to_submit),
+                  reattached=len(self.live), collecting=len(self.collecting))
+        interrupted = False
+        try:
+            async with anyio.create_task_group() as tg:
+                self._tg = tg
+                if self.settings.handle_signals:
+                    tg.start_soon(self._signals, tg.cancel_scope)
+                tg.start_soon(self._flusher)
+                for job_id in sorted(self.collecting):
+                    tg.start_soon(self._collect, job_id)
+                tg.start_soon(self._poller)
+                tg.start_soon(self._prober)
+                await self._drive()
+                tg.cancel_scope.cancel()
+        except KeyboardInterrupt:  # pragma: no cover - only without handle_signals
+            interrupted = True
+        if self.stop_reason == "signal":
+            interrupted = True
+        self.store.flush()
+        result = self._result(time.monotonic() - started, interrupted)
+        self.store.finish_run(run_id, result.exit_code, result.counts)
+        self.emit("finish", counts=result.counts, exit_code=result.exit_code, cost_usd=result.cost_usd)
+        return result
+
+    async def _wait_wake(self, timeout: float) -> None:
+        with anyio.move_on_after(max(0.0, timeout)):
+            await self.wake.wait()
+        self.wake = anyio.Event()
+
+    async def _flusher(self) -> None:
+        while True:
+            await anyio.sleep(self.settings.flush_interval)
+            self.store.flush()
+
+    async def _signals(self, scope: anyio.CancelScope) -> None:
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for _ in signals:
+                if self.stop_reason == "signal":
+                    # Second Ctrl-C: leave now. Every write is a whole statement, so committing
+                    # what is written keeps the state consistent; an in-flight submit becomes unknown.
+                    self.store.flush()
+                    os._exit(EXIT_INTERRUPTED)
+                self.stop_reason = "signal"
+                self.emit("stopping", reason="interrupted: finishing in-flight submits, then stopping")
+                scope.cancel()
+
+    # -- submitting -----------------------------------------------------------------------------
+    async def _drive(self) -> None:
+        """Submit while the pacer allows, until nothing is left to submit, poll or collect."""
+        while self.fatal is None:
+            submittable = bool(self.to_submit) and not self.stop_reason
+            if not (submittable or self.live or self.collecting):
+                return
+            now = self.clock()
+            batch: list[Live] = []
+            while submittable and self.to_submit and self.pacer.may_submit(now) and len(batch) < 64:
+                live = self._start_attempt(self.jobs[self.to_submit.popleft()], now)
+                if live is not None:
+                    batch.append(live)
+            if batch:
+                self.store.flush()  # every intent is durable before its POST leaves
+                for live in batch:
+                    self._tg.start_soon(self._submit_one, live)
+                continue
+            await self._wait_wake(self.pacer.probe_interval if submittable else 1.0)
+
+    def _start_attempt(self, job: Job, now: float) -> Live | None:
+        estimate = self.estimate(job)
+        budget = self.settings.budget_usd
+        if budget is not None and (estimate is None or self.committed_usd + estimate > budget + 1e-9):
+            self.store.set_status(job.id, S.HELD, {"message": "held by the budget cap", "type": "BudgetHeld"})
+            self.emit("held", job_id=job.id, estimate_usd=estimate)
+            return None
+        self.committed_usd += estimate or 0.0
+        rows = self.store.conn.execute("SELECT status FROM jobs WHERE job_id=?", (job.id,)).fetchone()
+        resubmit = bool(rows and rows[0] == S.UNKNOWN)
+        input_json = json.dumps(job.input, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        attempt_id = self.store.record_intent(job.id, job.fingerprint, job.model, input_json, estimate,
+                                              resubmit_of_unknown=resubmit)
+        track = Track(job.id, now)
+        live = Live(job, attempt_id, None, track, status=S.SUBMITTING)
+        self.pacer.on_submitted(track, now)
+        live.polling = True  # not pollable until its request id is known
+        self.live[job.id] = live
+        return live
+
+    async def _submit_one(self, live: Live) -> None:
+        job = live.job
+        # Shielded: once the POST is on its way, its answer is worth waiting for even when stopping,
+        # because a recorded request id is a re-attachable job and a lost one is an unknown.
+        with anyio.CancelScope(shield=True):
+            try:
+                async with self.http_limit:
+                    request_id = await self.client.submit(job.model, job.input)
+            except SubmitUnknown as exc:
+                self._drop(live)
+                self.store.record_error(job.id, live.attempt_id, S.UNKNOWN, exc.as_record())
+                self.emit("unknown", job_id=job.id, error=str(exc))
+                return
+            except InputRejected as exc:
+                self._drop(live, refund=True)
+                self.store.record_error(job.id, live.attempt_id, S.FAILED, exc.as_record())
+                self.emit("failed", job_id=job.id, error=str(exc))
+                return
+            except (BalanceError, AccountError) as exc:
+                self._drop(live, refund=True)
+                self.store.record_error(job.id, live.attempt_id, "refused", exc.as_record())
+                self.store.set_status(job.id, S.PENDING)
+                self._account_error(exc)
+                return
+            except (RateLimited, TransportError) as exc:
+                # Surely not accepted (429 or never connected), retries exhausted: back in line.
+                self._drop(live, refund=True)
+                self.store.record_error(job.id, live.attempt_id, "not_sent", exc.as_record())
+                self.store.set_status(job.id, S.PENDING)
+                self.to_submit.append(job.id)
+                self.pacer.on_rate_limited()
+                self._slow_down()
+                self.emit("retry", job_id=job.id, error=str(exc))
+                return
+            live.request_id = request_id
+            live.status = S.QUEUED
+            self.store.record_submitted(job.id, live.attempt_id, request_id)
+            self._ok()
+            self.emit("submitted", job_id=job.id, request_id=request_id)
+            live.polling = False
+            self._schedule(live, self.pacer.expected_done(live.track, self.clock()))
+
+    def _drop(self, live: Live, *, refund: bool = False) -> None:
+        """A submit that created no live request: forget it in the pacer and the in-flight spend."""
+        self.live.pop(live.job.id, None)
+        self.pacer.in_flight = max(0, self.pacer.in_flight - 1)
+        if self.pacer.tail is live.track:
+            self.pacer.tail = None
+        if refund:
+            self.committed_usd -= self.estimate(live.job) or 0.0
+        self._wake()
+
+    def _account_error(self, exc: AccountError) -> None:
+        if isinstance(exc, BalanceError):
+            if self.balance_hit is None:
+                self.emit("stopping", reason=str(exc))
+            self.balance_hit = exc
+            self.stop_reason = self.stop_reason or "balance"
+        else:
+            self.fatal = exc
+            self.stop_reason = "auth"
+            self.emit("stopping", reason=str(exc))
+            self._tg.cancel_scope.cancel()
+        self._wake()
+
+    # -- AIMD on 429 ----------------------------------------------------------------------------
+    def _slow_down(self) -> None:
+        now = self.clock()
+        if now - self._last_429 < 1.0:
+            return
+        self._last_429 = now
+        self._ok_streak = 0
+        total = max(1, int(self.http_limit.total_tokens) // 2)
+        self.http_limit.total_tokens = total
+        self.emit("concurrency", http=total, reason="rate limited (429)")
+
+    def _ok(self) -> None:
+        self._ok_streak += 1
+        total = int(self.http_limit.total_tokens)
+        if total < self.settings.http_concurrency and self._ok_streak >= total:
+            self._ok_streak = 0
+            self.http_limit.total_tokens = total + 1
+            self.emit("concurrency", http=total + 1, reason="recovering")
+
+    def on_retry(self, error: ApiError, delay: float, attempt: int) -> None:
+        """Called by the client before each retry of a safe call."""
+        if isinstance(error, RateLimited):
+            self._slow_down()
+        self.emit("retry", error=str(error), delay=round(delay, 3), attempt=attempt)
+
+    # -- polling --------------------------------------------------------------------------------
+    def _track(self, job: Job, attempt_id: int, request_id: str, status: str, *, resumed: bool) -> None:
+        now = self.clock()
+        track = Track(job.id, now)
+        live = Live(job, attempt_id, request_id, track, status=status)
+        self.live[job.id] = live
+        self.pacer.in_flight += 1
+        self._schedule(live, now)
+
+    def _schedule(self, live: Live, when: float) -> None:
+        heapq.heappush(self.polls, (when, next(self._seq), live))
+        if self.polls[0][2] is live:
+            self._poll_due.set()
+
+    async def _poller(self) -> None:
+        while True:
+            now = self.clock()
+            # Polls due within a few milliseconds go out together: fewer wake-ups, same latency.
+            while self.polls and self.polls[0][0] <= now + 0.005:
+                _, _, live = heapq.heappop(self.polls)
+                if live.polling or self.live.get(live.job.id) is not live:
+                    continue
+                live.polling = True
+                self._tg.start_soon(self._poll, live, False)
+            self._poll_due = anyio.Event()
+            with anyio.move_on_after(self.polls[0][0] - now if self.polls else 1.0):
+                await self._poll_due.wait()
+
+    async def _prober(self) -> None:
+        """Poll the most recently submitted live job now and then: its queue position is the queue."""
+        while True:
+            await anyio.sleep(self.pacer.probe_interval)
+            tail = self.pacer.tail
+            live = self.live.get(tail.job_id) if tail is not None else None
+            if live is None or live.track is not tail or live.polling or live.request_id is None:
+                continue
+            live.polling = True
+            self._tg.start_soon(self._poll, live, True)
+
+    async def _poll(self, live: Live, probe: bool) -> None:
+        job = live.job
+        try:
+            async with self.http_limit:
+                remote = await self.client.result(live.request_id or "")
+        except AccountError as exc:
+            live.polling = False
+            self._account_error(exc)
+            return
+        except RequestNotFound as exc:
+            self._finish(live, S.FAILED, error=exc.as_record())
+            return
+        except ApiError as exc:
+            live.polling = False
+            live.failed_polls += 1
+            self.emit("poll_error", job_id=job.id, error=str(exc))
+            self._schedule(live, self.clock() + min(60.0, 2.0 * live.failed_polls))
+            return
+        self._ok()
+        live.failed_polls = 0
+        now = self.clock()
+        if probe:
+            self.pacer.on_probe(live.track, remote.status, remote.queue_position, now)
+            self._wake()
+        if remote.terminal:
+            self._landed(live, remote, now)
+            return
+        if remote.status not in KNOWN_LIVE and remote.status not in self.unknown_words:
+            self.unknown_words.add(remote.status)
+            self.emit("unknown_status", job_id=job.id, status=remote.status)
+        status = S.QUEUED if remote.status == "in_queue" else S.RUNNING
+        if status != live.status or remote.status != live.remote_status:
+            self.store.record_remote(job.id, live.attempt_id, status, remote.status, started=status == S.RUNNING)
+            if status != live.status:
+                self.emit(status, job_id=job.id)
+            live.status, live.remote_status = status, remote.status
+        if self._deadline_passed(live, now):
+            await self._time_out(live)
+            return
+        live.polling = False
+        self._schedule(live, self.pacer.on_polled(live.track, remote.status, remote.queue_position, now))
+
+    def _deadline_passed(self, live: Live, now: float) -> bool:
+        waited = now - live.track.submitted_at
+        if self.settings.job_timeout is not None and waited > self.settings.job_timeout:
+            return True
+        return (self.settings.queue_timeout is not None and live.status == S.QUEUED
+                and waited > self.settings.queue_timeout)
+
+    async def _time_out(self, live: Live) -> None:
+        outcome = "not asked"
+        if live.status == S.QUEUED:
+            try:
+                outcome = await self.client.cancel(live.request_id or "")
+            except ApiError as exc:
+                outcome = f"cancel failed: {exc}"
+        self._finish(live, S.FAILED, error={
+            "type": "Timeout", "message": f"job deadline passed while {live.status} (cancel: {outcome})"})
+
+    def _landed(self, live: Live, remote: RemoteState, now: float) -> None:
+        job = live.job
+        if remote.succeeded:
+            if not remote.outputs:
+                self._finish(live, S.FAILED, remote, error={"type": "NoOutput", "message": "result has no outputs"})
+                return
+            self.store.record_remote(job.id, live.attempt_id, S.COLLECTING, remote.status, finished=True,
+                                     cost=remote.cost_usd, outputs=remote.outputs)
+            self._settle_cost(job, remote.cost_usd)
+            self.pacer.on_finished(live.track, now, remote.created_at, remote.finished_at)
+            self.live.pop(job.id, None)
+            self.collecting.add(job.id)
+            self._tg.start_soon(self._collect, job.id)
+            self._wake()
+            return
+        if remote.status == "cancelled":
+            self._finish(live, S.CANCELLED, remote, error={"type": "Cancelled", "message": "cancelled at RunComfy"})
+            return
+        error = dict(remote.error or {"error_message": "RunComfy reported the job failed"})
+        error.setdefault("type", "RemoteFailure")
+        error.setdefault("message", str(error.get("error_message", "failed")))
+        self._finish(live, S.FAILED, remote, error=error)
+        if self.resubmits[job.id] < self.settings.auto_resubmit_failed and not self.stop_reason:
+            self.resubmits[job.id] += 1
+            self.store.set_status(job.id, S.PENDING)
+            self.to_submit.append(job.id)
+            self.emit("resubmit", job_id=job.id, attempt=self.resubmits[job.id])
+
+    def _finish(self, live: Live, status: str, remote: RemoteState | None = None, *,
+                error: Mapping[str, Any]) -> None:
+        cost = remote.cost_usd if remote is not None else None
+        if remote is not None and remote.status == "cancelled":
+            cost = 0.0 if cost is None else cost
+        self.store.record_error(live.job.id, live.attempt_id, status, error, cost=cost)
+        self._settle_cost(live.job, cost)
+        self.pacer.on_finished(live.track, self.clock(), remote.created_at if remote else None,
+                               remote.finished_at if remote else None)
+        self.live.pop(live.job.id, None)
+        self._fail_followers(live.job.id, status, error)
+        self.emit(status, job_id=live.job.id, error=error.get("message"))
+        self._wake()
+
+    def _settle_cost(self, job: Job, actual: float | None) -> None:
+        """Replace the job's estimate in committed spend with what RunComfy charged."""
+        if actual is not None:
+            self.committed_usd += actual - (self.estimate(job) or 0.0)
+
+    # -- collecting -----------------------------------------------------------------------------
+    async def _collect(self, job_id: str) -> None:
+        attempt = self.store.conn.execute(
+            "SELECT a.attempt_id, a.outputs_json FROM jobs j JOIN attempts a ON a.attempt_id=j.attempt_id "
+            "WHERE j.job_id=?", (job_id,)).fetchone()
+        if attempt is None or not attempt[1]:
+            self.collecting.discard(job_id)
+            self.store.set_status(job_id, S.FAILED, {"type": "NoOutput", "message": "no outputs recorded"})
+            self._wake()
+            return
+        attempt_id, urls = attempt[0], json.loads(attempt[1])
+        folder = self.manifest.output_dir / job_id
+        try:
+            async with self.download_limit:
+                for idx, (url, name) in enumerate(zip(urls, file_names(urls), strict=True)):
+                    async with self.http_limit:
+                        got = await download(self.client.http, url, folder / name, self.settings.download,
+                                             on_retry=self.on_retry)
+                    rel = got.path.relative_to(self.manifest.output_dir).as_posix()
+                    self.store.record_output(job_id, attempt_id, idx, url, rel, got.size, got.sha256, got.mtime_ns)
+        except RequestNotFound as exc:
+            self.store.set_status(job_id, S.EXPIRED, {**exc.as_record(), "message":
+                                  "the outputs expired at RunComfy before they were downloaded; run the job again"})
+            self.emit("expired", job_id=job_id)
+            self._fail_followers(job_id, S.EXPIRED, {"message": "outputs expired"})
+        except OutputHostRefused as exc:
+            self.store.set_status(job_id, S.FAILED, exc.as_record())
+            self.emit("failed", job_id=job_id, error=str(exc))
+        except ApiError as exc:
+            # Transient trouble outlasted the retries: the job stays collecting for the next run.
+            self.emit("download_error", job_id=job_id, error=str(exc))
+        else:
+            self.store.set_status(job_id, S.SUCCEEDED)
+            self.emit("succeeded", job_id=job_id)
+            self._copy_to_followers(job_id)
+        finally:
+            self.collecting.discard(job_id)
+            self._wake()
+
+    def _copy_to_followers(self, leader: str) -> None:
+        """Jobs with the same model and input as ``leader`` share its one paid request."""
+        followers = self.followers.pop(leader, [])
+        if not followers:
+            return
+        attempt_id = self.store.conn.execute("SELECT attempt_id FROM jobs WHERE job_id=?", (leader,)).fetchone()[0]
+        files = [o for o in self.store.outputs([attempt_id]).get(attempt_id, []) if o.job_id == leader]
+        for follower in followers:
+            for output in files:
+                source = self.manifest.output_dir / output.path
+                target = self.manifest.output_dir / follower / Path(output.path).name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                part = target.with_name(target.name + ".part")
+                shutil.copyfile(source, part)
+                os.replace(part, target)
+                rel = target.relative_to(self.manifest.output_dir).as_posix()
+                self.store.record_output(follower, attempt_id, output.idx, output.url, rel, output.bytes,
+                                         output.sha256, target.stat().st_mtime_ns)
+            self.store.adopt_attempt(follower, attempt_id, S.SUCCEEDED)
+            self.emit("succeeded", job_id=follower, twin_of=leader)
+
+    def _fail_followers(self, leader: str, status: str, error: Mapping[str, Any]) -> None:
+        for follower in self.followers.pop(leader, []):
+            self.store.set_status(follower, status, {**error, "message": f"same request as {leader}: "
+                                                     f"{error.get('message', status)}"})
+
+    # -- the end --------------------------------------------------------------------------------
+    def _result(self, wall: float, interrupted: bool) -> RunResult:
+        counts = self.store.counts()
+        cost = spent(self.store)
+        unfinished = sum(n for s, n in counts.items() if s != S.SUCCEEDED)
+        if interrupted:
+            return RunResult(counts, EXIT_INTERRUPTED,
+                             "interrupted; run the same command again to resume "
+                             "(submitted jobs are re-attached, none is paid twice)", cost, wall, "signal")
+        if self.fatal is not None:
+            return RunResult(counts, EXIT_AUTH, str(self.fatal), cost, wall, "auth")
+        if self.balance_hit is not None:
+            return RunResult(counts, EXIT_BALANCE, str(self.balance_hit), cost, wall, "balance")
+        if unfinished:
+            parts = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()) if s != S.SUCCEEDED)
+            return RunResult(counts, EXIT_JOBS_FAILED, f"{unfinished} job(s) did not succeed ({parts})", cost, wall)
+        return RunResult(counts, EXIT_OK, f"all {counts.get(S.SUCCEEDED, 0)} job(s) succeeded", cost, wall)
+
+
+def twin_map(jobs: list[Job]) -> dict[str, str]:
+    """Job id -> the first job id with the same fingerprint (dedupe: one paid request for both)."""
+    first: dict[str, str] = {}
+    twins: dict[str, str] = {}
+    for job in jobs:
+        leader = first.setdefault(job.fingerprint, job.id)
+        if leader != job.id:
+            twins[job.id] = leader
+    return twins
+
+
+def committed_spend(store: S.Store) -> float:
+    """Money spent or possibly spent by this state file: charged costs, else estimates of every
+    attempt that may have reached RunComfy (submitted, in flight or unknown)."""
+    row = store.conn.execute(
+        "SELECT coalesce(sum(coalesce(cost_usd, estimate_usd, 0)), 0) FROM attempts "
+        "WHERE request_id IS NOT NULL OR status IN (?, ?)", (S.UNKNOWN, S.SUBMITTING)).fetchone()
+    return float(row[0])
+
+
+def spent(store: S.Store) -> float:
+    """Money RunComfy reported charging, over every attempt in the state file."""
+    row = store.conn.execute("SELECT coalesce(sum(cost_usd), 0) FROM attempts").fetchone()
+    return float(row[0])
+
+
+async def run_manifest(manifest: Manifest, store: S.Store, http: httpx.AsyncClient, client_config: Any,
+                       prices: PriceTable, settings: RunSettings, **kwargs: Any) -> RunResult:
+    """Library entry: run ``manifest`` through ``http`` with the given API config."""
+    runner = Runner(manifest, store, RunComfyClient(http, client_config), prices, settings, **kwargs)
+    runner.client.on_retry = runner.on_retry
+    return await runner.run()

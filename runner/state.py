@@ -1,0 +1,408 @@
+"""The journal: one SQLite file per manifest that makes a run resumable and never double-paying.
+
+Why it is built this way:
+
+* **Intent before the POST.** A job's attempt row is written (status ``submitting``) and committed
+  before its POST leaves; the ``request_id`` is written the moment it comes back. A process killed
+  in between leaves a ``submitting`` attempt, which the next run turns into ``unknown``: the one
+  case where the runner cannot know whether it paid, reported as such and never resubmitted
+  silently.
+* **Group commit.** Writes go into one open transaction that :meth:`Store.flush` commits; the
+  scheduler flushes every few tens of milliseconds and at the points where durability matters
+  (before a POST). WAL mode lets ``status`` read while a run writes.
+* **Idempotent upserts keyed by job id**, so syncing the same manifest twice changes nothing.
+* **A lock that dies with its process** (``flock`` on ``<state>.lock``) keeps a second runner out,
+  while readers (``status``, ``report``) never take it.
+
+Tables: ``jobs`` (one row per job id ever seen), ``attempts`` (one per paid request, with the input
+sent, ``request_id``, timings, cost, error), ``outputs`` (files on disk per attempt), ``runs``.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import sqlite3
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from .errors import StateError, StateLocked
+
+# Job states. ``pending`` may be submitted; ``submitting``/``queued``/``running``/``collecting``
+# are in flight; the rest are at rest until the user acts.
+PENDING = "pending"
+HELD = "held"  # waiting for budget
+SUBMITTING = "submitting"
+UNKNOWN = "unknown"
+QUEUED = "queued"
+RUNNING = "running"
+COLLECTING = "collecting"
+SUCCEEDED = "succeeded"
+FAILED = "failed"
+CANCELLED = "cancelled"
+EXPIRED = "expired"
+
+IN_FLIGHT = frozenset({SUBMITTING, QUEUED, RUNNING, COLLECTING})
+NEEDS_ATTENTION = frozenset({FAILED, UNKNOWN, EXPIRED, HELD, CANCELLED})
+ALL_STATES = (PENDING, HELD, SUBMITTING, UNKNOWN, QUEUED, RUNNING, COLLECTING, SUCCEEDED, FAILED,
+              CANCELLED, EXPIRED)
+
+
+def now() -> float:
+    return time.time()
+
+
+def _migration_1(db: sqlite_utils.Database) -> None:
+    db["jobs"].create(
+        {"job_id": str, "fingerprint": str, "model": str, "line": int, "position": int,
+         "in_manifest": int, "status": str, "attempt_id": int, "twin_of": str,
+         "estimate_usd": float, "error": str, "updated_at": float},
+        pk="job_id", not_null={"fingerprint", "model", "status"},
+    )
+    db["attempts"].create(
+        {"attempt_id": int, "job_id": str, "fingerprint": str, "model": str, "input_json": str,
+         "request_id": str, "status": str, "remote_status": str, "resubmit_of_unknown": int,
+         "intent_at": float, "submitted_at": float, "started_at": float, "finished_at": float,
+         "estimate_usd": float, "cost_usd": float, "outputs_json": str, "error": str},
+        pk="attempt_id", not_null={"job_id", "status"},
+    )
+    db["attempts"].create_index(["job_id"])
+    db["attempts"].create_index(["request_id"])
+    db["outputs"].create(
+        {"attempt_id": int, "idx": int, "job_id": str, "url": str, "path": str, "bytes": int,
+         "sha256": str, "mtime_ns": int, "downloaded_at": float},
+        pk=("job_id", "attempt_id", "idx"),
+    )
+    db["outputs"].create_index(["job_id"])
+    db["runs"].create(
+        {"run_id": int, "pid": int, "command": str, "started_at": float, "finished_at": float,
+         "exit_code": int, "summary": str},
+        pk="run_id",
+    )
+
+
+MIGRATIONS: list[tuple[str, Any]] = [("0001_initial", _migration_1)]
+
+
+@dataclass
+class JobRow:
+    """A job as the state file knows it (joined with its current attempt)."""
+
+    job_id: str
+    fingerprint: str
+    model: str
+    status: str
+    attempt_id: int | None
+    request_id: str | None
+    in_manifest: bool
+    twin_of: str | None
+    estimate_usd: float | None
+    cost_usd: float | None
+    error: dict[str, Any] | None
+    outputs_json: str | None
+    submitted_at: float | None
+    started_at: float | None
+    remote_status: str | None
+
+
+@dataclass
+class OutputRow:
+    attempt_id: int
+    idx: int
+    job_id: str
+    url: str
+    path: str
+    bytes: int
+    sha256: str
+    mtime_ns: int | None
+
+
+@dataclass(frozen=True)
+class SyncSummary:
+    """What syncing the manifest into the state changed."""
+
+    new: int
+    changed: int
+    removed: int
+    unchanged: int
+
+
+class Store:
+    """The state file. Open it with :meth:`open`; hold the run lock with :meth:`lock`."""
+
+    def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
+        self.path = path
+        self.conn = conn
+        self.db = sqlite_utils.Database(conn)
+        self._in_tx = False
+        self._lock_fd: int | None = None
+
+    # -- opening --------------------------------------------------------------------------------
+    @classmethod
+    def open(cls, path: str | Path, *, create: bool = True) -> Store:
+        path = Path(path)
+        if not path.exists() and not create:
+            raise StateError(f"{path}: no state file yet (nothing has been run for this manifest)")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(path, isolation_level=None, timeout=30, check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA busy_timeout=30000")
+            store = cls(path, conn)
+            store._migrate()
+        except sqlite3.DatabaseError as exc:
+            raise StateError(f"{path}: not a usable state file ({exc})") from None
+        return store
+
+    def _migrate(self) -> None:
+        self.conn.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at REAL)")
+        done = {row[0] for row in self.conn.execute("SELECT name FROM _migrations")}
+        for name, apply in MIGRATIONS:
+            if name in done:
+                continue
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                if self.conn.execute("SELECT 1 FROM _migrations WHERE name=?", (name,)).fetchone() is None:
+                    apply(self.db)
+                    self.conn.execute("INSERT INTO _migrations VALUES (?, ?)", (name, now()))
+                self.conn.execute("COMMIT")
+            except BaseException:
+                self.conn.execute("ROLLBACK")
+                raise
+
+    def lock(self) -> None:
+        """Take the run lock, or raise :class:`StateLocked` naming the process that holds it."""
+        lock_path = self.path.with_name(self.path.name + ".lock")
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise StateLocked(
+                f"{self.path}: another runner (pid {holder}) is running this manifest; "
+                "wait for it, or use `status` to watch it"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self._lock_fd = fd
+
+    def close(self) -> None:
+        self.flush()
+        self.conn.close()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    # -- transactions ---------------------------------------------------------------------------
+    def _write(self, sql: str, params: Iterable[Any] = ()) -> sqlite3.Cursor:
+        if not self._in_tx:
+            self.conn.execute("BEGIN IMMEDIATE")
+            self._in_tx = True
+        return self.conn.execute(sql, tuple(params))
+
+    def _write_many(self, sql: str, rows: Iterable[Iterable[Any]]) -> None:
+        if not self._in_tx:
+            self.conn.execute("BEGIN IMMEDIATE")
+            self._in_tx = True
+        self.conn.executemany(sql, rows)
+
+    def flush(self) -> None:
+        """Commit everything written so far (group commit)."""
+        if self._in_tx:
+            self.conn.execute("COMMIT")
+            self._in_tx = False
+
+    # -- the manifest ---------------------------------------------------------------------------
+    def sync_manifest(self, jobs: Iterable[Any], estimates: Mapping[str, float | None],
+                      twins: Mapping[str, str]) -> SyncSummary:
+        """Upsert the manifest's jobs: new ones pending, changed ones (model/input) pending again
+        with their old attempt kept as history, removed ones marked out of the manifest."""
+        known = {r[0]: (r[1], r[2]) for r in self.conn.execute("SELECT job_id, fingerprint, status FROM jobs")}
+        new = changed = unchanged = 0
+        seen: set[str] = set()
+        t = now()
+        inserts, updates, refresh = [], [], []
+        for position, job in enumerate(jobs):
+            seen.add(job.id)
+            twin = twins.get(job.id)
+            estimate = estimates.get(job.id)
+            if job.id not in known:
+                new += 1
+                inserts.append((job.id, job.fingerprint, job.model, job.line, position, 1, PENDING, None,
+                                twin, estimate, None, t))
+            elif known[job.id][0] != job.fingerprint:
+                changed += 1
+                updates.append((job.fingerprint, job.model, job.line, position, PENDING, twin, estimate, t, job.id))
+            else:
+                unchanged += 1
+                refresh.append((job.line, position, twin, estimate, job.id))
+        removed = [(job_id,) for job_id in known if job_id not in seen]
+        self._write_many("INSERT INTO jobs VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", inserts)
+        self._write_many(
+            "UPDATE jobs SET fingerprint=?, model=?, line=?, position=?, in_manifest=1, status=?, "
+            "attempt_id=NULL, twin_of=?, estimate_usd=?, error=NULL, updated_at=? WHERE job_id=?", updates)
+        self._write_many(
+            "UPDATE jobs SET line=?, position=?, in_manifest=1, twin_of=?, estimate_usd=? "
+            "WHERE job_id=? AND (line IS NOT ? OR position IS NOT ? OR in_manifest=0 OR twin_of IS NOT ? "
+            "OR estimate_usd IS NOT ?)",
+            [(line, pos, twin, est, jid, line, pos, twin, est) for line, pos, twin, est, jid in refresh])
+        self._write_many("UPDATE jobs SET in_manifest=0 WHERE job_id=? AND in_manifest=1", removed)
+        self.flush()
+        return SyncSummary(new, changed, len(removed), unchanged)
+
+    def recover_interrupted(self) -> int:
+        """Attempts left ``submitting`` by a killed run become ``unknown``: the POST may have landed."""
+        rows = self.conn.execute(
+            "SELECT attempt_id, job_id FROM attempts WHERE status=? AND request_id IS NULL", (SUBMITTING,)
+        ).fetchall()
+        error = json.dumps({"type": "SubmitUnknown", "message":
+                            "the runner stopped while this job's submit was in flight; it may have been accepted"})
+        for attempt_id, job_id in rows:
+            self._write("UPDATE attempts SET status=?, error=? WHERE attempt_id=?", (UNKNOWN, error, attempt_id))
+            self._write("UPDATE jobs SET status=?, error=?, updated_at=? WHERE job_id=? AND attempt_id=?",
+                        (UNKNOWN, error, now(), job_id, attempt_id))
+        self.flush()
+        return len(rows)
+
+    # -- reading --------------------------------------------------------------------------------
+    _JOB_SELECT = (
+        "SELECT j.job_id, j.fingerprint, j.model, j.status, j.attempt_id, a.request_id, j.in_manifest, "
+        "j.twin_of, j.estimate_usd, a.cost_usd, j.error, a.outputs_json, a.submitted_at, a.started_at, "
+        "a.remote_status FROM jobs j LEFT JOIN attempts a ON a.attempt_id = j.attempt_id"
+    )
+
+    def jobs(self, *, in_manifest_only: bool = True) -> list[JobRow]:
+        sql = self._JOB_SELECT + (" WHERE j.in_manifest=1" if in_manifest_only else "") + " ORDER BY j.position"
+        return [
+            JobRow(r[0], r[1], r[2], r[3], r[4], r[5], bool(r[6]), r[7], r[8], r[9],
+                   json.loads(r[10]) if r[10] else None, r[11], r[12], r[13], r[14])
+            for r in self.conn.execute(sql)
+        ]
+
+    def outputs(self, attempt_ids: Iterable[int] | None = None) -> dict[int, list[OutputRow]]:
+        """Output files per attempt (all of them, or those of the given attempts)."""
+        out: dict[int, list[OutputRow]] = {}
+        for r in self.conn.execute(
+            "SELECT attempt_id, idx, job_id, url, path, bytes, sha256, mtime_ns FROM outputs ORDER BY attempt_id, idx"
+        ):
+            out.setdefault(r[0], []).append(OutputRow(*r))
+        if attempt_ids is not None:
+            wanted = set(attempt_ids)
+            out = {k: v for k, v in out.items() if k in wanted}
+        return out
+
+    def attempts(self) -> dict[str, list[dict[str, Any]]]:
+        """Every attempt per job id, oldest first (the history the report shows)."""
+        out: dict[str, list[dict[str, Any]]] = {}
+        cursor = self.conn.execute(
+            "SELECT attempt_id, job_id, fingerprint, request_id, status, remote_status, resubmit_of_unknown, "
+            "intent_at, submitted_at, started_at, finished_at, estimate_usd, cost_usd, error "
+            "FROM attempts ORDER BY attempt_id")
+        names = [d[0] for d in cursor.description]
+        for row in cursor:
+            record = dict(zip(names, row, strict=True))
+            record["error"] = json.loads(record["error"]) if record["error"] else None
+            out.setdefault(record["job_id"], []).append(record)
+        return out
+
+    def attempt_input(self, attempt_id: int) -> dict[str, Any] | None:
+        row = self.conn.execute("SELECT input_json FROM attempts WHERE attempt_id=?", (attempt_id,)).fetchone()
+        return json.loads(row[0]) if row and row[0] else None
+
+    def counts(self) -> dict[str, int]:
+        return dict(self.conn.execute("SELECT status, count(*) FROM jobs WHERE in_manifest=1 GROUP BY status"))
+
+    # -- writing the life of a job --------------------------------------------------------------
+    def record_intent(self, job_id: str, fingerprint: str, model: str, input_json: str,
+                      estimate: float | None, *, resubmit_of_unknown: bool = False) -> int:
+        """Journal that a POST is about to leave; call :meth:`flush` before sending it."""
+        t = now()
+        cursor = self._write(
+            "INSERT INTO attempts (job_id, fingerprint, model, input_json, status, resubmit_of_unknown, "
+            "intent_at, estimate_usd) VALUES (?,?,?,?,?,?,?,?)",
+            (job_id, fingerprint, model, input_json, SUBMITTING, int(resubmit_of_unknown), t, estimate))
+        attempt_id = int(cursor.lastrowid or 0)
+        self._write("UPDATE jobs SET status=?, attempt_id=?, error=NULL, updated_at=? WHERE job_id=?",
+                    (SUBMITTING, attempt_id, t, job_id))
+        return attempt_id
+
+    def record_submitted(self, job_id: str, attempt_id: int, request_id: str) -> None:
+        t = now()
+        self._write("UPDATE attempts SET request_id=?, status=?, submitted_at=? WHERE attempt_id=?",
+                    (request_id, QUEUED, t, attempt_id))
+        self._set_job(job_id, attempt_id, QUEUED, t)
+
+    def record_remote(self, job_id: str, attempt_id: int, status: str, remote_status: str, *,
+                      started: bool = False, finished: bool = False, cost: float | None = None,
+                      outputs: Iterable[str] | None = None) -> None:
+        """A poll's news: live status, or completion with its output URLs and charged cost."""
+        t = now()
+        sets = ["status=?", "remote_status=?"]
+        params: list[Any] = [status, remote_status]
+        if started:
+            sets.append("started_at=coalesce(started_at, ?)")
+            params.append(t)
+        if finished:
+            sets.append("finished_at=coalesce(finished_at, ?)")
+            params.append(t)
+        if cost is not None:
+            sets.append("cost_usd=?")
+            params.append(cost)
+        if outputs is not None:
+            sets.append("outputs_json=?")
+            params.append(json.dumps(list(outputs)))
+        self._write(f"UPDATE attempts SET {', '.join(sets)} WHERE attempt_id=?", (*params, attempt_id))
+        self._set_job(job_id, attempt_id, status, t)
+
+    def record_error(self, job_id: str, attempt_id: int | None, status: str, error: Mapping[str, Any],
+                     *, cost: float | None = None) -> None:
+        """The job ended without success (or its submit is unknown): keep the cause."""
+        t = now()
+        text = json.dumps(dict(error), default=str)
+        if attempt_id is not None:
+            self._write("UPDATE attempts SET status=?, error=?, finished_at=coalesce(finished_at, ?), "
+                        "cost_usd=coalesce(?, cost_usd) WHERE attempt_id=?", (status, text, t, cost, attempt_id))
+        self._write("UPDATE jobs SET status=?, error=?, updated_at=? WHERE job_id=?", (status, text, t, job_id))
+
+    def record_output(self, job_id: str, attempt_id: int, idx: int, url: str, path: str, size: int,
+                      sha256: str, mtime_ns: int) -> None:
+        self._write("INSERT OR REPLACE INTO outputs VALUES (?,?,?,?,?,?,?,?,?)",
+                    (attempt_id, idx, job_id, url, path, size, sha256, mtime_ns, now()))
+
+    def set_status(self, job_id: str, status: str, error: Mapping[str, Any] | None = None) -> None:
+        self._write("UPDATE jobs SET status=?, error=?, updated_at=? WHERE job_id=?",
+                    (status, json.dumps(dict(error)) if error else None, now(), job_id))
+
+    def adopt_attempt(self, job_id: str, attempt_id: int, status: str) -> None:
+        """Make another job's attempt this job's own (dedupe: one paid request, two job ids)."""
+        self._write("UPDATE jobs SET status=?, attempt_id=?, error=NULL, updated_at=? WHERE job_id=?",
+                    (status, attempt_id, now(), job_id))
+
+    def _set_job(self, job_id: str, attempt_id: int, status: str, t: float) -> None:
+        self._write("UPDATE jobs SET status=?, updated_at=? WHERE job_id=? AND attempt_id=?",
+                    (status, t, job_id, attempt_id))
+
+    # -- runs -----------------------------------------------------------------------------------
+    def start_run(self, command: str) -> int:
+        cursor = self._write("INSERT INTO runs (pid, command, started_at) VALUES (?,?,?)",
+                             (os.getpid(), command, now()))
+        self.flush()
+        return int(cursor.lastrowid or 0)
+
+    def finish_run(self, run_id: int, exit_code: int, summary: Mapping[str, Any]) -> None:
+        self._write("UPDATE runs SET finished_at=?, exit_code=?, summary=? WHERE run_id=?",
+                    (now(), exit_code, json.dumps(dict(summary)), run_id))
+        self.flush()
+
+    def runs(self) -> list[dict[str, Any]]:
+        cursor = self.conn.execute("SELECT run_id, pid, command, started_at, finished_at, exit_code FROM runs")
+        names = [d[0] for d in cursor.description]
+        return [dict(zip(names, r, strict=True)) for r in cursor]
