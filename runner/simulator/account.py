@@ -22,7 +22,8 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
 
-IN_QUEUE, IN_PROGRESS, COMPLETED, FAILED, CANCELLED = "in_queue", "in_progress", "completed", "failed", "cancelled"
+IN_QUEUE, IN_PROGRESS = "in_queue", "in_progress"
+COMPLETED, FAILED, CANCELLED = "completed", "failed", "cancelled"
 STATES = (IN_QUEUE, IN_PROGRESS, COMPLETED, FAILED, CANCELLED)
 FINISHED = frozenset((COMPLETED, FAILED, CANCELLED))
 

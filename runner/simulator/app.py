@@ -34,7 +34,9 @@ _SERVER_ERRORS = (500, 502, 503)
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)$")
 
 
-def error(status: int, error_code: int, message: str, detail: Any = None, headers: Any = None) -> JSONResponse:
+def error(
+    status: int, error_code: int, message: str, detail: Any = None, headers: Any = None
+) -> JSONResponse:
     """An error answer in RunComfy's shape."""
     body = {"error_code": error_code, "error_message": message, "detail": detail}
     return JSONResponse(body, status_code=status, headers=headers)
@@ -279,7 +281,9 @@ async def sim_request(request: Request) -> Response:
 
 async def _no_route(request: Request, exc: Exception) -> Response:
     status_code = getattr(exc, "status_code", 404)
-    return error(status_code, status_code * 1000 + 1, f"no such endpoint: {request.method} {request.url.path}")
+    return error(
+        status_code, status_code * 1000 + 1, f"no such endpoint: {request.method} {request.url.path}"
+    )
 
 
 def create_app(config: SimulatorConfig | None = None, *, clock: Clock = time.monotonic) -> Starlette:
@@ -299,4 +303,3 @@ def create_app(config: SimulatorConfig | None = None, *, clock: Clock = time.mon
     app = Starlette(routes=routes, exception_handlers={404: _no_route, 405: _no_route})
     app.state.sim = Simulation(config or SimulatorConfig(), clock=clock)
     return app
-

@@ -164,7 +164,7 @@ _HELP = {
 
 
 def add_simulator_arguments(parser: argparse.ArgumentParser, prefix: str = "") -> None:
-    """Add one flag per :class:`SimulatorConfig` field (``--job-seconds``…), optionally prefixed (``sim-``)."""
+    """Add a flag per :class:`SimulatorConfig` field (``--job-seconds``…), optionally prefixed (``sim-``)."""
     defaults = SimulatorConfig()
     for f in dataclasses.fields(SimulatorConfig):
         flag = "--" + prefix + f.name.replace("_", "-")

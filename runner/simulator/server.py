@@ -93,7 +93,8 @@ def serve(
         partial.replace(ready_file)  # a reader never sees half a URL
     if not quiet:
         print(
-            f"RunComfy simulator on {url} (token {config.token!r}); stats at {url}/_sim/stats; Ctrl-C stops it",
+            f"RunComfy simulator on {url} (token {config.token!r}); "
+            f"stats at {url}/_sim/stats; Ctrl-C stops it",
             file=sys.stderr,
             flush=True,
         )
@@ -121,7 +122,9 @@ def running_server(
     """
     sock = _bind(host, port)
     server = _server(app or create_app(config), log_level=log_level, quiet_logging=True)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="runcomfy-simulator", daemon=True)
+    thread = threading.Thread(
+        target=server.run, kwargs={"sockets": [sock]}, name="runcomfy-simulator", daemon=True
+    )
     thread.start()
     try:
         deadline = time.monotonic() + 30
@@ -143,7 +146,9 @@ def main(argv: list[str] | None = None) -> None:
         description="Serve a simulated RunComfy Model API on loopback until Ctrl-C.",
     )
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=8790, help="port to listen on; 0 picks a free one (default: 8790)")
+    parser.add_argument(
+        "--port", type=int, default=8790, help="port to listen on; 0 picks a free one (default: 8790)"
+    )
     parser.add_argument("--ready-file", metavar="FILE", help="write the base URL to FILE once listening")
     parser.add_argument("--log-level", default="warning", help="uvicorn's log level (default: warning)")
     add_simulator_arguments(parser)

@@ -46,7 +46,9 @@ class ManualClock:
 class Simulation:
     """One simulated account and everything counted about the requests it answered."""
 
-    def __init__(self, config: SimulatorConfig, clock: Clock = time.monotonic, catalog: Catalog | None = None):
+    def __init__(
+        self, config: SimulatorConfig, clock: Clock = time.monotonic, catalog: Catalog | None = None
+    ):
         self.config = config
         self.clock = clock
         self.catalog = catalog or Catalog.load()
