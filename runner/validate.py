@@ -1,0 +1,299 @@
+"""Checking a parsed manifest, and saying where each problem is, in words a manifest author reads.
+
+Two passes, as the format promises: the whole document against ``schemas/manifest.schema.json``
+first (the shape: keys, types, ids, matrices), then every job's input against its model's schema
+through the catalog. Both start with :mod:`runner.fastschema`'s yes/no check and only ask jsonschema
+for errors when that says no, so a valid 100,000-job manifest is checked in well under a second.
+
+Every finding becomes one :class:`~runner.errors.Problem` (``file:line job ID: field: what``) in a
+:class:`ProblemLog`, located at the value that is wrong: for a job built from defaults, its own input
+and a matrix combination, the line is where the offending field was written. One mistake repeated by
+many jobs is told once: a bad value in ``defaults.input`` at the defaults line, a mistake in a matrix
+job's own input once for all its combinations.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from dataclasses import field as default
+from typing import Any
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import ValidationError
+
+from .catalog import Catalog, ModelSpec, format_path
+from .errors import Problem
+from .fastschema import compile_schema
+from .yamldoc import Document
+
+MAX_PROBLEMS_SHOWN = 500
+SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+_ID_TEMPLATE = re.compile(r"[A-Za-z0-9{][A-Za-z0-9._{}-]{0,127}")
+_PATH_PART = re.compile(r"\[(\d+)\]|\.?([^.\[\]]+)")
+_TYPE_WORDS = {
+    "object": "a mapping", "array": "a list", "string": "text", "integer": "a whole number",
+    "number": "a number", "boolean": "true or false", "null": "null",
+}
+
+DocPath = tuple[str | int, ...]
+
+
+def show(value: Any, limit: int = 60) -> str:
+    """A value as a message shows it: short, on one line, ``null``/``true`` as YAML writes them."""
+    if value is None or isinstance(value, bool):
+        text = json.dumps(value)
+    elif isinstance(value, dict | list):
+        text = json.dumps(value, ensure_ascii=False, default=str)
+    else:
+        text = repr(value)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def suggest(word: str, known: Sequence[str]) -> str:
+    """`` (did you mean 'input'?)`` for a likely typo, else nothing."""
+    close = difflib.get_close_matches(word, list(known), n=1, cutoff=0.7)
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+@dataclass
+class _Entry:
+    line: int | None
+    message: str
+    job_id: str | None
+    field: str | None
+    order: int
+    jobs: list[str] = default(default_factory=list)
+    scope: str = ""  # "defaults": count every job it affects; "matrix": count sibling combinations
+
+
+class ProblemLog:
+    """Every problem found in one manifest, located, de-duplicated and in file order."""
+
+    def __init__(self, file: str, doc: Document | None = None) -> None:
+        self.file = file
+        self.doc = doc
+        self.too_large = False
+        self._entries: list[_Entry] = []
+        self._groups: dict[tuple[Any, ...], _Entry] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self._entries)
+
+    def add(self, message: str, *, line: int | None = None, job_id: str | None = None,
+            field: str | None = None) -> None:
+        self._entries.append(_Entry(line, message, job_id, field or None, len(self._entries)))
+
+    def at(self, path: DocPath, message: str, *, line: int | None = None) -> None:
+        """A problem with the value at ``path`` in the document (``("jobs", 3, "input", "duration")``)."""
+        job_id, shown_path = self.label(path)
+        if line is None and self.doc is not None:
+            line = self.doc.line_at(path)
+        self.add(message, line=line, job_id=job_id, field=shown_path)
+
+    def grouped(self, key: tuple[Any, ...], message: str, *, line: int | None, job_id: str | None,
+                field: str, scope: str) -> None:
+        """One problem however many jobs repeat it; ``job_id`` is one of those jobs."""
+        entry = self._groups.get(key)
+        if entry is None:
+            entry = _Entry(line, message, None if scope == "defaults" else job_id, field, len(self._entries),
+                           scope=scope)
+            self._groups[key] = entry
+            self._entries.append(entry)
+        if job_id is not None:
+            entry.jobs.append(job_id)
+
+    def label(self, path: DocPath) -> tuple[str | None, str]:
+        """``("jobs", 3, "input", "x")`` -> (that job's id, ``input.x``); others -> (None, ``a.b[2]``)."""
+        if len(path) >= 2 and path[0] == "jobs" and isinstance(path[1], int) and self.doc is not None:
+            jobs = self.doc.data.get("jobs") if isinstance(self.doc.data, dict) else None
+            job = jobs[path[1]] if isinstance(jobs, list) and 0 <= path[1] < len(jobs) else None
+            job_id = job.get("id") if isinstance(job, dict) else None
+            if isinstance(job_id, str) and (SAFE_ID.fullmatch(job_id) or _ID_TEMPLATE.fullmatch(job_id)):
+                return job_id, format_path(list(path[2:]))
+        return None, format_path(list(path))
+
+    def problems(self, total_jobs: int = 0) -> list[Problem]:
+        """The problems, in file order, at most :data:`MAX_PROBLEMS_SHOWN` and a line saying how many more."""
+        out: list[Problem] = []
+        for entry in sorted(self._entries, key=lambda e: (e.line or 0, e.order)):
+            out.append(Problem(self.file, entry.line, entry.message + self._scope(entry, total_jobs),
+                               entry.job_id, entry.field))
+        if len(out) > MAX_PROBLEMS_SHOWN:
+            rest = len(out) - MAX_PROBLEMS_SHOWN
+            out = out[:MAX_PROBLEMS_SHOWN] + [Problem(self.file, None, f"… and {rest:,} more problems")]
+        return out
+
+    @staticmethod
+    def _scope(entry: _Entry, total_jobs: int) -> str:
+        n = len(entry.jobs)
+        if entry.scope == "matrix" and n > 1:
+            return f" (same in {n - 1:,} more {'job' if n == 2 else 'jobs'} of this matrix)"
+        if entry.scope != "defaults" or total_jobs <= 1:
+            return ""
+        if n >= total_jobs:
+            return f" (in all {total_jobs:,} jobs)"
+        if n == 1:
+            return f" (in job {entry.jobs[0]})"
+        named = ", ".join(entry.jobs[:3]) + (", …" if n > 3 else "")
+        return f" (in {n:,} of {total_jobs:,} jobs: {named})"
+
+
+# --- the manifest's own schema ------------------------------------------------------------------
+
+
+class ManifestSchema:
+    """``schemas/manifest.schema.json``, split so one bad job in 100,000 costs one slow check, not all."""
+
+    def __init__(self, schema: Mapping[str, Any]) -> None:
+        jobs = schema["properties"]["jobs"]
+        top = {**schema, "properties": {**schema["properties"], "jobs": {**jobs, "items": True}}}
+        job = {**jobs["items"], "$defs": schema.get("$defs", {})}
+        self.schema = schema
+        self.is_valid = compile_schema(schema)
+        self.top = Draft202012Validator(top)
+        self.job = Draft202012Validator(job)
+        self.job_is_valid = compile_schema(job)
+
+    @classmethod
+    def load(cls, catalog: Catalog) -> ManifestSchema:
+        return cls(catalog.read_json("manifest.schema.json"))
+
+    def check(self, data: dict[str, Any], log: ProblemLog) -> set[int]:
+        """Log every way ``data`` breaks the schema; the indexes of the jobs that do."""
+        if self.is_valid(data):
+            return set()
+        for error in self.top.iter_errors(data):
+            for path, message in _translate(error, ()):
+                log.at(path, message)
+        bad: set[int] = set()
+        jobs = data.get("jobs")
+        if isinstance(jobs, list):
+            for index, job in enumerate(jobs):
+                if self.job_is_valid(job):
+                    continue
+                bad.add(index)
+                for error in self.job.iter_errors(job):
+                    for path, message in _translate(error, ("jobs", index)):
+                        log.at(path, message)
+        return bad
+
+
+def _translate(error: ValidationError, prefix: DocPath) -> Iterator[tuple[DocPath, str]]:
+    """A jsonschema error as (document path, message), in the manifest author's words."""
+    path = (*prefix, *error.absolute_path)
+    schema = error.schema if isinstance(error.schema, Mapping) else {}
+    kind = error.validator
+    custom = schema.get("x-errorMessages", {}).get(kind)
+    if kind == "pattern" and "patternErrorMessage" in schema:
+        custom = str(schema["patternErrorMessage"]).rstrip(".")
+    if custom:
+        yield path, f"{show(error.instance)} {custom}"
+    elif kind == "additionalProperties" and isinstance(error.instance, dict):
+        known = list(schema.get("properties", {}))
+        for key in sorted(k for k in error.instance if k not in known):
+            yield (*path, key), f"unknown key{suggest(key, known)} (known keys: {', '.join(known)})"
+    elif kind == "required":
+        yield path, error.message.replace("is a required property", "is required")
+    elif kind == "type":
+        names = [error.validator_value] if isinstance(error.validator_value, str) else error.validator_value
+        wanted = " or ".join(_TYPE_WORDS.get(n, n) for n in names)
+        yield path, f"must be {wanted}, not {show(error.instance)}"
+    else:
+        yield path, _shorten(error.message)
+
+
+def _shorten(message: str, limit: int = 300) -> str:
+    message = " ".join(message.split())
+    return message if len(message) <= limit else message[: limit - 1] + "…"
+
+
+# --- job inputs against their model's schema ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class InputSource:
+    """Where the parts of one job's input were written, to put each problem on its line."""
+
+    index: int                       # the job's position in the manifest's `jobs` list
+    defaults: Mapping[str, Any]      # defaults.input
+    own: Mapping[str, Any]           # the job's `input`
+    matrix_keys: tuple[str, ...] = ()
+    matrix_pick: tuple[int, ...] = ()  # which value of each matrix field this combination took
+
+    def origin(self, path: DocPath) -> tuple[str, DocPath]:
+        """(``defaults``, ``job`` or ``matrix``, the document path of the value at input ``path``)."""
+        if not path:
+            return "job", ("jobs", self.index)
+        top, rest = path[0], path[1:]
+        if top in self.matrix_keys:
+            pick = self.matrix_pick[self.matrix_keys.index(top)]  # type: ignore[arg-type]
+            return "matrix", ("jobs", self.index, "matrix", top, pick, *rest)
+        if top in self.own:
+            return "job", ("jobs", self.index, "input", *path)
+        if top in self.defaults:
+            return "defaults", ("defaults", "input", *path)
+        return "job", ("jobs", self.index)
+
+
+def parse_input_path(text: str) -> DocPath:
+    """``images[5].x`` -> ``("images", 5, "x")`` (the inverse of catalog.format_path)."""
+    return tuple(int(index) if index else name for index, name in _PATH_PART.findall(text))
+
+
+class InputChecker:
+    """Checks job inputs against their model schemas, fast when they are valid."""
+
+    def __init__(self, log: ProblemLog) -> None:
+        self.log = log
+        self._fast: dict[str, Callable[[Any], bool]] = {}
+
+    def check(self, job_id: str, spec: ModelSpec, input: dict[str, Any], source: InputSource,
+              file_problems: Sequence[tuple[DocPath, str]] = ()) -> bool:
+        """Log every problem with one job's input; whether it has none."""
+        fast = self._fast.get(spec.model_id)
+        if fast is None:
+            fast = self._fast[spec.model_id] = compile_schema(spec.schema)
+        if not file_problems and fast(input) and not _needs_extra_checks(spec, input):
+            return True
+        found = [(path, message) for path, message in file_problems]
+        failed_files = {path for path, _ in file_problems}
+        for problem in spec.check_input(input):
+            path = parse_input_path(problem.path)
+            if path not in failed_files:  # a missing local file also fails the URL pattern: say it once
+                found.append((path, problem.message))
+        for path, message in found:
+            self.report(job_id, path, _shorten(message), source)
+        return not found
+
+    def report(self, job_id: str, path: DocPath, message: str, source: InputSource) -> None:
+        where, doc_path = source.origin(path)
+        line = self.log.doc.line_at(doc_path) if self.log.doc is not None else None
+        shown = format_path(["input", *path])
+        if where == "defaults":
+            self.log.grouped(("defaults", line, shown, message), message, line=line, job_id=job_id,
+                             field="defaults." + shown, scope="defaults")
+        else:
+            self.log.grouped(("job", source.index, line, shown, message), message, line=line, job_id=job_id,
+                             field=shown, scope="matrix")
+
+
+def _needs_extra_checks(spec: ModelSpec, input: dict[str, Any]) -> bool:
+    """Whether the model's ``x-checks`` (what a schema cannot say) could find anything in this input."""
+    for check in spec.schema.get("x-checks", ()):
+        array_name = str(check.get("sum_of", "")).partition("[]")[0]
+        if not array_name or input.get(array_name):
+            return True
+    return False
+
+
+def check_model(model: Any, catalog: Catalog) -> str | None:
+    """Why ``model`` cannot be used (unknown to the catalog), or None."""
+    if model in catalog:
+        return None
+    known = sorted(catalog.models)
+    hint = suggest(str(model), known) if isinstance(model, str) else ""
+    return f"unknown model {show(model, 120)}{hint}; known models: {', '.join(known)}"

@@ -1,0 +1,400 @@
+"""YAML text -> plain JSON-like data, plus the line of every value, safely and fast.
+
+Why not ``yaml.safe_load``: it forgets where values were written (every message must name a line),
+silently keeps the last of two duplicate keys, reads ``16:9`` as the base-60 number 969, and expands
+aliases without limit (a "billion laughs" document of a few hundred bytes never finishes). Why not
+``yaml.compose``: its node tree costs twice the memory and time of what is built here.
+
+So this module reads libyaml's event stream (the C parser; the pure-Python one where libyaml is
+missing) and builds dicts, lists and scalars itself. Each container's lines are kept aside in
+``Document.lines`` (by ``id``), one per key or item, and :meth:`Document.line_at` walks a path to
+them only when a problem needs a line, so a valid 100,000-job manifest pays almost nothing for it.
+
+Scalars follow PyYAML's safe rules (YAML 1.1: ``yes`` is true, ``010`` is 8), except that values
+with colons (``16:9``, ``1:30``) and timestamps stay text, as a manifest author means them.
+Any tag other than the plain ones (``!!python/object``, ``!custom``, ``!!binary``) is a problem.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+from yaml.events import (
+    AliasEvent,
+    DocumentStartEvent,
+    MappingEndEvent,
+    MappingStartEvent,
+    ScalarEvent,
+    SequenceEndEvent,
+    SequenceStartEvent,
+)
+from yaml.resolver import Resolver
+
+MAX_DEPTH = 64
+# Values an alias may add beyond those written: generous for anchors reused in every job of a
+# 200,000-job manifest, tiny next to the 10**9 of a billion-laughs document.
+MIN_ALIAS_BUDGET = 2_000_000
+ALIAS_RATIO = 10
+
+_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_TAG = "tag:yaml.org,2002:"
+_STR, _INT, _FLOAT, _BOOL, _NULL = (_TAG + t for t in ("str", "int", "float", "bool", "null"))
+_MERGE, _TIMESTAMP, _VALUE = _TAG + "merge", _TAG + "timestamp", _TAG + "value"
+_MAP, _SEQ = _TAG + "map", _TAG + "seq"
+_IMPLICIT = Resolver.yaml_implicit_resolvers
+_BOOLS = {"yes": True, "true": True, "on": True, "no": False, "false": False, "off": False}
+
+Path = tuple[str | int, ...]
+
+
+@dataclass(frozen=True)
+class SourceProblem:
+    """Something wrong in the YAML itself; ``path`` leads to the value when there is one."""
+
+    line: int | None
+    message: str
+    path: Path = ()
+
+
+@dataclass
+class Document:
+    """The parsed data and where each value was written.
+
+    ``data`` is ``None`` for an empty file and when ``fatal`` is set (the YAML could not be read to
+    the end); ``problems`` lists everything found on the way, ``too_large`` marks an alias bomb.
+    """
+
+    data: Any = None
+    lines: dict[int, list[int]] = field(default_factory=dict)
+    problems: list[SourceProblem] = field(default_factory=list)
+    fatal: bool = False
+    too_large: bool = False
+    empty: bool = True
+
+    def line_at(self, path: Sequence[str | int]) -> int | None:
+        """The line of the value at ``path``, or of the deepest part of it that exists."""
+        node, line = self.data, None
+        for part in path:
+            if isinstance(node, dict) and isinstance(part, str) and part in node:
+                index = list(node).index(part)
+            elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+                index = part
+            else:
+                break
+            lines = self.lines.get(id(node))
+            if lines is not None and index < len(lines):
+                line = lines[index]
+            node = node[part]
+        return line
+
+
+class _Abort(Exception):
+    def __init__(self, problem: SourceProblem, too_large: bool = False) -> None:
+        self.problem = problem
+        self.too_large = too_large
+
+
+class _Frame:
+    __slots__ = ("container", "lines", "key", "key_line", "where", "size", "merges", "anchor", "is_map")
+
+    def __init__(self, container: dict[str, Any] | list[Any], where: str | int | None, anchor: str | None):
+        self.container = container
+        self.is_map = isinstance(container, dict)
+        self.lines: list[int] = []
+        self.key: Any = _NO_KEY
+        self.key_line = 0
+        self.where = where
+        self.size = 1
+        self.merges: list[tuple[Any, int]] = []
+        self.anchor = anchor
+
+
+_NO_KEY = object()
+_MERGE_KEY = object()
+
+
+def parse_yaml(text: str) -> Document:
+    """Read one YAML document; never raises for any text (everything wrong is in ``problems``)."""
+    doc = Document()
+    builder = _Builder(doc)
+    try:
+        builder.run(yaml.parse(text, Loader=_Loader))
+    except _Abort as abort:
+        doc.problems.append(abort.problem)
+        doc.fatal, doc.too_large, doc.data = True, abort.too_large, None
+    except yaml.MarkedYAMLError as error:
+        doc.problems.append(_syntax_problem(text, error))
+        doc.fatal, doc.data = True, None
+    except yaml.YAMLError as error:  # ReaderError: a character YAML does not allow
+        position = getattr(error, "position", None)
+        line = text.count("\n", 0, position) + 1 if isinstance(position, int) else None
+        character = getattr(error, "character", None)
+        if isinstance(character, str) and character:
+            character = ord(character[0])
+        what = (f"character U+{character:04X} is not allowed" if isinstance(character, int)
+                else str(error).splitlines()[0])
+        doc.problems.append(SourceProblem(line, f"YAML syntax error: {what}"))
+        doc.fatal, doc.data = True, None
+    return doc
+
+
+def _syntax_problem(text: str, error: yaml.MarkedYAMLError) -> SourceProblem:
+    mark = error.problem_mark or error.context_mark
+    line = mark.line + 1 if mark is not None else None
+    lines = text.splitlines()
+    if line is not None and 0 < line <= len(lines) and "\t" in _indent(lines[line - 1]):
+        tabbed = [n for n, text_line in enumerate(lines, 1) if "\t" in _indent(text_line)]
+        more = f" (also on lines {', '.join(map(str, tabbed[1:6]))})" if len(tabbed) > 1 else ""
+        line = tabbed[0] if tabbed[0] <= line else line
+        return SourceProblem(line, f"indentation uses a tab; YAML indents with spaces only{more}")
+    what = error.problem or "cannot be read"
+    if error.context and error.context_mark is not None and error.context_mark.line + 1 != line:
+        what += f" ({error.context} started at line {error.context_mark.line + 1})"
+    elif error.context:
+        what += f" ({error.context})"
+    return SourceProblem(line, f"YAML syntax error: {what}")
+
+
+def _indent(line: str) -> str:
+    return line[: len(line) - len(line.lstrip(" \t"))]
+
+
+def _show_tag(tag: str) -> str:
+    return "!!" + tag[len(_TAG) :] if tag.startswith(_TAG) else tag
+
+
+class _Builder:
+    def __init__(self, doc: Document) -> None:
+        self.doc = doc
+        self.stack: list[_Frame] = []
+        self.anchors: dict[str, tuple[Any, int]] = {}
+        self.written = 0
+        self.expanded = 0
+
+    def run(self, events: Iterable[Any]) -> None:
+        stack, doc = self.stack, self.doc
+        for ev in events:
+            kind = ev.__class__
+            if kind is ScalarEvent:
+                self.written += 1
+                value, size = self.scalar(ev), 1
+                if ev.anchor is not None:
+                    self.anchors[ev.anchor] = (value, 1)
+            elif kind is AliasEvent:
+                value, size = self.alias(ev)
+            elif kind is MappingStartEvent or kind is SequenceStartEvent:
+                self.written += 1
+                self.open(ev, {} if kind is MappingStartEvent else [])
+                continue
+            elif kind is MappingEndEvent or kind is SequenceEndEvent:
+                self.close(stack.pop())
+                continue
+            elif kind is DocumentStartEvent:
+                if not doc.empty:
+                    raise _Abort(SourceProblem(ev.start_mark.line + 1, "a manifest is one YAML document; "
+                                               "found a second one (---)"))
+                doc.empty = False
+                continue
+            else:
+                continue
+            if not stack:
+                doc.data = value
+                continue
+            top = stack[-1]
+            top.size += size
+            line = ev.start_mark.line + 1
+            if not top.is_map:
+                top.container.append(value)  # type: ignore[union-attr]
+                top.lines.append(line)
+            elif top.key is _NO_KEY:
+                top.key, top.key_line = self.key(ev, value), line
+            else:
+                self.put(top, value)
+
+    def scalar(self, ev: ScalarEvent) -> Any:
+        value: str = ev.value
+        tag = ev.tag
+        if tag is None or tag == "!":
+            if tag is None and ev.implicit[0]:
+                tag = _STR
+                for candidate, regexp in _IMPLICIT.get(value[:1] if value else "", ()):
+                    if regexp.match(value):
+                        tag = candidate
+                        break
+            else:
+                return value
+        if tag == _STR or tag == _TIMESTAMP or tag == _VALUE or tag == _MERGE:
+            return value
+        if tag == _NULL:
+            return None
+        if tag == _BOOL:
+            return _BOOLS.get(value.lower(), value)
+        if tag == _INT:
+            return _int(value)
+        if tag == _FLOAT:
+            number = _float(value)
+            if isinstance(number, float) and not math.isfinite(number):
+                self.problem(ev, f"{value} is not a finite number")
+            return number
+        self.problem(ev, f"unsupported YAML tag {_show_tag(tag)}: a manifest holds plain values only")
+        return None
+
+    def alias(self, ev: AliasEvent) -> tuple[Any, int]:
+        target = self.anchors.get(ev.anchor)
+        if target is None:
+            self.problem(ev, f"unknown alias *{ev.anchor} (no &{ev.anchor} before it)")
+            return None, 1
+        value, size = target
+        self.expanded += size
+        if self.expanded > max(MIN_ALIAS_BUDGET, ALIAS_RATIO * self.written):
+            raise _Abort(
+                SourceProblem(ev.start_mark.line + 1, f"aliases (*{ev.anchor}) expand to more than "
+                              f"{max(MIN_ALIAS_BUDGET, ALIAS_RATIO * self.written):,} values: "
+                              "refusing what looks like a YAML alias bomb"),
+                too_large=True,
+            )
+        return value, size
+
+    def open(self, ev: Any, container: dict[str, Any] | list[Any]) -> None:
+        stack = self.stack
+        tag = ev.tag
+        if tag is not None and tag != "!" and tag != (_MAP if isinstance(container, dict) else _SEQ):
+            self.problem(ev, f"unsupported YAML tag {_show_tag(tag)}: a manifest holds plain values only")
+        where: str | int | None = None
+        if stack:
+            top = stack[-1]
+            line = ev.start_mark.line + 1
+            if not top.is_map:
+                where = len(top.container)
+                top.container.append(container)  # type: ignore[union-attr]
+                top.lines.append(line)
+            elif top.key is _NO_KEY:
+                raise _Abort(SourceProblem(line, "a mapping key must be a plain value, not a list or mapping",
+                                           self.path()))
+            else:
+                where = top.key if isinstance(top.key, str) else None
+                self.put(top, container)
+        else:
+            self.doc.data = container
+        if len(stack) >= MAX_DEPTH:
+            raise _Abort(SourceProblem(ev.start_mark.line + 1, f"values nested over {MAX_DEPTH} levels deep"))
+        frame = _Frame(container, where, ev.anchor)
+        self.doc.lines[id(container)] = frame.lines
+        stack.append(frame)
+
+    def close(self, frame: _Frame) -> None:
+        if frame.merges:
+            self.merge(frame)
+        if frame.anchor is not None:
+            # Registered only now, so an alias inside its own anchor is unknown: no cycles.
+            self.anchors[frame.anchor] = (frame.container, frame.size)
+        if self.stack:
+            self.stack[-1].size += frame.size
+
+    def key(self, ev: Any, value: Any) -> Any:
+        if ev.__class__ is ScalarEvent:
+            if ev.tag is None and ev.implicit[0] and ev.value == "<<":
+                return _MERGE_KEY
+            return ev.value
+        if isinstance(value, str):
+            return value
+        line = ev.start_mark.line + 1
+        raise _Abort(SourceProblem(line, "a mapping key must be a plain value", self.path()))
+
+    def put(self, top: _Frame, value: Any) -> None:
+        key, line = top.key, top.key_line
+        top.key = _NO_KEY
+        if key is _MERGE_KEY:
+            top.merges.append((value, line))
+            return
+        mapping: dict[str, Any] = top.container  # type: ignore[assignment]
+        if key in mapping:
+            index = list(mapping).index(key)
+            first = top.lines[index]
+            message = f"duplicate key {key!r} (first at line {first}; YAML would silently keep only the last)"
+            self.doc.problems.append(SourceProblem(line, message, (*self.path(), key)))
+            top.lines[index] = line
+        else:
+            top.lines.append(line)
+        mapping[key] = value
+
+    def merge(self, frame: _Frame) -> None:
+        """``<<: *base`` (or a list of them): keys written here win, then earlier merges over later."""
+        sources: list[dict[str, Any]] = []
+        for value, line in frame.merges:
+            items = value if isinstance(value, list) else [value]
+            if not all(isinstance(item, dict) for item in items):
+                message = "a merge (<<) takes a mapping or a list of mappings"
+                self.doc.problems.append(SourceProblem(line, message, self.path(frame)))
+                continue
+            sources.extend(items)
+        merged: dict[str, Any] = {}
+        lines: dict[str, int] = {}
+        for source in [*reversed(sources), frame.container]:
+            assert isinstance(source, dict)
+            source_lines = frame.lines if source is frame.container else self.doc.lines.get(id(source), [])
+            for key, line in zip(source, source_lines, strict=False):
+                merged[key] = source[key]
+                lines[key] = line
+        container: dict[str, Any] = frame.container  # type: ignore[assignment]
+        container.clear()
+        container.update(merged)
+        frame.lines[:] = [lines.get(key, 0) for key in merged]
+
+    def path(self, upto: _Frame | None = None) -> tuple[str | int, ...]:
+        parts: list[str | int] = []
+        for frame in self.stack[1:]:
+            if frame.where is None:
+                break
+            parts.append(frame.where)
+            if frame is upto:
+                break
+        return tuple(parts)
+
+    def problem(self, ev: Any, message: str) -> None:
+        path = self.path()
+        top = self.stack[-1] if self.stack else None
+        if top is not None:
+            if not top.is_map:
+                path = (*path, len(top.container))
+            elif isinstance(top.key, str):
+                path = (*path, top.key)
+        self.doc.problems.append(SourceProblem(ev.start_mark.line + 1, message, path))
+
+
+def _int(value: str) -> int | str:
+    if ":" in value:
+        return value  # 16:9 is an aspect ratio, not YAML 1.1's base-60 number 969
+    digits = value.replace("_", "")
+    sign = -1 if digits[:1] == "-" else 1
+    digits = digits.lstrip("+-")
+    try:
+        if digits.startswith("0b"):
+            return sign * int(digits[2:], 2)
+        if digits.startswith("0x"):
+            return sign * int(digits[2:], 16)
+        if len(digits) > 1 and digits.startswith("0"):
+            return sign * int(digits, 8)
+        return sign * int(digits)
+    except ValueError:
+        return value
+
+
+def _float(value: str) -> float | str:
+    if ":" in value:
+        return value
+    digits = value.replace("_", "").lower()
+    if digits in (".inf", "+.inf"):
+        return math.inf
+    if digits == "-.inf":
+        return -math.inf
+    if digits == ".nan":
+        return math.nan
+    try:
+        return float(digits)
+    except ValueError:
+        return value
