@@ -26,6 +26,7 @@ from .download import DownloadConfig
 from .errors import UsageError
 from .manifest import Manifest, load_manifest
 from .pricing import PriceTable
+from .retry import RetryPolicy
 from .report import build_report, write_reports
 from .scheduler import EventSink, Runner, RunResult, RunSettings
 from .state import Store
@@ -47,6 +48,7 @@ class BatchOptions:
     allowed_output_hosts: tuple[str, ...] = ()
     connect_timeout: float = 10.0
     read_timeout: float = 60.0
+    retry: RetryPolicy = field(default_factory=RetryPolicy)  # for every call that is safe to repeat
     transport: httpx.AsyncBaseTransport | None = None  # tests: httpx.ASGITransport(app=simulator)
 
 
@@ -83,7 +85,8 @@ def api_config(options: BatchOptions) -> ApiConfig:
     if not base_url.startswith(("http://", "https://")):
         raise UsageError(f"base URL {base_url!r} must start with http:// or https://")
     return ApiConfig(token=token, base_url=base_url, connect_timeout=options.connect_timeout,
-                     read_timeout=options.read_timeout)
+                     read_timeout=options.read_timeout, retry=options.retry,
+                     submit_retry=replace(options.retry, attempts=min(options.retry.attempts, 6)))
 
 
 def settings_for(manifest: Manifest, options: BatchOptions, config: ApiConfig) -> RunSettings:
@@ -95,7 +98,8 @@ def settings_for(manifest: Manifest, options: BatchOptions, config: ApiConfig) -
         settings = replace(settings, max_in_flight=manifest.concurrency)
     api_host = httpx.URL(config.base_url).host
     hosts = (*settings.download.allowed_hosts, *options.allowed_output_hosts, api_host)
-    return replace(settings, download=replace(settings.download, allowed_hosts=hosts))
+    download = replace(settings.download, allowed_hosts=hosts, retry=options.retry)
+    return replace(settings, download=download)
 
 
 def open_http(options: BatchOptions, config: ApiConfig) -> httpx.AsyncClient:

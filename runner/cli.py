@@ -22,6 +22,7 @@ from . import commands
 from .batch import BatchOptions
 from .download import DownloadConfig
 from .errors import ManifestInvalid, RunnerError, UsageError, redact
+from .retry import RetryPolicy
 from .scheduler import RunSettings
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
@@ -60,6 +61,10 @@ def _add_connection(p: argparse.ArgumentParser) -> None:
                    help="run against an in-process simulator on loopback (no token needed; for trying it out)")
     p.add_argument("--connect-timeout", type=parse_duration, default=10.0, help="per request (default 10s)")
     p.add_argument("--read-timeout", type=parse_duration, default=60.0, help="per request (default 60s)")
+    p.add_argument("--retries", type=_positive_int, default=8,
+                   help="attempts for a call that is safe to repeat (status, result, cancel, download; default 8)")
+    p.add_argument("--retry-max-time", type=parse_duration, default=300.0,
+                   help="give up retrying one call after this long (default 5m)")
 
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
@@ -163,7 +168,11 @@ def run_options(ns: argparse.Namespace) -> BatchOptions:
     return BatchOptions(base_url=ns.base_url, state_path=ns.state, output_dir=ns.output,
                         prices_path=ns.prices, settings=settings,
                         allowed_output_hosts=tuple(ns.allow_output_host),
-                        connect_timeout=ns.connect_timeout, read_timeout=ns.read_timeout)
+                        connect_timeout=ns.connect_timeout, read_timeout=ns.read_timeout, retry=retry_policy(ns))
+
+
+def retry_policy(ns: argparse.Namespace) -> RetryPolicy:
+    return RetryPolicy(attempts=ns.retries, max_seconds=ns.retry_max_time)
 
 
 @contextlib.contextmanager
@@ -211,7 +220,8 @@ def dispatch(ns: argparse.Namespace) -> int:
                                                        prices_path=ns.prices), budget=ns.budget, as_json=ns.json)
     if ns.command == "cancel":
         options = BatchOptions(base_url=ns.base_url, state_path=ns.state, output_dir=ns.output,
-                               connect_timeout=ns.connect_timeout, read_timeout=ns.read_timeout)
+                               connect_timeout=ns.connect_timeout, read_timeout=ns.read_timeout,
+                               retry=retry_policy(ns))
         with simulated(ns, options) as options:
             return commands.cancel(ns.manifest, options)
     if ns.command == "simulate":
