@@ -222,8 +222,12 @@ class Runner:
         started = time.monotonic()
         run_id = self.store.start_run("run")
         self.prepare()
+        # Enough for a progress display to place every job before the first job event arrives.
         self.emit("start", jobs=len(self.manifest.jobs), to_submit=len(self.to_submit),
-                  reattached=len(self.live), collecting=len(self.collecting))
+                  reattached=len(self.live), collecting=len(self.collecting),
+                  waiting=len(self.to_submit) + sum(len(f) for f in self.followers.values()),
+                  counts=self.store.counts(), spent_usd=spent(self.store),
+                  http=self.settings.http_concurrency, max_in_flight=self.settings.max_in_flight)
         interrupted = False
         try:
             async with anyio.create_task_group() as tg:
@@ -325,7 +329,7 @@ class Runner:
             except InputRejected as exc:
                 self._drop(live, refund=True)
                 self.store.record_error(job.id, live.attempt_id, S.FAILED, exc.as_record())
-                self.emit("failed", job_id=job.id, error=str(exc))
+                self.emit("failed", job_id=job.id, error=str(exc), stage="submit")
                 return
             except (BalanceError, AccountError) as exc:
                 self._drop(live, refund=True)
@@ -506,6 +510,7 @@ class Runner:
             self.store.record_remote(job.id, live.attempt_id, S.COLLECTING, remote.status, finished=True,
                                      cost=remote.cost_usd, outputs=remote.outputs)
             self._settle_cost(job, remote.cost_usd)
+            self.emit("completed", job_id=job.id, cost_usd=remote.cost_usd)
             self.pacer.on_finished(live.track, now, remote.created_at, remote.finished_at)
             self.live.pop(job.id, None)
             self.collecting.add(job.id)
@@ -536,7 +541,7 @@ class Runner:
                                remote.finished_at if remote else None)
         self.live.pop(live.job.id, None)
         self._fail_followers(live.job.id, status, error)
-        self.emit(status, job_id=live.job.id, error=error.get("message"))
+        self.emit(status, job_id=live.job.id, error=error.get("message"), cost_usd=cost)
         self._wake()
 
     def _settle_cost(self, job: Job, actual: float | None) -> None:
@@ -608,6 +613,7 @@ class Runner:
         for follower in self.followers.pop(leader, []):
             self.store.set_status(follower, status, {**error, "message": f"same request as {leader}: "
                                                      f"{error.get('message', status)}"})
+            self.emit(status, job_id=follower, twin_of=leader, error=error.get("message"))
 
     # -- the end --------------------------------------------------------------------------------
     def _result(self, wall: float, interrupted: bool) -> RunResult:
