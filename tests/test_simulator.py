@@ -37,6 +37,7 @@ from runner.simulator import (
 )
 from runner.simulator.account import Account, Job
 from runner.simulator.outputs import sample_mp4
+from runner.simulator.server import main as simulator_main
 
 pytestmark = pytest.mark.anyio
 
@@ -636,6 +637,19 @@ def test_the_simulator_runs_as_its_own_process_and_stops_on_ctrl_c(tmp_path: Pat
         _, err = process.communicate(timeout=15)
     assert process.returncode == 0, err
     assert b"t0k" in err  # it says which token it accepts
+
+
+def test_the_process_refuses_nonsense_knobs_and_a_port_in_use_with_one_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as stopped:
+        simulator_main(["--port", "0", "--concurrency", "0"])
+    assert stopped.value.code == 2
+    assert capsys.readouterr().err == "error: simulator config: concurrency must be at least 1\n"
+    with running_server() as base:
+        with pytest.raises(SystemExit) as stopped:
+            simulator_main(["--port", base.rsplit(":", 1)[1]])
+    assert stopped.value.code == 2 and "cannot listen on 127.0.0.1:" in capsys.readouterr().err
 
 
 # --- configuration

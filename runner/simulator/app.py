@@ -23,6 +23,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from ..catalog import Catalog
 from ..errors import RunnerError
 from .account import COMPLETED, FAILED, FINISHED, Job
 from .config import SimulatorConfig
@@ -286,8 +287,14 @@ async def _no_route(request: Request, exc: Exception) -> Response:
     )
 
 
-def create_app(config: SimulatorConfig | None = None, *, clock: Clock = time.monotonic) -> Starlette:
-    """The simulator as an ASGI app; ``app.state.sim`` is its :class:`.Simulation` (for tests)."""
+def create_app(
+    config: SimulatorConfig | None = None, *, clock: Clock = time.monotonic, catalog: Catalog | None = None
+) -> Starlette:
+    """The simulator as an ASGI app; ``app.state.sim`` is its :class:`.Simulation` (for tests).
+
+    ``clock`` is a monotonic clock in seconds (a :class:`.ManualClock` makes tests exact); ``catalog``
+    replaces the bundled models (default: ``Catalog.load()``, the schemas the runner validates with).
+    """
     routes = [
         Route("/v1/models/{model_id:path}", submit, methods=["POST"]),
         Route("/v1/models/{model_id:path}", price, methods=["GET"]),
@@ -301,5 +308,5 @@ def create_app(config: SimulatorConfig | None = None, *, clock: Clock = time.mon
         Route("/_sim/requests/{request_id}", sim_request, methods=["GET"]),
     ]
     app = Starlette(routes=routes, exception_handlers={404: _no_route, 405: _no_route})
-    app.state.sim = Simulation(config or SimulatorConfig(), clock=clock)
+    app.state.sim = Simulation(config or SimulatorConfig(), clock=clock, catalog=catalog)
     return app

@@ -27,6 +27,7 @@ from typing import Any
 import uvicorn
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from ..errors import EXIT_USAGE, RunnerError, UsageError
 from .app import create_app
 from .config import SimulatorConfig, add_simulator_arguments, config_from_args
 from .faults import ABORT_EXTENSION
@@ -47,8 +48,21 @@ class _Abortable:
 
 
 def _bind(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    return socket.create_server((host, port), family=family, backlog=2048)
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        # proto must say TCP: asyncio sets TCP_NODELAY only on accepted sockets whose proto is
+        # IPPROTO_TCP, and without it an answer written in two pieces waits ~40 ms for a delayed ACK.
+        sock = socket.socket(family, kind, proto or socket.IPPROTO_TCP)
+    except OSError as exc:
+        raise UsageError(f"simulator: cannot listen on {host}:{port}: {exc}") from None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        raise UsageError(f"simulator: cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    return sock
 
 
 def _base_url(sock: socket.socket) -> str:
@@ -85,6 +99,7 @@ def serve(
     ``ready_file``, if given, receives the base URL (``http://127.0.0.1:PORT``) once the socket listens.
     """
     config = config or SimulatorConfig()
+    app = create_app(config)  # first: a bad price file must fail before anyone is told to connect
     sock = _bind(host, port)
     url = _base_url(sock)
     if ready_file is not None:
@@ -98,7 +113,7 @@ def serve(
             file=sys.stderr,
             flush=True,
         )
-    server = _server(create_app(config), log_level=log_level, quiet_logging=False)
+    server = _server(app, log_level=log_level, quiet_logging=False)
     try:
         server.run(sockets=[sock])
     except KeyboardInterrupt:  # uvicorn shut down cleanly, then re-raised the Ctrl-C
@@ -153,10 +168,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--log-level", default="warning", help="uvicorn's log level (default: warning)")
     add_simulator_arguments(parser)
     ns = parser.parse_args(argv)
-    from ..errors import RunnerError
-
     try:
-        config = config_from_args(ns)
-    except RunnerError as exc:
-        parser.error(str(exc))
-    serve(config, ns.host, ns.port, ready_file=ns.ready_file, log_level=ns.log_level)
+        serve(config_from_args(ns), ns.host, ns.port, ready_file=ns.ready_file, log_level=ns.log_level)
+    except RunnerError as exc:  # bad knobs, an unreadable price file, a port in use
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE) from None
