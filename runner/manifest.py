@@ -27,13 +27,23 @@ from typing import Any
 from .catalog import Catalog
 from .errors import ManifestInvalid, ManifestTooLarge
 from .inputs import LocalFiles
-from .validate import SAFE_ID, InputChecker, InputSource, ManifestSchema, ProblemLog, check_model, show
+from .validate import (
+    SAFE_ID,
+    InputChecker,
+    InputSource,
+    ManifestSchema,
+    ProblemLog,
+    check_model,
+    show,
+    type_word,
+)
 from .yamldoc import parse_yaml
 
 MAX_FILE_BYTES = 50 * 1000 * 1000
 MAX_JOBS = 200_000
 SETTINGS = ("description", "download")  # optional top-level keys kept in Manifest.raw_settings
 
+_Expanded = tuple[str, tuple[int, ...], dict[str, Any]]  # id, pick, matrix combination
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
 _UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
 _MAX_TOKEN = 32
@@ -63,10 +73,12 @@ class Manifest:
     raw_settings: dict[str, Any]
 
 
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
 def fingerprint(model: str, input: dict[str, Any]) -> str:
     """sha256 of the canonical JSON of the request: equal fingerprints are the same paid request."""
-    canonical = json.dumps({"model": model, "input": input}, sort_keys=True, separators=(",", ":"),
-                           ensure_ascii=False)
+    canonical = _CANONICAL.encode({"model": model, "input": input})
     return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
 
 
@@ -140,9 +152,9 @@ def expand_matrix(job_id: str, matrix: dict[str, list[Any]]) -> Iterator[tuple[s
 
 def template_problem(job_id: str, matrix: dict[str, list[Any]]) -> str | None:
     """What is wrong with an id template for this matrix, if anything."""
-    parts = _PLACEHOLDER.split(job_id)
-    if len(parts) == 1:
+    if "{" not in job_id and "}" not in job_id:
         return None
+    parts = _PLACEHOLDER.split(job_id)
     names, literals = parts[1::2], parts[0::2]
     if any("{" in text or "}" in text for text in literals):
         return f"{job_id!r} has unbalanced braces"
@@ -180,7 +192,7 @@ class _Loader:
         doc = parse_yaml(text)
         self.log.doc = doc
         for problem in doc.problems:
-            self.log.at(problem.path, problem.message, line=problem.line)
+            self.log.at(problem.path, problem.message, line=problem.line, covers_value=problem.covers_value)
         if doc.fatal:
             self.log.too_large = doc.too_large
             raise self.fail_now()
@@ -188,7 +200,8 @@ class _Loader:
         if data is None:
             raise self.fail("the manifest is empty: it needs at least `version: 1` and a list of `jobs`")
         if not isinstance(data, dict):
-            raise self.fail(f"the top level must be a mapping (version: 1, jobs: …), not {show(data)}", 1)
+            raise self.fail(f"the top level must be a mapping (version: 1, jobs: …), not {type_word(data)}",
+                            line=1)
         bad_jobs = ManifestSchema.load(self.catalog).check(data, self.log)
         self.check_name(data.get("name"))
         defaults = data.get("defaults", {})
@@ -199,9 +212,9 @@ class _Loader:
         if isinstance(default_model, str) and check_model(default_model, self.catalog):
             self.log.at(("defaults", "model"), check_model(default_model, self.catalog) or "")
         default_input = defaults.get("input", {}) if defaults_usable else {}
-        sources = [(i, job) for i, job in enumerate(jobs) if i not in bad_jobs and isinstance(job, dict)]
-        self.check_size(sources)
-        built = self.build_jobs(sources, default_model, default_input, doc.lines.get(id(jobs), []),
+        good = [(i, job) for i, job in enumerate(jobs) if isinstance(job, dict) and i not in bad_jobs]
+        self.check_size(good)
+        built = self.build_jobs(jobs, bad_jobs, default_model, default_input, doc.lines.get(id(jobs), []),
                                 check_inputs=defaults_usable)
         if self.log:
             raise self.fail_now(len(built))
@@ -242,7 +255,8 @@ class _Loader:
         except UnicodeDecodeError as error:
             line = data.count(b"\n", 0, error.start) + 1
             byte = data[error.start]
-            raise self.fail(f"is not UTF-8 text (byte 0x{byte:02x} cannot be read)", line) from None
+            raise self.fail(f"the file is not UTF-8 text (byte 0x{byte:02x} on this line): save it as UTF-8",
+                            line) from None
 
     def check_size(self, sources: list[tuple[int, dict[str, Any]]]) -> None:
         """Refuse a manifest whose matrices expand beyond :data:`MAX_JOBS`, before expanding anything."""
@@ -260,48 +274,62 @@ class _Loader:
             self.log.at(("jobs",), f"{total:,} jobs: more than the {MAX_JOBS:,} a manifest may hold")
         raise self.fail_now()
 
-    def build_jobs(self, sources: list[tuple[int, dict[str, Any]]], default_model: Any,
+    def build_jobs(self, jobs: list[Any], bad_jobs: set[int], default_model: Any,
                    default_input: dict[str, Any], job_lines: list[int], *, check_inputs: bool) -> list[Job]:
         checker = InputChecker(self.log)
         files = LocalFiles(self.folder)
         seen: dict[str, tuple[int, int]] = {}  # id -> (line, index of its job in the manifest)
         built: list[Job] = []
-        for index, job in sources:
+        for index, job in enumerate(jobs):
+            if not isinstance(job, dict):
+                continue
             line = job_lines[index] if index < len(job_lines) else 0
+            if index in bad_jobs:  # its problems are told; its id still counts for duplicates
+                job_id = job.get("id")
+                if isinstance(job_id, str) and SAFE_ID.fullmatch(job_id) and "matrix" not in job:
+                    self.note_id(job_id, line, index, seen)
+                continue
             model = job.get("model", default_model)
-            if model is None:
+            if model is None and check_inputs:
                 self.log.at(("jobs", index), "no model: set `model` on the job or in `defaults`")
             elif "model" in job and check_model(model, self.catalog):
                 self.log.at(("jobs", index, "model"), check_model(model, self.catalog) or "")
             spec = self.catalog.get(model) if isinstance(model, str) and check_inputs else None
             own = job.get("input") or {}
-            for job_id, source, combo in self.expand(index, job, own, default_input):
+            keys = tuple(job.get("matrix") or ())
+            for job_id, pick, combo in self.expand(index, job):
                 if not SAFE_ID.fullmatch(job_id):
                     message = (f"{show(job_id, 140)} is not a safe job id: ids are 1-128 letters, digits, "
                                "'.', '_' or '-', starting with a letter or digit")
+                    if len(job_id) > 128 and SAFE_ID.fullmatch(job_id[:128]):
+                        message = (f"the expanded id {show(job_id)} is longer than 128 characters: shorten "
+                                   "the id or use an id template such as shot-{duration}")
                     self.log.grouped(("id", index), message,
                                      line=line, job_id=None, field=f"jobs[{index}].id", scope="")
                     continue
-                first = seen.get(job_id)
-                if first is None:
-                    seen[job_id] = (line, index)
-                else:
-                    self.log.grouped(("duplicate", index, first[1]), f"duplicate job id (first used at line "
-                                     f"{first[0]})", line=line, job_id=job_id, field="id", scope="matrix")
+                self.note_id(job_id, line, index, seen)
                 if spec is None:
                     continue
                 input = {**default_input, **own, **combo} if combo else {**default_input, **own}
                 input, file_problems = files.inline_input(input, spec.file_fields)
-                checker.check(job_id, spec, input, source, file_problems)
+                if file_problems or not checker.is_valid(spec, input):
+                    source = InputSource(index, default_input, own, keys, pick)
+                    checker.explain(job_id, spec, input, source, file_problems)
                 built.append(Job(job_id, spec.model_id, input, line, fingerprint(spec.model_id, input)))
         return built
 
-    def expand(self, index: int, job: dict[str, Any], own: dict[str, Any],
-               default_input: dict[str, Any]) -> Iterator[tuple[str, InputSource, dict[str, Any] | None]]:
-        """(id, where its input came from, matrix combination) for each job a manifest entry stands for."""
+    def note_id(self, job_id: str, line: int, index: int, seen: dict[str, tuple[int, int]]) -> None:
+        first = seen.setdefault(job_id, (line, index))
+        if first[1] != index:
+            message = f"duplicate job id (first used at line {first[0]})"
+            self.log.grouped(("duplicate", index, first[1]), message, line=line, job_id=job_id, field="id",
+                             scope="matrix")
+
+    def expand(self, index: int, job: dict[str, Any]) -> Iterator[_Expanded]:
+        """(id, pick, matrix combination) for each job a manifest entry stands for."""
         job_id, matrix = job["id"], job.get("matrix")
         if not matrix:
-            yield job_id, InputSource(index, default_input, own), None
+            yield job_id, (), {}
             return
         problem = template_problem(job_id, matrix)
         if problem:
@@ -310,7 +338,7 @@ class _Loader:
         keys = tuple(matrix)
         for expanded_id, pick in expand_matrix(job_id, matrix):
             combo = {key: matrix[key][i] for key, i in zip(keys, pick, strict=True)}
-            yield expanded_id, InputSource(index, default_input, own, keys, pick), combo
+            yield expanded_id, pick, combo
 
     def manifest(self, data: dict[str, Any], jobs: list[Job]) -> Manifest:
         name = data.get("name") or self.path.stem

@@ -39,6 +39,13 @@ _TYPE_WORDS = {
     "number": "a number", "boolean": "true or false", "null": "null",
 }
 
+_TYPE_CHECKS = {
+    "null": lambda v: v is None, "boolean": lambda v: isinstance(v, bool),
+    "integer": lambda v: isinstance(v, int), "number": lambda v: isinstance(v, float),
+    "string": lambda v: isinstance(v, str), "array": lambda v: isinstance(v, list),
+    "object": lambda v: isinstance(v, dict),
+}
+
 DocPath = tuple[str | int, ...]
 
 
@@ -51,6 +58,14 @@ def show(value: Any, limit: int = 60) -> str:
     else:
         text = repr(value)
     return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def type_word(value: Any) -> str:
+    """``a list``, ``text``… for the type of a parsed YAML value."""
+    for name in ("null", "boolean", "integer", "number", "string", "array", "object"):
+        if _TYPE_CHECKS[name](value):
+            return _TYPE_WORDS[name]
+    return type(value).__name__
 
 
 def suggest(word: str, known: Sequence[str]) -> str:
@@ -79,24 +94,31 @@ class ProblemLog:
         self.too_large = False
         self._entries: list[_Entry] = []
         self._groups: dict[tuple[Any, ...], _Entry] = {}
+        self._covered: set[tuple[int | None, str | None]] = set()  # (line, field) already told in full
 
     def __bool__(self) -> bool:
         return bool(self._entries)
 
     def add(self, message: str, *, line: int | None = None, job_id: str | None = None,
-            field: str | None = None) -> None:
+            field: str | None = None, covers_value: bool = False) -> None:
+        if (line, field or None) in self._covered:
+            return
+        if covers_value:
+            self._covered.add((line, field or None))
         self._entries.append(_Entry(line, message, job_id, field or None, len(self._entries)))
 
-    def at(self, path: DocPath, message: str, *, line: int | None = None) -> None:
+    def at(self, path: DocPath, message: str, *, line: int | None = None, covers_value: bool = False) -> None:
         """A problem with the value at ``path`` in the document (``("jobs", 3, "input", "duration")``)."""
         job_id, shown_path = self.label(path)
         if line is None and self.doc is not None:
             line = self.doc.line_at(path)
-        self.add(message, line=line, job_id=job_id, field=shown_path)
+        self.add(message, line=line, job_id=job_id, field=shown_path, covers_value=covers_value)
 
     def grouped(self, key: tuple[Any, ...], message: str, *, line: int | None, job_id: str | None,
                 field: str, scope: str) -> None:
         """One problem however many jobs repeat it; ``job_id`` is one of those jobs."""
+        if (line, field) in self._covered:
+            return
         entry = self._groups.get(key)
         if entry is None:
             entry = _Entry(line, message, None if scope == "defaults" else job_id, field, len(self._entries),
@@ -112,7 +134,8 @@ class ProblemLog:
             jobs = self.doc.data.get("jobs") if isinstance(self.doc.data, dict) else None
             job = jobs[path[1]] if isinstance(jobs, list) and 0 <= path[1] < len(jobs) else None
             job_id = job.get("id") if isinstance(job, dict) else None
-            if isinstance(job_id, str) and (SAFE_ID.fullmatch(job_id) or _ID_TEMPLATE.fullmatch(job_id)):
+            usable = SAFE_ID if not (isinstance(job, dict) and "matrix" in job) else _ID_TEMPLATE
+            if isinstance(job_id, str) and usable.fullmatch(job_id):
                 return job_id, format_path(list(path[2:]))
         return None, format_path(list(path))
 
@@ -251,14 +274,18 @@ class InputChecker:
         self.log = log
         self._fast: dict[str, Callable[[Any], bool]] = {}
 
-    def check(self, job_id: str, spec: ModelSpec, input: dict[str, Any], source: InputSource,
-              file_problems: Sequence[tuple[DocPath, str]] = ()) -> bool:
-        """Log every problem with one job's input; whether it has none."""
+    def is_valid(self, spec: ModelSpec, input: dict[str, Any]) -> bool:
+        """Whether the input is valid for the model; a few µs for a valid one."""
         fast = self._fast.get(spec.model_id)
         if fast is None:
             fast = self._fast[spec.model_id] = compile_schema(spec.schema)
-        if not file_problems and fast(input) and not _needs_extra_checks(spec, input):
-            return True
+        if not fast(input):
+            return False
+        return not _needs_extra_checks(spec, input) or not spec.check_input(input)
+
+    def explain(self, job_id: str, spec: ModelSpec, input: dict[str, Any], source: InputSource,
+                file_problems: Sequence[tuple[DocPath, str]] = ()) -> bool:
+        """Log every problem with one job's input (and its local files); whether it has none."""
         found = [(path, message) for path, message in file_problems]
         failed_files = {path for path, _ in file_problems}
         for problem in spec.check_input(input):

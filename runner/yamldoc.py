@@ -58,6 +58,7 @@ class SourceProblem:
     line: int | None
     message: str
     path: Path = ()
+    covers_value: bool = False  # the value is unusable (a foreign tag, NaN): say nothing more about it
 
 
 @dataclass
@@ -99,16 +100,17 @@ class _Abort(Exception):
 
 
 class _Frame:
-    __slots__ = ("container", "lines", "key", "key_line", "where", "size", "merges", "anchor", "is_map")
+    __slots__ = ("container", "lines", "key", "key_line", "where", "start", "merges", "anchor", "is_map")
 
-    def __init__(self, container: dict[str, Any] | list[Any], where: str | int | None, anchor: str | None):
+    def __init__(self, container: dict[str, Any] | list[Any], where: str | int | None, anchor: str | None,
+                 start: int) -> None:
         self.container = container
         self.is_map = isinstance(container, dict)
         self.lines: list[int] = []
         self.key: Any = _NO_KEY
         self.key_line = 0
         self.where = where
-        self.size = 1
+        self.start = start  # values read before this one: its size is the count at its end minus this
         self.merges: list[tuple[Any, int]] = []
         self.anchor = anchor
 
@@ -144,11 +146,13 @@ def parse_yaml(text: str) -> Document:
 
 def _syntax_problem(text: str, error: yaml.MarkedYAMLError) -> SourceProblem:
     mark = error.problem_mark or error.context_mark
-    line = mark.line + 1 if mark is not None else None
     lines = text.splitlines()
+    # "unexpected end of stream" points past the last line: clamp it to the last one.
+    line = min(mark.line + 1, max(len(lines), 1)) if mark is not None else None
     if line is not None and 0 < line <= len(lines) and "\t" in _indent(lines[line - 1]):
         tabbed = [n for n, text_line in enumerate(lines, 1) if "\t" in _indent(text_line)]
-        more = f" (also on lines {', '.join(map(str, tabbed[1:6]))})" if len(tabbed) > 1 else ""
+        others = ", ".join(map(str, tabbed[1:6])) + (", …" if len(tabbed) > 6 else "")
+        more = f" (also on line{'s' if len(tabbed) > 2 else ''} {others})" if len(tabbed) > 1 else ""
         line = tabbed[0] if tabbed[0] <= line else line
         return SourceProblem(line, f"indentation uses a tab; YAML indents with spaces only{more}")
     what = error.problem or "cannot be read"
@@ -176,22 +180,57 @@ class _Builder:
         self.expanded = 0
 
     def run(self, events: Iterable[Any]) -> None:
-        stack, doc = self.stack, self.doc
+        # The hot loop of a 100,000-job load (over a million events). The innermost mapping or list
+        # lives in locals; the slow paths (tags, resolved scalars, aliases, duplicates, merges) get
+        # the frame brought up to date first and run as methods.
+        stack, doc, anchors = self.stack, self.doc, self.anchors
+        implicit, no_key = _IMPLICIT, _NO_KEY
+        top: _Frame | None = None
+        container: Any = None
+        lines: list[int] = []
+        is_map = False
+        key: Any = no_key
+        key_line = written = 0
         for ev in events:
             kind = ev.__class__
             if kind is ScalarEvent:
-                self.written += 1
-                value, size = self.scalar(ev), 1
+                written += 1
+                if is_map and key is no_key:  # a key, as written: `5:` is the key "5"
+                    key, key_line = ev.value, ev.start_mark.line + 1
+                    if ev.tag is not None or ev.anchor is not None or key == "<<":
+                        self.written = written
+                        key = self.scalar_key(ev)
+                    continue
+                value = ev.value
+                if ev.tag is not None or (ev.implicit[0] and (not value or value[0] in implicit)):
+                    if top is not None:
+                        top.key = key
+                    self.written = written
+                    value = self.scalar(ev)
                 if ev.anchor is not None:
-                    self.anchors[ev.anchor] = (value, 1)
+                    anchors[ev.anchor] = (value, 1)
             elif kind is AliasEvent:
-                value, size = self.alias(ev)
+                if top is not None:
+                    top.key = key
+                self.written = written
+                value = self.alias(ev)
+                if is_map and key is no_key:
+                    key, key_line = self.alias_key(ev, value), ev.start_mark.line + 1
+                    continue
             elif kind is MappingStartEvent or kind is SequenceStartEvent:
-                self.written += 1
-                self.open(ev, {} if kind is MappingStartEvent else [])
+                written += 1
+                if top is not None:
+                    top.key, top.key_line = key, key_line
+                self.written = written
+                top = self.open(ev, {} if kind is MappingStartEvent else [])
+                container, lines, is_map, key = top.container, top.lines, top.is_map, no_key
                 continue
             elif kind is MappingEndEvent or kind is SequenceEndEvent:
+                self.written = written
                 self.close(stack.pop())
+                top = stack[-1] if stack else None
+                if top is not None:
+                    container, lines, is_map, key = top.container, top.lines, top.is_map, no_key
                 continue
             elif kind is DocumentStartEvent:
                 if not doc.empty:
@@ -201,19 +240,20 @@ class _Builder:
                 continue
             else:
                 continue
-            if not stack:
+            if top is None:
                 doc.data = value
-                continue
-            top = stack[-1]
-            top.size += size
-            line = ev.start_mark.line + 1
-            if not top.is_map:
-                top.container.append(value)  # type: ignore[union-attr]
-                top.lines.append(line)
-            elif top.key is _NO_KEY:
-                top.key, top.key_line = self.key(ev, value), line
+            elif not is_map:
+                container.append(value)
+                lines.append(ev.start_mark.line + 1)
+            elif key.__class__ is str and key not in container:
+                container[key] = value
+                lines.append(key_line)
+                key = no_key
             else:
+                top.key, top.key_line = key, key_line
                 self.put(top, value)
+                key = no_key
+        self.written = written
 
     def scalar(self, ev: ScalarEvent) -> Any:
         value: str = ev.value
@@ -243,11 +283,11 @@ class _Builder:
         self.problem(ev, f"unsupported YAML tag {_show_tag(tag)}: a manifest holds plain values only")
         return None
 
-    def alias(self, ev: AliasEvent) -> tuple[Any, int]:
+    def alias(self, ev: AliasEvent) -> Any:
         target = self.anchors.get(ev.anchor)
         if target is None:
             self.problem(ev, f"unknown alias *{ev.anchor} (no &{ev.anchor} before it)")
-            return None, 1
+            return None
         value, size = target
         self.expanded += size
         if self.expanded > max(MIN_ALIAS_BUDGET, ALIAS_RATIO * self.written):
@@ -257,9 +297,9 @@ class _Builder:
                               "refusing what looks like a YAML alias bomb"),
                 too_large=True,
             )
-        return value, size
+        return value
 
-    def open(self, ev: Any, container: dict[str, Any] | list[Any]) -> None:
+    def open(self, ev: Any, container: dict[str, Any] | list[Any]) -> _Frame:
         stack = self.stack
         tag = ev.tag
         if tag is not None and tag != "!" and tag != (_MAP if isinstance(container, dict) else _SEQ):
@@ -282,24 +322,28 @@ class _Builder:
             self.doc.data = container
         if len(stack) >= MAX_DEPTH:
             raise _Abort(SourceProblem(ev.start_mark.line + 1, f"values nested over {MAX_DEPTH} levels deep"))
-        frame = _Frame(container, where, ev.anchor)
+        frame = _Frame(container, where, ev.anchor, self.written + self.expanded - 1)
         self.doc.lines[id(container)] = frame.lines
         stack.append(frame)
+        return frame
 
     def close(self, frame: _Frame) -> None:
         if frame.merges:
             self.merge(frame)
         if frame.anchor is not None:
             # Registered only now, so an alias inside its own anchor is unknown: no cycles.
-            self.anchors[frame.anchor] = (frame.container, frame.size)
-        if self.stack:
-            self.stack[-1].size += frame.size
+            self.anchors[frame.anchor] = (frame.container, self.written + self.expanded - frame.start)
 
-    def key(self, ev: Any, value: Any) -> Any:
-        if ev.__class__ is ScalarEvent:
-            if ev.tag is None and ev.implicit[0] and ev.value == "<<":
-                return _MERGE_KEY
-            return ev.value
+    def scalar_key(self, ev: ScalarEvent) -> Any:
+        if ev.tag is None and ev.implicit[0] and ev.value == "<<":
+            return _MERGE_KEY
+        if ev.tag is not None:
+            self.scalar(ev)  # only to report a tag that is not a plain one
+        if ev.anchor is not None:
+            self.anchors[ev.anchor] = (ev.value, 1)
+        return ev.value
+
+    def alias_key(self, ev: AliasEvent, value: Any) -> str:
         if isinstance(value, str):
             return value
         line = ev.start_mark.line + 1
@@ -363,7 +407,7 @@ class _Builder:
                 path = (*path, len(top.container))
             elif isinstance(top.key, str):
                 path = (*path, top.key)
-        self.doc.problems.append(SourceProblem(ev.start_mark.line + 1, message, path))
+        self.doc.problems.append(SourceProblem(ev.start_mark.line + 1, message, path, covers_value=True))
 
 
 def _int(value: str) -> int | str:
