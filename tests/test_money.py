@@ -1,0 +1,119 @@
+"""Money: estimates against hand-computed figures, a budget that holds under concurrency, plan on a
+half-finished state file, and identical jobs paid once."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from conftest import I2V, R2V, simple_manifest
+
+from runner.catalog import Catalog
+from runner.errors import BudgetExceeded
+from runner.plan import make_plan
+from runner.pricing import PriceTable
+
+pytestmark = pytest.mark.anyio
+
+CATALOG = Catalog.load()
+PRICES = PriceTable.load(CATALOG)
+
+
+def quote(model: str, **input: object) -> float | None:
+    spec = CATALOG.get(model)
+    return PRICES.quote(model, input, spec.defaults if spec else {}).usd
+
+
+@pytest.mark.parametrize(("model", "input", "usd"), [
+    (R2V, {"prompt": "p"}, 5 * 0.084),                                   # default duration 5, no sound
+    (R2V, {"prompt": "p", "duration": 10}, 10 * 0.084),
+    (R2V, {"prompt": "p", "duration": 10, "sound": True}, 10 * 0.112),
+    (R2V, {"prompt": "p", "duration": 8, "video": "https://x/v.mp4"}, 8 * 0.126),
+    (R2V, {"prompt": "p", "duration": 8, "video": "https://x/v.mp4", "sound": True}, 8 * 0.126),  # sound: no effect
+    (I2V, {"prompt": "p", "image": "https://x/a.png"}, 5 * 0.112),
+    (I2V, {"prompt": "p", "image": "https://x/a.png", "duration": 15, "sound": True}, 15 * 0.14),
+    (I2V, {"prompt": "p", "image": "https://x/a.png", "duration": 3, "sound": False}, 3 * 0.112),
+])
+def test_estimates_match_hand_computed_prices(model, input, usd):
+    assert quote(model, **input) == pytest.approx(usd)
+
+
+def test_an_unknown_models_price_is_unknown_not_guessed():
+    assert PRICES.quote("kling/kling-video-o3/4K/text-to-video", {"duration": 5}).usd is None
+
+
+def test_a_user_price_file_overrides_the_bundled_one(tmp_path):
+    override = tmp_path / "prices.json"
+    override.write_text(json.dumps({"read_on": "2026-12-01", "models": {R2V: {"unit": "second", "usd": 0.1}}}))
+    table = PriceTable.load(CATALOG, override)
+    assert table.quote(R2V, {"duration": 10}).usd == pytest.approx(1.0)
+    assert table.read_on == "2026-12-01"
+    assert table.quote(I2V, {"duration": 10}).usd == pytest.approx(1.12)  # untouched models keep theirs
+
+
+async def test_the_budget_cap_holds_exactly_under_concurrency(sim, write_manifest):
+    """$2.00 buys four $0.42 jobs (1.68), not five (2.10): the simulator never charges more than the cap,
+    and the rest are held, with partial mode on."""
+    account = sim(concurrency=8)
+    manifest = write_manifest(simple_manifest(10, extra="budget_usd: 2.0\n"))
+    with pytest.raises(BudgetExceeded, match=r"estimate for this run is \$4\.20"):
+        await account.run(manifest)
+    assert (await account.stats())["requests_total"] == 0
+
+    result = await account.run(manifest, budget_partial=True)
+    stats = await account.stats()
+    assert stats["cost_charged_usd"] <= 2.0
+    assert stats["cost_charged_usd"] == pytest.approx(4 * 0.42)
+    assert result.counts == {"succeeded": 4, "held": 6}
+    assert result.exit_code == 1
+
+
+async def test_plan_on_a_half_finished_state_file(sim, write_manifest, tmp_path):
+    """After half the jobs ran, plan says what is done and what a run would still spend."""
+    account = sim()
+    manifest_path = write_manifest(simple_manifest(4))
+    await account.run(manifest_path)
+    more = write_manifest(simple_manifest(8))  # four more jobs appended to the same manifest
+    from runner.manifest import load_manifest
+    from runner.state import Store
+
+    manifest = load_manifest(more, CATALOG)
+    store = Store.open(tmp_path / "state.sqlite", create=False)
+    plan = make_plan(manifest, PRICES, lambda m: CATALOG.get(m).defaults, store, budget_usd=3.0)
+    [model] = plan.models
+    assert (model.jobs, model.done, model.remaining) == (8, 4, 4)
+    assert plan.estimate_usd == pytest.approx(8 * 0.42)
+    assert plan.remaining_usd == pytest.approx(4 * 0.42)
+    assert plan.spent_usd == pytest.approx(4 * 0.42)
+    assert plan.over_budget  # 1.68 committed + 1.68 to go > 3.00
+
+
+def test_plan_says_identical_jobs_are_paid_once(write_manifest, tmp_path):
+    write_manifest(f"""
+        version: 1
+        name: twins
+        jobs:
+          - {{id: a, model: {I2V}, input: {{prompt: same, image: "https://x/a.png"}}}}
+          - {{id: b, model: {I2V}, input: {{prompt: same, image: "https://x/a.png"}}}}
+          - {{id: c, model: {I2V}, input: {{prompt: other, image: "https://x/a.png", duration: 10}}}}
+        """)
+    done = subprocess.run([sys.executable, "-m", "runner", "plan", "m.yaml", "--json"], cwd=tmp_path,
+                          capture_output=True, text=True)
+    data = json.loads(done.stdout)
+    assert data["twins"] == {"b": "a"}
+    assert data["estimate_usd"] == pytest.approx(5 * 0.112 + 10 * 0.112)
+    assert data["models"][0]["paid_requests"] == 2
+    text = subprocess.run([sys.executable, "-m", "runner", "plan", "m.yaml"], cwd=tmp_path,
+                          capture_output=True, text=True).stdout
+    assert "b = a" in text
+
+
+async def test_actual_cost_is_recorded_beside_the_estimate(sim, write_manifest, tmp_path):
+    account = sim()
+    await account.run(write_manifest(simple_manifest(2)))
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    for job in report["jobs"]:
+        assert job["cost_usd"] == pytest.approx(job["estimate_usd"]) == pytest.approx(0.42)
+    assert report["summary"]["cost_usd"] == pytest.approx(0.84)
