@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .catalog import Catalog
+from .catalog import Catalog, ModelSpec
 from .errors import ManifestInvalid, ManifestTooLarge
 from .inputs import LocalFiles
 from .validate import (
@@ -35,6 +35,7 @@ from .validate import (
     ProblemLog,
     check_model,
     show,
+    suggest,
     type_word,
 )
 from .yamldoc import parse_yaml
@@ -168,6 +169,14 @@ def template_problem(job_id: str, matrix: dict[str, list[Any]]) -> str | None:
     return None
 
 
+def fields_for(spec: ModelSpec, default_input: dict[str, Any]) -> dict[str, Any]:
+    """The defaults.input fields a model has: shared defaults serve jobs of several models."""
+    properties = spec.schema.get("properties")
+    if spec.schema.get("additionalProperties", True) is not False or not isinstance(properties, dict):
+        return default_input
+    return {name: value for name, value in default_input.items() if name in properties}
+
+
 def _count(n: int) -> str:
     return f"{n:,}" if n < 10**15 else f"about 10^{len(str(n)) - 1}"
 
@@ -278,6 +287,7 @@ class _Loader:
                    default_input: dict[str, Any], job_lines: list[int], *, check_inputs: bool) -> list[Job]:
         checker = InputChecker(self.log)
         files = LocalFiles(self.folder)
+        inherited: dict[str, dict[str, Any]] = {}  # model id -> the defaults.input fields it has
         seen: dict[str, tuple[int, int]] = {}  # id -> (line, index of its job in the manifest)
         built: list[Job] = []
         for index, job in enumerate(jobs):
@@ -310,13 +320,30 @@ class _Loader:
                 self.note_id(job_id, line, index, seen)
                 if spec is None:
                     continue
-                input = {**default_input, **own, **combo} if combo else {**default_input, **own}
+                base = inherited.get(spec.model_id)
+                if base is None:
+                    base = inherited[spec.model_id] = fields_for(spec, default_input)
+                input = {**base, **own, **combo} if combo else {**base, **own}
                 input, file_problems = files.inline_input(input, spec.file_fields)
                 if file_problems or not checker.is_valid(spec, input):
-                    source = InputSource(index, default_input, own, keys, pick)
+                    source = InputSource(index, base, own, keys, pick)
                     checker.explain(job_id, spec, input, source, file_problems)
                 built.append(Job(job_id, spec.model_id, input, line, fingerprint(spec.model_id, input)))
+        self.check_defaults_used(default_input, inherited)
         return built
+
+    def check_defaults_used(self, default_input: dict[str, Any],
+                            inherited: dict[str, dict[str, Any]]) -> None:
+        """A defaults.input field that no job's model has is a typo, not a field for other models."""
+        if not inherited:
+            return
+        known = sorted({name for spec in map(self.catalog.get, inherited) if spec
+                        for name in spec.schema.get("properties", {})})
+        for name in default_input:
+            if not any(name in fields for fields in inherited.values()):
+                hint = suggest(name, known)
+                self.log.at(("defaults", "input", name), f"no job's model has this field{hint} "
+                            f"(known: {', '.join(known)})")
 
     def note_id(self, job_id: str, line: int, index: int, seen: dict[str, tuple[int, int]]) -> None:
         first = seen.setdefault(job_id, (line, index))
