@@ -166,3 +166,41 @@ async def test_results_that_expire_before_download_make_the_job_expired(sim, wri
     result = await account.run(write_manifest(simple_manifest(2)))
     assert result.exit_code == 1
     assert set(result.counts) <= {"expired", "failed"}
+
+
+async def test_slow_answers_time_out_and_are_retried(sim, write_manifest, tmp_path):
+    """Over loopback (timeouts need real sockets): answers slower than the read timeout on polls and
+    downloads time out, are retried, and every job still finishes with the right bytes."""
+    from dataclasses import replace
+
+    import httpx
+
+    from runner.download import DownloadConfig
+    from runner.simulator import running_server
+
+    account = sim(rate_slow=0.3, slow_seconds=1.0, seed=5, fault_endpoints={"slow": ("result", "download")})
+    options = account.options()
+    settings = replace(options.settings, download=DownloadConfig(stall_seconds=0.2, retry=options.retry))
+    events: list[dict] = []
+    with running_server(account.config) as base_url:
+        options = replace(options, base_url=base_url, transport=None, read_timeout=0.2, settings=settings)
+        result = await account.run(write_manifest(simple_manifest(6)), events, options=options)
+        async with httpx.AsyncClient() as client:
+            stats = (await client.get(base_url + "/_sim/stats")).json()
+    assert result.exit_code == 0, result.message
+    assert stats["faults"]["slow"] > 0
+    assert any("ReadTimeout" in e.get("error", "") for e in events if e["event"] == "retry")
+    assert check_files(tmp_path) == 6
+
+
+def test_retry_after_is_read_as_seconds_or_an_http_date():
+    import email.utils
+    import time
+
+    from runner.client import parse_retry_after
+
+    assert parse_retry_after("3") == 3.0
+    assert parse_retry_after(None) is None and parse_retry_after("soon") is None
+    later = email.utils.formatdate(time.time() + 30, usegmt=True)
+    assert 25 <= (parse_retry_after(later) or 0) <= 31
+    assert parse_retry_after(email.utils.formatdate(time.time() - 30, usegmt=True)) == 0.0
