@@ -7,19 +7,20 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import anyio
 
 from . import state as S
-from .batch import BatchOptions, _defaults, cancel_batch, resolve, run_batch
+from .batch import BatchOptions, BatchResult, _defaults, cancel_batch, resolve, run_batch
 from .catalog import Catalog
 from .errors import EXIT_JOBS_FAILED, EXIT_OK, StateError, redact
 from .manifest import load_manifest
 from .plan import make_plan
 from .pricing import PriceTable
-from .progress import LineLog
+from .progress import progress_sink
 from .report import write_reports
 
 
@@ -42,15 +43,47 @@ def run(path: Path, options: BatchOptions, *, verbose: bool = False, json_log: b
         progress: bool = True) -> int:
     catalog = Catalog.load()
     manifest = load_manifest(path, catalog)  # before anything is opened or sent
-    sink = LineLog(verbose=verbose, json_lines=json_log)
-    result = anyio.run(lambda: run_batch(manifest, options, catalog=catalog, on_event=sink))
+    started = time.monotonic()
+    with progress_sink(live=progress, verbose=verbose, json_log=json_log, title=manifest.name) as sink:
+        result = anyio.run(lambda: run_batch(manifest, options, catalog=catalog, on_event=sink))
+    print_run_summary(path, result, time.monotonic() - started)
+    return result.exit_code
+
+
+def print_run_summary(path: Path, result: BatchResult, seconds: float, *, limit: int = 10) -> None:
+    """One line on success (stdout); on trouble, the line, the jobs that need attention and what to do
+    next (stderr)."""
     counts = ", ".join(f"{n} {s}" for s, n in sorted(result.counts.items()))
     stream = sys.stderr if result.exit_code else sys.stdout
-    print(redact(f"{result.message}; {counts}; cost ${result.cost_usd:.2f}; "
-                 f"report: {result.report_paths['html']}"), file=stream)
+    print(redact(f"{result.message}; {counts}; cost ${result.cost_usd:.2f}; took {_duration(seconds)}; "
+                 f"report: {_shown(result.report_paths['html'])}"), file=stream)
+    if not result.exit_code:
+        return
+    attention = [j for j in result.report.get("jobs", []) if j["status"] in S.NEEDS_ATTENTION]
+    for job in attention[:limit]:
+        error = job.get("error") or {}
+        why = error.get("message") or error.get("error_message") or ""
+        print(redact(f"  {job['id']}: {job['status']}" + (f": {why}" if why else "")), file=stream)
+    if len(attention) > limit:
+        print(f"  … and {len(attention) - limit} more: runcomfy-batch status {path}", file=stream)
     if result.exit_code == 130:
-        print(f"runcomfy-batch: to resume, run: runcomfy-batch run {path}", file=sys.stderr)
-    return result.exit_code
+        print(f"runcomfy-batch: to resume, run: runcomfy-batch run {path}", file=stream)
+    elif attention and any(j["status"] in (S.FAILED, S.EXPIRED, S.CANCELLED) for j in attention):
+        print(f"runcomfy-batch: to run the failed jobs again: runcomfy-batch retry {path}", file=stream)
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(round(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s" if minutes else f"{seconds:.1f}s"
+
+
+def _shown(path: Path) -> str:
+    """A path relative to the working directory when it is under it (shorter to read and click)."""
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
 
 
 def _open_existing(path: Path, options: BatchOptions) -> tuple[Any, S.Store]:

@@ -1,37 +1,394 @@
-"""What the user sees while a run goes on: notable events, line by line (or as JSON lines).
+"""What a person sees while a run goes on. Every display here is an event sink: a callable that takes
+the scheduler's event dicts (``{"event": kind, "time": …, …}``), so the scheduler holds no display code.
 
-Quiet by default on success: routine events (submitted, running, succeeded) are shown only with
-``--verbose``; retries, slow-downs, failures and unknowns always are.
+* :class:`LiveProgress` (a terminal): a bar with done / running / queued / waiting / failed counts,
+  throughput, ETA, spend so far and the current concurrency, above a short log of notable events
+  (retries, 429 slow-downs, failures). Failures are also printed above the bar, so they stay on screen
+  after it is gone; on success the bar leaves nothing behind but the command's one-line summary.
+* :class:`LineLog` (a log file, a pipe, ``--no-progress``): one line per notable event; routine events
+  (submitted, running, succeeded, retries) only with ``--verbose``. With ``--json-log`` it writes every
+  event as one JSON object per line, for pipelines.
+
+Both read the run through :class:`Tally`, which places every job in one bucket from the ``start``
+event's counts and each job event after it. Nothing printed here can contain the API token: every line
+goes through :func:`~runner.errors.redact`, and user text is never read as rich markup.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping
+from datetime import datetime
 from typing import Any, TextIO
+
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
+from rich.progress_bar import ProgressBar
+from rich.table import Table
+from rich.text import Text
 
 from .errors import redact
 
-NOTABLE = {"failed", "unknown", "expired", "stopping", "concurrency", "unknown_status", "held",
-           "download_error", "resubmit", "refetch"}
-ROUTINE = {"submitted", "queued", "running", "succeeded", "retry", "poll_error", "start", "finish"}
+Event = Mapping[str, Any]
+EventSink = Callable[[Event], None]
+
+# Where a job can be, as the display counts it. ``waiting``: not sent yet; ``queued``: in RunComfy's
+# queue; ``running``: running at RunComfy or being downloaded; ``failed``: at rest needing attention
+# (failed, unknown, expired, cancelled); ``held``: waiting for budget.
+BUCKETS = ("done", "running", "queued", "waiting", "failed", "held")
+_AT_REST_FAILED = ("failed", "unknown", "expired", "cancelled")
+
+# Shown in plain mode without --verbose, and kept in the live display's log.
+NOTABLE = frozenset({"failed", "unknown", "expired", "cancelled", "stopping", "concurrency", "unknown_status",
+                     "download_error", "resubmit", "refetch"})
+# Shown in the live log (they explain a slow run), but in plain mode only with --verbose.
+WORTH_A_GLANCE = frozenset({"retry", "poll_error", "held"})
+
+
+def _money(usd: float) -> str:
+    return f"${usd:,.2f}"
+
+
+def _clock(seconds: float | None) -> str:
+    if seconds is None:
+        return "--:--"
+    seconds = int(max(0, seconds))
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60:02d}:{rest % 60:02d}"
+
+
+def describe(event: Event) -> str:
+    """One human line for an event (without a time stamp)."""
+    kind = event["event"]
+    job = event.get("job_id")
+    error = event.get("error")
+    twin = f" (same request as {event['twin_of']})" if event.get("twin_of") else ""
+    if kind == "start":
+        counts = event.get("counts") or {}
+        return (f"starting: {event.get('jobs', 0)} job(s); {event.get('to_submit', 0)} to submit, "
+                f"{event.get('reattached', 0)} re-attached, {event.get('collecting', 0)} to download, "
+                f"{counts.get('succeeded', 0)} already done")
+    if kind == "submitted":
+        return f"{job}: submitted as {event.get('request_id')}"
+    if kind in ("queued", "running"):
+        return f"{job}: {kind} at RunComfy"
+    if kind == "completed":
+        cost = event.get("cost_usd")
+        return f"{job}: finished at RunComfy" + (f" ({_money(cost)})" if cost is not None else "") + ", downloading"
+    if kind == "succeeded":
+        return f"{job}: done{twin}"
+    if kind == "failed":
+        where = " at submit" if event.get("stage") == "submit" else ""
+        return f"{job}: failed{where}{twin}" + (f": {error}" if error else "")
+    if kind == "unknown":
+        return (f"{job}: submit outcome unknown (it may have been accepted and billed); not resubmitted "
+                f"unless you pass --resubmit-unknown" + (f": {error}" if error else ""))
+    if kind in ("expired", "cancelled"):
+        return f"{job}: {kind}{twin}" + (f": {error}" if error else "")
+    if kind == "held":
+        estimate = event.get("estimate_usd")
+        return f"{job}: held by the budget cap" + (f" (estimate {_money(estimate)})" if estimate is not None else "")
+    if kind == "retry":
+        who = f"{job}: " if job else ""
+        delay = event.get("delay")
+        after = f" in {delay:.1f}s" if isinstance(delay, int | float) else ""
+        attempt = f" (attempt {event['attempt']})" if event.get("attempt") else ""
+        return f"{who}retrying{after}{attempt}: {error}"
+    if kind == "poll_error":
+        return f"{job}: poll failed, will poll again: {error}"
+    if kind == "concurrency":
+        return f"HTTP concurrency now {event.get('http')}: {event.get('reason')}"
+    if kind == "stopping":
+        return f"stopping: {event.get('reason')}"
+    if kind == "unknown_status":
+        return f"{job}: RunComfy answered an unknown status {event.get('status')!r}; treated as still running"
+    if kind == "download_error":
+        return f"{job}: download failed; it will be downloaded on the next run: {error}"
+    if kind == "resubmit":
+        return f"{job}: resubmitting after a failure (resubmit {event.get('attempt')}; each one is paid)"
+    if kind == "refetch":
+        return f"{job}: output missing or changed on disk; downloading it again"
+    if kind == "finish":
+        counts = event.get("counts") or {}
+        parts = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+        return f"finished ({parts}); exit code {event.get('exit_code')}"
+    details = " ".join(f"{k}={v}" for k, v in event.items() if k not in ("event", "time") and v is not None)
+    return f"{kind}: {details}" if details else str(kind)
+
+
+class Tally:
+    """The run as its events tell it: a bucket for every job, spend, throughput and concurrency.
+
+    The ``start`` event places the jobs not yet heard of in pools by state; each later job event
+    moves one job, taken from its last known bucket or, the first time a job is heard of, from the
+    pool its event implies. The ``finish`` event's counts settle every number.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic, *, window: int = 50) -> None:
+        self.clock = clock
+        self.jobs = 0
+        self.counts = dict.fromkeys(BUCKETS, 0)
+        self._pool = dict.fromkeys(BUCKETS, 0)  # jobs not heard of since start, by bucket
+        self._where: dict[str, str] = {}
+        self.spent_usd = 0.0
+        self.http: int | None = None
+        self.http_max: int | None = None
+        self.max_in_flight: int | None = None
+        self.retries = 0
+        self.started_at: float | None = None
+        self.finished: dict[str, Any] | None = None
+        self.done_this_run = 0
+        self._recent: deque[float] = deque(maxlen=window)
+        self._rate_base: float | None = None
+
+    # -- reading -------------------------------------------------------------------------------
+    @property
+    def in_flight(self) -> int:
+        return self.counts["queued"] + self.counts["running"]
+
+    @property
+    def remaining(self) -> int:
+        return self.counts["waiting"] + self.in_flight
+
+    @property
+    def elapsed(self) -> float:
+        return 0.0 if self.started_at is None else self.clock() - self.started_at
+
+    def rate(self) -> float | None:
+        """Jobs finished per second, over the last ``window`` finishes of this run."""
+        if not self._recent or self._rate_base is None:
+            return None
+        span = self.clock() - self._rate_base
+        return len(self._recent) / span if span > 0 else None
+
+    def eta(self) -> float | None:
+        rate = self.rate()
+        if not self.remaining:
+            return 0.0
+        return self.remaining / rate if rate else None
+
+    # -- events --------------------------------------------------------------------------------
+    def apply(self, event: Event) -> None:
+        kind = event["event"]
+        if kind == "start":
+            self._start(event)
+        elif kind == "finish":
+            self._finish(event)
+        elif kind == "concurrency" and isinstance(event.get("http"), int):
+            self.http = event["http"]
+        elif kind == "retry":
+            self.retries += 1
+        if isinstance(event.get("cost_usd"), int | float) and kind in ("completed", *_AT_REST_FAILED):
+            self.spent_usd += event["cost_usd"]
+        job = event.get("job_id")
+        if self.started_at is None or self.finished is not None or not isinstance(job, str):
+            return
+        target = self._target(kind, event)
+        if target is not None:
+            self._move(job, self._source(job, kind, event), target)
+
+    def _start(self, event: Event) -> None:
+        counts = dict(event.get("counts") or {})
+        self.jobs = int(event.get("jobs") or 0)
+        pool = dict.fromkeys(BUCKETS, 0)
+        pool["done"] = counts.get("succeeded", 0)
+        pool["queued"] = counts.get("queued", 0)
+        pool["running"] = counts.get("running", 0) + counts.get("collecting", 0)
+        pool["waiting"] = int(event.get("waiting") or event.get("to_submit") or 0)
+        pool["failed"] = max(0, self.jobs - sum(pool.values()))
+        self._pool = pool
+        self.counts = dict(pool)
+        self._where.clear()
+        self.spent_usd = float(event.get("spent_usd") or 0.0)
+        self.http = self.http_max = event.get("http")
+        self.max_in_flight = event.get("max_in_flight")
+        self.started_at = self._rate_base = self.clock()
+        self.finished = None
+
+    def _finish(self, event: Event) -> None:
+        counts = dict(event.get("counts") or {})
+        self.counts = {
+            "done": counts.get("succeeded", 0),
+            "running": counts.get("running", 0) + counts.get("collecting", 0) + counts.get("submitting", 0),
+            "queued": counts.get("queued", 0),
+            "waiting": counts.get("pending", 0),
+            "failed": sum(counts.get(s, 0) for s in _AT_REST_FAILED),
+            "held": counts.get("held", 0),
+        }
+        if isinstance(event.get("cost_usd"), int | float):
+            self.spent_usd = float(event["cost_usd"])
+        self.finished = dict(event)
+
+    @staticmethod
+    def _target(kind: str, event: Event) -> str | None:
+        if kind in ("submitted", "queued"):
+            return "queued"
+        if kind in ("running", "completed"):
+            return "running"
+        if kind == "succeeded":
+            return "done"
+        if kind in _AT_REST_FAILED:
+            return "failed"
+        if kind == "held":
+            return "held"
+        if kind == "resubmit":
+            return "waiting"
+        return None
+
+    def _source(self, job: str, kind: str, event: Event) -> str:
+        """The bucket ``job`` leaves: where it was last seen, or the pool its first event implies."""
+        known = self._where.get(job)
+        if known is not None:
+            return known
+        if kind in ("submitted", "held", "unknown") or event.get("twin_of") or event.get("stage") == "submit":
+            order = ("waiting", "queued", "running", "failed")
+        elif kind == "running":
+            order = ("queued", "running", "waiting", "failed")
+        else:  # a re-attached or downloading job finishing
+            order = ("running", "queued", "waiting", "failed")
+        for pool in order:
+            if self._pool[pool] > 0:
+                self._pool[pool] -= 1
+                return pool
+        return order[0]  # more events than jobs (should not happen): keep the counts non-negative below
+
+    def _move(self, job: str, source: str, target: str) -> None:
+        self._where[job] = target
+        if source == target:
+            return
+        self.counts[source] = max(0, self.counts[source] - 1)
+        self.counts[target] += 1
+        if target in ("done", "failed"):
+            now = self.clock()
+            if len(self._recent) == self._recent.maxlen:
+                self._rate_base = self._recent[0]
+            self._recent.append(now)
+            if target == "done":
+                self.done_this_run += 1
 
 
 class LineLog:
-    """An event sink that prints one line per notable event to ``stream``."""
+    """An event sink that writes one line per notable event (every event with ``verbose``), or every
+    event as a JSON object per line (``json_lines``)."""
 
     def __init__(self, stream: TextIO | None = None, *, verbose: bool = False, json_lines: bool = False) -> None:
-        self.stream = stream or sys.stderr
+        self.stream = stream if stream is not None else sys.stderr
         self.verbose = verbose
         self.json_lines = json_lines
+        self.tally = Tally()
+        self._held_shown = False
 
-    def __call__(self, event: dict[str, Any]) -> None:
-        kind = event["event"]
+    def __call__(self, event: Event) -> None:
+        self.tally.apply(event)
         if self.json_lines:
-            self.stream.write(redact(json.dumps(event, default=str)) + "\n")
+            self._write(json.dumps(dict(event), default=str, ensure_ascii=False))
             return
-        if kind not in NOTABLE and not (self.verbose and kind in ROUTINE):
+        kind = event["event"]
+        if kind == "held" and not self._held_shown and not self.verbose:
+            self._held_shown = True
+            self._write(self._stamp(event) + describe(event) + " (further held jobs are not listed)")
             return
-        details = " ".join(f"{k}={v}" for k, v in event.items() if k not in ("event", "time") and v is not None)
-        self.stream.write(redact(f"[{kind}] {details}") + "\n")
+        if kind in NOTABLE or self.verbose:
+            self._write(self._stamp(event) + describe(event))
+
+    @staticmethod
+    def _stamp(event: Event) -> str:
+        t = event.get("time")
+        return datetime.fromtimestamp(t).strftime("%H:%M:%S ") if isinstance(t, int | float) else ""
+
+    def _write(self, line: str) -> None:
+        self.stream.write(redact(line) + "\n")
         self.stream.flush()
+
+
+class LiveProgress:
+    """A live terminal display (rich) of a run, fed by its events. Use it as a context manager."""
+
+    def __init__(self, console: Console | None = None, *, title: str = "", verbose: bool = False,
+                 log_lines: int = 5, clock: Callable[[], float] = time.monotonic, refresh_per_second: float = 4,
+                 transient: bool = True) -> None:
+        self.console = console or Console(stderr=True)
+        self.title = title
+        self.verbose = verbose
+        self.tally = Tally(clock)
+        self.log: deque[str] = deque(maxlen=log_lines)
+        self._lock = threading.Lock()
+        self._live = Live(self, console=self.console, refresh_per_second=refresh_per_second,
+                          transient=transient, redirect_stdout=False, redirect_stderr=False)
+
+    def __enter__(self) -> LiveProgress:
+        self._live.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._live.stop()
+
+    def __call__(self, event: Event) -> None:
+        kind = event["event"]
+        with self._lock:
+            self.tally.apply(event)
+            if kind in NOTABLE or kind in WORTH_A_GLANCE or (self.verbose and kind != "finish"):
+                self.log.append(redact(LineLog._stamp(event) + describe(event)))
+        if kind in NOTABLE - {"concurrency", "refetch"}:
+            # Failures and stops stay on screen above the display, after it is gone.
+            self._live.console.print(Text(redact(LineLog._stamp(event) + describe(event)), style="yellow"))
+        if kind in ("start", "finish"):
+            self._live.refresh()  # the rest shows at the next auto-refresh: 10,000 jobs make 40,000 events
+
+    def __rich__(self) -> RenderableType:
+        with self._lock:
+            return self.render()
+
+    def render(self) -> RenderableType:
+        """The display as it stands (call with the lock held, or from tests)."""
+        t = self.tally
+        c = t.counts
+        total = max(t.jobs, 1)
+        finished = c["done"] + c["failed"]
+        head = Table.grid(padding=(0, 1))
+        head.add_column(no_wrap=True)
+        head.add_column(width=30)
+        head.add_column(no_wrap=True)
+        head.add_row(Text(self.title, style="bold"),
+                     ProgressBar(total=total, completed=finished, width=30),
+                     Text(f"{finished}/{t.jobs} {100 * finished / total:3.0f}%  "
+                          f"{_clock(t.elapsed)} elapsed · ETA {_clock(t.eta())}"))
+        counts = Text()
+        for bucket, style in (("done", "green"), ("running", "cyan"), ("queued", "blue"), ("waiting", ""),
+                              ("failed", "red"), ("held", "magenta")):
+            if bucket == "held" and not c["held"]:
+                continue
+            counts.append(f"{bucket} ", style="dim")
+            counts.append(str(c[bucket]), style=style if c[bucket] else "")
+            counts.append("  ")
+        rate = t.rate()
+        limit = t.max_in_flight if t.max_in_flight is not None else "auto"
+        http = f" · http {t.http}" + (f"/{t.http_max}" if t.http_max and t.http != t.http_max else "")
+        stats = Text(
+            (f"{rate * 60:.1f} jobs/min" if rate else "-- jobs/min")
+            + f" · spent {_money(t.spent_usd)} · in flight {t.in_flight}/{limit}{http}"
+            + (f" · {t.retries} retries" if t.retries else ""), style="dim")
+        parts: list[RenderableType] = [head, counts, stats]
+        parts.extend(Text(line, style="dim", overflow="ellipsis", no_wrap=True) for line in self.log)
+        return Group(*parts)
+
+
+@contextlib.contextmanager
+def progress_sink(*, live: bool = True, verbose: bool = False, json_log: bool = False, title: str = "",
+                  stream: TextIO | None = None) -> Iterator[EventSink]:
+    """The sink a CLI run should use: JSON lines with ``json_log``; the live display when ``live`` and
+    the stream (stderr) is a terminal; otherwise plain lines."""
+    stream = stream if stream is not None else sys.stderr
+    if json_log:
+        yield LineLog(stream, json_lines=True)
+        return
+    if live and stream.isatty():
+        with LiveProgress(Console(file=stream), title=title, verbose=verbose) as display:
+            yield display
+        return
+    yield LineLog(stream, verbose=verbose)
