@@ -33,6 +33,7 @@ from .yamldoc import Document
 MAX_PROBLEMS_SHOWN = 500
 SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _ID_TEMPLATE = re.compile(r"[A-Za-z0-9{][A-Za-z0-9._{}-]{0,127}")
+_LINE_BREAKING = re.compile(r"[\x00-\x1f\x7f\x85\u2028\u2029]")  # what would split or garble a line
 _PATH_PART = re.compile(r"\[(\d+)\]|\.?([^.\[\]]+)")
 _TYPE_WORDS = {
     "object": "a mapping", "array": "a list", "string": "text", "integer": "a whole number",
@@ -47,6 +48,11 @@ _TYPE_CHECKS = {
 }
 
 DocPath = tuple[str | int, ...]
+
+
+def one_line(text: str) -> str:
+    """Control characters escaped (a key may hold a newline): every problem prints as one line."""
+    return _LINE_BREAKING.sub(lambda m: repr(m.group())[1:-1], text)
 
 
 def show(value: Any, limit: int = 60) -> str:
@@ -105,7 +111,8 @@ class ProblemLog:
             return
         if covers_value:
             self._covered.add((line, field or None))
-        self._entries.append(_Entry(line, message, job_id, field or None, len(self._entries)))
+        self._entries.append(_Entry(line, one_line(message), job_id, one_line(field) if field else None,
+                                    len(self._entries)))
 
     def at(self, path: DocPath, message: str, *, line: int | None = None, covers_value: bool = False) -> None:
         """A problem with the value at ``path`` in the document (``("jobs", 3, "input", "duration")``)."""
@@ -121,8 +128,8 @@ class ProblemLog:
             return
         entry = self._groups.get(key)
         if entry is None:
-            entry = _Entry(line, message, None if scope == "defaults" else job_id, field, len(self._entries),
-                           scope=scope)
+            entry = _Entry(line, one_line(message), None if scope == "defaults" else job_id, one_line(field),
+                           len(self._entries), scope=scope)
             self._groups[key] = entry
             self._entries.append(entry)
         if job_id is not None:
