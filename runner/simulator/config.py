@@ -176,10 +176,11 @@ def add_simulator_arguments(parser: argparse.ArgumentParser, prefix: str = "") -
             parser.add_argument(flag, dest=dest, action="store_false", default=None, help="do not " + text)
         elif f.name in ("revoked_tokens", "fault_endpoints"):
             flag = flag.removesuffix("s") if f.name == "revoked_tokens" else flag
-            parser.add_argument(flag, dest=dest, action="append", default=None, metavar="VALUE", help=text)
+            metavar = "TOKEN" if f.name == "revoked_tokens" else "FAULT=ENDPOINTS"
+            parser.add_argument(flag, dest=dest, action="append", default=None, metavar=metavar, help=text)
         else:
             kind = {"balance_usd": float, "prices_path": str}.get(f.name, type(default))
-            metavar = {int: "N", float: "X", str: "TEXT"}[kind]
+            metavar = "FILE" if f.name == "prices_path" else {int: "N", float: "X", str: "TEXT"}[kind]
             shown = "" if default is None else f" (default: {default})"
             parser.add_argument(flag, dest=dest, type=kind, default=None, metavar=metavar, help=text + shown)
 
