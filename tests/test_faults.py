@@ -67,7 +67,17 @@ async def test_every_fault_at_once_loses_nothing_and_pays_once(sim, write_manife
     assert again.counts.get("failed", 0) == stats["jobs"]["failed"]
     assert check_files(tmp_path) == again.counts["succeeded"]
     assert any(e["event"] == "retry" for e in events)
-    assert any(e["event"] == "unknown_status" for e in events)
+    assert any(e["event"] == "unknown_status" for e in events) == (stats["faults"]["unknown_status"] > 0)
+
+
+async def test_an_unknown_status_word_is_logged_once_and_polled_on(sim, write_manifest):
+    """Every live answer says "preparing": the runner logs the new word and keeps polling to the end."""
+    account = sim(rate_unknown_status=1.0, concurrency=1, job_seconds=0.1)
+    events: list[dict] = []
+    result = await account.run(write_manifest(simple_manifest(3)), events)
+    assert result.exit_code == 0
+    assert (await account.stats())["faults"]["unknown_status"] > 0
+    assert [e["status"] for e in events if e["event"] == "unknown_status"] == ["preparing"]
 
 
 async def test_an_accepted_submit_answered_with_5xx_is_unknown_and_not_resubmitted(sim, write_manifest, tmp_path):
