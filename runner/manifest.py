@@ -42,7 +42,7 @@ from .yamldoc import parse_yaml
 
 MAX_FILE_BYTES = 50 * 1000 * 1000
 MAX_JOBS = 200_000
-SETTINGS = ("description", "download")  # optional top-level keys kept in Manifest.raw_settings
+SETTINGS = ("description",)  # optional top-level keys kept in Manifest.raw_settings
 
 _Expanded = tuple[str, tuple[int, ...], dict[str, Any]]  # id, pick, matrix combination
 _PLACEHOLDER = re.compile(r"\{([^{}]*)\}")

@@ -152,7 +152,6 @@ def test_paths_are_relative_to_the_manifest_folder(tmp_path: Path,
 def test_settings_and_raw_settings(tmp_path: Path) -> None:
     write(tmp_path, f"""version: 1
 description: Nightly renders.
-download: false
 budget_usd: 12
 concurrency: 3
 jobs:
@@ -161,7 +160,7 @@ jobs:
     manifest = load_manifest(tmp_path / "m.yaml")
     assert manifest.budget_usd == 12.0 and isinstance(manifest.budget_usd, float)
     assert manifest.concurrency == 3
-    assert manifest.raw_settings == {"description": "Nightly renders.", "download": False}
+    assert manifest.raw_settings == {"description": "Nightly renders."}
     bare = load_manifest(write(tmp_path, f"version: 1\njobs:\n  - {{id: a, model: {PRO}, "
                                          "input: {image: https://e.com/a.png, prompt: p}}\n", "n.yaml"))
     assert (bare.budget_usd, bare.concurrency, bare.raw_settings) == (None, None, {})

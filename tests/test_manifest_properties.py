@@ -28,13 +28,18 @@ SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[Heal
 
 scalars = st.one_of(
     st.none(), st.booleans(), st.integers(-20, 40), st.floats(allow_nan=True, allow_infinity=True),
-    st.text(max_size=12), st.sampled_from(["16:9", "9:16", "1:1", "customize", "intelligent", "../x", "a/b",
-                                           "https://e.com/a.png", "data:image/png;base64,AAAA", "file:///etc/passwd",
-                                           "kling/kling-video-o3/pro/image-to-video", "./missing.png", "{x}", ""]),
+    st.text(max_size=12),
+    st.sampled_from(["16:9", "9:16", "1:1", "customize", "intelligent", "../x", "a/b",
+                     "https://e.com/a.png", "data:image/png;base64,AAAA", "file:///etc/passwd",
+                     "kling/kling-video-o3/pro/image-to-video", "./missing.png", "{x}", ""]),
 )
-values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(
-    st.sampled_from(["id", "model", "input", "matrix", "prompt", "duration", "image", "images", "video", "sound",
-                     "multi_prompt", "aspect_ratio", "x"]) | st.text(max_size=6), inner, max_size=4), max_leaves=12)
+keys = st.sampled_from(["id", "model", "input", "matrix", "prompt", "duration", "image", "images", "video",
+                        "sound", "multi_prompt", "aspect_ratio", "x"]) | st.text(max_size=6)
+values = st.recursive(
+    scalars,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(keys, inner, max_size=4),
+    max_leaves=12,
+)
 
 
 @pytest.fixture(scope="module")
@@ -60,8 +65,8 @@ def test_random_bytes_give_a_manifest_or_manifest_invalid(folder: Path, data: by
 
 yaml_text = st.lists(
     st.sampled_from(list("abc019 :-[]{},&*!|>\"'?#%@`\t\n.~/<=\\") + [
-        "<<", "version: 1\n", "jobs:\n", "  - id: a\n", "    input: ", "!!python/object ", "&a ", "*a ", "---\n",
-        "\\ud800", "\x00", "\ufeff", "é", "    "]),
+        "<<", "version: 1\n", "jobs:\n", "  - id: a\n", "    input: ", "!!python/object ", "&a ", "*a ",
+        "---\n", "\\ud800", "\x00", "\ufeff", "é", "    "]),
     max_size=40,
 ).map("".join)
 
