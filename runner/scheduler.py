@@ -59,7 +59,9 @@ class RunSettings:
     """How a run behaves; every field has a command-line flag."""
 
     max_in_flight: int | None = None  # --concurrency: cap on submitted-but-unfinished jobs
-    http_concurrency: int = 32  # HTTP requests at once (lowered on 429s, raised again after)
+    # HTTP requests at once (lowered on 429s, raised again after). Kept small: httpx's pool bookkeeping
+    # costs grow with waiting requests, and a dozen keep-alive connections saturate the API anyway.
+    http_concurrency: int = 16
     download_concurrency: int = 8
     resubmit_unknown: bool = False
     retry_failed: bool = False
@@ -102,6 +104,7 @@ class Live:
     remote_status: str = ""
     polling: bool = False
     failed_polls: int = 0
+    resubmit: bool = False  # this attempt resubmits a job whose earlier submit was unknown
 
 
 class Runner:
@@ -168,18 +171,29 @@ class Runner:
                 self._track(job, row.attempt_id or 0, row.request_id, status, resumed=True)
             elif status == S.COLLECTING and row.attempt_id is not None:
                 self.collecting.add(job.id)
-            elif status in (S.PENDING, S.HELD) or (status == S.UNKNOWN and self.settings.resubmit_unknown) or (
-                    status in (S.FAILED, S.CANCELLED, S.EXPIRED) and self.settings.retry_failed):
+            elif self._runs_now(status):
                 leader = twins.get(job.id)
-                if leader is not None and rows[leader].status not in (S.FAILED, S.UNKNOWN, S.CANCELLED, S.EXPIRED):
-                    self.followers.setdefault(leader, []).append(job.id)
-                    if rows[leader].status == S.SUCCEEDED:
-                        self._copy_to_followers(leader)
+                if leader is None:
+                    self.to_submit.append(job.id)
                     continue
-                self.to_submit.append(job.id)
+                lead = rows[leader].status
+                if lead == S.SUCCEEDED or lead in S.IN_FLIGHT or self._runs_now(lead):
+                    self.followers.setdefault(leader, []).append(job.id)
+                    if lead == S.SUCCEEDED:
+                        self._copy_to_followers(leader)
+                else:
+                    # The leader rests (unknown, failed...) and is not run this time. Submitting its twin
+                    # would pay again for the same request, maybe twice if the leader's was accepted.
+                    self.store.set_status(job.id, lead, {"type": "Twin", "message": f"same request as {leader}, "
+                                          f"which is {lead}"})
         self._check_budget_at_start()
         self.store.flush()
         return summary
+
+    def _runs_now(self, status: str) -> bool:
+        """Whether a job at rest in ``status`` is (re)submitted by this run."""
+        return (status in (S.PENDING, S.HELD) or (status == S.UNKNOWN and self.settings.resubmit_unknown)
+                or (status in (S.FAILED, S.CANCELLED, S.EXPIRED) and self.settings.retry_failed))
 
     def _check_outputs(self, rows: Mapping[str, S.JobRow]) -> None:
         """Finished jobs whose files are missing or changed go back to collecting (or expire)."""
@@ -287,7 +301,6 @@ class Runner:
                 if live is not None:
                     batch.append(live)
             if batch:
-                self.store.flush()  # every intent is durable before its POST leaves
                 for live in batch:
                     self._tg.start_soon(self._submit_one, live)
                 continue
@@ -301,59 +314,91 @@ class Runner:
             self.emit("held", job_id=job.id, estimate_usd=estimate)
             return None
         self.committed_usd += estimate or 0.0
-        rows = self.store.conn.execute("SELECT status FROM jobs WHERE job_id=?", (job.id,)).fetchone()
-        resubmit = bool(rows and rows[0] == S.UNKNOWN)
-        input_json = json.dumps(job.input, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-        attempt_id = self.store.record_intent(job.id, job.fingerprint, job.model, input_json, estimate,
-                                              resubmit_of_unknown=resubmit)
         track = Track(job.id, now)
-        live = Live(job, attempt_id, None, track, status=S.SUBMITTING)
+        live = Live(job, 0, None, track, status=S.SUBMITTING)  # its attempt is journaled in _submit_one
         self.pacer.on_submitted(track, now)
         live.polling = True  # not pollable until its request id is known
         self.live[job.id] = live
         return live
 
+    def _record_intent(self, live: Live) -> None:
+        """Journal the attempt and commit it: from here on, a death of this process is an unknown."""
+        job = live.job
+        row = self.store.conn.execute("SELECT status FROM jobs WHERE job_id=?", (job.id,)).fetchone()
+        live.resubmit = bool(row and row[0] == S.UNKNOWN)
+        input_json = json.dumps(job.input, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        live.attempt_id = self.store.record_intent(job.id, job.fingerprint, job.model, input_json,
+                                                   self.estimate(job), resubmit_of_unknown=live.resubmit)
+        self.store.flush()
+
     async def _submit_one(self, live: Live) -> None:
         job = live.job
-        # Shielded: once the POST is on its way, its answer is worth waiting for even when stopping,
-        # because a recorded request id is a re-attachable job and a lost one is an unknown.
-        with anyio.CancelScope(shield=True):
-            try:
-                async with self.http_limit:
-                    request_id = await self.client.submit(job.model, job.input)
-            except SubmitUnknown as exc:
-                self._drop(live)
-                self.store.record_error(job.id, live.attempt_id, S.UNKNOWN, exc.as_record())
-                self.emit("unknown", job_id=job.id, error=str(exc))
-                return
-            except InputRejected as exc:
+        try:
+            # The intent is journaled only once a connection slot is ours, right before the POST: a run
+            # killed while jobs wait for a slot leaves them pending (they were never sent), not unknown.
+            # The wait is not shielded, so a stop before the POST leaves sends nothing.
+            async with self.http_limit:
+                if self.stop_reason or self.fatal is not None:
+                    self._drop(live, refund=True)
+                    return
+                # Shielded from the intent on: once the POST is on its way its answer is worth waiting
+                # for even when stopping, because a recorded request id is a re-attachable job and a
+                # lost one is an unknown.
+                with anyio.CancelScope(shield=True):
+                    self._record_intent(live)
+                    try:
+                        request_id = await self.client.submit(job.model, job.input)
+                    except ApiError as exc:
+                        self._submit_failed(live, exc)
+                        return
+                    live.request_id = request_id
+                    live.status = S.QUEUED
+                    self.store.record_submitted(job.id, live.attempt_id, request_id)
+                    self.store.flush()  # the request id is durable at once: the unknown window stays tiny
+        except anyio.get_cancelled_exc_class():
+            if not live.attempt_id:
                 self._drop(live, refund=True)
-                self.store.record_error(job.id, live.attempt_id, S.FAILED, exc.as_record())
-                self.emit("failed", job_id=job.id, error=str(exc), stage="submit")
-                return
-            except (BalanceError, AccountError) as exc:
-                self._drop(live, refund=True)
-                self.store.record_error(job.id, live.attempt_id, "refused", exc.as_record())
-                self.store.set_status(job.id, S.PENDING)
-                self._account_error(exc)
-                return
-            except (RateLimited, TransportError) as exc:
-                # Surely not accepted (429 or never connected), retries exhausted: back in line.
-                self._drop(live, refund=True)
-                self.store.record_error(job.id, live.attempt_id, "not_sent", exc.as_record())
-                self.store.set_status(job.id, S.PENDING)
-                self.to_submit.append(job.id)
-                self.pacer.on_rate_limited()
-                self._slow_down()
-                self.emit("retry", job_id=job.id, error=str(exc))
-                return
-            live.request_id = request_id
-            live.status = S.QUEUED
-            self.store.record_submitted(job.id, live.attempt_id, request_id)
-            self._ok()
-            self.emit("submitted", job_id=job.id, request_id=request_id)
-            live.polling = False
-            self._schedule(live, self.pacer.expected_done(live.track, self.clock()))
+            raise
+        self._ok()
+        self.emit("submitted", job_id=job.id, request_id=request_id)
+        live.polling = False
+        self._schedule(live, self.pacer.expected_done(live.track, self.clock()))
+
+    def _submit_failed(self, live: Live, exc: ApiError) -> None:
+        job = live.job
+        # A job that was unknown before this attempt stays unknown when the attempt surely did not
+        # reach RunComfy, so its next attempt is still marked as a knowing resubmission.
+        at_rest = S.UNKNOWN if live.resubmit else S.PENDING
+        if isinstance(exc, SubmitUnknown):
+            self._drop(live)
+            self.store.record_error(job.id, live.attempt_id, S.UNKNOWN, exc.as_record())
+            self.emit("unknown", job_id=job.id, error=str(exc))
+            self._fail_followers(job.id, S.UNKNOWN, exc.as_record())
+        elif isinstance(exc, InputRejected):
+            self._drop(live, refund=True)
+            self.store.record_error(job.id, live.attempt_id, S.FAILED, exc.as_record())
+            self.emit("failed", job_id=job.id, error=str(exc), stage="submit")
+            self._fail_followers(job.id, S.FAILED, exc.as_record())
+        elif isinstance(exc, AccountError):  # BalanceError included
+            self._drop(live, refund=True)
+            self.store.record_error(job.id, live.attempt_id, "refused", exc.as_record())
+            self.store.set_status(job.id, at_rest)
+            self._account_error(exc)
+        elif isinstance(exc, RateLimited | TransportError):
+            # Surely not accepted (429 or never connected), retries exhausted: back in line.
+            self._drop(live, refund=True)
+            self.store.record_error(job.id, live.attempt_id, "not_sent", exc.as_record())
+            self.store.set_status(job.id, at_rest)
+            self.to_submit.append(job.id)
+            self.pacer.on_rate_limited()
+            self._slow_down()
+            self.emit("retry", job_id=job.id, error=str(exc))
+        else:
+            # Any other answer to a submit (the client turns 5xx into SubmitUnknown): not accepted.
+            self._drop(live, refund=True)
+            self.store.record_error(job.id, live.attempt_id, S.FAILED, exc.as_record())
+            self.emit("failed", job_id=job.id, error=str(exc), stage="submit")
+            self._fail_followers(job.id, S.FAILED, exc.as_record())
 
     def _drop(self, live: Live, *, refund: bool = False) -> None:
         """A submit that created no live request: forget it in the pacer and the in-flight spend."""
@@ -452,7 +497,10 @@ class Runner:
             self._account_error(exc)
             return
         except RequestNotFound as exc:
-            self._finish(live, S.FAILED, error=exc.as_record())
+            # RunComfy gave us this request id, so a 404 means it expired (e.g. it finished long before
+            # this run came back to collect it): the job needs a new run, like expired outputs.
+            self._finish(live, S.EXPIRED, error={**exc.as_record(), "message":
+                         "RunComfy no longer knows this request (its results expired); run the job again"})
             return
         except ApiError as exc:
             live.polling = False
@@ -570,8 +618,8 @@ class Runner:
                     rel = got.path.relative_to(self.manifest.output_dir).as_posix()
                     self.store.record_output(job_id, attempt_id, idx, url, rel, got.size, got.sha256, got.mtime_ns)
         except RequestNotFound as exc:
-            self.store.set_status(job_id, S.EXPIRED, {**exc.as_record(), "message":
-                                  "the outputs expired at RunComfy before they were downloaded; run the job again"})
+            self.store.record_expired(job_id, attempt_id, {**exc.as_record(), "message":
+                                      "the outputs expired at RunComfy before they were downloaded; run the job again"})
             self.emit("expired", job_id=job_id)
             self._fail_followers(job_id, S.EXPIRED, {"message": "outputs expired"})
         except OutputHostRefused as exc:
@@ -581,7 +629,7 @@ class Runner:
             # Transient trouble outlasted the retries: the job stays collecting for the next run.
             self.emit("download_error", job_id=job_id, error=str(exc))
         else:
-            self.store.set_status(job_id, S.SUCCEEDED)
+            self.store.record_collected(job_id, attempt_id)
             self.emit("succeeded", job_id=job_id)
             self._copy_to_followers(job_id)
         finally:
