@@ -49,6 +49,22 @@ class PriceTable:
             read_on = extra.get("read_on", read_on)
         return cls(models, read_on)
 
+    def refreshed(self, model_id: str, answer: Mapping[str, Any]) -> PriceTable:
+        """This table with ``model_id``'s base price taken from the API's price call. Tiers keep their
+        ratio to the base (the call gives only the base price)."""
+        base = answer.get("base_price_usd")
+        rule = self.models.get(model_id)
+        if not isinstance(base, int | float) or base <= 0:
+            return self
+        unit = str(answer.get("price_unit") or "second")
+        if rule is None:
+            new_rule: dict[str, Any] = {"unit": unit, "usd": float(base), "source": "api"}
+        else:
+            ratio = float(base) / float(rule["usd"]) if rule.get("usd") else 1.0
+            tiers = [{**t, "usd": round(float(t["usd"]) * ratio, 6)} for t in rule.get("tiers", [])]
+            new_rule = {**rule, "unit": unit, "usd": float(base), "tiers": tiers, "source": "api"}
+        return PriceTable({**self.models, model_id: new_rule}, self.read_on)
+
     def quote(self, model_id: str, input: Mapping[str, Any], defaults: Mapping[str, Any] | None = None) -> Quote:
         rule = self.models.get(model_id)
         if rule is None:

@@ -17,6 +17,7 @@ import heapq
 import itertools
 import json
 import os
+import random
 import shutil
 import signal
 import time
@@ -140,6 +141,7 @@ class Runner:
         self.committed_usd = 0.0
         self.unknown_words: set[str] = set()
         self._last_429 = 0.0
+        self._rng = random.Random()
         self._ok_streak = 0
 
     # -- events -----------------------------------------------------------------------------------
@@ -236,6 +238,7 @@ class Runner:
         started = time.monotonic()
         run_id = self.store.start_run("run")
         self.prepare()
+        await self._refresh_prices()
         # Enough for a progress display to place every job before the first job event arrives.
         self.emit("start", jobs=len(self.manifest.jobs), to_submit=len(self.to_submit),
                   reattached=len(self.live), collecting=len(self.collecting),
@@ -457,7 +460,20 @@ class Runner:
         self.pacer.in_flight += 1
         self._schedule(live, now)
 
+    async def _refresh_prices(self) -> None:
+        """Ask the API for the price of each model about to be submitted (one call per model): where it
+        answers, it is fresher than the bundled table. Estimates already journaled stay as they were."""
+        for model in sorted({self.jobs[j].model for j in self.to_submit}):
+            answer = await self.client.price(model)
+            if answer is not None:
+                self.prices = self.prices.refreshed(model, answer)
+                self.emit("price", model=model, usd=answer.get("base_price_usd"), unit=answer.get("price_unit"))
+
     def _schedule(self, live: Live, when: float) -> None:
+        # A little jitter keeps polls of jobs submitted together from arriving together.
+        now = self.clock()
+        if when > now:
+            when = now + (when - now) * self._rng.uniform(1.0, 1.05)
         heapq.heappush(self.polls, (when, next(self._seq), live))
         if self.polls[0][2] is live:
             self._poll_due.set()

@@ -117,3 +117,20 @@ async def test_actual_cost_is_recorded_beside_the_estimate(sim, write_manifest, 
     for job in report["jobs"]:
         assert job["cost_usd"] == pytest.approx(job["estimate_usd"]) == pytest.approx(0.42)
     assert report["summary"]["cost_usd"] == pytest.approx(0.84)
+
+
+def test_the_apis_price_call_refreshes_a_model_and_keeps_tier_ratios():
+    fresh = PRICES.refreshed(R2V, {"model_id": R2V, "base_price_usd": 0.1, "price_unit": "second"})
+    assert fresh.quote(R2V, {"duration": 10}).usd == pytest.approx(1.0)
+    assert fresh.quote(R2V, {"duration": 10, "sound": True}).usd == pytest.approx(1.0 * 0.112 / 0.084 * 1.0, rel=1e-3)
+    unknown = PRICES.refreshed("vendor/new-model", {"base_price_usd": 0.5, "price_unit": "output"})
+    assert unknown.quote("vendor/new-model", {}).usd == pytest.approx(0.5)
+    assert PRICES.refreshed(R2V, {"error_code": 404001}) is PRICES
+
+
+async def test_a_run_asks_the_api_for_prices_once_per_model_it_submits(sim, write_manifest):
+    account = sim()
+    events: list[dict] = []
+    await account.run(write_manifest(simple_manifest(3)), events)
+    assert (await account.stats())["requests"]["price"] == 1
+    assert [e["model"] for e in events if e["event"] == "price"] == [R2V]
