@@ -109,15 +109,22 @@ def open_http(options: BatchOptions, config: ApiConfig) -> httpx.AsyncClient:
                              headers={"User-Agent": "runcomfy-batch/0.1"})
 
 
+def _setup(manifest: Manifest | str | Path, options: BatchOptions,
+           catalog: Catalog) -> tuple[Manifest, Path, ApiConfig]:
+    """The checked manifest (loaded first: nothing is opened or sent for an invalid one), the state
+    file's path and the API config."""
+    if not isinstance(manifest, Manifest):
+        manifest = load_manifest(manifest, catalog)
+    manifest, state_path = resolve(manifest, options)
+    return manifest, state_path, api_config(options)
+
+
 async def run_batch(manifest: Manifest | str | Path, options: BatchOptions | None = None, *,
                     catalog: Catalog | None = None, on_event: EventSink | None = None) -> BatchResult:
     """Run a manifest to the end (or until stopped) and write its reports."""
     options = options or BatchOptions()
     catalog = catalog or Catalog.load()
-    if not isinstance(manifest, Manifest):
-        manifest = load_manifest(manifest, catalog)
-    manifest, state_path = resolve(manifest, options)
-    config = api_config(options)
+    manifest, state_path, config = _setup(manifest, options, catalog)
     prices = PriceTable.load(catalog, options.prices_path)
     settings = settings_for(manifest, options, config)
     store = Store.open(state_path)
@@ -163,11 +170,7 @@ async def cancel_batch(manifest: Manifest | str | Path, options: BatchOptions | 
     from . import state as S
 
     options = options or BatchOptions()
-    catalog = catalog or Catalog.load()
-    if not isinstance(manifest, Manifest):
-        manifest = load_manifest(manifest, catalog)
-    manifest, state_path = resolve(manifest, options)
-    config = api_config(options)
+    manifest, state_path, config = _setup(manifest, options, catalog or Catalog.load())
     store = Store.open(state_path, create=False)
     outcomes: list[tuple[str, str, str]] = []
     try:
