@@ -25,7 +25,7 @@ from typing import Any
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
-from .catalog import Catalog, ModelSpec, format_path
+from .catalog import Catalog, ModelSpec, format_path, schema_dir
 from .errors import Problem
 from .fastschema import compile_schema
 from .yamldoc import Document
@@ -190,7 +190,9 @@ class ManifestSchema:
 
     @classmethod
     def load(cls, catalog: Catalog) -> ManifestSchema:
-        return cls(catalog.read_json("manifest.schema.json"))
+        """The catalog's copy, or the bundled one for a catalog of models only."""
+        root = catalog.root if (catalog.root / "manifest.schema.json").is_file() else schema_dir()
+        return cls(json.loads((root / "manifest.schema.json").read_text(encoding="utf-8")))
 
     def check(self, data: dict[str, Any], log: ProblemLog) -> set[int]:
         """Log every way ``data`` breaks the schema; the indexes of the jobs that do."""
@@ -326,7 +328,7 @@ def _needs_extra_checks(spec: ModelSpec, input: dict[str, Any]) -> bool:
 
 def check_model(model: Any, catalog: Catalog) -> str | None:
     """Why ``model`` cannot be used (unknown to the catalog), or None."""
-    if model in catalog:
+    if isinstance(model, str) and model in catalog:
         return None
     known = sorted(catalog.models)
     hint = suggest(str(model), known) if isinstance(model, str) else ""
