@@ -22,11 +22,54 @@ from . import state as S
 from .manifest import Manifest
 
 REPORT_VERSION = 1
-INPUT_SUMMARY_FIELDS = ("prompt", "duration", "aspect_ratio", "sound", "shot_type")
+INPUT_SUMMARY_FIELDS = ("prompt", "duration", "aspect_ratio", "sound", "keep_original_sound", "shot_type",
+                        "multi_prompt")
+INPUT_FILE_FIELDS = ("image", "images", "end_image", "video")
 
 
 def _iso(t: float | None) -> str | None:
     return datetime.fromtimestamp(t, UTC).isoformat(timespec="seconds").replace("+00:00", "Z") if t else None
+
+
+def _input_files(input: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The file inputs of a job: public URLs as they are; inline ``data:`` images by type and size only."""
+    files = []
+    for name in INPUT_FILE_FIELDS:
+        values = input.get(name)
+        for value in values if isinstance(values, list) else [values]:
+            if not isinstance(value, str):
+                continue
+            if value.startswith("data:"):
+                head, _, body = value.partition(",")
+                files.append({"field": name, "url": None, "inline_type": head[5:].split(";")[0],
+                              "inline_bytes": len(body) * 3 // 4})
+            else:
+                files.append({"field": name, "url": value})
+    return files
+
+
+def _run_span(attempt: Mapping[str, Any]) -> tuple[float, float] | None:
+    """When an attempt held one of the account's slots, as the runner saw it: from the first poll that
+    found it running (or its submit, if no poll did) to the poll that found it finished."""
+    start = attempt["started_at"] or attempt["submitted_at"]
+    end = attempt["finished_at"]
+    return (start, end) if attempt["request_id"] and start and end and end >= start else None
+
+
+def slot_use(spans: list[tuple[float, float]]) -> dict[str, float | int | None]:
+    """Busy seconds, the most jobs seen running at once, and slot efficiency: busy seconds divided by
+    (that peak × the time from the first job's start to the last job's end)."""
+    if not spans:
+        return {"busy_seconds": 0.0, "peak_running": 0, "slot_efficiency": None}
+    busy = sum(end - start for start, end in spans)
+    edges = sorted([(start, 1) for start, _ in spans] + [(end, -1) for _, end in spans])
+    peak = running = 0
+    for _, step in edges:  # at equal times ends (-1) sort first: back-to-back jobs share a slot
+        running += step
+        peak = max(peak, running)
+    span = max(end for _, end in spans) - min(start for start, _ in spans)
+    efficiency = round(min(1.0, busy / (peak * span)), 4) if peak and span > 0 else None
+    return {"busy_seconds": round(busy, 3), "peak_running": peak, "slot_efficiency": efficiency}
 
 
 def build_report(manifest: Manifest, store: S.Store) -> dict[str, Any]:
@@ -55,6 +98,7 @@ def build_report(manifest: Manifest, store: S.Store) -> dict[str, Any]:
             estimate_total += row.estimate_usd
         submitted = current["submitted_at"] if current else None
         finished = current["finished_at"] if current else None
+        run_span = _run_span(current) if current else None
         entries.append({
             "id": row.job_id,
             "model": row.model,
@@ -62,11 +106,13 @@ def build_report(manifest: Manifest, store: S.Store) -> dict[str, Any]:
             "request_id": current["request_id"] if current else None,
             "twin_of": row.twin_of if row.twin_of and current and current["job_id"] != row.job_id else None,
             "input": {k: job.input[k] for k in INPUT_SUMMARY_FIELDS if job and k in job.input},
+            "input_files": _input_files(job.input) if job else [],
             "line": job.line if job else None,
             "submitted_at": _iso(submitted),
             "started_at": _iso(current["started_at"] if current else None),
             "finished_at": _iso(finished),
             "duration_s": round(finished - submitted, 3) if submitted and finished else None,
+            "run_s": round(run_span[1] - run_span[0], 3) if run_span else None,
             "estimate_usd": row.estimate_usd,
             "cost_usd": current["cost_usd"] if current else None,
             "outputs": [{"path": o.path, "bytes": o.bytes, "sha256": o.sha256, "url": o.url} for o in files],
@@ -82,6 +128,7 @@ def build_report(manifest: Manifest, store: S.Store) -> dict[str, Any]:
     started = min((r["started_at"] for r in runs), default=None)
     ended = max((r["finished_at"] or 0 for r in runs), default=None) or None
     wall = sum((r["finished_at"] or time.time()) - r["started_at"] for r in runs)
+    spans = [span for history in attempts.values() for a in history if (span := _run_span(a)) is not None]
     return {
         "report_version": REPORT_VERSION,
         "name": manifest.name,
@@ -99,6 +146,7 @@ def build_report(manifest: Manifest, store: S.Store) -> dict[str, Any]:
             "finished_at": _iso(ended),
             "wall_seconds": round(wall, 3),
             "runs": len(runs),
+            **slot_use(spans),
         },
         "jobs": entries,
     }

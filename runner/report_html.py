@@ -1,39 +1,359 @@
-"""``report.html``: one self-contained page (no network needed) rendered from ``report.json``."""
+"""``report.html``: one self-contained page rendered from ``report.json``'s dict.
+
+Why it is built this way: the page must open from a laptop's disk, years later, offline. So the CSS
+and the small script are inline, nothing is fetched (a Content-Security-Policy says so: no network,
+no script but this page's own, checked by its hash), and every output is a relative link to the file
+beside the report, so the folder can be moved or zipped whole. Every piece of text that came from a
+user or from RunComfy (ids, prompts, errors) is HTML-escaped where it is written; the script only
+sorts and hides rows that are already on the page and never turns data into markup.
+"""
 
 from __future__ import annotations
 
-import html
+import base64
+import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from html import escape
 from typing import Any
+from urllib.parse import quote
+
+VIDEO_SUFFIXES = (".mp4", ".webm", ".mov", ".m4v")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".gif")
+PARAMETERS = ("duration", "aspect_ratio", "sound", "keep_original_sound", "shot_type")
+# Past this many videos the players load nothing until played: a page of 10,000 jobs stays light.
+PRELOAD_LIMIT = 60
+
+CSS = """
+:root{--fg:#1d2430;--dim:#5b6678;--line:#dde2ea;--bg:#f6f7f9;--card:#fff;--ok:#1a7f37;--bad:#c4302b;
+--warn:#9a6700;--run:#0969da}
+*{box-sizing:border-box}
+body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:var(--fg);background:var(--bg);
+margin:0;padding:24px 28px}
+h1{font-size:22px;margin:0 0 2px}
+.meta{color:var(--dim);margin:0 0 16px}
+.meta a{color:inherit}
+.cards{display:flex;flex-wrap:wrap;gap:10px;margin-bottom:12px}
+.card{background:var(--card);border:1px solid var(--line);border-radius:8px;padding:10px 14px;min-width:128px}
+.card b{display:block;font-size:20px}
+.card span{color:var(--dim);font-size:12px}
+.chips{display:flex;flex-wrap:wrap;gap:6px;margin:6px 0 10px}
+.chip{border:1px solid var(--line);background:var(--card);border-radius:999px;padding:2px 10px;cursor:pointer;
+font:inherit}
+.chip[aria-pressed=true]{border-color:var(--run);box-shadow:inset 0 0 0 1px var(--run)}
+.note{color:var(--dim);font-size:12px;max-width:70em;margin:0 0 14px}
+.controls{display:flex;flex-wrap:wrap;align-items:center;gap:14px;margin:0 0 10px}
+.controls select,.controls input{font:inherit;padding:3px 6px}
+#shown{color:var(--dim)}
+table{border-collapse:collapse;width:100%;background:var(--card);border:1px solid var(--line)}
+th,td{border-bottom:1px solid var(--line);padding:8px;text-align:left;vertical-align:top}
+th{position:sticky;top:0;background:#eef1f5;z-index:1;white-space:nowrap}
+th button{all:unset;cursor:pointer;font-weight:600}
+th[aria-sort=ascending] button::after{content:" \\25B2";font-size:10px}
+th[aria-sort=descending] button::after{content:" \\25BC";font-size:10px}
+td.num{text-align:right;white-space:nowrap;font-variant-numeric:tabular-nums}
+.sub{color:var(--dim);font-size:12px;word-break:break-all}
+.id{font-weight:600;word-break:break-all;min-width:12em}
+.model{font-size:12px;min-width:10em}
+.badge{display:inline-block;border-radius:4px;padding:1px 7px;font-size:12px;font-weight:600;background:#eef1f5}
+.s-succeeded{background:#dafbe1;color:var(--ok)}
+.s-failed,.s-expired,.s-unknown{background:#ffebe9;color:var(--bad)}
+.s-cancelled,.s-held{background:#fff8c5;color:var(--warn)}
+.s-queued,.s-running,.s-collecting,.s-submitting{background:#ddf4ff;color:var(--run)}
+video,.media img{width:240px;max-width:100%;border-radius:6px;background:#000;display:block}
+.media{width:256px}
+.prompt{white-space:pre-wrap;margin:0 0 6px;max-width:44em}
+.params{display:flex;flex-wrap:wrap;gap:4px 12px;margin:0;color:var(--dim);font-size:12px}
+.params dt{display:inline;font-weight:600}
+.params dd{display:inline;margin:0 0 0 4px}
+ol.beats{margin:4px 0 6px 18px;padding:0}
+.error{border-left:3px solid var(--bad);background:#fff5f5;padding:6px 10px;max-width:44em}
+.error p{margin:2px 0;white-space:pre-wrap}
+pre{white-space:pre-wrap;word-break:break-all;font-size:12px;margin:4px 0}
+details{margin-top:6px}
+summary{cursor:pointer;color:var(--dim)}
+table.attempts{font-size:12px;border:0;margin-top:4px}
+table.attempts th{position:static;background:none;border-bottom:1px solid var(--line)}
+table.attempts td{padding:3px 6px}
+"""
+
+JS = """
+(function () {
+  "use strict";
+  var table = document.getElementById("jobs");
+  if (!table) { return; }
+  var body = table.tBodies[0];
+  var rows = Array.prototype.slice.call(body.rows);
+  var byStatus = document.getElementById("f-status");
+  var byModel = document.getElementById("f-model");
+  var byText = document.getElementById("f-text");
+  var shown = document.getElementById("shown");
+  var chips = Array.prototype.slice.call(document.querySelectorAll(".chip"));
+
+  function filter() {
+    var s = byStatus.value, m = byModel.value, q = byText.value.trim().toLowerCase(), n = 0;
+    rows.forEach(function (row) {
+      var ok = (!s || row.dataset.status === s) && (!m || row.dataset.model === m) &&
+        (!q || row.dataset.search.indexOf(q) !== -1);
+      row.hidden = !ok;
+      if (ok) { n += 1; }
+    });
+    chips.forEach(function (chip) { chip.setAttribute("aria-pressed", String(chip.dataset.status === s)); });
+    shown.textContent = n + " of " + rows.length + " jobs shown";
+  }
+
+  function compare(key, numeric, direction) {
+    return function (a, b) {
+      var x = a.dataset[key] || "", y = b.dataset[key] || "";
+      if (x === "" || y === "") { return x === y ? 0 : (x === "" ? 1 : -1); }  // blanks last, both ways
+      if (numeric) { return direction * (parseFloat(x) - parseFloat(y)); }
+      return direction * x.localeCompare(y, undefined, {numeric: true, sensitivity: "base"});
+    };
+  }
+
+  Array.prototype.forEach.call(table.tHead.rows[0].cells, function (th) {
+    var button = th.querySelector("button");
+    if (!button) { return; }
+    button.addEventListener("click", function () {
+      var direction = th.getAttribute("aria-sort") === "ascending" ? -1 : 1;
+      Array.prototype.forEach.call(table.tHead.rows[0].cells, function (other) {
+        other.removeAttribute("aria-sort");
+      });
+      th.setAttribute("aria-sort", direction === 1 ? "ascending" : "descending");
+      rows.sort(compare(th.dataset.key, th.dataset.type === "num", direction));
+      var fragment = document.createDocumentFragment();
+      rows.forEach(function (row) { fragment.appendChild(row); });
+      body.appendChild(fragment);
+    });
+  });
+  chips.forEach(function (chip) {
+    chip.addEventListener("click", function () {
+      byStatus.value = byStatus.value === chip.dataset.status ? "" : chip.dataset.status;
+      filter();
+    });
+  });
+  [byStatus, byModel].forEach(function (el) { el.addEventListener("change", filter); });
+  byText.addEventListener("input", filter);
+  filter();
+})();
+"""
+
+COLUMNS = (  # (header, sort key, numeric)
+    ("Job", "id", False), ("Status", "status", False), ("Model", "model", False),
+    ("Length", "length", True), ("Cost", "cost", True), ("Run time", "run", True),
+    ("Finished", "finished", False), ("Output", None, False), ("Prompt and parameters", None, False),
+)
+
+
+def _e(value: Any) -> str:
+    return escape("" if value is None else str(value), quote=True)
+
+
+def _money(usd: Any) -> str:
+    return f"${usd:,.2f}" if isinstance(usd, int | float) else "—"
+
+
+def _seconds(value: Any) -> str:
+    if not isinstance(value, int | float):
+        return "—"
+    if value < 120:
+        return f"{value:.1f} s"
+    minutes, secs = divmod(round(value), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min {secs:02d} s"
+
+
+def _num(value: Any) -> str:
+    return repr(float(value)) if isinstance(value, int | float) and not isinstance(value, bool) else ""
+
+
+def _model(model: str) -> str:
+    return "/<wbr>".join(_e(part) for part in model.split("/"))
+
+
+def _href(path: str) -> str:
+    """A relative URL for an output path (relative to the folder report.html sits in)."""
+    return _e(quote(path, safe="/"))
+
+
+def _time(iso: str | None) -> str:
+    if not iso:
+        return "—"
+    return f'<time datetime="{_e(iso)}" title="{_e(iso)}">{_e(iso[11:19] or iso)}</time>'
+
+
+def _media(job: Mapping[str, Any], preload: str) -> str:
+    parts = []
+    for output in job.get("outputs") or []:
+        path = str(output["path"])
+        lower = path.lower()
+        if lower.endswith(VIDEO_SUFFIXES):
+            parts.append(f'<video src="{_href(path)}" controls preload="{preload}" playsinline '
+                         f'title="{_e(path)}"></video>')
+        elif lower.endswith(IMAGE_SUFFIXES):
+            parts.append(f'<img src="{_href(path)}" alt="{_e(path)}" loading="lazy">')
+        parts.append(f'<div class="sub"><a href="{_href(path)}">{_e(path)}</a> · {output["bytes"]:,} bytes</div>')
+    return "".join(parts)
+
+
+def _error(error: Mapping[str, Any] | None) -> str:
+    if not error:
+        return ""
+    message = error.get("message") or error.get("error_message") or "failed"
+    facts = [f"<strong>{_e(error.get('type') or 'Error')}</strong>"]
+    for key, label in (("error_code", "error_code"), ("http_status", "HTTP")):
+        if error.get(key) is not None:
+            facts.append(f"{label} {_e(error[key])}")
+    extra = {k: v for k, v in error.items()
+             if k not in ("type", "message", "error_code", "http_status") and v is not None
+             and not (k == "error_message" and v == message)}
+    detail = f"<pre>{_e(json.dumps(extra, indent=2, ensure_ascii=False, default=str))}</pre>" if extra else ""
+    return f'<div class="error">{" · ".join(facts)}<p>{_e(message)}</p>{detail}</div>'
+
+
+def _attempts(attempts: Sequence[Mapping[str, Any]], open_: bool) -> str:
+    if not attempts:
+        return ""
+    rows = []
+    for n, a in enumerate(attempts, 1):
+        error = a.get("error") or {}
+        why = error.get("message") or error.get("error_message") or ""
+        remote = f" ({_e(a['remote_status'])})" if a.get("remote_status") else ""
+        unknown = " · resubmit of an unknown submit" if a.get("resubmit_of_unknown") else ""
+        rows.append(f"<tr><td>{n}</td><td>{_e(a.get('request_id') or '—')}</td><td>{_e(a['status'])}{remote}"
+                    f"{unknown}</td><td>{_time(a.get('submitted_at'))}</td><td>{_time(a.get('finished_at'))}</td>"
+                    f"<td class=num>{_money(a.get('cost_usd'))}</td><td>{_e(why)}</td></tr>")
+    return (f"<details{' open' if open_ else ''}><summary>{len(attempts)} attempt(s)</summary>"
+            '<table class="attempts"><thead><tr><th>#</th><th>request id</th><th>status (last RunComfy status)</th>'
+            "<th>submitted</th><th>finished</th><th>cost</th><th>error</th></tr></thead><tbody>"
+            + "".join(rows) + "</tbody></table></details>")
+
+
+def _input_files(files: Sequence[Mapping[str, Any]]) -> str:
+    items = []
+    for f in files:
+        url = f.get("url")
+        if isinstance(url, str) and url.startswith(("https://", "http://")):
+            name = url.rstrip("/").rsplit("/", 1)[-1] or url
+            value = f'<a href="{_e(url)}" rel="noopener noreferrer">{_e(name)}</a>'
+        elif url:
+            value = _e(url)
+        else:
+            value = f"inline {_e(f.get('inline_type', 'image'))}, {int(f.get('inline_bytes') or 0) / 1024:,.0f} KB"
+        items.append(f"<div><dt>{_e(f['field'])}</dt><dd>{value}</dd></div>")
+    return "".join(items)
+
+
+def _prompt(job: Mapping[str, Any]) -> str:
+    params = job.get("input") or {}
+    parts = []
+    if params.get("prompt") is not None:
+        parts.append(f'<p class="prompt">{_e(params["prompt"])}</p>')
+    beats = params.get("multi_prompt")
+    if isinstance(beats, list) and beats:
+        items = "".join(
+            f"<li>{_e(b.get('prompt'))} <span class=sub>({_e(b.get('duration'))} s)</span></li>"
+            if isinstance(b, Mapping) else f"<li>{_e(b)}</li>" for b in beats)
+        parts.append(f'<ol class="beats">{items}</ol>')
+    facts = [f"<div><dt>{_e(k)}</dt><dd>{_e(json.dumps(params[k]) if isinstance(params[k], bool) else params[k])}"
+             "</dd></div>" for k in PARAMETERS if k in params]
+    facts.append(_input_files(job.get("input_files") or []))
+    if job.get("twin_of"):
+        facts.append(f"<div><dt>same request as</dt><dd>{_e(job['twin_of'])}</dd></div>")
+    parts.append(f'<dl class="params">{"".join(facts)}</dl>')
+    return "".join(parts)
+
+
+def _row(job: Mapping[str, Any], preload: str) -> str:
+    status = str(job["status"])
+    params = job.get("input") or {}
+    search = " ".join(str(x) for x in (job["id"], params.get("prompt") or "", job.get("request_id") or "")).lower()
+    data = {"id": job["id"], "status": status, "model": job["model"], "length": _num(params.get("duration")),
+            "cost": _num(job.get("cost_usd")), "run": _num(job.get("run_s")),
+            "finished": job.get("finished_at") or "", "search": search}
+    attrs = " ".join(f'data-{k}="{_e(v)}"' for k, v in data.items())
+    trouble = status not in ("succeeded", "queued", "running", "collecting", "submitting", "pending")
+    output = _media(job, preload) + (_error(job.get("error")) if trouble else "")
+    history = job.get("attempts") or []
+    where = f"line {_e(job['line'])}" if job.get("line") else ""
+    request = f"request {_e(job['request_id'])}" if job.get("request_id") else ""
+    return (f"<tr {attrs}>"
+            f'<td class="id">{_e(job["id"])}<div class="sub">{" · ".join(p for p in (where, request) if p)}</div></td>'
+            f'<td><span class="badge s-{_e(status)}">{_e(status)}</span></td>'
+            f'<td class="model">{_model(str(job["model"]))}</td>'
+            f'<td class="num">{_e(params.get("duration"))}{" s" if params.get("duration") is not None else ""}</td>'
+            f'<td class="num">{_money(job.get("cost_usd"))}</td>'
+            f'<td class="num">{_seconds(job.get("run_s"))}</td>'
+            f"<td>{_time(job.get('finished_at'))}</td>"
+            f'<td class="media">{output}</td>'
+            f"<td>{_prompt(job)}{_attempts(history, open_=trouble) if trouble or len(history) > 1 else ''}</td>"
+            "</tr>")
+
+
+def _cards(report: Mapping[str, Any]) -> str:
+    s = report["summary"]
+    jobs = s["jobs"] or 0
+    share = f"{100 * s['succeeded'] / jobs:.0f}% of jobs" if jobs else "no jobs"
+    efficiency = s.get("slot_efficiency")
+    cards = [
+        (str(jobs), "jobs"),
+        (str(s["succeeded"]), f"succeeded ({share})"),
+        (str(s["needs_attention"]), "need attention"),
+        (_money(s["cost_usd"]), f"charged (estimate {_money(s['estimate_usd'])})"),
+        (_seconds(s["wall_seconds"]), f"wall time over {s.get('runs', 1)} run(s)"),
+        (f"{100 * efficiency:.0f}%" if isinstance(efficiency, int | float) else "—",
+         f"slot efficiency (peak {s.get('peak_running', 0)} running)"),
+    ]
+    return "".join(f'<div class="card"><b>{_e(v)}</b><span>{_e(label)}</span></div>' for v, label in cards)
 
 
 def render_html(report: Mapping[str, Any]) -> str:
+    """The page for a report dict (as :func:`runner.report.build_report` makes it)."""
     summary = report["summary"]
-    rows = []
-    for job in report["jobs"]:
-        video = next((o["path"] for o in job["outputs"] if o["path"].endswith((".mp4", ".webm", ".mov"))), None)
-        media = f'<video src="{html.escape(video)}" controls preload="metadata" width="240"></video>' if video else ""
-        error = job["error"] or {}
-        rows.append(
-            f'<tr data-status="{html.escape(job["status"])}" data-model="{html.escape(job["model"])}">'
-            f'<td>{html.escape(job["id"])}</td><td>{html.escape(job["model"])}</td>'
-            f'<td>{html.escape(job["status"])}</td>'
-            f'<td>{html.escape(str(job["input"].get("prompt", "")))}</td>'
-            f'<td>{job["cost_usd"] if job["cost_usd"] is not None else ""}</td>'
-            f'<td>{media}</td><td>{html.escape(str(error.get("message", "")))}</td></tr>'
-        )
-    data = json.dumps(summary).replace("</", "<\\/")
+    jobs = report["jobs"]
+    videos = sum(1 for j in jobs for o in j.get("outputs") or [] if str(o["path"]).lower().endswith(VIDEO_SUFFIXES))
+    preload = "metadata" if videos <= PRELOAD_LIMIT else "none"
+    statuses = sorted({j["status"] for j in jobs})
+    models = sorted({j["model"] for j in jobs})
+    chips = "".join(f'<button type="button" class="chip" data-status="{_e(s)}" aria-pressed="false">'
+                    f'{_e(s)} <b>{_e(n)}</b></button>' for s, n in sorted(summary["counts"].items()))
+    status_options = "".join(f'<option value="{_e(s)}">{_e(s)}</option>' for s in statuses)
+    model_options = "".join(f'<option value="{_e(m)}">{_e(m)}</option>' for m in models)
+    heads = "".join(
+        f'<th data-key="{key}" data-type="{"num" if numeric else "text"}"><button type="button">{_e(title)}'
+        f"</button></th>" if key else f"<th>{_e(title)}</th>" for title, key, numeric in COLUMNS)
+    body = "".join(_row(job, preload) for job in jobs) or f'<tr><td colspan="{len(COLUMNS)}">no jobs</td></tr>'
+    script_hash = base64.b64encode(hashlib.sha256(JS.encode()).digest()).decode()
+    csp = (f"default-src 'none'; style-src 'unsafe-inline'; script-src 'sha256-{script_hash}'; "
+           "media-src 'self' file:; img-src 'self' file: data:")
+    name = _e(report["name"])
     return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>{html.escape(report["name"])} — runcomfy-batch report</title>
-<style>body{{font-family:system-ui,sans-serif;margin:2rem}}table{{border-collapse:collapse}}
-td,th{{border:1px solid #ccc;padding:4px 8px;vertical-align:top}}</style></head>
-<body><h1>{html.escape(report["name"])}</h1>
-<p>{summary["jobs"]} jobs · {summary["succeeded"]} succeeded · cost ${summary["cost_usd"]:.2f}</p>
-<table id="jobs"><thead><tr><th>id</th><th>model</th><th>status</th><th>prompt</th><th>cost (USD)</th>
-<th>output</th><th>error</th></tr></thead><tbody>
-{"".join(rows)}
+<html lang="en"><head><meta charset="utf-8">
+<meta http-equiv="Content-Security-Policy" content="{csp}">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{name} — runcomfy-batch report</title>
+<style>{CSS}</style></head>
+<body>
+<h1>{name}</h1>
+<p class="meta">{_e(report["manifest"])} · generated {_e(report["generated_at"])} ·
+<a href="report.json">report.json</a> · <a href="report.csv">report.csv</a></p>
+<section class="cards">{_cards(report)}</section>
+<div class="chips" aria-label="jobs per state">{chips}</div>
+<p class="note">Slot efficiency is how full the account's paid slots were kept: the jobs' run time added up
+({_seconds(summary.get("busy_seconds"))}), divided by the most jobs seen running at once
+({_e(summary.get("peak_running", 0))}) times the time from the first job's start to the last job's end.
+A job's run time is measured by the runner's polls: from the first poll that found it running (or its submit,
+when no poll did) to the poll that found it finished, so it can include some queue time and poll latency.</p>
+<div class="controls">
+<label>Status <select id="f-status"><option value="">all</option>{status_options}</select></label>
+<label>Model <select id="f-model"><option value="">all</option>{model_options}</select></label>
+<label>Search <input id="f-text" type="search" placeholder="id, prompt or request id"></label>
+<span id="shown">{len(jobs)} of {len(jobs)} jobs shown</span>
+</div>
+<table id="jobs"><thead><tr>{heads}</tr></thead>
+<tbody>
+{body}
 </tbody></table>
-<script type="application/json" id="report-data">{data}</script>
+<script>{JS}</script>
 </body></html>
 """
