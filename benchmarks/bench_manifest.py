@@ -64,7 +64,8 @@ def write_flat(path: Path, jobs: int) -> None:
         else:
             lines.append("    input:")
             lines.append(f"      image: {IMAGE}")
-        lines.append(f"      prompt: \"Take {n}: a slow dolly shot along a rainy neon street, reflections, night\"")
+        prompt = f"Take {n}: a slow dolly shot along a rainy neon street, reflections, night"
+        lines.append(f"      prompt: \"{prompt}\"")
         lines.append(f"      duration: {3 + n % 13}")
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
