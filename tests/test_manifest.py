@@ -207,3 +207,19 @@ jobs:
 """)
     jobs = load_manifest(tmp_path / "m.yaml").jobs
     assert [(j.id, j.line) for j in jobs] == [("z", 4), ("a", 5), ("m--sound-true", 6), ("m--sound-false", 6)]
+
+
+def test_the_example_in_docs_manifest_md_loads(tmp_path: Path) -> None:
+    """The documented example is a valid manifest (its two local images stubbed with a tiny PNG)."""
+    import re
+    import shutil
+
+    text = (ROOT / "docs" / "manifest.md").read_text(encoding="utf-8")
+    example = re.search(r"```yaml\n(.*?)```", text, re.S)
+    assert example is not None
+    (tmp_path / "refs").mkdir()
+    for name in ("woman.png", "man.png"):
+        shutil.copy(ROOT / "tests" / "bad_manifests" / "files" / "red.png", tmp_path / "refs" / name)
+    jobs = load_manifest(write(tmp_path, example.group(1))).jobs
+    assert [job.id for job in jobs][:3] == ["push-in", "orbit", "couple--aspect_ratio-16x9--duration-5"]
+    assert len(jobs) == 10 and jobs[-1].id == "turntable-15s"
