@@ -42,7 +42,7 @@ def _input_files(input: Mapping[str, Any]) -> list[dict[str, Any]]:
             if value.startswith("data:"):
                 head, _, body = value.partition(",")
                 files.append({"field": name, "url": None, "inline_type": head[5:].split(";")[0],
-                              "inline_bytes": len(body) * 3 // 4})
+                              "inline_bytes": len(body) * 3 // 4 - body[-2:].count("=")})
             else:
                 files.append({"field": name, "url": value})
     return files
