@@ -252,8 +252,8 @@ class _Loader:
             raise self.fail("no such file") from None
         except IsADirectoryError:
             raise self.fail("is a folder, not a manifest file") from None
-        except OSError as error:
-            raise self.fail(f"cannot be read ({error.strerror or error})") from None
+        except (OSError, ValueError) as error:  # ValueError: a NUL in the path
+            raise self.fail(f"cannot be read ({getattr(error, 'strerror', None) or error})") from None
         if len(data) > MAX_FILE_BYTES:
             raise self.fail(f"the file is over {MAX_FILE_BYTES / 1e6:.0f} MB, the most a manifest may be",
                             too_large=True)

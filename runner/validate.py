@@ -34,6 +34,7 @@ MAX_PROBLEMS_SHOWN = 500
 SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _ID_TEMPLATE = re.compile(r"[A-Za-z0-9{][A-Za-z0-9._{}-]{0,127}")
 _LINE_BREAKING = re.compile(r"[\x00-\x1f\x7f\x85\u2028\u2029]")  # what would split or garble a line
+_LONG_QUOTED = re.compile(r"'[^']{100,}'|\"[^\"]{100,}\"")
 _PATH_PART = re.compile(r"\[(\d+)\]|\.?([^.\[\]]+)")
 _TYPE_WORDS = {
     "object": "a mapping", "array": "a list", "string": "text", "integer": "a whole number",
@@ -239,7 +240,8 @@ def _translate(error: ValidationError, prefix: DocPath) -> Iterator[tuple[DocPat
 
 
 def _shorten(message: str, limit: int = 300) -> str:
-    message = " ".join(message.split())
+    """A message with long quoted values cut short ('0xffff…'), and never more than ``limit`` long."""
+    message = _LONG_QUOTED.sub(lambda m: m.group()[:97] + "…" + m.group()[0], " ".join(message.split()))
     return message if len(message) <= limit else message[: limit - 1] + "…"
 
 

@@ -414,6 +414,8 @@ def _int(value: str) -> int | str:
     if ":" in value:
         return value  # 16:9 is an aspect ratio, not YAML 1.1's base-60 number 969
     digits = value.replace("_", "")
+    if len(digits) > 64:
+        return value  # no input needs such a number, and Python refuses to print one of 4,300+ digits
     sign = -1 if digits[:1] == "-" else 1
     digits = digits.lstrip("+-")
     try:

@@ -130,7 +130,7 @@ def test_every_line_is_one_line_even_for_values_with_newlines(tmp_path: Path) ->
     write(tmp_path, f"version: 1\ndefaults:\n  model: {PRO}\njobs:\n  - id: a\n"
           f"    input: {{image: https://e.com/a.png, prompt: p, shot_type: \"{'x' * 5000}\"}}\n")
     [line] = problems_of(tmp_path / "m.yaml")
-    assert len(line) < 400 and line.endswith("…")
+    assert line.endswith(f"input.shot_type: '{'x' * 96}…' is not one of ['customize', 'intelligent']")
 
 
 def test_a_trailing_newline_cannot_sneak_into_an_id(tmp_path: Path) -> None:
@@ -193,3 +193,15 @@ def test_an_unreadable_file_is_a_manifest_problem(tmp_path: Path) -> None:
         assert problems_of(path) == [f"{path}: cannot be read (Permission denied)"]
     finally:
         path.chmod(0o644)
+
+
+def test_numbers_python_cannot_print_stay_text(tmp_path: Path) -> None:
+    """A 6,000-digit hex integer would crash repr() and json.dumps; it is read as text instead."""
+    write(tmp_path, f"version: 1\ndefaults:\n  model: {PRO}\njobs:\n  - id: a\n"
+          f"    input: {{image: https://e.com/a.png, prompt: p, duration: 0x{'f' * 5000}}}\n")
+    [line] = problems_of(tmp_path / "m.yaml")
+    assert line.startswith(f"{tmp_path / 'm.yaml'}:6 job a: input.duration: '0xfff") and "not of type" in line
+
+
+def test_a_path_with_a_nul_byte_is_a_manifest_problem() -> None:
+    assert problems_of("bad\0name.yaml") == ["bad\0name.yaml: cannot be read (embedded null byte)"]
