@@ -68,8 +68,14 @@ def print_run_summary(path: Path, result: BatchResult, seconds: float, *, limit:
         print(f"  … and {len(attention) - limit} more: runcomfy-batch status {path}", file=stream)
     if result.exit_code == 130:
         print(f"runcomfy-batch: to resume, run: runcomfy-batch run {path}", file=stream)
-    elif attention and any(j["status"] in (S.FAILED, S.EXPIRED, S.CANCELLED) for j in attention):
+        return
+    if any(j["status"] in (S.FAILED, S.EXPIRED, S.CANCELLED) for j in attention):
         print(f"runcomfy-batch: to run the failed jobs again: runcomfy-batch retry {path}", file=stream)
+    unknown = sum(j["status"] == S.UNKNOWN for j in attention)
+    if unknown:
+        print(f"runcomfy-batch: {unknown} job(s) unknown: the submit may have been accepted and billed; to "
+              f"submit them again anyway (maybe paying twice): runcomfy-batch run {path} --resubmit-unknown",
+              file=stream)
 
 
 def _duration(seconds: float) -> str:

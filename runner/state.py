@@ -377,6 +377,19 @@ class Store:
         self._write("INSERT OR REPLACE INTO outputs VALUES (?,?,?,?,?,?,?,?,?)",
                     (attempt_id, idx, job_id, url, path, size, sha256, mtime_ns, now()))
 
+    def record_collected(self, job_id: str, attempt_id: int) -> None:
+        """Every output of the attempt is on disk: the job succeeded, and so did its request."""
+        self._write("UPDATE attempts SET status=? WHERE attempt_id=? AND status=?",
+                    (SUCCEEDED, attempt_id, COLLECTING))
+        self._write("UPDATE jobs SET status=?, error=NULL, updated_at=? WHERE job_id=?",
+                    (SUCCEEDED, now(), job_id))
+
+    def record_expired(self, job_id: str, attempt_id: int, error: Mapping[str, Any]) -> None:
+        """The attempt's outputs answered 404 before they were all on disk: the job needs a new run."""
+        self._write("UPDATE attempts SET status=? WHERE attempt_id=? AND status=?",
+                    (EXPIRED, attempt_id, COLLECTING))
+        self.set_status(job_id, EXPIRED, error)
+
     def set_status(self, job_id: str, status: str, error: Mapping[str, Any] | None = None) -> None:
         self._write("UPDATE jobs SET status=?, error=?, updated_at=? WHERE job_id=?",
                     (status, json.dumps(dict(error)) if error else None, now(), job_id))
