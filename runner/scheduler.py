@@ -186,8 +186,8 @@ class Runner:
                 else:
                     # The leader rests (unknown, failed...) and is not run this time. Submitting its twin
                     # would pay again for the same request, maybe twice if the leader's was accepted.
-                    self.store.set_status(job.id, lead, {"type": "Twin", "message": f"same request as {leader}, "
-                                          f"which is {lead}"})
+                    why = {"type": "Twin", "message": f"same request as {leader}, which is {lead}"}
+                    self.store.set_status(job.id, lead, why)
         self._check_budget_at_start()
         self.store.flush()
         return summary
