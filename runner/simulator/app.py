@@ -124,6 +124,10 @@ async def _job(request: Request, endpoint: str, *, auth: bool = True) -> Respons
 
 async def submit(request: Request) -> Response:
     """POST /v1/models/{model_id}: validate, price and accept one request."""
+    # The body is read first, as a server does before it starts work: a submit slowed by the "slow"
+    # fault is then accepted even if its client goes away meanwhile (a runner killed mid-submit), as
+    # RunComfy would. Reading it after the delay would drop it on the client's disconnect.
+    body = await request.body()
     answered = await _arrive(request, "submit")
     if answered is not None:
         return answered
@@ -131,7 +135,6 @@ async def submit(request: Request) -> Response:
     spec = sim.catalog.get(model_id)
     if spec is None:
         return _refuse(request, 400, 400001, f"unknown model id {model_id!r}")
-    body = await request.body()
     try:
         payload = json.loads(body)
     except ValueError:
