@@ -113,6 +113,9 @@ def describe(event: Event) -> str:
         return f"{job}: resubmitting after a failure (resubmit {event.get('attempt')}; each one is paid)"
     if kind == "refetch":
         return f"{job}: output missing or changed on disk; downloading it again"
+    if kind == "price":
+        unit = event.get("unit")
+        return f"price of {event.get('model')} from the API: ${event.get('usd')}" + (f" per {unit}" if unit else "")
     if kind == "finish":
         counts = event.get("counts") or {}
         parts = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
@@ -272,6 +275,16 @@ class Tally:
                 self.done_this_run += 1
 
 
+def _redacted(value: Any) -> Any:
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, Mapping):
+        return {k: _redacted(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_redacted(v) for v in value]
+    return value
+
+
 class LineLog:
     """An event sink that writes one line per notable event (every event with ``verbose``), or every
     event as a JSON object per line (``json_lines``)."""
@@ -286,7 +299,9 @@ class LineLog:
     def __call__(self, event: Event) -> None:
         self.tally.apply(event)
         if self.json_lines:
-            self._write(json.dumps(dict(event), default=str, ensure_ascii=False))
+            # Redact the values, not the JSON text: a redaction must not eat a closing quote.
+            self.stream.write(json.dumps(_redacted(event), default=str, ensure_ascii=False) + "\n")
+            self.stream.flush()
             return
         kind = event["event"]
         if kind == "held" and not self._held_shown and not self.verbose:
