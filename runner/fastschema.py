@@ -1,11 +1,15 @@
 """A fast yes/no JSON Schema 2020-12 check for the subset of keywords our schemas use.
 
 jsonschema needs 35-60 µs to accept one small job input; a 100,000-job manifest must be checked in
-well under a second. :func:`compile_schema` turns a schema into nested closures that only answer
-"valid or not" (a few µs per input). Messages never come from here: when an instance fails, the caller
-asks jsonschema for the errors, so every word a user reads still comes from the reference
-implementation. A schema that uses a keyword outside the subset compiles to jsonschema's own
-``is_valid``: slower, never different. ``tests/test_manifest_properties.py`` checks that both agree.
+well under a second. :func:`compile_schema` writes a schema out as one Python function of plain
+``if`` statements (as fastjsonschema does), which only answers "valid or not", in 1-3 µs. Messages
+never come from here: when an instance fails, the caller asks jsonschema for the errors, so every
+word a user reads still comes from the reference implementation. A schema that uses a keyword
+outside the subset compiles to jsonschema's own ``is_valid``: slower, never different.
+``tests/test_manifest_properties.py`` checks that both always agree.
+
+The generated source holds no value from the schema except property names written with ``repr``;
+every other constant (patterns, enums, bounds) is passed in by name.
 """
 
 from __future__ import annotations
@@ -28,17 +32,19 @@ _UNSUPPORTED = frozenset(
     }
 )
 
-_TYPES: dict[str, Check] = {
-    "string": lambda x: isinstance(x, str),
-    "object": lambda x: isinstance(x, dict),
-    "array": lambda x: isinstance(x, list),
-    "boolean": lambda x: isinstance(x, bool),
-    "null": lambda x: x is None,
-    "number": lambda x: isinstance(x, int | float) and not isinstance(x, bool),
+_IS_TYPE = {
+    "string": "isinstance({v}, str)",
+    "object": "isinstance({v}, dict)",
+    "array": "isinstance({v}, list)",
+    "boolean": "isinstance({v}, bool)",
+    "null": "{v} is None",
+    "number": "(isinstance({v}, (int, float)) and not isinstance({v}, bool))",
     # Draft 2020-12: 5.0 is an integer too.
-    "integer": lambda x: (isinstance(x, int) and not isinstance(x, bool))
-    or (isinstance(x, float) and x.is_integer()),
+    "integer": "((isinstance({v}, int) and not isinstance({v}, bool)) or "
+               "(isinstance({v}, float) and {v}.is_integer()))",
 }
+_NUMERIC = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")
+_FAILS = {"minimum": "<", "maximum": ">", "exclusiveMinimum": "<=", "exclusiveMaximum": ">="}
 
 
 class _Unsupported(Exception):
@@ -48,7 +54,7 @@ class _Unsupported(Exception):
 def compile_schema(schema: Mapping[str, Any] | bool) -> Check:
     """A function telling whether an instance is valid against ``schema`` (same answer as jsonschema)."""
     try:
-        return _Compiler(schema).compile(schema)
+        return _Writer(schema).compile()
     except _Unsupported:
         return Draft202012Validator(schema).is_valid
 
@@ -68,169 +74,183 @@ def json_equal(one: Any, two: Any) -> bool:
     return bool(one == two)
 
 
-def _all(checks: list[Check]) -> Check:
-    if not checks:
-        return lambda x: True
-    if len(checks) == 1:
-        return checks[0]
-    checks_t = tuple(checks)
+class _Writer:
+    """Writes the source of ``check(x)`` and of one helper per ``$ref`` or sub-answer it needs."""
 
-    def check(x: Any) -> bool:
-        for c in checks_t:
-            if not c(x):
-                return False
-        return True
-
-    return check
-
-
-class _Compiler:
     def __init__(self, root: Mapping[str, Any] | bool) -> None:
         self.root = root
-        self.refs: dict[str, Check] = {}
+        self.names: dict[str, Any] = {"json_equal": json_equal}
+        self.functions: list[list[str]] = []
+        self.refs: dict[str, str] = {}
+        self.count = 0
 
-    def compile(self, schema: Mapping[str, Any] | bool) -> Check:
+    def compile(self) -> Check:
+        entry = self.function(self.root)
+        source = "\n".join("\n".join(lines) for lines in self.functions)
+        namespace = dict(self.names)
+        exec(compile(source, "<fastschema>", "exec"), namespace)  # our own source, constants passed by name
+        check: Check = namespace[entry]
+        return check
+
+    def const(self, value: Any) -> str:
+        self.count += 1
+        name = f"c{self.count}"
+        self.names[name] = value
+        return name
+
+    def var(self) -> str:
+        self.count += 1
+        return f"v{self.count}"
+
+    def function(self, schema: Any) -> str:
+        """A helper ``fN(x) -> bool`` for a subschema; its name."""
+        self.count += 1
+        name = f"f{self.count}"
+        lines = [f"def {name}(x):"]
+        self.functions.append(lines)
+        self.emit(schema, "x", lines, 1)
+        lines.append("    return True")
+        return name
+
+    def emit(self, schema: Any, v: str, out: list[str], depth: int) -> None:
+        """Lines that ``return False`` when ``v`` breaks ``schema`` and fall through when it does not."""
+        pad = "    " * depth
         if schema is True:
-            return lambda x: True
+            return
         if schema is False:
-            return lambda x: False
-        if not isinstance(schema, Mapping):
+            out.append(f"{pad}return False")
+            return
+        if not isinstance(schema, Mapping) or _UNSUPPORTED.intersection(schema):
             raise _Unsupported
-        if _UNSUPPORTED.intersection(schema) or ("$id" in schema and schema is not self.root):
-            raise _Unsupported
-        checks: list[Check] = []
+        if "$id" in schema and schema is not self.root:
+            raise _Unsupported  # a new base for references: leave it to jsonschema
+        known: str | None = None  # the instance's type, once a single "type" has been checked
         if "type" in schema:
             names = [schema["type"]] if isinstance(schema["type"], str) else list(schema["type"])
-            if not names or not set(names) <= _TYPES.keys():
+            if not names or not set(names) <= _IS_TYPE.keys():
                 raise _Unsupported
-            type_checks = tuple(_TYPES[n] for n in names)
-            if len(type_checks) == 1:
-                checks.append(type_checks[0])
-            else:
-                checks.append(lambda x: any(t(x) for t in type_checks))
+            out.append(f"{pad}if not ({' or '.join(_IS_TYPE[n].format(v=v) for n in names)}): return False")
+            known = names[0] if len(names) == 1 else None
         if "enum" in schema:
-            checks.append(self._enum(schema["enum"]))
-        if "const" in schema:
-            const = schema["const"]
-            checks.append(lambda x: json_equal(x, const))
-        checks.extend(self._numbers(schema))
-        checks.extend(self._strings(schema))
-        checks.extend(self._arrays(schema))
-        checks.extend(self._objects(schema))
-        checks.extend(self._applicators(schema))
-        return _all(checks)
-
-    def _enum(self, values: list[Any]) -> Check:
-        if all(isinstance(v, str) for v in values):
-            allowed = frozenset(values)
-            return lambda x: isinstance(x, str) and x in allowed
-        return lambda x: any(json_equal(x, v) for v in values)
-
-    def _numbers(self, schema: Mapping[str, Any]) -> list[Check]:
-        is_number = _TYPES["number"]
-        out: list[Check] = []
-        if "minimum" in schema:
-            lo = schema["minimum"]
-            out.append(lambda x: not is_number(x) or not x < lo)
-        if "maximum" in schema:
-            hi = schema["maximum"]
-            out.append(lambda x: not is_number(x) or not x > hi)
-        if "exclusiveMinimum" in schema:
-            xlo = schema["exclusiveMinimum"]
-            out.append(lambda x: not is_number(x) or not x <= xlo)
-        if "exclusiveMaximum" in schema:
-            xhi = schema["exclusiveMaximum"]
-            out.append(lambda x: not is_number(x) or not x >= xhi)
-        return out
-
-    def _strings(self, schema: Mapping[str, Any]) -> list[Check]:
-        out: list[Check] = []
-        if "minLength" in schema:
-            min_len = schema["minLength"]
-            out.append(lambda x: not isinstance(x, str) or len(x) >= min_len)
-        if "maxLength" in schema:
-            max_len = schema["maxLength"]
-            out.append(lambda x: not isinstance(x, str) or len(x) <= max_len)
-        if "pattern" in schema:
-            search = re.compile(schema["pattern"]).search
-            out.append(lambda x: not isinstance(x, str) or search(x) is not None)
-        return out
-
-    def _arrays(self, schema: Mapping[str, Any]) -> list[Check]:
-        out: list[Check] = []
-        if "minItems" in schema:
-            min_items = schema["minItems"]
-            out.append(lambda x: not isinstance(x, list) or len(x) >= min_items)
-        if "maxItems" in schema:
-            max_items = schema["maxItems"]
-            out.append(lambda x: not isinstance(x, list) or len(x) <= max_items)
-        if "items" in schema:
-            item = self.compile(schema["items"])
-            out.append(lambda x: not isinstance(x, list) or all(item(v) for v in x))
-        return out
-
-    def _objects(self, schema: Mapping[str, Any]) -> list[Check]:
-        out: list[Check] = []
-        if "required" in schema:
-            required = tuple(schema["required"])
-            out.append(lambda x: not isinstance(x, dict) or all(k in x for k in required))
-        if "minProperties" in schema:
-            min_props = schema["minProperties"]
-            out.append(lambda x: not isinstance(x, dict) or len(x) >= min_props)
-        if "maxProperties" in schema:
-            max_props = schema["maxProperties"]
-            out.append(lambda x: not isinstance(x, dict) or len(x) <= max_props)
-        props = {k: self.compile(v) for k, v in schema.get("properties", {}).items()}
-        if props:
-            items = tuple(props.items())
-
-            def properties(x: Any) -> bool:
-                if not isinstance(x, dict):
-                    return True
-                for k, check in items:
-                    if k in x and not check(x[k]):
-                        return False
-                return True
-
-            out.append(properties)
-        if "additionalProperties" in schema:
-            extra = self.compile(schema["additionalProperties"])
-            known = frozenset(props)
-            if schema["additionalProperties"] is False:
-                out.append(lambda x: not isinstance(x, dict) or known.issuperset(x))
+            values = list(schema["enum"])
+            if all(isinstance(e, str) for e in values):
+                out.append(f"{pad}if not (isinstance({v}, str) and {v} in {self.const(frozenset(values))}): "
+                           "return False")
             else:
-                out.append(
-                    lambda x: not isinstance(x, dict) or all(extra(v) for k, v in x.items() if k not in known)
-                )
-        if "propertyNames" in schema:
-            name = self.compile(schema["propertyNames"])
-            out.append(lambda x: not isinstance(x, dict) or all(name(k) for k in x))
-        return out
+                out.append(f"{pad}if not any(json_equal({v}, e) for e in {self.const(values)}): return False")
+        if "const" in schema:
+            out.append(f"{pad}if not json_equal({v}, {self.const(schema['const'])}): return False")
+        self.by_type(schema, v, out, depth, known)
+        self.applicators(schema, v, out, depth)
 
-    def _applicators(self, schema: Mapping[str, Any]) -> list[Check]:
-        out: list[Check] = []
+    def by_type(self, schema: Mapping[str, Any], v: str, out: list[str], depth: int,
+                known: str | None) -> None:
+        """Keywords that apply to one type only, each under a test of that type (skipped if known)."""
+        pad = "    " * depth
+        groups: list[tuple[str, list[str]]] = []
+        numeric = [k for k in _NUMERIC if k in schema]
+        if numeric:
+            lines = [f"if {v} {_FAILS[k]} {self.const(schema[k])}: return False" for k in numeric]
+            groups.append(("integer" if known == "integer" else "number", lines))
+        strings = []
+        if "minLength" in schema:
+            strings.append(f"if len({v}) < {self.const(schema['minLength'])}: return False")
+        if "maxLength" in schema:
+            strings.append(f"if len({v}) > {self.const(schema['maxLength'])}: return False")
+        if "pattern" in schema:
+            search = self.const(re.compile(schema["pattern"]).search)
+            strings.append(f"if {search}({v}) is None: return False")
+        if strings:
+            groups.append(("string", strings))
+        for kind, lines in groups:
+            if known == kind or (kind == "number" and known == "integer"):
+                out.extend(pad + line for line in lines)
+            else:
+                out.append(f"{pad}if {_IS_TYPE[kind].format(v=v)}:")
+                out.extend(pad + "    " + line for line in lines)
+        self.array(schema, v, out, depth, known == "array")
+        self.object(schema, v, out, depth, known == "object")
+
+    def array(self, schema: Mapping[str, Any], v: str, out: list[str], depth: int, known: bool) -> None:
+        if not {"minItems", "maxItems", "items"} & schema.keys():
+            return
+        if not known:
+            out.append(f"{'    ' * depth}if isinstance({v}, list):")
+            depth += 1
+        pad = "    " * depth
+        out.append(f"{pad}pass")
+        if "minItems" in schema:
+            out.append(f"{pad}if len({v}) < {self.const(schema['minItems'])}: return False")
+        if "maxItems" in schema:
+            out.append(f"{pad}if len({v}) > {self.const(schema['maxItems'])}: return False")
+        if "items" in schema and schema["items"] is not True:
+            item = self.var()
+            out.append(f"{pad}for {item} in {v}:")
+            self.emit(schema["items"], item, out, depth + 1)
+            out.append(f"{pad}    pass")
+
+    def object(self, schema: Mapping[str, Any], v: str, out: list[str], depth: int, known: bool) -> None:
+        keywords = {"required", "minProperties", "maxProperties", "properties", "additionalProperties",
+                    "propertyNames"}
+        if not keywords & schema.keys():
+            return
+        if not known:
+            out.append(f"{'    ' * depth}if isinstance({v}, dict):")
+            depth += 1
+        pad = "    " * depth
+        out.append(f"{pad}pass")
+        for name in schema.get("required", ()):
+            out.append(f"{pad}if {name!r} not in {v}: return False")
+        if "minProperties" in schema:
+            out.append(f"{pad}if len({v}) < {self.const(schema['minProperties'])}: return False")
+        if "maxProperties" in schema:
+            out.append(f"{pad}if len({v}) > {self.const(schema['maxProperties'])}: return False")
+        properties = schema.get("properties", {})
+        for name, subschema in properties.items():
+            if subschema is True:
+                continue
+            value = self.var()
+            out.append(f"{pad}if {name!r} in {v}:")
+            out.append(f"{pad}    {value} = {v}[{name!r}]")
+            self.emit(subschema, value, out, depth + 1)
+        extra = schema.get("additionalProperties", True)
+        if extra is False:
+            out.append(f"{pad}if not {self.const(frozenset(properties))}.issuperset({v}): return False")
+        elif extra is not True:
+            key, value = self.var(), self.var()
+            out.append(f"{pad}for {key}, {value} in {v}.items():")
+            out.append(f"{pad}    if {key} in {self.const(frozenset(properties))}: continue")
+            self.emit(extra, value, out, depth + 1)
+        if "propertyNames" in schema and schema["propertyNames"] is not True:
+            key = self.var()
+            out.append(f"{pad}for {key} in {v}:")
+            self.emit(schema["propertyNames"], key, out, depth + 1)
+            out.append(f"{pad}    pass")
+
+    def applicators(self, schema: Mapping[str, Any], v: str, out: list[str], depth: int) -> None:
+        pad = "    " * depth
         if "$ref" in schema:
-            out.append(self._ref(schema["$ref"]))
-        if "allOf" in schema:
-            out.append(_all([self.compile(s) for s in schema["allOf"]]))
+            out.append(f"{pad}if not {self.ref(schema['$ref'])}({v}): return False")
+        for subschema in schema.get("allOf", ()):
+            self.emit(subschema, v, out, depth)
         if "anyOf" in schema:
-            any_of = tuple(self.compile(s) for s in schema["anyOf"])
-            out.append(lambda x: any(c(x) for c in any_of))
+            calls = " or ".join(f"{self.function(s)}({v})" for s in schema["anyOf"])
+            out.append(f"{pad}if not ({calls}): return False")
         if "oneOf" in schema:
-            one_of = tuple(self.compile(s) for s in schema["oneOf"])
-            out.append(lambda x: sum(1 for c in one_of if c(x)) == 1)
+            calls = ", ".join(f"{self.function(s)}({v})" for s in schema["oneOf"])
+            out.append(f"{pad}if [{calls}].count(True) != 1: return False")
         if "not" in schema:
-            negated = self.compile(schema["not"])
-            out.append(lambda x: not negated(x))
+            out.append(f"{pad}if {self.function(schema['not'])}({v}): return False")
         if "if" in schema:
-            if_ = self.compile(schema["if"])
-            then = self.compile(schema.get("then", True))
-            else_ = self.compile(schema.get("else", True))
-            out.append(lambda x: then(x) if if_(x) else else_(x))
-        return out
+            out.append(f"{pad}if {self.function(schema['if'])}({v}):")
+            self.emit(schema.get("then", True), v, out, depth + 1)
+            out.append(f"{pad}    pass")
+            out.append(f"{pad}else:")
+            self.emit(schema.get("else", True), v, out, depth + 1)
+            out.append(f"{pad}    pass")
 
-    def _ref(self, ref: str) -> Check:
-        """Local references only (``#`` or ``#/$defs/...``); compiled once, resolved lazily (recursion)."""
+    def ref(self, ref: str) -> str:
+        """Local references only (``#`` or ``#/$defs/...``), each written once (recursion works)."""
         if ref != "#" and not ref.startswith("#/"):
             raise _Unsupported
         if ref not in self.refs:
@@ -240,7 +260,10 @@ class _Compiler:
                 if not isinstance(target, Mapping) or part not in target:
                     raise _Unsupported
                 target = target[part]
-            slot: list[Check] = []
-            self.refs[ref] = lambda x: slot[0](x)
-            slot.append(self.compile(target))
+            self.count += 1
+            name = self.refs[ref] = f"r{self.count}"
+            lines = [f"def {name}(x):"]
+            self.functions.append(lines)
+            self.emit(target, "x", lines, 1)
+            lines.append("    return True")
         return self.refs[ref]

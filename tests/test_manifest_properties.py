@@ -34,7 +34,7 @@ scalars = st.one_of(
                      "kling/kling-video-o3/pro/image-to-video", "./missing.png", "{x}", ""]),
 )
 keys = st.sampled_from(["id", "model", "input", "matrix", "prompt", "duration", "image", "images", "video",
-                        "sound", "multi_prompt", "aspect_ratio", "x"]) | st.text(max_size=6)
+                        "sound", "multi_prompt", "aspect_ratio", "x", "next", "n", "k"]) | st.text(max_size=6)
 values = st.recursive(
     scalars,
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(keys, inner, max_size=4),
@@ -151,6 +151,39 @@ def test_the_fast_check_agrees_with_jsonschema_on_model_inputs(model_id: str) ->
 def test_the_fast_check_agrees_with_jsonschema_on_manifests(doc: Any) -> None:
     schema = CATALOG.read_json("manifest.schema.json")
     assert compile_schema(schema)(doc) == Draft202012Validator(schema).is_valid(doc)
+
+
+KITCHEN_SINK = {
+    "$defs": {"node": {"type": ["object", "null"],
+                       "properties": {"next": {"$ref": "#/$defs/node"},
+                                      "n": {"type": "number", "exclusiveMaximum": 10}}}},
+    "type": "object",
+    "required": ["a"],
+    "minProperties": 1,
+    "maxProperties": 5,
+    "propertyNames": {"maxLength": 6},
+    "properties": {
+        "a": {"anyOf": [{"type": "integer", "minimum": 0},
+                        {"type": "string", "pattern": "^x", "maxLength": 4}]},
+        "b": {"oneOf": [{"type": "number"}, {"type": "integer", "maximum": 3}]},
+        "c": {"not": {"enum": [1, "1", None, [1], {"k": True}]}},
+        "d": {"const": [1, {"k": False}]},
+        "e": {"$ref": "#/$defs/node"},
+        "f": {"type": "array", "items": {"allOf": [{"type": "string"}, {"minLength": 2}]}, "maxItems": 3},
+        "g": False,
+        "h": True,
+    },
+    "additionalProperties": {"type": ["boolean", "array"], "minItems": 1},
+    "if": {"properties": {"a": {"type": "string"}}},
+    "then": {"required": ["b"]},
+    "else": {"properties": {"b": {"exclusiveMinimum": -1}}},
+}
+
+
+@SETTINGS
+@given(instance=st.dictionaries(st.sampled_from([*"abcdefghxy", "long-key"]), values, max_size=6) | values)
+def test_the_fast_check_agrees_with_jsonschema_on_every_supported_keyword(instance: Any) -> None:
+    assert compile_schema(KITCHEN_SINK)(instance) == Draft202012Validator(KITCHEN_SINK).is_valid(instance)
 
 
 def test_the_fast_check_falls_back_for_keywords_it_does_not_know() -> None:
