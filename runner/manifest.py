@@ -197,8 +197,7 @@ class _Loader:
         return error(self.log.problems())
 
     def load(self) -> Manifest:
-        text = self.read()
-        doc = parse_yaml(text)
+        doc = parse_yaml(self.read())  # the text is dropped as soon as it is parsed
         self.log.doc = doc
         for problem in doc.problems:
             self.log.at(problem.path, problem.message, line=problem.line, covers_value=problem.covers_value)
