@@ -35,6 +35,9 @@ from yaml.events import (
 from yaml.resolver import Resolver
 
 MAX_DEPTH = 64
+# Values written in the file: a 50 MB file of "- a" lines would otherwise take over a gigabyte.
+# A 200,000-job manifest written out in full has about 2.5 million.
+MAX_VALUES = 5_000_000
 # Values an alias may add beyond those written: generous for anchors reused in every job of a
 # 200,000-job manifest, tiny next to the 10**9 of a billion-laughs document.
 MIN_ALIAS_BUDGET = 2_000_000
@@ -119,10 +122,10 @@ _NO_KEY = object()
 _MERGE_KEY = object()
 
 
-def parse_yaml(text: str) -> Document:
+def parse_yaml(text: str, max_values: int = MAX_VALUES) -> Document:
     """Read one YAML document; never raises for any text (everything wrong is in ``problems``)."""
     doc = Document()
-    builder = _Builder(doc)
+    builder = _Builder(doc, max_values)
     try:
         builder.run(yaml.parse(text, Loader=_Loader))
     except _Abort as abort:
@@ -172,8 +175,9 @@ def _show_tag(tag: str) -> str:
 
 
 class _Builder:
-    def __init__(self, doc: Document) -> None:
+    def __init__(self, doc: Document, max_values: int) -> None:
         self.doc = doc
+        self.max_values = max_values
         self.stack: list[_Frame] = []
         self.anchors: dict[str, tuple[Any, int]] = {}
         self.written = 0
@@ -183,7 +187,7 @@ class _Builder:
         # The hot loop of a 100,000-job load (over a million events). The innermost mapping or list
         # lives in locals; the slow paths (tags, resolved scalars, aliases, duplicates, merges) get
         # the frame brought up to date first and run as methods.
-        stack, doc, anchors = self.stack, self.doc, self.anchors
+        stack, doc, anchors, max_values = self.stack, self.doc, self.anchors, self.max_values
         implicit, no_key = _IMPLICIT, _NO_KEY
         top: _Frame | None = None
         container: Any = None
@@ -195,6 +199,9 @@ class _Builder:
             kind = ev.__class__
             if kind is ScalarEvent:
                 written += 1
+                if written > max_values:
+                    raise _Abort(SourceProblem(ev.start_mark.line + 1, f"the manifest holds more than "
+                                               f"{max_values:,} values: split it, or use matrices"), True)
                 if is_map and key is no_key:  # a key, as written: `5:` is the key "5"
                     key, key_line = ev.value, ev.start_mark.line + 1
                     if ev.tag is not None or ev.anchor is not None or key == "<<":

@@ -205,3 +205,13 @@ def test_numbers_python_cannot_print_stay_text(tmp_path: Path) -> None:
 
 def test_a_path_with_a_nul_byte_is_a_manifest_problem() -> None:
     assert problems_of("bad\0name.yaml") == ["bad\0name.yaml: cannot be read (embedded null byte)"]
+
+
+def test_a_file_of_millions_of_tiny_values_is_refused_early() -> None:
+    """Within the size cap, 12 million one-letter items would take gigabytes: the parser stops at a count."""
+    from runner.yamldoc import parse_yaml
+
+    doc = parse_yaml("- a\n" * 1000, max_values=500)
+    assert doc.fatal and doc.too_large and doc.data is None
+    assert [(p.line, p.message) for p in doc.problems] == [
+        (501, "the manifest holds more than 500 values: split it, or use matrices")]
