@@ -214,4 +214,4 @@ def test_a_file_of_millions_of_tiny_values_is_refused_early() -> None:
     doc = parse_yaml("- a\n" * 1000, max_values=500)
     assert doc.fatal and doc.too_large and doc.data is None
     assert [(p.line, p.message) for p in doc.problems] == [
-        (501, "the manifest holds more than 500 values: split it, or use matrices")]
+        (500, "the manifest holds more than 500 values: split it, or use matrices")]
