@@ -53,7 +53,9 @@ def _describe(error: ValidationError) -> str:
     if error.validator == "maxItems":
         return f"has {len(error.instance)} items, more than the maximum of {error.validator_value}"
     if error.validator == "pattern":
-        return f"{error.instance!r} is not an http(s) URL, data: URI or local file"
+        if "data:" in str(error.validator_value):
+            return f"{error.instance!r} is not an http(s) URL, data: URI or local file"
+        return f"{error.instance!r} is not an http(s) URL (a public URL is needed here)"
     if error.validator == "required":
         return error.message.replace("is a required property", "is required")
     return error.message
