@@ -5,13 +5,19 @@ Kept apart from ``cli.py`` (which only parses) so the printing of each command r
 
 from __future__ import annotations
 
+import io
 import json
+import os
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import anyio
+from rich import box
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
 
 from . import state as S
 from .batch import BatchOptions, BatchResult, _defaults, cancel_batch, resolve, run_batch
@@ -99,7 +105,7 @@ def _open_existing(path: Path, options: BatchOptions) -> tuple[Any, S.Store]:
 
 
 def status_data(path: Path, state_path: Path | None) -> dict[str, Any]:
-    """Counts per model and state, and the jobs that need attention."""
+    """Counts per model and state, the jobs that need attention, and whether a run is going on."""
     manifest, store = _open_existing(path, BatchOptions(state_path=state_path))
     try:
         rows = store.jobs()
@@ -119,28 +125,106 @@ def status_data(path: Path, state_path: Path | None) -> dict[str, Any]:
         return {"manifest": str(path), "state": str(store.path), "jobs": len(manifest.jobs),
                 "counts": store.counts(), "per_model": per_model, "needs_attention": attention,
                 "not_yet_in_state": len(not_synced), "cost_usd": round(cost, 6),
-                "estimate_usd": round(estimate, 6)}
+                "estimate_usd": round(estimate, 6), "run": _last_run(store)}
     finally:
         store.conn.close()
 
 
-def status(path: Path, state_path: Path | None, *, as_json: bool = False) -> int:
+def _last_run(store: S.Store) -> dict[str, Any] | None:
+    """The latest run: ``running`` (its process is alive), ``finished`` or ``interrupted`` (it died)."""
+    runs = store.runs()
+    if not runs:
+        return None
+    last = max(runs, key=lambda r: r["run_id"])
+    if last["finished_at"] is not None:
+        state = "finished"
+    else:
+        try:
+            os.kill(last["pid"], 0)
+            state = "running"
+        except ProcessLookupError:
+            state = "interrupted"
+        except PermissionError:  # alive, another user's
+            state = "running"
+    return {"state": state, "pid": last["pid"], "started_at": last["started_at"],
+            "finished_at": last["finished_at"], "exit_code": last["exit_code"], "runs": len(runs)}
+
+
+def status(path: Path, state_path: Path | None, *, as_json: bool = False, limit: int = 50) -> int:
     data = status_data(path, state_path)
     if as_json:
         _out(json.dumps(data, indent=2))
         return EXIT_OK
-    counts = data["counts"]
-    _out(f"{data['manifest']}: {data['jobs']} job(s); " + ", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
-    for model, by_state in sorted(data["per_model"].items()):
-        _out(f"  {model}: " + ", ".join(f"{n} {s}" for s, n in sorted(by_state.items())))
-    _out(f"  cost so far ${data['cost_usd']:.2f} (estimate ${data['estimate_usd']:.2f})")
-    if data["not_yet_in_state"]:
-        _out(f"  {data['not_yet_in_state']} job(s) of the manifest not run yet")
-    for job in data["needs_attention"][:50]:
-        _out(f"  ! {job['id']}: {job['status']}" + (f": {job['error']}" if job["error"] else ""))
-    if len(data["needs_attention"]) > 50:
-        _out(f"  … and {len(data['needs_attention']) - 50} more (see --json)")
+    buffer = io.StringIO()
+    tty = sys.stdout.isatty()
+    console = Console(file=buffer, force_terminal=tty, width=None if tty else 160, highlight=False)
+    print_status(console, path, data, limit=limit)
+    text = buffer.getvalue()
+    if not tty:  # rich pads table lines to their width: no trailing blanks in a pipe or a file
+        text = "".join(line.rstrip() + "\n" for line in text.splitlines())
+    sys.stdout.write(redact(text))
     return EXIT_OK
+
+
+def print_status(console: Console, path: Path, data: dict[str, Any], *, limit: int = 50) -> None:
+    """The status as a person reads it: where the run is, a model × state table, the jobs that need attention."""
+    run = data.get("run")
+    line = Text(f"{data['manifest']}: {data['jobs']} job(s)", style="bold")
+    if run is None:
+        line.append(" · never run")
+    else:
+        started = time.strftime("%Y-%m-%d %H:%M", time.localtime(run["started_at"]))
+        if run["state"] == "running":
+            line.append(f" · running now (pid {run['pid']}, since {started})", style="cyan")
+        elif run["state"] == "interrupted":
+            line.append(f" · interrupted (run of {started} stopped without finishing)", style="yellow")
+        else:
+            ended = time.strftime("%H:%M", time.localtime(run["finished_at"]))
+            line.append(f" · last run {started}–{ended}, exit {run['exit_code']}")
+        line.append(f" · {run['runs']} run(s)", style="dim")
+    console.print(line)
+
+    states = [s for s in S.ALL_STATES if any(s in by for by in data["per_model"].values())]
+    table = Table(box=box.SIMPLE_HEAD, show_footer=len(data["per_model"]) > 1, pad_edge=False, show_edge=False)
+    table.add_column("model", footer="total", no_wrap=True)
+    for state in states:
+        total = sum(by.get(state, 0) for by in data["per_model"].values())
+        table.add_column(state, justify="right", footer=str(total), style=_STATE_STYLE.get(state, ""))
+    table.add_column("total", justify="right", footer=str(sum(data["counts"].values())), style="bold")
+    for model, by_state in sorted(data["per_model"].items()):
+        table.add_row(Text(model), *(str(by_state.get(s, "")) for s in states), str(sum(by_state.values())))
+    if data["per_model"]:
+        console.print(table)
+    console.print(f"cost so far ${data['cost_usd']:.2f} (estimate for the whole manifest ${data['estimate_usd']:.2f})")
+    if data["not_yet_in_state"]:
+        console.print(f"{data['not_yet_in_state']} job(s) of the manifest not run yet")
+    attention = data["needs_attention"]
+    if attention:
+        console.print()
+        jobs = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False,
+                     title=f"needs attention ({len(attention)})",
+                     title_justify="left", title_style="bold")
+        jobs.add_column("job", no_wrap=True)
+        jobs.add_column("status", no_wrap=True)
+        jobs.add_column("request id", no_wrap=True, style="dim")
+        jobs.add_column("error", overflow="fold")
+        for job in attention[:limit]:
+            jobs.add_row(Text(job["id"]), Text(job["status"], style=_STATE_STYLE.get(job["status"], "")),
+                         Text(job["request_id"] or "—"), Text(job["error"] or ""))
+        console.print(jobs)
+        if len(attention) > limit:
+            console.print(f"… and {len(attention) - limit} more (see --json)")
+    if run is not None and run["state"] == "interrupted":
+        console.print(f"to resume (jobs already submitted are re-attached, none is paid twice): "
+                      f"runcomfy-batch run {path}")
+    elif run is not None and run["state"] == "finished" and any(
+            j["status"] in (S.FAILED, S.EXPIRED, S.CANCELLED) for j in attention):
+        console.print(f"to run the failed jobs again: runcomfy-batch retry {path}")
+
+
+_STATE_STYLE = {S.SUCCEEDED: "green", S.FAILED: "red", S.EXPIRED: "red", S.UNKNOWN: "red",
+                S.CANCELLED: "yellow", S.HELD: "magenta", S.QUEUED: "blue", S.RUNNING: "cyan",
+                S.COLLECTING: "cyan", S.SUBMITTING: "cyan"}
 
 
 def report(path: Path, options: BatchOptions) -> int:
