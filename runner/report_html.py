@@ -52,7 +52,7 @@ th button{all:unset;cursor:pointer;font-weight:600}
 th[aria-sort=ascending] button::after{content:" \\25B2";font-size:10px}
 th[aria-sort=descending] button::after{content:" \\25BC";font-size:10px}
 td.num{text-align:right;white-space:nowrap;font-variant-numeric:tabular-nums}
-.sub{color:var(--dim);font-size:12px;word-break:break-all}
+.sub{color:var(--dim);font-size:12px;font-weight:400;word-break:break-all}
 .id{font-weight:600;word-break:break-all;min-width:12em}
 .model{font-size:12px;min-width:10em}
 .badge{display:inline-block;border-radius:4px;padding:1px 7px;font-size:12px;font-weight:600;background:#eef1f5}
