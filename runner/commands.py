@@ -167,7 +167,8 @@ def status(path: Path, state_path: Path | None, *, as_json: bool = False, limit:
 
 
 def print_status(console: Console, path: Path, data: dict[str, Any], *, limit: int = 50) -> None:
-    """The status as a person reads it: where the run is, a model × state table, the jobs that need attention."""
+    """The status as a person reads it: where the run is, a model × state table, the jobs that need
+    attention."""
     run = data.get("run")
     line = Text(f"{data['manifest']}: {data['jobs']} job(s)", style="bold")
     if run is None:
@@ -185,7 +186,8 @@ def print_status(console: Console, path: Path, data: dict[str, Any], *, limit: i
     console.print(line)
 
     states = [s for s in S.ALL_STATES if any(s in by for by in data["per_model"].values())]
-    table = Table(box=box.SIMPLE_HEAD, show_footer=len(data["per_model"]) > 1, pad_edge=False, show_edge=False)
+    table = Table(box=box.SIMPLE_HEAD, show_footer=len(data["per_model"]) > 1, pad_edge=False,
+                  show_edge=False)
     table.add_column("model", footer="total", no_wrap=True)
     for state in states:
         total = sum(by.get(state, 0) for by in data["per_model"].values())
@@ -195,7 +197,8 @@ def print_status(console: Console, path: Path, data: dict[str, Any], *, limit: i
         table.add_row(Text(model), *(str(by_state.get(s, "")) for s in states), str(sum(by_state.values())))
     if data["per_model"]:
         console.print(table)
-    console.print(f"cost so far ${data['cost_usd']:.2f} (estimate for the whole manifest ${data['estimate_usd']:.2f})")
+    console.print(f"cost so far ${data['cost_usd']:.2f} "
+                  f"(estimate for the whole manifest ${data['estimate_usd']:.2f})")
     if data["not_yet_in_state"]:
         console.print(f"{data['not_yet_in_state']} job(s) of the manifest not run yet")
     attention = data["needs_attention"]

@@ -79,7 +79,8 @@ def describe(event: Event) -> str:
         return f"{job}: {kind} at RunComfy"
     if kind == "completed":
         cost = event.get("cost_usd")
-        return f"{job}: finished at RunComfy" + (f" ({_money(cost)})" if cost is not None else "") + ", downloading"
+        paid = f" ({_money(cost)})" if cost is not None else ""
+        return f"{job}: finished at RunComfy{paid}, downloading"
     if kind == "succeeded":
         return f"{job}: done{twin}"
     if kind == "failed":
@@ -92,7 +93,8 @@ def describe(event: Event) -> str:
         return f"{job}: {kind}{twin}" + (f": {error}" if error else "")
     if kind == "held":
         estimate = event.get("estimate_usd")
-        return f"{job}: held by the budget cap" + (f" (estimate {_money(estimate)})" if estimate is not None else "")
+        guess = f" (estimate {_money(estimate)})" if estimate is not None else ""
+        return f"{job}: held by the budget cap{guess}"
     if kind == "retry":
         who = f"{job}: " if job else ""
         delay = event.get("delay")
@@ -115,7 +117,8 @@ def describe(event: Event) -> str:
         return f"{job}: output missing or changed on disk; downloading it again"
     if kind == "price":
         unit = event.get("unit")
-        return f"price of {event.get('model')} from the API: ${event.get('usd')}" + (f" per {unit}" if unit else "")
+        per = f" per {unit}" if unit else ""
+        return f"price of {event.get('model')} from the API: ${event.get('usd')}{per}"
     if kind == "finish":
         counts = event.get("counts") or {}
         parts = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
@@ -289,7 +292,8 @@ class LineLog:
     """An event sink that writes one line per notable event (every event with ``verbose``), or every
     event as a JSON object per line (``json_lines``)."""
 
-    def __init__(self, stream: TextIO | None = None, *, verbose: bool = False, json_lines: bool = False) -> None:
+    def __init__(self, stream: TextIO | None = None, *, verbose: bool = False,
+                 json_lines: bool = False) -> None:
         self.stream = stream if stream is not None else sys.stderr
         self.verbose = verbose
         self.json_lines = json_lines
@@ -325,7 +329,8 @@ class LiveProgress:
     """A live terminal display (rich) of a run, fed by its events. Use it as a context manager."""
 
     def __init__(self, console: Console | None = None, *, title: str = "", verbose: bool = False,
-                 log_lines: int = 5, clock: Callable[[], float] = time.monotonic, refresh_per_second: float = 4,
+                 log_lines: int = 5, clock: Callable[[], float] = time.monotonic,
+                 refresh_per_second: float = 4,
                  transient: bool = True) -> None:
         self.console = console or Console(stderr=True)
         self.title = title

@@ -55,7 +55,8 @@ td.num{text-align:right;white-space:nowrap;font-variant-numeric:tabular-nums}
 .sub{color:var(--dim);font-size:12px;font-weight:400;word-break:break-all}
 .id{font-weight:600;word-break:break-all;min-width:12em}
 .model{font-size:12px;min-width:10em}
-.badge{display:inline-block;border-radius:4px;padding:1px 7px;font-size:12px;font-weight:600;background:#eef1f5}
+.badge{display:inline-block;border-radius:4px;padding:1px 7px;font-size:12px;font-weight:600;
+background:#eef1f5}
 .s-succeeded{background:#dafbe1;color:var(--ok)}
 .s-failed,.s-expired,.s-unknown{background:#ffebe9;color:var(--bad)}
 .s-cancelled,.s-held{background:#fff8c5;color:var(--warn)}
@@ -192,7 +193,8 @@ def _media(job: Mapping[str, Any], preload: str) -> str:
                          f'title="{_e(path)}"></video>')
         elif lower.endswith(IMAGE_SUFFIXES):
             parts.append(f'<img src="{_href(path)}" alt="{_e(path)}" loading="lazy">')
-        parts.append(f'<div class="sub"><a href="{_href(path)}">{_e(path)}</a> · {output["bytes"]:,} bytes</div>')
+        parts.append(f'<div class="sub"><a href="{_href(path)}">{_e(path)}</a> · '
+                     f'{output["bytes"]:,} bytes</div>')
     return "".join(parts)
 
 
@@ -224,7 +226,8 @@ def _attempts(attempts: Sequence[Mapping[str, Any]], open_: bool) -> str:
                     f"{unknown}</td><td>{_time(a.get('submitted_at'))}</td><td>{_time(a.get('finished_at'))}</td>"
                     f"<td class=num>{_money(a.get('cost_usd'))}</td><td>{_e(why)}</td></tr>")
     return (f"<details{' open' if open_ else ''}><summary>{len(attempts)} attempt(s)</summary>"
-            '<table class="attempts"><thead><tr><th>#</th><th>request id</th><th>status (last RunComfy status)</th>'
+            '<table class="attempts"><thead><tr><th>#</th><th>request id</th>'
+            "<th>status (last RunComfy status)</th>"
             "<th>submitted</th><th>finished</th><th>cost</th><th>error</th></tr></thead><tbody>"
             + "".join(rows) + "</tbody></table></details>")
 
@@ -239,7 +242,8 @@ def _input_files(files: Sequence[Mapping[str, Any]]) -> str:
         elif url:
             value = _e(url)
         else:
-            value = f"inline {_e(f.get('inline_type', 'image'))}, {int(f.get('inline_bytes') or 0) / 1024:,.0f} KB"
+            size = int(f.get("inline_bytes") or 0) / 1024
+            value = f"inline {_e(f.get('inline_type', 'image'))}, {size:,.0f} KB"
         items.append(f"<div><dt>{_e(f['field'])}</dt><dd>{value}</dd></div>")
     return "".join(items)
 
@@ -255,8 +259,8 @@ def _prompt(job: Mapping[str, Any]) -> str:
             f"<li>{_e(b.get('prompt'))} <span class=sub>({_e(b.get('duration'))} s)</span></li>"
             if isinstance(b, Mapping) else f"<li>{_e(b)}</li>" for b in beats)
         parts.append(f'<ol class="beats">{items}</ol>')
-    facts = [f"<div><dt>{_e(k)}</dt><dd>{_e(json.dumps(params[k]) if isinstance(params[k], bool) else params[k])}"
-             "</dd></div>" for k in PARAMETERS if k in params]
+    facts = [f"<div><dt>{_e(k)}</dt><dd>{_e(json.dumps(v) if isinstance(v, bool) else v)}</dd></div>"
+             for k in PARAMETERS if (v := params.get(k)) is not None]
     facts.append(_input_files(job.get("input_files") or []))
     if job.get("twin_of"):
         facts.append(f"<div><dt>same request as</dt><dd>{_e(job['twin_of'])}</dd></div>")
@@ -267,7 +271,8 @@ def _prompt(job: Mapping[str, Any]) -> str:
 def _row(job: Mapping[str, Any], preload: str) -> str:
     status = str(job["status"])
     params = job.get("input") or {}
-    search = " ".join(str(x) for x in (job["id"], params.get("prompt") or "", job.get("request_id") or "")).lower()
+    length = params.get("duration")
+    search = " ".join(str(x or "") for x in (job["id"], params.get("prompt"), job.get("request_id"))).lower()
     data = {"id": job["id"], "status": status, "model": job["model"], "length": _num(params.get("duration")),
             "cost": _num(job.get("cost_usd")), "run": _num(job.get("run_s")),
             "finished": job.get("finished_at") or "", "search": search}
@@ -278,15 +283,17 @@ def _row(job: Mapping[str, Any], preload: str) -> str:
     where = f"line {_e(job['line'])}" if job.get("line") else ""
     request = f"request {_e(job['request_id'])}" if job.get("request_id") else ""
     return (f"<tr {attrs}>"
-            f'<td class="id">{_e(job["id"])}<div class="sub">{" · ".join(p for p in (where, request) if p)}</div></td>'
+            f'<td class="id">{_e(job["id"])}<div class="sub">{" · ".join(p for p in (where, request) if p)}'
+            "</div></td>"
             f'<td><span class="badge s-{_e(status)}">{_e(status)}</span></td>'
             f'<td class="model">{_model(str(job["model"]))}</td>'
-            f'<td class="num">{_e(params.get("duration"))}{" s" if params.get("duration") is not None else ""}</td>'
+            f'<td class="num">{_e(length)}{" s" if length is not None else ""}</td>'
             f'<td class="num">{_money(job.get("cost_usd"))}</td>'
             f'<td class="num">{_seconds(job.get("run_s"))}</td>'
             f"<td>{_time(job.get('finished_at'))}</td>"
             f'<td class="media">{output}</td>'
-            f"<td>{_prompt(job)}{_attempts(history, open_=trouble) if trouble or len(history) > 1 else ''}</td>"
+            f"<td>{_prompt(job)}{_attempts(history, open_=trouble) if trouble or len(history) > 1 else ''}"
+            "</td>"
             "</tr>")
 
 
@@ -311,7 +318,8 @@ def render_html(report: Mapping[str, Any]) -> str:
     """The page for a report dict (as :func:`runner.report.build_report` makes it)."""
     summary = report["summary"]
     jobs = report["jobs"]
-    videos = sum(1 for j in jobs for o in j.get("outputs") or [] if str(o["path"]).lower().endswith(VIDEO_SUFFIXES))
+    videos = sum(str(o["path"]).lower().endswith(VIDEO_SUFFIXES)
+                 for j in jobs for o in j.get("outputs") or [])
     preload = "metadata" if videos <= PRELOAD_LIMIT else "none"
     statuses = sorted({j["status"] for j in jobs})
     models = sorted({j["model"] for j in jobs})
@@ -322,7 +330,8 @@ def render_html(report: Mapping[str, Any]) -> str:
     heads = "".join(
         f'<th data-key="{key}" data-type="{"num" if numeric else "text"}"><button type="button">{_e(title)}'
         f"</button></th>" if key else f"<th>{_e(title)}</th>" for title, key, numeric in COLUMNS)
-    body = "".join(_row(job, preload) for job in jobs) or f'<tr><td colspan="{len(COLUMNS)}">no jobs</td></tr>'
+    empty = f'<tr><td colspan="{len(COLUMNS)}">no jobs</td></tr>'
+    body = "".join(_row(job, preload) for job in jobs) or empty
     script_hash = base64.b64encode(hashlib.sha256(JS.encode()).digest()).decode()
     csp = (f"default-src 'none'; style-src 'unsafe-inline'; script-src 'sha256-{script_hash}'; "
            "media-src 'self' file:; img-src 'self' file: data:")

@@ -29,9 +29,11 @@ def png(width: int = 3, height: int = 2, seed: int = 0) -> bytes:
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
-    rows = b"".join(b"\x00" + bytes((seed + x * 40 + y * 90) % 256 for x in range(width * 3)) for y in range(height))
+    rows = b"".join(b"\x00" + bytes((seed + x * 40 + y * 90) % 256 for x in range(width * 3))
+                    for y in range(height))
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+    body = chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+    return b"\x89PNG\r\n\x1a\n" + body
 
 
 def request_ids(state: Path) -> dict[str, str]:
@@ -57,7 +59,7 @@ async def test_a_local_png_reaches_the_api_as_a_data_uri_of_its_bytes(sim, write
         jobs:
           - id: portrait
             model: {I2V}
-            input: {{prompt: she turns to camera, image: ./refs/woman.png, end_image: refs/man.png, duration: 5}}
+            input: {{prompt: she turns, image: ./refs/woman.png, end_image: refs/man.png, duration: 5}}
           - id: couple
             model: {R2V}
             input:

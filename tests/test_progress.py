@@ -112,7 +112,7 @@ async def test_the_live_display_shows_counts_rate_spend_concurrency_and_notable_
             frame.print(display.render())
         text = capture.get()
         display(events[-1])
-    assert re.search(rf"nightly .* 8/8 +100%", text), text
+    assert re.search(r"nightly .* 8/8 +100%", text), text
     assert f"done {result.counts['succeeded']}" in text and f"failed {failed}" in text
     assert "running 0" in text and "queued 0" in text and "waiting 0" in text
     assert f"spent ${result.cost_usd:,.2f}" in text
@@ -131,7 +131,8 @@ def test_the_live_display_never_prints_the_token_or_reads_text_as_markup(monkeyp
     screen = Terminal()
     console = Console(file=screen, force_terminal=True, width=200)
     with LiveProgress(console, title="t", refresh_per_second=50) as display:
-        display({"event": "start", "time": 0, "jobs": 1, "to_submit": 1, "waiting": 1, "counts": {"pending": 1}})
+        display({"event": "start", "time": 0, "jobs": 1, "to_submit": 1, "waiting": 1,
+                 "counts": {"pending": 1}})
         display({"event": "failed", "time": 0, "job_id": "j1", "error": f"[bold red]boom[/] with {secret} "
                  f"and Authorization: Bearer {secret}"})
     out = ANSI.sub("", screen.getvalue())
@@ -185,14 +186,16 @@ async def test_json_lines_are_one_event_each_and_redacted(sim, write_manifest, m
     manifest = write_manifest(simple_manifest(3))
     events: list[dict[str, Any]] = []
     await sim().run(manifest, events)
-    events.append({"event": "retry", "time": 1.0, "error": f"echo of Bearer {secret}", "delay": 0.1, "attempt": 2})
+    events.append({"event": "retry", "time": 1.0, "error": f"echo of Bearer {secret}", "delay": 0.1,
+                   "attempt": 2})
     out = io.StringIO()
     log = LineLog(out, json_lines=True)
     for event in events:
         log(event)
     parsed = [json.loads(line) for line in out.getvalue().splitlines()]
     assert [p["event"] for p in parsed] == [e["event"] for e in events]
-    assert next(p for p in parsed if p["event"] == "start")["jobs"] == 3 and parsed[-2]["counts"] == {"succeeded": 3}
+    assert next(p for p in parsed if p["event"] == "start")["jobs"] == 3
+    assert parsed[-2]["counts"] == {"succeeded": 3}
     assert secret not in out.getvalue() and parsed[-1]["error"] == "echo of Bearer ***"
 
 

@@ -27,7 +27,8 @@ COLUMNS = ["id", "model", "status", "request_id", "duration", "prompt", "estimat
 
 
 async def test_prompts_with_commas_quotes_and_newlines_round_trip(sim, write_manifest, tmp_path):
-    jobs = "\n".join(f"  - id: {name}\n    input: {{prompt: {json.dumps(text)}}}" for name, text in PROMPTS.items())
+    jobs = "\n".join(f"  - id: {name}\n    input: {{prompt: {json.dumps(text)}}}"
+                     for name, text in PROMPTS.items())
     manifest = write_manifest(f"version: 1\nname: csv\noutput_dir: ./out\ndefaults:\n  model: {R2V}\n"
                               f"  input: {{duration: 5}}\njobs:\n{jobs}\n")
     expected = {job.id: job.input["prompt"] for job in load_manifest(manifest, Catalog.load()).jobs}
@@ -70,4 +71,5 @@ async def test_every_job_of_the_manifest_has_a_row_even_before_it_ran(sim, write
     assert [r["id"] for r in rows] == ["j0", "j1", "j2", "j3"]
     held = [r for r in rows if r["status"] == "held"]
     assert len(held) == 2
-    assert all(r["cost_usd"] == "" and r["request_id"] == "" and r["error"] == "held by the budget cap" for r in held)
+    assert all(r["cost_usd"] == "" and r["request_id"] == "" for r in held)
+    assert all(r["error"] == "held by the budget cap" for r in held)

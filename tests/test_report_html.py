@@ -115,7 +115,7 @@ def parse(page: str) -> Elements:
 
 
 def test_a_real_report_validates_against_its_schema(report):
-    """report.json, with failures, retries, reference files and slot figures, matches schemas/report.schema.json."""
+    """report.json, with failures, reference files and slot figures, matches schemas/report.schema.json."""
     data, _ = report
     schema = json.loads((schema_dir() / "report.schema.json").read_text())
     jsonschema.Draft202012Validator.check_schema(schema)
@@ -129,8 +129,9 @@ def test_a_real_report_validates_against_its_schema(report):
 
 
 def test_slot_efficiency_is_busy_time_over_peak_times_span():
-    """Two back-to-back jobs in one slot fill it (1.0); two overlapping jobs of 1 s over 2 s fill half of two slots."""
-    assert slot_use([(0.0, 1.0), (1.0, 2.0)]) == {"busy_seconds": 2.0, "peak_running": 1, "slot_efficiency": 1.0}
+    """Back-to-back jobs fill one slot (1.0); two 1 s jobs overlapping over 1.5 s fill 2/3 of two slots."""
+    assert slot_use([(0.0, 1.0), (1.0, 2.0)]) == {"busy_seconds": 2.0, "peak_running": 1,
+                                                  "slot_efficiency": 1.0}
     assert slot_use([(0.0, 1.0), (0.5, 1.5)])["peak_running"] == 2
     assert slot_use([(0.0, 1.0), (0.5, 1.5)])["slot_efficiency"] == pytest.approx(2 / (2 * 1.5), abs=1e-4)
     assert slot_use([]) == {"busy_seconds": 0.0, "peak_running": 0, "slot_efficiency": None}
@@ -206,7 +207,8 @@ def page(browser, report):
 
 
 def visible_ids(page) -> list[str]:
-    return page.eval_on_selector_all("#jobs > tbody > tr:not([hidden])", "rows => rows.map(r => r.dataset.id)")
+    return page.eval_on_selector_all("#jobs > tbody > tr:not([hidden])",
+                                     "rows => rows.map(r => r.dataset.id)")
 
 
 @pytest.mark.browser
@@ -263,7 +265,8 @@ def test_headers_sort_the_table_both_ways(page, report):
     page.click("th[data-key=id] button")
     assert visible_ids(page) == sorted((j["id"] for j in data["jobs"]), key=str.lower)
     page.click("th[data-key=length] button")
-    lengths = page.eval_on_selector_all("#jobs > tbody > tr", "rows => rows.map(r => parseFloat(r.dataset.length))")
+    lengths = page.eval_on_selector_all("#jobs > tbody > tr",
+                                        "rows => rows.map(r => parseFloat(r.dataset.length))")
     assert lengths == sorted(lengths) and lengths[0] == 5 and lengths[-1] == 10
 
 

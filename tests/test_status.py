@@ -47,7 +47,8 @@ async def test_status_of_a_finished_run_with_failures(sim, write_manifest, tmp_p
     for model in (I2V, R2V):
         row = next(line for line in lines if line.startswith(model))
         by_state = data["per_model"][model]
-        cells = [str(by_state.get("succeeded", "")), str(by_state.get("failed", "")), str(sum(by_state.values()))]
+        cells = [str(by_state.get("succeeded", "")), str(by_state.get("failed", "")),
+                 str(sum(by_state.values()))]
         assert row.split()[1:] == [c for c in cells if c]  # an empty cell is blank, not 0
         assert len(row) == len(header.rstrip()) or row.endswith(cells[-1])
     total = next(line for line in lines if line.startswith("total")).split()
@@ -100,7 +101,8 @@ def test_status_of_an_interrupted_run_says_how_to_resume(write_manifest, tmp_pat
     """A runner killed with jobs in flight: status says so, counts them, and names the command to resume."""
     manifest = write_manifest(simple_manifest(4, name="killed"))
     state = tmp_path / "state" / "killed.sqlite"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RUNCOMFY_")} | {"RUNCOMFY_API_TOKEN": "sim-token"}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RUNCOMFY_")}
+    env["RUNCOMFY_API_TOKEN"] = "sim-token"
     with running_server(SimulatorConfig(concurrency=2, job_seconds=30)) as base_url:
         runner = subprocess.Popen([sys.executable, "-m", "runner", "run", "m.yaml", "--base-url", base_url,
                                    "--no-progress"], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
