@@ -21,8 +21,11 @@ from urllib.parse import quote
 VIDEO_SUFFIXES = (".mp4", ".webm", ".mov", ".m4v")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".gif")
 PARAMETERS = ("duration", "aspect_ratio", "sound", "keep_original_sound", "shot_type")
-# Past this many videos the players load nothing until played: a page of 10,000 jobs stays light.
-PRELOAD_LIMIT = 60
+# Up to this many videos the page holds real players (they work without the script too); past it, each
+# is a placeholder the script turns into a player when its row is first shown, so that a report of
+# 10,000 jobs opens in seconds, not minutes.
+INLINE_VIDEO_LIMIT = 60
+PAGE_ROWS = 100  # rows shown at once
 
 CSS = """
 :root{--fg:#1d2430;--dim:#5b6678;--line:#dde2ea;--bg:#f6f7f9;--card:#fff;--ok:#1a7f37;--bad:#c4302b;
@@ -61,6 +64,7 @@ background:#eef1f5}
 .s-failed,.s-expired,.s-unknown{background:#ffebe9;color:var(--bad)}
 .s-cancelled,.s-held{background:#fff8c5;color:var(--warn)}
 .s-queued,.s-running,.s-collecting,.s-submitting{background:#ddf4ff;color:var(--run)}
+.player{width:240px;height:135px;border-radius:6px;background:#222}
 video,.media img{width:240px;max-width:100%;border-radius:6px;background:#000;display:block}
 .media{width:256px}
 .prompt{white-space:pre-wrap;margin:0 0 6px;max-width:44em}
@@ -81,35 +85,74 @@ table.attempts td{padding:3px 6px}
 JS = """
 (function () {
   "use strict";
+  var PAGE = __PAGE__;  // rows shown at once: a browser lays out 100 rows fast, 10,000 slowly
   var table = document.getElementById("jobs");
   if (!table) { return; }
   var body = table.tBodies[0];
-  var rows = Array.prototype.slice.call(body.rows);
+  var rows = Array.prototype.slice.call(body.rows).filter(function (r) {
+    return r.dataset.id !== undefined;
+  });
   var byStatus = document.getElementById("f-status");
   var byModel = document.getElementById("f-model");
   var byText = document.getElementById("f-text");
   var shown = document.getElementById("shown");
+  var pager = document.getElementById("pager");
+  var pageLabel = document.getElementById("page");
   var chips = Array.prototype.slice.call(document.querySelectorAll(".chip"));
+  var matching = rows, page = 0;
 
-  function filter() {
-    var s = byStatus.value, m = byModel.value, q = byText.value.trim().toLowerCase(), n = 0;
-    rows.forEach(function (row) {
-      var ok = (!s || row.dataset.status === s) && (!m || row.dataset.model === m) &&
-        (!q || row.dataset.search.indexOf(q) !== -1);
-      row.hidden = !ok;
-      if (ok) { n += 1; }
-    });
-    chips.forEach(function (chip) { chip.setAttribute("aria-pressed", String(chip.dataset.status === s)); });
-    shown.textContent = n + " of " + rows.length + " jobs shown";
+  function player(slot) {  // a large report's videos are made when their row is first shown
+    var video = document.createElement("video");
+    video.src = slot.dataset.src;
+    video.controls = true;
+    video.preload = "metadata";
+    video.playsInline = true;
+    video.title = slot.dataset.src;
+    slot.replaceWith(video);
   }
 
-  function compare(key, numeric, direction) {
-    return function (a, b) {
-      var x = a.dataset[key] || "", y = b.dataset[key] || "";
-      if (x === "" || y === "") { return x === y ? 0 : (x === "" ? 1 : -1); }  // blanks last, both ways
-      if (numeric) { return direction * (parseFloat(x) - parseFloat(y)); }
-      return direction * x.localeCompare(y, undefined, {numeric: true, sensitivity: "base"});
-    };
+  function render() {
+    var pages = Math.max(1, Math.ceil(matching.length / PAGE));
+    page = Math.min(page, pages - 1);
+    var start = page * PAGE, end = Math.min(matching.length, start + PAGE);
+    var visible = new Set(matching.slice(start, end));
+    rows.forEach(function (row) {
+      var on = visible.has(row);
+      if (row.hidden === on) { row.hidden = !on; }
+      if (on) { Array.prototype.forEach.call(row.querySelectorAll(".player[data-src]"), player); }
+    });
+    shown.textContent = matching.length + " of " + rows.length + " jobs shown" +
+      (pages > 1 ? " (" + (start + 1) + "\u2013" + end + " on this page)" : "");
+    pager.hidden = pages < 2;
+    pageLabel.textContent = "page " + (page + 1) + " of " + pages;
+  }
+
+  function filter() {
+    var s = byStatus.value, m = byModel.value, q = byText.value.trim().toLowerCase();
+    matching = rows.filter(function (row) {
+      return (!s || row.dataset.status === s) && (!m || row.dataset.model === m) &&
+        (!q || row.dataset.search.indexOf(q) !== -1);
+    });
+    chips.forEach(function (chip) { chip.setAttribute("aria-pressed", String(chip.dataset.status === s)); });
+    page = 0;
+    render();
+  }
+
+  function sortBy(th, direction) {
+    var key = th.dataset.key, numeric = th.dataset.type === "num";
+    var keyed = rows.map(function (row) {
+      var raw = row.dataset[key] || "";
+      return {row: row, blank: raw === "", value: numeric ? parseFloat(raw) : raw};
+    });
+    keyed.sort(function (a, b) {
+      if (a.blank || b.blank) { return a.blank === b.blank ? 0 : (a.blank ? 1 : -1); }  // blanks last
+      if (numeric) { return direction * (a.value - b.value); }
+      return direction * a.value.localeCompare(b.value, undefined, {numeric: true, sensitivity: "base"});
+    });
+    rows = keyed.map(function (k) { return k.row; });
+    var fragment = document.createDocumentFragment();
+    rows.forEach(function (row) { fragment.appendChild(row); });
+    body.appendChild(fragment);
   }
 
   Array.prototype.forEach.call(table.tHead.rows[0].cells, function (th) {
@@ -121,10 +164,8 @@ JS = """
         other.removeAttribute("aria-sort");
       });
       th.setAttribute("aria-sort", direction === 1 ? "ascending" : "descending");
-      rows.sort(compare(th.dataset.key, th.dataset.type === "num", direction));
-      var fragment = document.createDocumentFragment();
-      rows.forEach(function (row) { fragment.appendChild(row); });
-      body.appendChild(fragment);
+      sortBy(th, direction);
+      filter();
     });
   });
   chips.forEach(function (chip) {
@@ -135,6 +176,11 @@ JS = """
   });
   [byStatus, byModel].forEach(function (el) { el.addEventListener("change", filter); });
   byText.addEventListener("input", filter);
+  document.getElementById("prev").addEventListener("click", function () {
+    page = Math.max(0, page - 1);
+    render();
+  });
+  document.getElementById("next").addEventListener("click", function () { page += 1; render(); });
   filter();
 })();
 """
@@ -183,14 +229,16 @@ def _time(iso: str | None) -> str:
     return f'<time datetime="{_e(iso)}" title="{_e(iso)}">{_e(iso[11:19] or iso)}</time>'
 
 
-def _media(job: Mapping[str, Any], preload: str) -> str:
+def _media(job: Mapping[str, Any], inline_videos: bool) -> str:
     parts = []
     for output in job.get("outputs") or []:
         path = str(output["path"])
         lower = path.lower()
-        if lower.endswith(VIDEO_SUFFIXES):
-            parts.append(f'<video src="{_href(path)}" controls preload="{preload}" playsinline '
+        if lower.endswith(VIDEO_SUFFIXES) and inline_videos:
+            parts.append(f'<video src="{_href(path)}" controls preload="metadata" playsinline '
                          f'title="{_e(path)}"></video>')
+        elif lower.endswith(VIDEO_SUFFIXES):
+            parts.append(f'<div class="player" data-src="{_href(path)}"></div>')
         elif lower.endswith(IMAGE_SUFFIXES):
             parts.append(f'<img src="{_href(path)}" alt="{_e(path)}" loading="lazy">')
         parts.append(f'<div class="sub"><a href="{_href(path)}">{_e(path)}</a> · '
@@ -268,7 +316,7 @@ def _prompt(job: Mapping[str, Any]) -> str:
     return "".join(parts)
 
 
-def _row(job: Mapping[str, Any], preload: str) -> str:
+def _row(job: Mapping[str, Any], inline_videos: bool, hidden: bool = False) -> str:
     status = str(job["status"])
     params = job.get("input") or {}
     length = params.get("duration")
@@ -278,11 +326,11 @@ def _row(job: Mapping[str, Any], preload: str) -> str:
             "finished": job.get("finished_at") or "", "search": search}
     attrs = " ".join(f'data-{k}="{_e(v)}"' for k, v in data.items())
     trouble = status not in ("succeeded", "queued", "running", "collecting", "submitting", "pending")
-    output = _media(job, preload) + (_error(job.get("error")) if trouble else "")
+    output = _media(job, inline_videos) + (_error(job.get("error")) if trouble else "")
     history = job.get("attempts") or []
     where = f"line {_e(job['line'])}" if job.get("line") else ""
     request = f"request {_e(job['request_id'])}" if job.get("request_id") else ""
-    return (f"<tr {attrs}>"
+    return (f"<tr {attrs}{' hidden' if hidden else ''}>"
             f'<td class="id">{_e(job["id"])}<div class="sub">{" · ".join(p for p in (where, request) if p)}'
             "</div></td>"
             f'<td><span class="badge s-{_e(status)}">{_e(status)}</span></td>'
@@ -320,7 +368,7 @@ def render_html(report: Mapping[str, Any]) -> str:
     jobs = report["jobs"]
     videos = sum(str(o["path"]).lower().endswith(VIDEO_SUFFIXES)
                  for j in jobs for o in j.get("outputs") or [])
-    preload = "metadata" if videos <= PRELOAD_LIMIT else "none"
+    inline_videos = videos <= INLINE_VIDEO_LIMIT
     statuses = sorted({j["status"] for j in jobs})
     models = sorted({j["model"] for j in jobs})
     chips = "".join(f'<button type="button" class="chip" data-status="{_e(s)}" aria-pressed="false">'
@@ -331,8 +379,10 @@ def render_html(report: Mapping[str, Any]) -> str:
         f'<th data-key="{key}" data-type="{"num" if numeric else "text"}"><button type="button">{_e(title)}'
         f"</button></th>" if key else f"<th>{_e(title)}</th>" for title, key, numeric in COLUMNS)
     empty = f'<tr><td colspan="{len(COLUMNS)}">no jobs</td></tr>'
-    body = "".join(_row(job, preload) for job in jobs) or empty
-    script_hash = base64.b64encode(hashlib.sha256(JS.encode()).digest()).decode()
+    # Rows past the first page start hidden, so the browser never lays out 10,000 rows at once.
+    body = "".join(_row(job, inline_videos, n >= PAGE_ROWS) for n, job in enumerate(jobs)) or empty
+    script = JS.replace("__PAGE__", str(PAGE_ROWS))
+    script_hash = base64.b64encode(hashlib.sha256(script.encode()).digest()).decode()
     csp = (f"default-src 'none'; style-src 'unsafe-inline'; script-src 'sha256-{script_hash}'; "
            "media-src 'self' file:; img-src 'self' file: data:")
     name = _e(report["name"])
@@ -358,11 +408,13 @@ when no poll did) to the poll that found it finished, so it can include some que
 <label>Model <select id="f-model"><option value="">all</option>{model_options}</select></label>
 <label>Search <input id="f-text" type="search" placeholder="id, prompt or request id"></label>
 <span id="shown">{len(jobs)} of {len(jobs)} jobs shown</span>
+<span id="pager" hidden><button type="button" id="prev">‹ previous</button> <span id="page"></span>
+<button type="button" id="next">next ›</button></span>
 </div>
 <table id="jobs"><thead><tr>{heads}</tr></thead>
 <tbody>
 {body}
 </tbody></table>
-<script>{JS}</script>
+<script>{script}</script>
 </body></html>
 """

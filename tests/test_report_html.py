@@ -308,3 +308,48 @@ def test_the_report_folder_can_be_moved_whole(browser, report, tmp_path):
     srcs = page.eval_on_selector_all("video", "vs => vs.map(v => v.currentSrc)")
     assert srcs and all(s.startswith(moved.as_uri()) for s in srcs)
     context.close()
+
+
+@pytest.mark.browser
+def test_a_large_report_pages_its_rows_and_makes_players_for_the_shown_page_only(browser, report, tmp_path):
+    """250 jobs (the real ones, repeated): 100 rows a page, sorting and filtering span every page, and
+    a video player exists only for rows that have been shown (each still plays its file)."""
+    data, out = report
+    jobs = []
+    for n in range(250):
+        job = copy.deepcopy(data["jobs"][n % len(data["jobs"])])
+        job["id"] = f"job-{n:03d}"
+        job["cost_usd"] = None if job["status"] != "succeeded" else float(n)
+        jobs.append(job)
+    big = out / "big.html"  # beside the real outputs, so the relative video paths resolve
+    big.write_text(render_html({**data, "jobs": jobs}), encoding="utf-8")
+    succeeded = [j for j in jobs if j["status"] == "succeeded"]
+    assert len(succeeded) > 60  # past the limit for players written into the page
+    context = browser.new_context()
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    try:
+        page.goto(big.as_uri())
+        assert page.inner_text("#shown") == "250 of 250 jobs shown (1–100 on this page)"
+        assert visible_ids(page) == [f"job-{n:03d}" for n in range(100)]
+        on_page = sum(1 for j in succeeded if int(j["id"][4:]) < 100)
+        assert page.locator("video").count() == on_page
+        loaded = "() => Array.from(document.querySelectorAll('video')).every(v => v.readyState >= 1)"
+        page.wait_for_function(loaded, timeout=10_000)
+        page.click("#next")
+        page.click("#next")
+        assert page.inner_text("#page") == "page 3 of 3"
+        assert visible_ids(page) == [f"job-{n:03d}" for n in range(200, 250)]
+        assert page.locator("video").count() == len(succeeded)  # pages 1-3 have all been shown now
+        page.click("th[data-key=cost] button")
+        page.click("th[data-key=cost] button")  # descending: the most expensive job, wherever it was
+        assert visible_ids(page)[0] == max(succeeded, key=lambda j: j["cost_usd"])["id"]
+        assert page.inner_text("#page") == "page 1 of 3"
+        page.select_option("#f-status", "failed")
+        failed = sum(1 for j in jobs if j["status"] == "failed")
+        assert len(visible_ids(page)) == min(100, failed)
+        assert page.inner_text("#shown").startswith(f"{failed} of 250 jobs shown")
+        assert errors == []
+    finally:
+        context.close()
