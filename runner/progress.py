@@ -357,6 +357,9 @@ class LiveProgress:
         if kind in NOTABLE - {"concurrency", "refetch"}:
             # Failures and stops stay on screen above the display, after it is gone.
             self._live.console.print(Text(redact(LineLog._stamp(event) + describe(event)), style="yellow"))
+        if kind == "stopping":
+            # A second Ctrl-C ends the process at once (os._exit): leave the terminal's cursor visible.
+            self.console.show_cursor(True)
         if kind in ("start", "finish"):
             self._live.refresh()  # the rest shows at the next auto-refresh: 10,000 jobs make 40,000 events
 

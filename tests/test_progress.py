@@ -135,9 +135,13 @@ def test_the_live_display_never_prints_the_token_or_reads_text_as_markup(monkeyp
                  "counts": {"pending": 1}})
         display({"event": "failed", "time": 0, "job_id": "j1", "error": f"[bold red]boom[/] with {secret} "
                  f"and Authorization: Bearer {secret}"})
+        display({"event": "stopping", "time": 0, "reason": "interrupted: finishing in-flight submits"})
+        # The cursor is shown again at once: a second Ctrl-C leaves without tidying the terminal.
+        assert "\x1b[?25h" in screen.getvalue()  # (rich shows it otherwise only when the display stops)
     out = ANSI.sub("", screen.getvalue())
     assert secret not in out
     assert "j1: failed: [bold red]boom[/] with *** and Authorization: Bearer ***" in out
+    assert "stopping: interrupted: finishing in-flight submits" in out
 
 
 async def test_plain_lines_are_quiet_on_success_and_name_every_failure(sim, write_manifest):
