@@ -20,6 +20,7 @@ import os
 import random
 import shutil
 import signal
+import sys
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Mapping
@@ -247,17 +248,22 @@ class Runner:
                   http=self.settings.http_concurrency, max_in_flight=self.settings.max_in_flight)
         interrupted = False
         try:
-            async with anyio.create_task_group() as tg:
-                self._tg = tg
+            # The signal receiver lives outside the work's task group: the first signal cancels the
+            # work, and the receiver stays installed to catch a second one (never a KeyboardInterrupt
+            # between two writes of one journal update).
+            async with anyio.create_task_group() as watch:
                 if self.settings.handle_signals:
-                    tg.start_soon(self._signals, tg.cancel_scope)
-                tg.start_soon(self._flusher)
-                for job_id in sorted(self.collecting):
-                    tg.start_soon(self._collect, job_id)
-                tg.start_soon(self._poller)
-                tg.start_soon(self._prober)
-                await self._drive()
-                tg.cancel_scope.cancel()
+                    watch.start_soon(self._signals)
+                async with anyio.create_task_group() as tg:
+                    self._tg = tg
+                    tg.start_soon(self._flusher)
+                    for job_id in sorted(self.collecting):
+                        tg.start_soon(self._collect, job_id)
+                    tg.start_soon(self._poller)
+                    tg.start_soon(self._prober)
+                    await self._drive()
+                    tg.cancel_scope.cancel()
+                watch.cancel_scope.cancel()
         except KeyboardInterrupt:  # pragma: no cover - only without handle_signals
             interrupted = True
         if self.stop_reason == "signal":
@@ -278,17 +284,23 @@ class Runner:
             await anyio.sleep(self.settings.flush_interval)
             self.store.flush()
 
-    async def _signals(self, scope: anyio.CancelScope) -> None:
+    async def _signals(self) -> None:
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async for _ in signals:
                 if self.stop_reason == "signal":
-                    # Second Ctrl-C: leave now. Every write is a whole statement, so committing
-                    # what is written keeps the state consistent; an in-flight submit becomes unknown.
+                    # Second Ctrl-C: leave now. This task runs between other tasks' steps, so every
+                    # journal update is whole and committing them keeps the state consistent; a submit
+                    # still on the wire stays 'submitting' and is reported unknown on the next run.
                     self.store.flush()
+                    self.emit("stopping", reason="interrupted again: stopped at once")
+                    sys.stderr.write("runcomfy-batch: stopped at once; run the same command again to resume "
+                                     "(submits that were on the wire become unknown)\n")
+                    sys.stderr.flush()
                     os._exit(EXIT_INTERRUPTED)
                 self.stop_reason = "signal"
-                self.emit("stopping", reason="interrupted: finishing in-flight submits, then stopping")
-                scope.cancel()
+                self.emit("stopping", reason="interrupted: finishing in-flight submits, then stopping "
+                          "(Ctrl-C again to stop at once)")
+                self._tg.cancel_scope.cancel()
 
     # -- submitting -----------------------------------------------------------------------------
     async def _drive(self) -> None:
