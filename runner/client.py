@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
+import anyio
 import httpx
 
 from .errors import (
@@ -189,7 +190,12 @@ class RunComfyClient:
 
         async def once() -> str:
             try:
-                answer = await self._call("POST", f"/v1/models/{model_id}", body=input)
+                # Shielded: a POST that may have left is worth its answer even when the caller is
+                # being cancelled (a stop): abandoning it would make a knowable outcome unknown. The
+                # backoff between tries stays cancellable; a try is repeated only if it surely did
+                # not reach the server.
+                with anyio.CancelScope(shield=True):
+                    answer = await self._call("POST", f"/v1/models/{model_id}", body=input)
             except TransportError as exc:
                 if exc.surely_not_sent:
                     raise

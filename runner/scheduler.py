@@ -356,22 +356,26 @@ class Runner:
                 if self.stop_reason or self.fatal is not None:
                     self._drop(live, refund=True)
                     return
-                # Shielded from the intent on: once the POST is on its way its answer is worth waiting
-                # for even when stopping, because a recorded request id is a re-attachable job and a
-                # lost one is an unknown.
-                with anyio.CancelScope(shield=True):
-                    self._record_intent(live)
-                    try:
-                        request_id = await self.client.submit(job.model, job.input)
-                    except ApiError as exc:
-                        self._submit_failed(live, exc)
-                        return
-                    live.request_id = request_id
-                    live.status = S.QUEUED
-                    self.store.record_submitted(job.id, live.attempt_id, request_id)
-                    self.store.flush()  # the request id is durable at once: the unknown window stays tiny
+                self._record_intent(live)
+                try:
+                    # The client shields each POST until its answer: a stop never abandons one on the
+                    # wire. What a stop can cut short is the backoff between tries, and a try is only
+                    # repeated when it surely did not reach RunComfy.
+                    request_id = await self.client.submit(job.model, job.input)
+                except ApiError as exc:
+                    self._submit_failed(live, exc)
+                    return
+                live.request_id = request_id
+                live.status = S.QUEUED
+                self.store.record_submitted(job.id, live.attempt_id, request_id)
+                self.store.flush()  # the request id is durable at once: the unknown window stays tiny
         except anyio.get_cancelled_exc_class():
-            if not live.attempt_id:
+            if live.attempt_id and live.request_id is None:
+                # Stopped while waiting to retry a submit that was not taken (429, refused): not sent.
+                self.store.record_error(job.id, live.attempt_id, "not_sent", {
+                    "type": "Stopped", "message": "the run stopped before this submit could be retried"})
+                self.store.set_status(job.id, S.UNKNOWN if live.resubmit else S.PENDING)
+            if live.request_id is None:
                 self._drop(live, refund=True)
             raise
         self._ok()
