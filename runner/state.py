@@ -25,7 +25,7 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,28 +59,28 @@ def now() -> float:
 
 
 def _migration_1(db: sqlite_utils.Database) -> None:
-    db["jobs"].create(
+    db.table("jobs").create(
         {"job_id": str, "fingerprint": str, "model": str, "line": int, "position": int,
          "in_manifest": int, "status": str, "attempt_id": int, "twin_of": str,
          "estimate_usd": float, "error": str, "updated_at": float},
         pk="job_id", not_null={"fingerprint", "model", "status"},
     )
-    db["attempts"].create(
+    db.table("attempts").create(
         {"attempt_id": int, "job_id": str, "fingerprint": str, "model": str, "input_json": str,
          "request_id": str, "status": str, "remote_status": str, "resubmit_of_unknown": int,
          "intent_at": float, "submitted_at": float, "started_at": float, "finished_at": float,
          "estimate_usd": float, "cost_usd": float, "outputs_json": str, "error": str},
         pk="attempt_id", not_null={"job_id", "status"},
     )
-    db["attempts"].create_index(["job_id"])
-    db["attempts"].create_index(["request_id"])
-    db["outputs"].create(
+    db.table("attempts").create_index(["job_id"])
+    db.table("attempts").create_index(["request_id"])
+    db.table("outputs").create(
         {"attempt_id": int, "idx": int, "job_id": str, "url": str, "path": str, "bytes": int,
          "sha256": str, "mtime_ns": int, "downloaded_at": float},
         pk=("job_id", "attempt_id", "idx"),
     )
-    db["outputs"].create_index(["job_id"])
-    db["runs"].create(
+    db.table("outputs").create_index(["job_id"])
+    db.table("runs").create(
         {"run_id": int, "pid": int, "command": str, "started_at": float, "finished_at": float,
          "exit_code": int, "summary": str},
         pk="run_id",
@@ -208,7 +208,7 @@ class Store:
             self._in_tx = True
         return self.conn.execute(sql, tuple(params))
 
-    def _write_many(self, sql: str, rows: Iterable[Iterable[Any]]) -> None:
+    def _write_many(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         if not self._in_tx:
             self.conn.execute("BEGIN IMMEDIATE")
             self._in_tx = True
