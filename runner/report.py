@@ -72,6 +72,21 @@ def slot_use(spans: list[tuple[float, float]]) -> dict[str, float | int | None]:
     return {"busy_seconds": round(busy, 3), "peak_running": peak, "slot_efficiency": efficiency}
 
 
+def wall_seconds(store: S.Store, runs: list[dict[str, Any]]) -> float:
+    """Seconds the runner ran, over every run. A run that was killed has no end of its own: it ended
+    before the next run started, and no earlier than the last thing it journaled. (Counting it until
+    now would grow the figure every time the report is written.)"""
+    ordered = sorted(runs, key=lambda r: r["started_at"])
+    total = 0.0
+    for i, run in enumerate(ordered):
+        start, end = run["started_at"], run["finished_at"]
+        if end is None:
+            before = ordered[i + 1]["started_at"] if i + 1 < len(ordered) else float("inf")
+            end = store.last_activity(start, before) or start
+        total += max(0.0, end - start)
+    return total
+
+
 def build_report(manifest: Manifest, store: S.Store) -> dict[str, Any]:
     """The report as a JSON-able dict: a summary and one entry per job in the manifest."""
     rows = store.jobs()
@@ -127,7 +142,7 @@ def build_report(manifest: Manifest, store: S.Store) -> dict[str, Any]:
     runs = store.runs()
     started = min((r["started_at"] for r in runs), default=None)
     ended = max((r["finished_at"] or 0 for r in runs), default=None) or None
-    wall = sum((r["finished_at"] or time.time()) - r["started_at"] for r in runs)
+    wall = wall_seconds(store, runs)
     spans = [span for history in attempts.values() for a in history if (span := _run_span(a)) is not None]
     return {
         "report_version": REPORT_VERSION,

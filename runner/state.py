@@ -415,6 +415,17 @@ class Store:
                     (now(), exit_code, json.dumps(dict(summary)), run_id))
         self.flush()
 
+    def last_activity(self, since: float, before: float) -> float | None:
+        """The latest time journaled in ``[since, before)``: how far a run killed in that span got."""
+        spans = " UNION ALL ".join(
+            f"SELECT max({column}) AS t FROM {table} WHERE {column} >= :since AND {column} < :before"
+            for table, column in (("attempts", "intent_at"), ("attempts", "submitted_at"),
+                                  ("attempts", "started_at"), ("attempts", "finished_at"),
+                                  ("outputs", "downloaded_at"), ("jobs", "updated_at")))
+        row = self.conn.execute(f"SELECT max(t) FROM ({spans})", {"since": since, "before": before}
+                                ).fetchone()
+        return float(row[0]) if row and row[0] is not None else None
+
     def runs(self) -> list[dict[str, Any]]:
         cursor = self.conn.execute("SELECT run_id, pid, command, started_at, finished_at, exit_code FROM runs")
         names = [d[0] for d in cursor.description]

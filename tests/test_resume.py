@@ -267,3 +267,25 @@ async def test_a_twin_of_an_unknown_job_is_not_submitted_on_its_own(sim, write_m
     stats = await account.stats()
     assert stats["submits_accepted"] == 2 and stats["duplicate_submissions"] == 1
     assert output_of(tmp_path, "twin-a").read_bytes() == output_of(tmp_path, "twin-b").read_bytes()
+
+
+async def test_a_killed_run_does_not_inflate_the_reported_wall_time(sim, write_manifest, tmp_path):
+    """A run that never recorded its end (killed) counts until the last thing it journaled, not until
+    the report is written: the idle time before the next run is not runner time."""
+    account = sim(concurrency=2, job_seconds=0.05)
+    manifest = write_manifest(simple_manifest(4))
+    started = anyio.current_time()
+    with anyio.CancelScope() as scope:
+        def stop_after_two(event: dict[str, Any]) -> None:
+            if event["event"] == "submitted" and event["job_id"] == "shot-1":
+                scope.cancel()
+
+        await run_batch(manifest, account.options(), on_event=stop_after_two)
+    assert rows(tmp_path / "state.sqlite", "SELECT count(*) FROM runs WHERE finished_at IS NULL") == [(1,)]
+    await anyio.sleep(1.0)  # nobody runs it for a while
+    result = await account.run(manifest)
+    elapsed = anyio.current_time() - started
+    assert result.exit_code == 0
+    summary = report(tmp_path)["summary"]
+    assert summary["runs"] == 2
+    assert 0 < summary["wall_seconds"] < elapsed - 0.9
