@@ -49,7 +49,7 @@ class Profile:
 PROFILES = {
     # Slow submits put kills between a POST and its answer; GETs fail now and then; downloads are
     # slowed and cut short, so kills also land mid-download.
-    "kill-anywhere": Profile(kills=26, outputs_per_job=2, sim={
+    "kill-anywhere": Profile(kills=22, outputs_per_job=2, sim={
         "rate_slow": 0.35, "slow_seconds": 0.35, "rate_5xx": 0.05, "rate_truncate": 0.1,
         "fault_endpoints": ["slow=submit,download", "5xx=status,result,download"]}),
     # Submits that were accepted but answered 5xx or dropped: unknown jobs the runner must not resubmit
