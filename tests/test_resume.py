@@ -5,6 +5,7 @@ with real state files and real output folders."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import socket
@@ -289,3 +290,27 @@ async def test_a_killed_run_does_not_inflate_the_reported_wall_time(sim, write_m
     summary = report(tmp_path)["summary"]
     assert summary["runs"] == 2
     assert 0 < summary["wall_seconds"] < elapsed - 0.9
+
+
+async def test_every_submit_is_journaled_before_its_post_reaches_runcomfy(sim, write_manifest, tmp_path):
+    """When a POST arrives at RunComfy, the state file on disk (read by another connection, so only
+    committed rows count) already holds an attempt for it: a crash at that moment leaves an unknown
+    job, never a paid request the journal does not know. Group commit is slowed to make this strict."""
+    account = sim(concurrency=2)
+    manifest = write_manifest(simple_manifest(6))
+    state = tmp_path / "state.sqlite"
+    arrivals: list[tuple[int, int]] = []  # (POSTs so far, attempts committed)
+
+    async def watched(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST" and scope["path"].startswith("/v1/models/"):
+            with contextlib.closing(sqlite3.connect(state)) as db:
+                committed = db.execute("SELECT count(*) FROM attempts").fetchone()[0]
+            arrivals.append((len(arrivals) + 1, committed))
+        await account.app(scope, receive, send)
+
+    options = dataclasses.replace(account.options(flush_interval=30.0),
+                                  transport=httpx.ASGITransport(app=watched))
+    result = await run_batch(manifest, options)
+    assert result.exit_code == 0
+    assert len(arrivals) == 6
+    assert all(committed >= posts for posts, committed in arrivals), arrivals
