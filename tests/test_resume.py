@@ -295,17 +295,24 @@ async def test_a_killed_run_does_not_inflate_the_reported_wall_time(sim, write_m
 async def test_every_submit_is_journaled_before_its_post_reaches_runcomfy(sim, write_manifest, tmp_path):
     """When a POST arrives at RunComfy, the state file on disk (read by another connection, so only
     committed rows count) already holds an attempt for it: a crash at that moment leaves an unknown
-    job, never a paid request the journal does not know. Group commit is slowed to make this strict."""
+    job, never a paid request the journal does not know. And a request id is on disk before it is
+    ever polled. Group commit is slowed to make both strict."""
     account = sim(concurrency=2)
     manifest = write_manifest(simple_manifest(6))
     state = tmp_path / "state.sqlite"
     arrivals: list[tuple[int, int]] = []  # (POSTs so far, attempts committed)
+    polls: list[int] = []  # whether the polled request id was committed (1) or not (0)
 
     async def watched(scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "http" and scope["method"] == "POST" and scope["path"].startswith("/v1/models/"):
             with contextlib.closing(sqlite3.connect(state)) as db:
                 committed = db.execute("SELECT count(*) FROM attempts").fetchone()[0]
             arrivals.append((len(arrivals) + 1, committed))
+        elif scope["type"] == "http" and scope["path"].startswith("/v1/requests/"):
+            request_id = scope["path"].split("/")[3]
+            with contextlib.closing(sqlite3.connect(state)) as db:
+                [(known,)] = db.execute("SELECT count(*) FROM attempts WHERE request_id = ?", (request_id,))
+            polls.append(known)
         await account.app(scope, receive, send)
 
     options = dataclasses.replace(account.options(flush_interval=30.0),
@@ -314,3 +321,4 @@ async def test_every_submit_is_journaled_before_its_post_reaches_runcomfy(sim, w
     assert result.exit_code == 0
     assert len(arrivals) == 6
     assert all(committed >= posts for posts, committed in arrivals), arrivals
+    assert polls and all(polls), "a request id is committed the moment it comes back, before any poll"
