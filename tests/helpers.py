@@ -90,14 +90,29 @@ def cli_env(**extra: str) -> dict[str, str]:
     return env
 
 
+STARTED: list[subprocess.Popen[str]] = []  # runners started in the background, for stop_leftovers()
+
+
 def start_cli(args: Sequence[str], *, cwd: Path, log: Path | None = None) -> subprocess.Popen[str]:
     """``python -m runner ARGS`` in the background; stdout and stderr go to ``log`` (or pipes)."""
     if log is None:
-        return subprocess.Popen([sys.executable, "-m", "runner", *args], cwd=cwd, env=cli_env(),
+        proc = subprocess.Popen([sys.executable, "-m", "runner", *args], cwd=cwd, env=cli_env(),
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    with open(log, "w", encoding="utf-8") as handle:
-        return subprocess.Popen([sys.executable, "-m", "runner", *args], cwd=cwd, env=cli_env(),
-                                stdout=handle, stderr=subprocess.STDOUT, text=True)
+    else:
+        with open(log, "w", encoding="utf-8") as handle:
+            proc = subprocess.Popen([sys.executable, "-m", "runner", *args], cwd=cwd, env=cli_env(),
+                                    stdout=handle, stderr=subprocess.STDOUT, text=True)
+    STARTED.append(proc)
+    return proc
+
+
+def stop_leftovers() -> None:
+    """Kill the background runners a failed test left running (only those, by their own handle)."""
+    while STARTED:
+        proc = STARTED.pop()
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
 
 
 def run_cli(args: Sequence[str], *, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:

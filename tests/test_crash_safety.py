@@ -16,6 +16,7 @@ import random
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,11 +30,18 @@ from helpers import (
     query,
     run_cli,
     start_cli,
+    stop_leftovers,
     wait_for,
     write_jobs_manifest,
 )
 
 CHAOS_SEED = int(os.environ.get("CHAOS_SEED", "20261121"))
+
+
+@pytest.fixture(autouse=True)
+def _no_runner_outlives_its_test() -> Iterator[None]:
+    yield
+    stop_leftovers()
 DURATION = 3  # seconds of video per job (the manifest's default)
 
 
