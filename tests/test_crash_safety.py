@@ -42,6 +42,8 @@ CHAOS_SEED = int(os.environ.get("CHAOS_SEED", "20261121"))
 def _no_runner_outlives_its_test() -> Iterator[None]:
     yield
     stop_leftovers()
+
+
 DURATION = 3  # seconds of video per job (the manifest's default)
 
 
