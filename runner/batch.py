@@ -26,8 +26,8 @@ from .download import DownloadConfig
 from .errors import UsageError
 from .manifest import Manifest, load_manifest
 from .pricing import PriceTable
-from .retry import RetryPolicy
 from .report import build_report, write_reports
+from .retry import RetryPolicy
 from .scheduler import EventSink, Runner, RunResult, RunSettings
 from .state import Store
 
@@ -79,14 +79,21 @@ def resolve(manifest: Manifest, options: BatchOptions) -> tuple[Manifest, Path]:
 def api_config(options: BatchOptions) -> ApiConfig:
     token = options.token or os.environ.get(TOKEN_ENV)
     if not token:
-        raise UsageError(f"no API token: set {TOKEN_ENV} (your RunComfy profile page has it), "
-                         "or use --simulate to try the runner against the bundled simulator")
+        raise UsageError(
+            f"no API token: set {TOKEN_ENV} (your RunComfy profile page has it), "
+            "or use --simulate to try the runner against the bundled simulator"
+        )
     base_url = options.base_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL
     if not base_url.startswith(("http://", "https://")):
         raise UsageError(f"base URL {base_url!r} must start with http:// or https://")
-    return ApiConfig(token=token, base_url=base_url, connect_timeout=options.connect_timeout,
-                     read_timeout=options.read_timeout, retry=options.retry,
-                     submit_retry=replace(options.retry, attempts=min(options.retry.attempts, 6)))
+    return ApiConfig(
+        token=token,
+        base_url=base_url,
+        connect_timeout=options.connect_timeout,
+        read_timeout=options.read_timeout,
+        retry=options.retry,
+        submit_retry=replace(options.retry, attempts=min(options.retry.attempts, 6)),
+    )
 
 
 def settings_for(manifest: Manifest, options: BatchOptions, config: ApiConfig) -> RunSettings:
@@ -103,14 +110,21 @@ def settings_for(manifest: Manifest, options: BatchOptions, config: ApiConfig) -
 
 
 def open_http(options: BatchOptions, config: ApiConfig) -> httpx.AsyncClient:
-    limits = httpx.Limits(max_connections=max(16, options.settings.http_concurrency * 2),
-                          max_keepalive_connections=max(16, options.settings.http_concurrency * 2))
-    return httpx.AsyncClient(transport=options.transport, timeout=config.timeout, limits=limits,
-                             headers={"User-Agent": "runcomfy-batch/0.1"})
+    limits = httpx.Limits(
+        max_connections=max(16, options.settings.http_concurrency * 2),
+        max_keepalive_connections=max(16, options.settings.http_concurrency * 2),
+    )
+    return httpx.AsyncClient(
+        transport=options.transport,
+        timeout=config.timeout,
+        limits=limits,
+        headers={"User-Agent": "runcomfy-batch/0.1"},
+    )
 
 
-def _setup(manifest: Manifest | str | Path, options: BatchOptions,
-           catalog: Catalog) -> tuple[Manifest, Path, ApiConfig]:
+def _setup(
+    manifest: Manifest | str | Path, options: BatchOptions, catalog: Catalog
+) -> tuple[Manifest, Path, ApiConfig]:
     """The checked manifest (loaded first: nothing is opened or sent for an invalid one), the state
     file's path and the API config."""
     if not isinstance(manifest, Manifest):
@@ -119,8 +133,13 @@ def _setup(manifest: Manifest | str | Path, options: BatchOptions,
     return manifest, state_path, api_config(options)
 
 
-async def run_batch(manifest: Manifest | str | Path, options: BatchOptions | None = None, *,
-                    catalog: Catalog | None = None, on_event: EventSink | None = None) -> BatchResult:
+async def run_batch(
+    manifest: Manifest | str | Path,
+    options: BatchOptions | None = None,
+    *,
+    catalog: Catalog | None = None,
+    on_event: EventSink | None = None,
+) -> BatchResult:
     """Run a manifest to the end (or until stopped) and write its reports."""
     options = options or BatchOptions()
     catalog = catalog or Catalog.load()
@@ -132,19 +151,23 @@ async def run_batch(manifest: Manifest | str | Path, options: BatchOptions | Non
         store.lock()
         async with open_http(options, config) as http:
             client = RunComfyClient(http, config)
-            runner = Runner(manifest, store, client, prices, settings, defaults_for=_defaults(catalog),
-                            on_event=on_event)
+            runner = Runner(
+                manifest, store, client, prices, settings, defaults_for=_defaults(catalog), on_event=on_event
+            )
             client.on_retry = runner.on_retry
             result: RunResult = await runner.run()
         paths = write_reports(manifest, store)
         report = build_report(manifest, store)
     finally:
         store.close()
-    return BatchResult(result.exit_code, result.message, result.counts, result.cost_usd, report, paths, state_path)
+    return BatchResult(
+        result.exit_code, result.message, result.counts, result.cost_usd, report, paths, state_path
+    )
 
 
-def run_batch_sync(manifest: Manifest | str | Path, options: BatchOptions | None = None,
-                   **kwargs: Any) -> BatchResult:
+def run_batch_sync(
+    manifest: Manifest | str | Path, options: BatchOptions | None = None, **kwargs: Any
+) -> BatchResult:
     """``run_batch`` for code that is not async."""
     return anyio.run(lambda: run_batch(manifest, options, **kwargs))
 
@@ -153,15 +176,24 @@ def _defaults(catalog: Catalog) -> Callable[[str], Mapping[str, Any]]:
     def defaults_for(model_id: str) -> Mapping[str, Any]:
         spec = catalog.get(model_id)
         return spec.defaults if spec else {}
+
     return defaults_for
 
 
-__all__ = ["BatchOptions", "BatchResult", "DownloadConfig", "RunSettings", "load_manifest", "run_batch",
-           "run_batch_sync"]
+__all__ = [
+    "BatchOptions",
+    "BatchResult",
+    "DownloadConfig",
+    "RunSettings",
+    "load_manifest",
+    "run_batch",
+    "run_batch_sync",
+]
 
 
-async def cancel_batch(manifest: Manifest | str | Path, options: BatchOptions | None = None, *,
-                       catalog: Catalog | None = None) -> list[tuple[str, str, str]]:
+async def cancel_batch(
+    manifest: Manifest | str | Path, options: BatchOptions | None = None, *, catalog: Catalog | None = None
+) -> list[tuple[str, str, str]]:
     """Ask RunComfy to cancel every live request of the run: ``(job id, request id, outcome)``.
 
     Only queued requests can be cancelled (and cost nothing); running ones answer
@@ -189,9 +221,13 @@ async def cancel_batch(manifest: Manifest | str | Path, options: BatchOptions | 
                         raise
                     outcome = f"error: {exc}"
                 if outcome == "cancelled":
-                    store.record_error(row.job_id, row.attempt_id, S.CANCELLED,
-                                       {"type": "Cancelled", "message": "cancelled by `runcomfy-batch cancel`"},
-                                       cost=0.0)
+                    store.record_error(
+                        row.job_id,
+                        row.attempt_id,
+                        S.CANCELLED,
+                        {"type": "Cancelled", "message": "cancelled by `runcomfy-batch cancel`"},
+                        cost=0.0,
+                    )
                 outcomes.append((row.job_id, row.request_id, outcome))
         store.flush()
     finally:

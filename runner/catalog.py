@@ -97,7 +97,9 @@ class ModelSpec:
                 allowed = set(e.schema.get("properties", {}))
                 for key in sorted(k for k in e.instance if k not in allowed):
                     known = ", ".join(sorted(allowed))
-                    problems.append(InputProblem(format_path([*path, key]), f"unknown field (known: {known})"))
+                    problems.append(
+                        InputProblem(format_path([*path, key]), f"unknown field (known: {known})")
+                    )
                 continue
             problems.append(InputProblem(format_path(path), _describe(e)))
         if not problems and isinstance(value, dict):

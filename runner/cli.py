@@ -16,8 +16,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import anyio
-
 from . import commands
 from .batch import BatchOptions
 from .download import DownloadConfig
@@ -56,93 +54,169 @@ def _add_manifest(p: argparse.ArgumentParser) -> None:
 
 
 def _add_connection(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--base-url", help="API base URL (or RUNCOMFY_BASE_URL; default https://model-api.runcomfy.net)")
-    p.add_argument("--simulate", action="store_true",
-                   help="run against an in-process simulator on loopback (no token needed; for trying it out)")
+    p.add_argument(
+        "--base-url", help="API base URL (or RUNCOMFY_BASE_URL; default https://model-api.runcomfy.net)"
+    )
+    p.add_argument(
+        "--simulate",
+        action="store_true",
+        help="run against an in-process simulator on loopback (no token needed; for trying it out)",
+    )
     p.add_argument("--connect-timeout", type=parse_duration, default=10.0, help="per request (default 10s)")
     p.add_argument("--read-timeout", type=parse_duration, default=60.0, help="per request (default 60s)")
-    p.add_argument("--retries", type=_positive_int, default=8,
-                   help="attempts for a call that is safe to repeat (status, result, cancel, download; default 8)")
-    p.add_argument("--retry-max-time", type=parse_duration, default=300.0,
-                   help="give up retrying one call after this long (default 5m)")
+    p.add_argument(
+        "--retries",
+        type=_positive_int,
+        default=8,
+        help="attempts for a call that is safe to repeat (status, result, cancel, download; default 8)",
+    )
+    p.add_argument(
+        "--retry-max-time",
+        type=parse_duration,
+        default=300.0,
+        help="give up retrying one call after this long (default 5m)",
+    )
 
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
     _add_connection(p)
-    p.add_argument("--concurrency", type=_positive_int,
-                   help="at most this many jobs submitted and unfinished at once (default: adaptive)")
+    p.add_argument(
+        "--concurrency",
+        type=_positive_int,
+        help="at most this many jobs submitted and unfinished at once (default: adaptive)",
+    )
     p.add_argument("--budget", type=float, metavar="USD", help="budget cap in USD (overrides budget_usd)")
-    p.add_argument("--budget-partial", action="store_true",
-                   help="start even if the estimate is over budget; jobs that do not fit are held")
+    p.add_argument(
+        "--budget-partial",
+        action="store_true",
+        help="start even if the estimate is over budget; jobs that do not fit are held",
+    )
     p.add_argument("--prices", type=Path, help="a price file overriding the bundled one per model")
-    p.add_argument("--resubmit-unknown", action="store_true",
-                   help="resubmit jobs whose earlier submit had an unknown outcome (may pay twice)")
-    p.add_argument("--retry-failed", action="store_true", help="re-run jobs that failed, expired or were cancelled")
-    p.add_argument("--auto-resubmit-failed", type=int, default=0, metavar="N",
-                   help="resubmit a job RunComfy reports failed up to N times (each is paid; default 0)")
-    p.add_argument("--job-timeout", type=parse_duration, default=7200.0,
-                   help="give up on a job this long after its submit (default 2h)")
-    p.add_argument("--queue-timeout", type=parse_duration,
-                   help="cancel a job still queued this long after its submit (cancelled jobs cost nothing)")
-    p.add_argument("--stall-timeout", type=parse_duration, default=60.0,
-                   help="restart a download that receives nothing for this long (default 60s)")
-    p.add_argument("--allow-output-host", action="append", default=[], metavar="HOST",
-                   help="also download outputs from HOST (repeatable)")
-    p.add_argument("--verify-hashes", action="store_true",
-                   help="on resume, re-hash every finished output instead of trusting size and mtime")
+    p.add_argument(
+        "--resubmit-unknown",
+        action="store_true",
+        help="resubmit jobs whose earlier submit had an unknown outcome (may pay twice)",
+    )
+    p.add_argument(
+        "--retry-failed", action="store_true", help="re-run jobs that failed, expired or were cancelled"
+    )
+    p.add_argument(
+        "--auto-resubmit-failed",
+        type=int,
+        default=0,
+        metavar="N",
+        help="resubmit a job RunComfy reports failed up to N times (each is paid; default 0)",
+    )
+    p.add_argument(
+        "--job-timeout",
+        type=parse_duration,
+        default=7200.0,
+        help="give up on a job this long after its submit (default 2h)",
+    )
+    p.add_argument(
+        "--queue-timeout",
+        type=parse_duration,
+        help="cancel a job still queued this long after its submit (cancelled jobs cost nothing)",
+    )
+    p.add_argument(
+        "--stall-timeout",
+        type=parse_duration,
+        default=60.0,
+        help="restart a download that receives nothing for this long (default 60s)",
+    )
+    p.add_argument(
+        "--allow-output-host",
+        action="append",
+        default=[],
+        metavar="HOST",
+        help="also download outputs from HOST (repeatable)",
+    )
+    p.add_argument(
+        "--verify-hashes",
+        action="store_true",
+        help="on resume, re-hash every finished output instead of trusting size and mtime",
+    )
     p.add_argument("--no-progress", action="store_true", help="plain line-by-line output, no live display")
     p.add_argument("--json-log", action="store_true", help="one JSON object per event on stderr")
     p.add_argument("-v", "--verbose", action="store_true", help="log every event")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="runcomfy-batch", description=(
-        "Run batches of RunComfy Model API jobs (Kling Video O3 and siblings) from a YAML manifest. "
-        "Resumable: run the same command again after any stop."))
+    parser = _Parser(
+        prog="runcomfy-batch",
+        description=(
+            "Run batches of RunComfy Model API jobs (Kling Video O3 and siblings) from a YAML manifest. "
+            "Resumable: run the same command again after any stop."
+        ),
+    )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    p = sub.add_parser("validate", help="check a manifest; list every problem; send nothing",
-                       description="Check a manifest against the bundled schemas. Prints every problem as "
-                       "file:line job ID: field: message and exits 2 if there are any. Sends no request.")
+    p = sub.add_parser(
+        "validate",
+        help="check a manifest; list every problem; send nothing",
+        description="Check a manifest against the bundled schemas. Prints every problem as "
+        "file:line job ID: field: message and exits 2 if there are any. Sends no request.",
+    )
     p.add_argument("manifest", type=Path)
     p.add_argument("--json", action="store_true", help="print the expanded jobs as JSON")
 
-    p = sub.add_parser("run", help="validate, submit, track, download, report",
-                       description="Validate the manifest, submit its jobs, track them, download every output "
-                       "into <output_dir>/<job id>/ and write report.json/.csv/.html. Run it again to resume.")
+    p = sub.add_parser(
+        "run",
+        help="validate, submit, track, download, report",
+        description="Validate the manifest, submit its jobs, track them, download every output "
+        "into <output_dir>/<job id>/ and write report.json/.csv/.html. Run it again to resume.",
+    )
     _add_manifest(p)
     _add_run_options(p)
 
-    p = sub.add_parser("retry", help="re-run the jobs that failed (same as run --retry-failed)",
-                       description="Re-run failed, expired and cancelled jobs only; finished jobs are kept.")
+    p = sub.add_parser(
+        "retry",
+        help="re-run the jobs that failed (same as run --retry-failed)",
+        description="Re-run failed, expired and cancelled jobs only; finished jobs are kept.",
+    )
     _add_manifest(p)
     _add_run_options(p)
 
-    p = sub.add_parser("status", help="per-state counts and the jobs that need attention",
-                       description="Show the state of a manifest's run; works while a run is going on.")
+    p = sub.add_parser(
+        "status",
+        help="per-state counts and the jobs that need attention",
+        description="Show the state of a manifest's run; works while a run is going on.",
+    )
     _add_manifest(p)
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
-    p = sub.add_parser("report", help="rewrite report.json/.csv/.html from the state file",
-                       description="Rewrite the reports from the state file; sends nothing.")
+    p = sub.add_parser(
+        "report",
+        help="rewrite report.json/.csv/.html from the state file",
+        description="Rewrite the reports from the state file; sends nothing.",
+    )
     _add_manifest(p)
 
-    p = sub.add_parser("plan", help="estimate the cost of a run (dry run, nothing sent)",
-                       description="Jobs per model, seconds of video, estimated cost, what is already done "
-                       "and what a run would still spend. Sends nothing.")
+    p = sub.add_parser(
+        "plan",
+        help="estimate the cost of a run (dry run, nothing sent)",
+        description="Jobs per model, seconds of video, estimated cost, what is already done "
+        "and what a run would still spend. Sends nothing.",
+    )
     _add_manifest(p)
     p.add_argument("--prices", type=Path, help="a price file overriding the bundled one per model")
     p.add_argument("--budget", type=float, metavar="USD", help="compare the estimate with this budget")
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
-    p = sub.add_parser("cancel", help="cancel the run's queued requests at RunComfy",
-                       description="Ask RunComfy to cancel every queued request of this manifest's run. "
-                       "Running requests cannot be cancelled and are billed; they are listed.")
+    p = sub.add_parser(
+        "cancel",
+        help="cancel the run's queued requests at RunComfy",
+        description="Ask RunComfy to cancel every queued request of this manifest's run. "
+        "Running requests cannot be cancelled and are billed; they are listed.",
+    )
     _add_manifest(p)
     _add_connection(p)
 
-    p = sub.add_parser("simulate", help="serve the bundled RunComfy API simulator on loopback",
-                       description="Serve the simulator of the RunComfy Model API (for tests, benchmarks, demos).")
+    p = sub.add_parser(
+        "simulate",
+        help="serve the bundled RunComfy API simulator on loopback",
+        description="Serve the simulator of the RunComfy Model API (for tests, benchmarks, demos).",
+    )
     from .simulator import add_simulator_arguments
 
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
@@ -165,10 +239,17 @@ def run_options(ns: argparse.Namespace) -> BatchOptions:
         handle_signals=True,
         download=DownloadConfig(stall_seconds=ns.stall_timeout),
     )
-    return BatchOptions(base_url=ns.base_url, state_path=ns.state, output_dir=ns.output,
-                        prices_path=ns.prices, settings=settings,
-                        allowed_output_hosts=tuple(ns.allow_output_host),
-                        connect_timeout=ns.connect_timeout, read_timeout=ns.read_timeout, retry=retry_policy(ns))
+    return BatchOptions(
+        base_url=ns.base_url,
+        state_path=ns.state,
+        output_dir=ns.output,
+        prices_path=ns.prices,
+        settings=settings,
+        allowed_output_hosts=tuple(ns.allow_output_host),
+        connect_timeout=ns.connect_timeout,
+        read_timeout=ns.read_timeout,
+        retry=retry_policy(ns),
+    )
 
 
 def retry_policy(ns: argparse.Namespace) -> RetryPolicy:
@@ -196,7 +277,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if os.environ.get("RUNCOMFY_BATCH_TRACEBACK"):
             raise
         # A manifest's problems already start with file:line; everything else is prefixed.
-        print(str(error) if isinstance(error, ManifestInvalid) else f"runcomfy-batch: {error}", file=sys.stderr)
+        print(
+            str(error) if isinstance(error, ManifestInvalid) else f"runcomfy-batch: {error}", file=sys.stderr
+        )
         return error.exit_code
     except KeyboardInterrupt:
         print("runcomfy-batch: interrupted", file=sys.stderr)
@@ -209,19 +292,29 @@ def dispatch(ns: argparse.Namespace) -> int:
     if ns.command in ("run", "retry"):
         options = run_options(ns)
         with simulated(ns, options) as options:
-            return commands.run(ns.manifest, options, verbose=ns.verbose, json_log=ns.json_log,
-                                progress=not ns.no_progress)
+            return commands.run(
+                ns.manifest, options, verbose=ns.verbose, json_log=ns.json_log, progress=not ns.no_progress
+            )
     if ns.command == "status":
         return commands.status(ns.manifest, ns.state, as_json=ns.json)
     if ns.command == "report":
         return commands.report(ns.manifest, BatchOptions(state_path=ns.state, output_dir=ns.output))
     if ns.command == "plan":
-        return commands.plan(ns.manifest, BatchOptions(state_path=ns.state, output_dir=ns.output,
-                                                       prices_path=ns.prices), budget=ns.budget, as_json=ns.json)
+        return commands.plan(
+            ns.manifest,
+            BatchOptions(state_path=ns.state, output_dir=ns.output, prices_path=ns.prices),
+            budget=ns.budget,
+            as_json=ns.json,
+        )
     if ns.command == "cancel":
-        options = BatchOptions(base_url=ns.base_url, state_path=ns.state, output_dir=ns.output,
-                               connect_timeout=ns.connect_timeout, read_timeout=ns.read_timeout,
-                               retry=retry_policy(ns))
+        options = BatchOptions(
+            base_url=ns.base_url,
+            state_path=ns.state,
+            output_dir=ns.output,
+            connect_timeout=ns.connect_timeout,
+            read_timeout=ns.read_timeout,
+            retry=retry_policy(ns),
+        )
         with simulated(ns, options) as options:
             return commands.cancel(ns.manifest, options)
     if ns.command == "simulate":

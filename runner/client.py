@@ -123,7 +123,10 @@ def error_from_answer(status: int, body: Any, headers: Mapping[str, str] | None 
     retry_after = parse_retry_after((headers or {}).get("retry-after"))
     http_status = status if status != 200 or code is None else int(str(code)[:3])
     kwargs: dict[str, Any] = {
-        "http_status": http_status, "error_code": code, "detail": detail, "retry_after": retry_after,
+        "http_status": http_status,
+        "error_code": code,
+        "detail": detail,
+        "retry_after": retry_after,
     }
     text = f"RunComfy answered {http_status}" + (f"/{code}" if code else "") + f": {message}"
     if code == 400002 or http_status == 402:
@@ -149,7 +152,9 @@ def _surely_not_sent(exc: httpx.HTTPError) -> bool:
 class RunComfyClient:
     """Typed calls to the Model API. The ``httpx.AsyncClient`` is passed in (tests give it a transport)."""
 
-    def __init__(self, http: httpx.AsyncClient, config: ApiConfig, *, on_retry: OnRetry | None = None) -> None:
+    def __init__(
+        self, http: httpx.AsyncClient, config: ApiConfig, *, on_retry: OnRetry | None = None
+    ) -> None:
         self.http = http
         self.config = config
         self.on_retry = on_retry
@@ -162,8 +167,12 @@ class RunComfyClient:
         content = None if body is None else json.dumps(body, separators=(",", ":"), ensure_ascii=False)
         try:
             response = await self.http.request(
-                method, self.base_url + path, content=content, params=params,
-                headers=self._headers, timeout=self.config.timeout,
+                method,
+                self.base_url + path,
+                content=content,
+                params=params,
+                headers=self._headers,
+                timeout=self.config.timeout,
             )
         except httpx.HTTPError as exc:
             error = TransportError(f"{method} {path}: {type(exc).__name__}: {exc}")
@@ -176,13 +185,16 @@ class RunComfyClient:
         if response.status_code >= 400 or (isinstance(answer, Mapping) and "error_code" in answer):
             raise error_from_answer(response.status_code, answer, response.headers)
         if answer is None:
-            raise ServerError(f"{method} {path}: answer is not JSON (HTTP {response.status_code})",
-                              http_status=response.status_code)
+            raise ServerError(
+                f"{method} {path}: answer is not JSON (HTTP {response.status_code})",
+                http_status=response.status_code,
+            )
         return answer
 
     async def _read(self, method: str, path: str, **kwargs: Any) -> Any:
-        return await call_with_retry(lambda: self._call(method, path, **kwargs), self.config.retry,
-                                     on_retry=self.on_retry)
+        return await call_with_retry(
+            lambda: self._call(method, path, **kwargs), self.config.retry, on_retry=self.on_retry
+        )
 
     # -- the API --------------------------------------------------------------------------------
     async def submit(self, model_id: str, input: Mapping[str, Any]) -> str:
@@ -199,21 +211,26 @@ class RunComfyClient:
             except TransportError as exc:
                 if exc.surely_not_sent:
                     raise
-                raise SubmitUnknown(f"submit of {model_id}: no answer ({exc}); the request may exist") from None
+                raise SubmitUnknown(
+                    f"submit of {model_id}: no answer ({exc}); the request may exist"
+                ) from None
             except ServerError as exc:
-                raise SubmitUnknown(f"submit of {model_id}: {exc}; the request may exist",
-                                    http_status=exc.http_status, error_code=exc.error_code) from None
+                raise SubmitUnknown(
+                    f"submit of {model_id}: {exc}; the request may exist",
+                    http_status=exc.http_status,
+                    error_code=exc.error_code,
+                ) from None
             request_id = answer.get("request_id") if isinstance(answer, Mapping) else None
             if not isinstance(request_id, str) or not request_id:
                 raise SubmitUnknown(f"submit of {model_id}: answer has no request_id")
             return request_id
 
         def safe_to_repeat(error: BaseException) -> bool:
-            return isinstance(error, RateLimited) or (
-                type(error) is TransportError and error.surely_not_sent)
+            return isinstance(error, RateLimited) or (type(error) is TransportError and error.surely_not_sent)
 
-        return await call_with_retry(once, self.config.submit_retry, retryable=safe_to_repeat,
-                                     on_retry=self.on_retry)
+        return await call_with_retry(
+            once, self.config.submit_retry, retryable=safe_to_repeat, on_retry=self.on_retry
+        )
 
     async def result(self, request_id: str, *, include_cost: bool = True) -> RemoteState:
         """The request's result when finished, else its live status (``/result`` answers both)."""

@@ -37,16 +37,31 @@ def _out(text: str = "") -> None:
 def validate(path: Path, *, as_json: bool = False) -> int:
     manifest = load_manifest(path, Catalog.load())
     if as_json:
-        _out(json.dumps([{"id": j.id, "model": j.model, "input": j.input, "line": j.line,
-                          "fingerprint": j.fingerprint} for j in manifest.jobs], indent=2, ensure_ascii=False))
+        _out(
+            json.dumps(
+                [
+                    {
+                        "id": j.id,
+                        "model": j.model,
+                        "input": j.input,
+                        "line": j.line,
+                        "fingerprint": j.fingerprint,
+                    }
+                    for j in manifest.jobs
+                ],
+                indent=2,
+                ensure_ascii=False,
+            )
+        )
     else:
         models = sorted({j.model for j in manifest.jobs})
         _out(f"{path}: ok: {len(manifest.jobs)} job(s) across {len(models)} model(s)")
     return EXIT_OK
 
 
-def run(path: Path, options: BatchOptions, *, verbose: bool = False, json_log: bool = False,
-        progress: bool = True) -> int:
+def run(
+    path: Path, options: BatchOptions, *, verbose: bool = False, json_log: bool = False, progress: bool = True
+) -> int:
     catalog = Catalog.load()
     manifest = load_manifest(path, catalog)  # before anything is opened or sent
     started = time.monotonic()
@@ -61,8 +76,13 @@ def print_run_summary(path: Path, result: BatchResult, seconds: float, *, limit:
     next (stderr)."""
     counts = ", ".join(f"{n} {s}" for s, n in sorted(result.counts.items()))
     stream = sys.stderr if result.exit_code else sys.stdout
-    print(redact(f"{result.message}; {counts}; cost ${result.cost_usd:.2f}; took {_duration(seconds)}; "
-                 f"report: {_shown(result.report_paths['html'])}"), file=stream)
+    print(
+        redact(
+            f"{result.message}; {counts}; cost ${result.cost_usd:.2f}; took {_duration(seconds)}; "
+            f"report: {_shown(result.report_paths['html'])}"
+        ),
+        file=stream,
+    )
     if not result.exit_code:
         return
     attention = [j for j in result.report.get("jobs", []) if j["status"] in S.NEEDS_ATTENTION]
@@ -79,9 +99,11 @@ def print_run_summary(path: Path, result: BatchResult, seconds: float, *, limit:
         print(f"runcomfy-batch: to run the failed jobs again: runcomfy-batch retry {path}", file=stream)
     unknown = sum(j["status"] == S.UNKNOWN for j in attention)
     if unknown:
-        print(f"runcomfy-batch: {unknown} job(s) unknown: the submit may have been accepted and billed; to "
-              f"submit them again anyway (maybe paying twice): runcomfy-batch run {path} --resubmit-unknown",
-              file=stream)
+        print(
+            f"runcomfy-batch: {unknown} job(s) unknown: the submit may have been accepted and billed; to "
+            f"submit them again anyway (maybe paying twice): runcomfy-batch run {path} --resubmit-unknown",
+            file=stream,
+        )
 
 
 def _duration(seconds: float) -> str:
@@ -115,17 +137,30 @@ def status_data(path: Path, state_path: Path | None) -> dict[str, Any]:
             per_model[row.model][row.status] += 1
         known = {r.job_id for r in rows}
         attention = [
-            {"id": r.job_id, "status": r.status, "request_id": r.request_id,
-             "error": (r.error or {}).get("message") or (r.error or {}).get("error_message")}
-            for r in rows if r.status in S.NEEDS_ATTENTION
+            {
+                "id": r.job_id,
+                "status": r.status,
+                "request_id": r.request_id,
+                "error": (r.error or {}).get("message") or (r.error or {}).get("error_message"),
+            }
+            for r in rows
+            if r.status in S.NEEDS_ATTENTION
         ]
         cost = sum(r.cost_usd or 0.0 for r in rows)
         estimate = sum(r.estimate_usd or 0.0 for r in rows)
         not_synced = [j.id for j in manifest.jobs if j.id not in known]
-        return {"manifest": str(path), "state": str(store.path), "jobs": len(manifest.jobs),
-                "counts": store.counts(), "per_model": per_model, "needs_attention": attention,
-                "not_yet_in_state": len(not_synced), "cost_usd": round(cost, 6),
-                "estimate_usd": round(estimate, 6), "run": _last_run(store)}
+        return {
+            "manifest": str(path),
+            "state": str(store.path),
+            "jobs": len(manifest.jobs),
+            "counts": store.counts(),
+            "per_model": per_model,
+            "needs_attention": attention,
+            "not_yet_in_state": len(not_synced),
+            "cost_usd": round(cost, 6),
+            "estimate_usd": round(estimate, 6),
+            "run": _last_run(store),
+        }
     finally:
         store.conn.close()
 
@@ -146,8 +181,14 @@ def _last_run(store: S.Store) -> dict[str, Any] | None:
             state = "interrupted"
         except PermissionError:  # alive, another user's
             state = "running"
-    return {"state": state, "pid": last["pid"], "started_at": last["started_at"],
-            "finished_at": last["finished_at"], "exit_code": last["exit_code"], "runs": len(runs)}
+    return {
+        "state": state,
+        "pid": last["pid"],
+        "started_at": last["started_at"],
+        "finished_at": last["finished_at"],
+        "exit_code": last["exit_code"],
+        "runs": len(runs),
+    }
 
 
 def status(path: Path, state_path: Path | None, *, as_json: bool = False, limit: int = 50) -> int:
@@ -186,8 +227,9 @@ def print_status(console: Console, path: Path, data: dict[str, Any], *, limit: i
     console.print(line)
 
     states = [s for s in S.ALL_STATES if any(s in by for by in data["per_model"].values())]
-    table = Table(box=box.SIMPLE_HEAD, show_footer=len(data["per_model"]) > 1, pad_edge=False,
-                  show_edge=False)
+    table = Table(
+        box=box.SIMPLE_HEAD, show_footer=len(data["per_model"]) > 1, pad_edge=False, show_edge=False
+    )
     table.add_column("model", footer="total", no_wrap=True)
     for state in states:
         total = sum(by.get(state, 0) for by in data["per_model"].values())
@@ -197,37 +239,61 @@ def print_status(console: Console, path: Path, data: dict[str, Any], *, limit: i
         table.add_row(Text(model), *(str(by_state.get(s, "")) for s in states), str(sum(by_state.values())))
     if data["per_model"]:
         console.print(table)
-    console.print(f"cost so far ${data['cost_usd']:.2f} "
-                  f"(estimate for the whole manifest ${data['estimate_usd']:.2f})")
+    console.print(
+        f"cost so far ${data['cost_usd']:.2f} (estimate for the whole manifest ${data['estimate_usd']:.2f})"
+    )
     if data["not_yet_in_state"]:
         console.print(f"{data['not_yet_in_state']} job(s) of the manifest not run yet")
     attention = data["needs_attention"]
     if attention:
         console.print()
-        jobs = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False,
-                     title=f"needs attention ({len(attention)})",
-                     title_justify="left", title_style="bold")
+        jobs = Table(
+            box=box.SIMPLE_HEAD,
+            pad_edge=False,
+            show_edge=False,
+            title=f"needs attention ({len(attention)})",
+            title_justify="left",
+            title_style="bold",
+        )
         jobs.add_column("job", no_wrap=True)
         jobs.add_column("status", no_wrap=True)
         jobs.add_column("request id", no_wrap=True, style="dim")
         jobs.add_column("error", overflow="fold")
         for job in attention[:limit]:
-            jobs.add_row(Text(job["id"]), Text(job["status"], style=_STATE_STYLE.get(job["status"], "")),
-                         Text(job["request_id"] or "—"), Text(job["error"] or ""))
+            jobs.add_row(
+                Text(job["id"]),
+                Text(job["status"], style=_STATE_STYLE.get(job["status"], "")),
+                Text(job["request_id"] or "—"),
+                Text(job["error"] or ""),
+            )
         console.print(jobs)
         if len(attention) > limit:
             console.print(f"… and {len(attention) - limit} more (see --json)")
     if run is not None and run["state"] == "interrupted":
-        console.print(f"to resume (jobs already submitted are re-attached, none is paid twice): "
-                      f"runcomfy-batch run {path}")
-    elif run is not None and run["state"] == "finished" and any(
-            j["status"] in (S.FAILED, S.EXPIRED, S.CANCELLED) for j in attention):
+        console.print(
+            f"to resume (jobs already submitted are re-attached, none is paid twice): "
+            f"runcomfy-batch run {path}"
+        )
+    elif (
+        run is not None
+        and run["state"] == "finished"
+        and any(j["status"] in (S.FAILED, S.EXPIRED, S.CANCELLED) for j in attention)
+    ):
         console.print(f"to run the failed jobs again: runcomfy-batch retry {path}")
 
 
-_STATE_STYLE = {S.SUCCEEDED: "green", S.FAILED: "red", S.EXPIRED: "red", S.UNKNOWN: "red",
-                S.CANCELLED: "yellow", S.HELD: "magenta", S.QUEUED: "blue", S.RUNNING: "cyan",
-                S.COLLECTING: "cyan", S.SUBMITTING: "cyan"}
+_STATE_STYLE = {
+    S.SUCCEEDED: "green",
+    S.FAILED: "red",
+    S.EXPIRED: "red",
+    S.UNKNOWN: "red",
+    S.CANCELLED: "yellow",
+    S.HELD: "magenta",
+    S.QUEUED: "blue",
+    S.RUNNING: "cyan",
+    S.COLLECTING: "cyan",
+    S.SUBMITTING: "cyan",
+}
 
 
 def report(path: Path, options: BatchOptions) -> int:
@@ -256,18 +322,26 @@ def plan(path: Path, options: BatchOptions, *, budget: float | None, as_json: bo
         _out(json.dumps(result.as_json(), indent=2))
         return EXIT_JOBS_FAILED if result.over_budget else EXIT_OK
     _out(f"{path}: {result.jobs} job(s); prices read on {result.prices_read_on}")
-    _out(f"  {'model':<52} {'jobs':>5} {'paid':>5} {'seconds':>8} {'estimate':>10} {'done':>5} "
-         f"{'left':>5} {'to spend':>10}")
+    _out(
+        f"  {'model':<52} {'jobs':>5} {'paid':>5} {'seconds':>8} {'estimate':>10} {'done':>5} "
+        f"{'left':>5} {'to spend':>10}"
+    )
     for m in result.models:
         unknown = " (price unknown)" if m.unknown_price_jobs else ""
-        _out(f"  {m.model:<52} {m.jobs:>5} {m.paid_requests:>5} {m.seconds:>8.0f} {m.estimate_usd:>10.2f} "
-             f"{m.done:>5} {m.remaining:>5} {m.remaining_usd:>10.2f}{unknown}")
-    _out(f"  total estimate ${result.estimate_usd:.2f}; already spent ${result.spent_usd:.2f}; "
-         f"a run would still spend ${result.remaining_usd:.2f}")
+        _out(
+            f"  {m.model:<52} {m.jobs:>5} {m.paid_requests:>5} {m.seconds:>8.0f} {m.estimate_usd:>10.2f} "
+            f"{m.done:>5} {m.remaining:>5} {m.remaining_usd:>10.2f}{unknown}"
+        )
+    _out(
+        f"  total estimate ${result.estimate_usd:.2f}; already spent ${result.spent_usd:.2f}; "
+        f"a run would still spend ${result.remaining_usd:.2f}"
+    )
     if result.budget_usd is not None:
         verdict = "OVER" if result.over_budget else "within"
-        _out(f"  budget ${result.budget_usd:.2f}: committed ${result.committed_usd:.2f} + "
-             f"remaining ${result.remaining_usd:.2f} is {verdict} budget")
+        _out(
+            f"  budget ${result.budget_usd:.2f}: committed ${result.committed_usd:.2f} + "
+            f"remaining ${result.remaining_usd:.2f} is {verdict} budget"
+        )
     for note in result.notes:
         _out(f"  note: {note}")
     return EXIT_JOBS_FAILED if result.over_budget else EXIT_OK

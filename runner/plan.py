@@ -55,8 +55,13 @@ class Plan:
         return asdict(self)
 
 
-def make_plan(manifest: Manifest, prices: PriceTable, defaults_for: Callable[[str], Mapping[str, Any]],
-              store: S.Store | None = None, budget_usd: float | None = None) -> Plan:
+def make_plan(
+    manifest: Manifest,
+    prices: PriceTable,
+    defaults_for: Callable[[str], Mapping[str, Any]],
+    store: S.Store | None = None,
+    budget_usd: float | None = None,
+) -> Plan:
     twins = twin_map(manifest.jobs)
     known: dict[str, tuple[str, str]] = {}
     if store is not None:
@@ -92,15 +97,29 @@ def make_plan(manifest: Manifest, prices: PriceTable, defaults_for: Callable[[st
     remaining = round(sum(p.remaining_usd for p in models), 6)
     committed = committed_spend(store) if store is not None else 0.0
     budget = budget_usd if budget_usd is not None else manifest.budget_usd
-    result = Plan(models, len(manifest.jobs), twins, round(sum(p.estimate_usd for p in models), 6), remaining,
-                  spent(store) if store is not None else 0.0, round(committed, 6), unknown, prices.read_on,
-                  budget)
+    result = Plan(
+        models,
+        len(manifest.jobs),
+        twins,
+        round(sum(p.estimate_usd for p in models), 6),
+        remaining,
+        spent(store) if store is not None else 0.0,
+        round(committed, 6),
+        unknown,
+        prices.read_on,
+        budget,
+    )
     if budget is not None:
         result.over_budget = committed + remaining > budget + 1e-9
     if twins:
-        result.notes.append(f"{len(twins)} job(s) have the same model and input as an earlier job and "
-                            "share its paid request: " + ", ".join(f"{a} = {b}" for a, b in list(twins.items())[:10])
-                            + (" …" if len(twins) > 10 else ""))
+        result.notes.append(
+            f"{len(twins)} job(s) have the same model and input as an earlier job and "
+            "share its paid request: "
+            + ", ".join(f"{a} = {b}" for a, b in list(twins.items())[:10])
+            + (" …" if len(twins) > 10 else "")
+        )
     if unknown:
-        result.notes.append("some models have no known price: the estimate leaves them out (add a --prices file)")
+        result.notes.append(
+            "some models have no known price: the estimate leaves them out (add a --prices file)"
+        )
     return result

@@ -65,7 +65,9 @@ class PriceTable:
             new_rule = {**rule, "unit": unit, "usd": float(base), "tiers": tiers, "source": "api"}
         return PriceTable({**self.models, model_id: new_rule}, self.read_on)
 
-    def quote(self, model_id: str, input: Mapping[str, Any], defaults: Mapping[str, Any] | None = None) -> Quote:
+    def quote(
+        self, model_id: str, input: Mapping[str, Any], defaults: Mapping[str, Any] | None = None
+    ) -> Quote:
         rule = self.models.get(model_id)
         if rule is None:
             return Quote(None)

@@ -22,8 +22,15 @@ from . import state as S
 from .manifest import Manifest
 
 REPORT_VERSION = 1
-INPUT_SUMMARY_FIELDS = ("prompt", "duration", "aspect_ratio", "sound", "keep_original_sound", "shot_type",
-                        "multi_prompt")
+INPUT_SUMMARY_FIELDS = (
+    "prompt",
+    "duration",
+    "aspect_ratio",
+    "sound",
+    "keep_original_sound",
+    "shot_type",
+    "multi_prompt",
+)
 INPUT_FILE_FIELDS = ("image", "images", "end_image", "video")
 
 
@@ -41,8 +48,14 @@ def _input_files(input: Mapping[str, Any]) -> list[dict[str, Any]]:
                 continue
             if value.startswith("data:"):
                 head, _, body = value.partition(",")
-                files.append({"field": name, "url": None, "inline_type": head[5:].split(";")[0],
-                              "inline_bytes": len(body) * 3 // 4 - body[-2:].count("=")})
+                files.append(
+                    {
+                        "field": name,
+                        "url": None,
+                        "inline_type": head[5:].split(";")[0],
+                        "inline_bytes": len(body) * 3 // 4 - body[-2:].count("="),
+                    }
+                )
             else:
                 files.append({"field": name, "url": value})
     return files
@@ -104,7 +117,9 @@ def build_report(manifest: Manifest, store: S.Store) -> dict[str, Any]:
         current = next((a for a in history if a["attempt_id"] == row.attempt_id), None)
         if current is None and row.attempt_id is not None:
             # A twin's attempt belongs to its leader: find it there.
-            current = next((a for h in attempts.values() for a in h if a["attempt_id"] == row.attempt_id), None)
+            current = next(
+                (a for h in attempts.values() for a in h if a["attempt_id"] == row.attempt_id), None
+            )
         files = [o for o in outputs.get(row.attempt_id or -1, []) if o.job_id == row.job_id]
         for a in history:
             if a["cost_usd"] is not None:
@@ -114,31 +129,48 @@ def build_report(manifest: Manifest, store: S.Store) -> dict[str, Any]:
         submitted = current["submitted_at"] if current else None
         finished = current["finished_at"] if current else None
         run_span = _run_span(current) if current else None
-        entries.append({
-            "id": row.job_id,
-            "model": row.model,
-            "status": row.status,
-            "request_id": current["request_id"] if current else None,
-            "twin_of": row.twin_of if row.twin_of and current and current["job_id"] != row.job_id else None,
-            "input": {k: job.input[k] for k in INPUT_SUMMARY_FIELDS if job and k in job.input},
-            "input_files": _input_files(job.input) if job else [],
-            "line": job.line if job else None,
-            "submitted_at": _iso(submitted),
-            "started_at": _iso(current["started_at"] if current else None),
-            "finished_at": _iso(finished),
-            "duration_s": round(finished - submitted, 3) if submitted and finished else None,
-            "run_s": round(run_span[1] - run_span[0], 3) if run_span else None,
-            "estimate_usd": row.estimate_usd,
-            "cost_usd": current["cost_usd"] if current else None,
-            "outputs": [{"path": o.path, "bytes": o.bytes, "sha256": o.sha256, "url": o.url} for o in files],
-            "error": row.error,
-            "attempts": [
-                {k: a[k] for k in ("attempt_id", "request_id", "status", "remote_status", "cost_usd",
-                                   "estimate_usd", "error", "resubmit_of_unknown")}
-                | {"submitted_at": _iso(a["submitted_at"]), "finished_at": _iso(a["finished_at"])}
-                for a in history
-            ],
-        })
+        entries.append(
+            {
+                "id": row.job_id,
+                "model": row.model,
+                "status": row.status,
+                "request_id": current["request_id"] if current else None,
+                "twin_of": row.twin_of
+                if row.twin_of and current and current["job_id"] != row.job_id
+                else None,
+                "input": {k: job.input[k] for k in INPUT_SUMMARY_FIELDS if job and k in job.input},
+                "input_files": _input_files(job.input) if job else [],
+                "line": job.line if job else None,
+                "submitted_at": _iso(submitted),
+                "started_at": _iso(current["started_at"] if current else None),
+                "finished_at": _iso(finished),
+                "duration_s": round(finished - submitted, 3) if submitted and finished else None,
+                "run_s": round(run_span[1] - run_span[0], 3) if run_span else None,
+                "estimate_usd": row.estimate_usd,
+                "cost_usd": current["cost_usd"] if current else None,
+                "outputs": [
+                    {"path": o.path, "bytes": o.bytes, "sha256": o.sha256, "url": o.url} for o in files
+                ],
+                "error": row.error,
+                "attempts": [
+                    {
+                        k: a[k]
+                        for k in (
+                            "attempt_id",
+                            "request_id",
+                            "status",
+                            "remote_status",
+                            "cost_usd",
+                            "estimate_usd",
+                            "error",
+                            "resubmit_of_unknown",
+                        )
+                    }
+                    | {"submitted_at": _iso(a["submitted_at"]), "finished_at": _iso(a["finished_at"])}
+                    for a in history
+                ],
+            }
+        )
     runs = store.runs()
     started = min((r["started_at"] for r in runs), default=None)
     ended = max((r["finished_at"] or 0 for r in runs), default=None) or None
@@ -180,19 +212,34 @@ def _write_atomic(path: Path, text: str) -> None:
 def report_csv(report: Mapping[str, Any]) -> str:
     """One row per job, for spreadsheets."""
     buffer = io.StringIO()
-    fields = ["id", "model", "status", "request_id", "duration", "prompt", "estimate_usd", "cost_usd",
-              "submitted_at", "finished_at", "duration_s", "outputs", "error"]
+    fields = [
+        "id",
+        "model",
+        "status",
+        "request_id",
+        "duration",
+        "prompt",
+        "estimate_usd",
+        "cost_usd",
+        "submitted_at",
+        "finished_at",
+        "duration_s",
+        "outputs",
+        "error",
+    ]
     writer = csv.DictWriter(buffer, fieldnames=fields)
     writer.writeheader()
     for job in report["jobs"]:
         error = job["error"] or {}
-        writer.writerow({
-            **{k: job.get(k) for k in fields if k in job},
-            "duration": job["input"].get("duration"),
-            "prompt": job["input"].get("prompt"),
-            "outputs": " ".join(o["path"] for o in job["outputs"]),
-            "error": error.get("message") or error.get("error_message") or "",
-        })
+        writer.writerow(
+            {
+                **{k: job.get(k) for k in fields if k in job},
+                "duration": job["input"].get("duration"),
+                "prompt": job["input"].get("prompt"),
+                "outputs": " ".join(o["path"] for o in job["outputs"]),
+                "error": error.get("message") or error.get("error_message") or "",
+            }
+        )
     return buffer.getvalue()
 
 

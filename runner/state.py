@@ -50,8 +50,19 @@ EXPIRED = "expired"
 
 IN_FLIGHT = frozenset({SUBMITTING, QUEUED, RUNNING, COLLECTING})
 NEEDS_ATTENTION = frozenset({FAILED, UNKNOWN, EXPIRED, HELD, CANCELLED})
-ALL_STATES = (PENDING, HELD, SUBMITTING, UNKNOWN, QUEUED, RUNNING, COLLECTING, SUCCEEDED, FAILED,
-              CANCELLED, EXPIRED)
+ALL_STATES = (
+    PENDING,
+    HELD,
+    SUBMITTING,
+    UNKNOWN,
+    QUEUED,
+    RUNNING,
+    COLLECTING,
+    SUCCEEDED,
+    FAILED,
+    CANCELLED,
+    EXPIRED,
+)
 
 
 def now() -> float:
@@ -60,29 +71,73 @@ def now() -> float:
 
 def _migration_1(db: sqlite_utils.Database) -> None:
     db.table("jobs").create(
-        {"job_id": str, "fingerprint": str, "model": str, "line": int, "position": int,
-         "in_manifest": int, "status": str, "attempt_id": int, "twin_of": str,
-         "estimate_usd": float, "error": str, "updated_at": float},
-        pk="job_id", not_null={"fingerprint", "model", "status"},
+        {
+            "job_id": str,
+            "fingerprint": str,
+            "model": str,
+            "line": int,
+            "position": int,
+            "in_manifest": int,
+            "status": str,
+            "attempt_id": int,
+            "twin_of": str,
+            "estimate_usd": float,
+            "error": str,
+            "updated_at": float,
+        },
+        pk="job_id",
+        not_null={"fingerprint", "model", "status"},
     )
     db.table("attempts").create(
-        {"attempt_id": int, "job_id": str, "fingerprint": str, "model": str, "input_json": str,
-         "request_id": str, "status": str, "remote_status": str, "resubmit_of_unknown": int,
-         "intent_at": float, "submitted_at": float, "started_at": float, "finished_at": float,
-         "estimate_usd": float, "cost_usd": float, "outputs_json": str, "error": str},
-        pk="attempt_id", not_null={"job_id", "status"},
+        {
+            "attempt_id": int,
+            "job_id": str,
+            "fingerprint": str,
+            "model": str,
+            "input_json": str,
+            "request_id": str,
+            "status": str,
+            "remote_status": str,
+            "resubmit_of_unknown": int,
+            "intent_at": float,
+            "submitted_at": float,
+            "started_at": float,
+            "finished_at": float,
+            "estimate_usd": float,
+            "cost_usd": float,
+            "outputs_json": str,
+            "error": str,
+        },
+        pk="attempt_id",
+        not_null={"job_id", "status"},
     )
     db.table("attempts").create_index(["job_id"])
     db.table("attempts").create_index(["request_id"])
     db.table("outputs").create(
-        {"attempt_id": int, "idx": int, "job_id": str, "url": str, "path": str, "bytes": int,
-         "sha256": str, "mtime_ns": int, "downloaded_at": float},
+        {
+            "attempt_id": int,
+            "idx": int,
+            "job_id": str,
+            "url": str,
+            "path": str,
+            "bytes": int,
+            "sha256": str,
+            "mtime_ns": int,
+            "downloaded_at": float,
+        },
         pk=("job_id", "attempt_id", "idx"),
     )
     db.table("outputs").create_index(["job_id"])
     db.table("runs").create(
-        {"run_id": int, "pid": int, "command": str, "started_at": float, "finished_at": float,
-         "exit_code": int, "summary": str},
+        {
+            "run_id": int,
+            "pid": int,
+            "command": str,
+            "started_at": float,
+            "finished_at": float,
+            "exit_code": int,
+            "summary": str,
+        },
         pk="run_id",
     )
 
@@ -221,11 +276,14 @@ class Store:
             self._in_tx = False
 
     # -- the manifest ---------------------------------------------------------------------------
-    def sync_manifest(self, jobs: Iterable[Any], estimates: Mapping[str, float | None],
-                      twins: Mapping[str, str]) -> SyncSummary:
+    def sync_manifest(
+        self, jobs: Iterable[Any], estimates: Mapping[str, float | None], twins: Mapping[str, str]
+    ) -> SyncSummary:
         """Upsert the manifest's jobs: new ones pending, changed ones (model/input) pending again
         with their old attempt kept as history, removed ones marked out of the manifest."""
-        known = {r[0]: (r[1], r[2]) for r in self.conn.execute("SELECT job_id, fingerprint, status FROM jobs")}
+        known = {
+            r[0]: (r[1], r[2]) for r in self.conn.execute("SELECT job_id, fingerprint, status FROM jobs")
+        }
         new = changed = unchanged = 0
         seen: set[str] = set()
         t = now()
@@ -236,11 +294,27 @@ class Store:
             estimate = estimates.get(job.id)
             if job.id not in known:
                 new += 1
-                inserts.append((job.id, job.fingerprint, job.model, job.line, position, 1, PENDING, None,
-                                twin, estimate, None, t))
+                inserts.append(
+                    (
+                        job.id,
+                        job.fingerprint,
+                        job.model,
+                        job.line,
+                        position,
+                        1,
+                        PENDING,
+                        None,
+                        twin,
+                        estimate,
+                        None,
+                        t,
+                    )
+                )
             elif known[job.id][0] != job.fingerprint:
                 changed += 1
-                updates.append((job.fingerprint, job.model, job.line, position, PENDING, twin, estimate, t, job.id))
+                updates.append(
+                    (job.fingerprint, job.model, job.line, position, PENDING, twin, estimate, t, job.id)
+                )
             else:
                 unchanged += 1
                 refresh.append((job.line, position, twin, estimate, job.id))
@@ -248,12 +322,15 @@ class Store:
         self._write_many("INSERT INTO jobs VALUES (?,?,?,?,?,?,?,?,?,?,?,?)", inserts)
         self._write_many(
             "UPDATE jobs SET fingerprint=?, model=?, line=?, position=?, in_manifest=1, status=?, "
-            "attempt_id=NULL, twin_of=?, estimate_usd=?, error=NULL, updated_at=? WHERE job_id=?", updates)
+            "attempt_id=NULL, twin_of=?, estimate_usd=?, error=NULL, updated_at=? WHERE job_id=?",
+            updates,
+        )
         self._write_many(
             "UPDATE jobs SET line=?, position=?, in_manifest=1, twin_of=?, estimate_usd=? "
             "WHERE job_id=? AND (line IS NOT ? OR position IS NOT ? OR in_manifest=0 OR twin_of IS NOT ? "
             "OR estimate_usd IS NOT ?)",
-            [(line, pos, twin, est, jid, line, pos, twin, est) for line, pos, twin, est, jid in refresh])
+            [(line, pos, twin, est, jid, line, pos, twin, est) for line, pos, twin, est, jid in refresh],
+        )
         self._write_many("UPDATE jobs SET in_manifest=0 WHERE job_id=? AND in_manifest=1", removed)
         self.flush()
         return SyncSummary(new, changed, len(removed), unchanged)
@@ -263,12 +340,21 @@ class Store:
         rows = self.conn.execute(
             "SELECT attempt_id, job_id FROM attempts WHERE status=? AND request_id IS NULL", (SUBMITTING,)
         ).fetchall()
-        error = json.dumps({"type": "SubmitUnknown", "message":
-                            "the runner stopped while this job's submit was in flight; it may have been accepted"})
+        error = json.dumps(
+            {
+                "type": "SubmitUnknown",
+                "message": "the runner stopped while this job's submit was in flight; "
+                "it may have been accepted",
+            }
+        )
         for attempt_id, job_id in rows:
-            self._write("UPDATE attempts SET status=?, error=? WHERE attempt_id=?", (UNKNOWN, error, attempt_id))
-            self._write("UPDATE jobs SET status=?, error=?, updated_at=? WHERE job_id=? AND attempt_id=?",
-                        (UNKNOWN, error, now(), job_id, attempt_id))
+            self._write(
+                "UPDATE attempts SET status=?, error=? WHERE attempt_id=?", (UNKNOWN, error, attempt_id)
+            )
+            self._write(
+                "UPDATE jobs SET status=?, error=?, updated_at=? WHERE job_id=? AND attempt_id=?",
+                (UNKNOWN, error, now(), job_id, attempt_id),
+            )
         self.flush()
         return len(rows)
 
@@ -280,10 +366,27 @@ class Store:
     )
 
     def jobs(self, *, in_manifest_only: bool = True) -> list[JobRow]:
-        sql = self._JOB_SELECT + (" WHERE j.in_manifest=1" if in_manifest_only else "") + " ORDER BY j.position"
+        sql = (
+            self._JOB_SELECT + (" WHERE j.in_manifest=1" if in_manifest_only else "") + " ORDER BY j.position"
+        )
         return [
-            JobRow(r[0], r[1], r[2], r[3], r[4], r[5], bool(r[6]), r[7], r[8], r[9],
-                   json.loads(r[10]) if r[10] else None, r[11], r[12], r[13], r[14])
+            JobRow(
+                r[0],
+                r[1],
+                r[2],
+                r[3],
+                r[4],
+                r[5],
+                bool(r[6]),
+                r[7],
+                r[8],
+                r[9],
+                json.loads(r[10]) if r[10] else None,
+                r[11],
+                r[12],
+                r[13],
+                r[14],
+            )
             for r in self.conn.execute(sql)
         ]
 
@@ -291,7 +394,8 @@ class Store:
         """Output files per attempt (all of them, or those of the given attempts)."""
         out: dict[int, list[OutputRow]] = {}
         for r in self.conn.execute(
-            "SELECT attempt_id, idx, job_id, url, path, bytes, sha256, mtime_ns FROM outputs ORDER BY attempt_id, idx"
+            "SELECT attempt_id, idx, job_id, url, path, bytes, sha256, mtime_ns FROM outputs "
+            "ORDER BY attempt_id, idx"
         ):
             out.setdefault(r[0], []).append(OutputRow(*r))
         if attempt_ids is not None:
@@ -305,7 +409,8 @@ class Store:
         cursor = self.conn.execute(
             "SELECT attempt_id, job_id, fingerprint, request_id, status, remote_status, resubmit_of_unknown, "
             "intent_at, submitted_at, started_at, finished_at, estimate_usd, cost_usd, error "
-            "FROM attempts ORDER BY attempt_id")
+            "FROM attempts ORDER BY attempt_id"
+        )
         names = [d[0] for d in cursor.description]
         for row in cursor:
             record = dict(zip(names, row, strict=True))
@@ -314,35 +419,61 @@ class Store:
         return out
 
     def attempt_input(self, attempt_id: int) -> dict[str, Any] | None:
-        row = self.conn.execute("SELECT input_json FROM attempts WHERE attempt_id=?", (attempt_id,)).fetchone()
+        row = self.conn.execute(
+            "SELECT input_json FROM attempts WHERE attempt_id=?", (attempt_id,)
+        ).fetchone()
         return json.loads(row[0]) if row and row[0] else None
 
     def counts(self) -> dict[str, int]:
-        return dict(self.conn.execute("SELECT status, count(*) FROM jobs WHERE in_manifest=1 GROUP BY status"))
+        return dict(
+            self.conn.execute("SELECT status, count(*) FROM jobs WHERE in_manifest=1 GROUP BY status")
+        )
 
     # -- writing the life of a job --------------------------------------------------------------
-    def record_intent(self, job_id: str, fingerprint: str, model: str, input_json: str,
-                      estimate: float | None, *, resubmit_of_unknown: bool = False) -> int:
+    def record_intent(
+        self,
+        job_id: str,
+        fingerprint: str,
+        model: str,
+        input_json: str,
+        estimate: float | None,
+        *,
+        resubmit_of_unknown: bool = False,
+    ) -> int:
         """Journal that a POST is about to leave; call :meth:`flush` before sending it."""
         t = now()
         cursor = self._write(
             "INSERT INTO attempts (job_id, fingerprint, model, input_json, status, resubmit_of_unknown, "
             "intent_at, estimate_usd) VALUES (?,?,?,?,?,?,?,?)",
-            (job_id, fingerprint, model, input_json, SUBMITTING, int(resubmit_of_unknown), t, estimate))
+            (job_id, fingerprint, model, input_json, SUBMITTING, int(resubmit_of_unknown), t, estimate),
+        )
         attempt_id = int(cursor.lastrowid or 0)
-        self._write("UPDATE jobs SET status=?, attempt_id=?, error=NULL, updated_at=? WHERE job_id=?",
-                    (SUBMITTING, attempt_id, t, job_id))
+        self._write(
+            "UPDATE jobs SET status=?, attempt_id=?, error=NULL, updated_at=? WHERE job_id=?",
+            (SUBMITTING, attempt_id, t, job_id),
+        )
         return attempt_id
 
     def record_submitted(self, job_id: str, attempt_id: int, request_id: str) -> None:
         t = now()
-        self._write("UPDATE attempts SET request_id=?, status=?, submitted_at=? WHERE attempt_id=?",
-                    (request_id, QUEUED, t, attempt_id))
+        self._write(
+            "UPDATE attempts SET request_id=?, status=?, submitted_at=? WHERE attempt_id=?",
+            (request_id, QUEUED, t, attempt_id),
+        )
         self._set_job(job_id, attempt_id, QUEUED, t)
 
-    def record_remote(self, job_id: str, attempt_id: int, status: str, remote_status: str, *,
-                      started: bool = False, finished: bool = False, cost: float | None = None,
-                      outputs: Iterable[str] | None = None) -> None:
+    def record_remote(
+        self,
+        job_id: str,
+        attempt_id: int,
+        status: str,
+        remote_status: str,
+        *,
+        started: bool = False,
+        finished: bool = False,
+        cost: float | None = None,
+        outputs: Iterable[str] | None = None,
+    ) -> None:
         """A poll's news: live status, or completion with its output URLs and charged cost."""
         t = now()
         sets = ["status=?", "remote_status=?"]
@@ -362,71 +493,116 @@ class Store:
         self._write(f"UPDATE attempts SET {', '.join(sets)} WHERE attempt_id=?", (*params, attempt_id))
         self._set_job(job_id, attempt_id, status, t)
 
-    def record_error(self, job_id: str, attempt_id: int | None, status: str, error: Mapping[str, Any],
-                     *, cost: float | None = None) -> None:
+    def record_error(
+        self,
+        job_id: str,
+        attempt_id: int | None,
+        status: str,
+        error: Mapping[str, Any],
+        *,
+        cost: float | None = None,
+    ) -> None:
         """The job ended without success (or its submit is unknown): keep the cause."""
         t = now()
         text = json.dumps(dict(error), default=str)
         if attempt_id is not None:
-            self._write("UPDATE attempts SET status=?, error=?, finished_at=coalesce(finished_at, ?), "
-                        "cost_usd=coalesce(?, cost_usd) WHERE attempt_id=?", (status, text, t, cost, attempt_id))
-        self._write("UPDATE jobs SET status=?, error=?, updated_at=? WHERE job_id=?", (status, text, t, job_id))
+            self._write(
+                "UPDATE attempts SET status=?, error=?, finished_at=coalesce(finished_at, ?), "
+                "cost_usd=coalesce(?, cost_usd) WHERE attempt_id=?",
+                (status, text, t, cost, attempt_id),
+            )
+        self._write(
+            "UPDATE jobs SET status=?, error=?, updated_at=? WHERE job_id=?", (status, text, t, job_id)
+        )
 
-    def record_output(self, job_id: str, attempt_id: int, idx: int, url: str, path: str, size: int,
-                      sha256: str, mtime_ns: int) -> None:
-        self._write("INSERT OR REPLACE INTO outputs VALUES (?,?,?,?,?,?,?,?,?)",
-                    (attempt_id, idx, job_id, url, path, size, sha256, mtime_ns, now()))
+    def record_output(
+        self,
+        job_id: str,
+        attempt_id: int,
+        idx: int,
+        url: str,
+        path: str,
+        size: int,
+        sha256: str,
+        mtime_ns: int,
+    ) -> None:
+        self._write(
+            "INSERT OR REPLACE INTO outputs VALUES (?,?,?,?,?,?,?,?,?)",
+            (attempt_id, idx, job_id, url, path, size, sha256, mtime_ns, now()),
+        )
 
     def record_collected(self, job_id: str, attempt_id: int) -> None:
         """Every output of the attempt is on disk: the job succeeded, and so did its request."""
-        self._write("UPDATE attempts SET status=? WHERE attempt_id=? AND status=?",
-                    (SUCCEEDED, attempt_id, COLLECTING))
-        self._write("UPDATE jobs SET status=?, error=NULL, updated_at=? WHERE job_id=?",
-                    (SUCCEEDED, now(), job_id))
+        self._write(
+            "UPDATE attempts SET status=? WHERE attempt_id=? AND status=?",
+            (SUCCEEDED, attempt_id, COLLECTING),
+        )
+        self._write(
+            "UPDATE jobs SET status=?, error=NULL, updated_at=? WHERE job_id=?", (SUCCEEDED, now(), job_id)
+        )
 
     def record_expired(self, job_id: str, attempt_id: int, error: Mapping[str, Any]) -> None:
         """The attempt's outputs answered 404 before they were all on disk: the job needs a new run."""
-        self._write("UPDATE attempts SET status=? WHERE attempt_id=? AND status=?",
-                    (EXPIRED, attempt_id, COLLECTING))
+        self._write(
+            "UPDATE attempts SET status=? WHERE attempt_id=? AND status=?", (EXPIRED, attempt_id, COLLECTING)
+        )
         self.set_status(job_id, EXPIRED, error)
 
     def set_status(self, job_id: str, status: str, error: Mapping[str, Any] | None = None) -> None:
-        self._write("UPDATE jobs SET status=?, error=?, updated_at=? WHERE job_id=?",
-                    (status, json.dumps(dict(error)) if error else None, now(), job_id))
+        self._write(
+            "UPDATE jobs SET status=?, error=?, updated_at=? WHERE job_id=?",
+            (status, json.dumps(dict(error)) if error else None, now(), job_id),
+        )
 
     def adopt_attempt(self, job_id: str, attempt_id: int, status: str) -> None:
         """Make another job's attempt this job's own (dedupe: one paid request, two job ids)."""
-        self._write("UPDATE jobs SET status=?, attempt_id=?, error=NULL, updated_at=? WHERE job_id=?",
-                    (status, attempt_id, now(), job_id))
+        self._write(
+            "UPDATE jobs SET status=?, attempt_id=?, error=NULL, updated_at=? WHERE job_id=?",
+            (status, attempt_id, now(), job_id),
+        )
 
     def _set_job(self, job_id: str, attempt_id: int, status: str, t: float) -> None:
-        self._write("UPDATE jobs SET status=?, updated_at=? WHERE job_id=? AND attempt_id=?",
-                    (status, t, job_id, attempt_id))
+        self._write(
+            "UPDATE jobs SET status=?, updated_at=? WHERE job_id=? AND attempt_id=?",
+            (status, t, job_id, attempt_id),
+        )
 
     # -- runs -----------------------------------------------------------------------------------
     def start_run(self, command: str) -> int:
-        cursor = self._write("INSERT INTO runs (pid, command, started_at) VALUES (?,?,?)",
-                             (os.getpid(), command, now()))
+        cursor = self._write(
+            "INSERT INTO runs (pid, command, started_at) VALUES (?,?,?)", (os.getpid(), command, now())
+        )
         self.flush()
         return int(cursor.lastrowid or 0)
 
     def finish_run(self, run_id: int, exit_code: int, summary: Mapping[str, Any]) -> None:
-        self._write("UPDATE runs SET finished_at=?, exit_code=?, summary=? WHERE run_id=?",
-                    (now(), exit_code, json.dumps(dict(summary)), run_id))
+        self._write(
+            "UPDATE runs SET finished_at=?, exit_code=?, summary=? WHERE run_id=?",
+            (now(), exit_code, json.dumps(dict(summary)), run_id),
+        )
         self.flush()
 
     def last_activity(self, since: float, before: float) -> float | None:
         """The latest time journaled in ``[since, before)``: how far a run killed in that span got."""
         spans = " UNION ALL ".join(
             f"SELECT max({column}) AS t FROM {table} WHERE {column} >= :since AND {column} < :before"
-            for table, column in (("attempts", "intent_at"), ("attempts", "submitted_at"),
-                                  ("attempts", "started_at"), ("attempts", "finished_at"),
-                                  ("outputs", "downloaded_at"), ("jobs", "updated_at")))
-        row = self.conn.execute(f"SELECT max(t) FROM ({spans})", {"since": since, "before": before}
-                                ).fetchone()
+            for table, column in (
+                ("attempts", "intent_at"),
+                ("attempts", "submitted_at"),
+                ("attempts", "started_at"),
+                ("attempts", "finished_at"),
+                ("outputs", "downloaded_at"),
+                ("jobs", "updated_at"),
+            )
+        )
+        row = self.conn.execute(
+            f"SELECT max(t) FROM ({spans})", {"since": since, "before": before}
+        ).fetchone()
         return float(row[0]) if row and row[0] is not None else None
 
     def runs(self) -> list[dict[str, Any]]:
-        cursor = self.conn.execute("SELECT run_id, pid, command, started_at, finished_at, exit_code FROM runs")
+        cursor = self.conn.execute(
+            "SELECT run_id, pid, command, started_at, finished_at, exit_code FROM runs"
+        )
         names = [d[0] for d in cursor.description]
         return [dict(zip(names, r, strict=True)) for r in cursor]

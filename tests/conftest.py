@@ -42,9 +42,11 @@ def write_manifest(tmp_path: Path) -> Callable[..., Path]:
 
 def simple_manifest(n: int, *, name: str = "batch", model: str = R2V, extra: str = "") -> str:
     """A manifest of ``n`` distinct reference-to-video jobs."""
-    jobs = "\n".join(f"  - id: shot-{i}\n    input: {{prompt: \"shot number {i}\"}}" for i in range(n))
-    return (f"version: 1\nname: {name}\noutput_dir: ./out\n{extra}"
-            f"defaults:\n  model: {model}\n  input: {{duration: 5}}\njobs:\n{jobs}\n")
+    jobs = "\n".join(f'  - id: shot-{i}\n    input: {{prompt: "shot number {i}"}}' for i in range(n))
+    return (
+        f"version: 1\nname: {name}\noutput_dir: ./out\n{extra}"
+        f"defaults:\n  model: {model}\n  input: {{duration: 5}}\njobs:\n{jobs}\n"
+    )
 
 
 class InProcess:
@@ -60,11 +62,22 @@ class InProcess:
 
     def options(self, **settings: Any) -> BatchOptions:
         run_settings = RunSettings(**{"flush_interval": 0.01, **settings})
-        return BatchOptions(token=self.config.token, base_url="http://sim.local", transport=self.transport(),
-                            state_path=self.tmp_path / "state.sqlite", settings=run_settings, retry=FAST_RETRY)
+        return BatchOptions(
+            token=self.config.token,
+            base_url="http://sim.local",
+            transport=self.transport(),
+            state_path=self.tmp_path / "state.sqlite",
+            settings=run_settings,
+            retry=FAST_RETRY,
+        )
 
-    async def run(self, manifest: Path, events: list[dict[str, Any]] | None = None,
-                  options: BatchOptions | None = None, **settings: Any) -> BatchResult:
+    async def run(
+        self,
+        manifest: Path,
+        events: list[dict[str, Any]] | None = None,
+        options: BatchOptions | None = None,
+        **settings: Any,
+    ) -> BatchResult:
         sink = events.append if events is not None else None
         return await run_batch(manifest, options or self.options(**settings), on_event=sink)
 
@@ -83,7 +96,12 @@ def sim(tmp_path: Path) -> Callable[..., InProcess]:
     """Make an in-process simulator: ``sim(concurrency=4, job_seconds=0.05, ...)``."""
 
     def make(**config: Any) -> InProcess:
-        defaults: dict[str, Any] = {"concurrency": 4, "job_seconds": 0.05, "job_spread": 0.2, "output_bytes": 4096}
+        defaults: dict[str, Any] = {
+            "concurrency": 4,
+            "job_seconds": 0.05,
+            "job_spread": 0.2,
+            "output_bytes": 4096,
+        }
         return InProcess(SimulatorConfig(**{**defaults, **config}), tmp_path)
 
     return make

@@ -17,11 +17,19 @@ from runner.cli import build_parser
 COMMANDS = ["validate", "run", "retry", "status", "report", "plan", "cancel", "simulate"]
 
 
-def cli(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+def cli(
+    *args: str, cwd: Path, env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess:
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("RUNCOMFY_")}
     full_env.update(env or {})
-    return subprocess.run([sys.executable, "-m", "runner", *args], cwd=cwd, env=full_env, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "runner", *args],
+        cwd=cwd,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def test_every_command_has_help_text_and_a_line_in_the_readme():
@@ -37,7 +45,8 @@ def test_every_command_has_help_text_and_a_line_in_the_readme():
 
 def test_validate_lists_every_problem_with_file_line_job_and_field(write_manifest, tmp_path):
     """An invalid manifest: exit 2, one line per problem, no traceback."""
-    manifest = write_manifest("""
+    manifest = write_manifest(
+        """
         version: 1
         name: nightly
         defaults:
@@ -51,7 +60,9 @@ def test_validate_lists_every_problem_with_file_line_job_and_field(write_manifes
             input:
               prompt: another
               aspect_ratio: "4:3"
-        """, name="nightly.yaml")
+        """,
+        name="nightly.yaml",
+    )
     done = cli("validate", "nightly.yaml", cwd=tmp_path)
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
@@ -66,8 +77,14 @@ def test_validate_lists_every_problem_with_file_line_job_and_field(write_manifes
 def test_run_refuses_an_invalid_manifest_before_anything_is_opened(write_manifest, tmp_path):
     """No state file is created and nothing is sent when the manifest is invalid."""
     write_manifest("version: 1\njobs:\n  - id: ../x\n    model: nope\n    input: {}\n")
-    done = cli("run", "m.yaml", "--base-url", "http://127.0.0.1:9", cwd=tmp_path,
-               env={"RUNCOMFY_API_TOKEN": "tok-1234567890"})
+    done = cli(
+        "run",
+        "m.yaml",
+        "--base-url",
+        "http://127.0.0.1:9",
+        cwd=tmp_path,
+        env={"RUNCOMFY_API_TOKEN": "tok-1234567890"},
+    )
     assert done.returncode == 2
     assert "m.yaml:" in done.stderr and "Traceback" not in done.stderr
     assert not (tmp_path / "state").exists()
@@ -79,7 +96,8 @@ def test_run_without_a_token_says_how_to_get_one(write_manifest, tmp_path):
     assert done.returncode == 2
     assert done.stderr.strip() == (
         "runcomfy-batch: no API token: set RUNCOMFY_API_TOKEN (your RunComfy profile page has it), "
-        "or use --simulate to try the runner against the bundled simulator")
+        "or use --simulate to try the runner against the bundled simulator"
+    )
 
 
 def test_run_simulate_leaves_videos_and_reports_then_status_plan_and_report_work(write_manifest, tmp_path):
@@ -120,8 +138,16 @@ def test_the_token_never_appears_in_output_even_when_rejected(write_manifest, tm
     secret = "sk-very-secret-token-0123456789"
     write_manifest(simple_manifest(2))
     with running_server(SimulatorConfig(job_seconds=0.05)) as base_url:
-        done = cli("run", "m.yaml", "--base-url", base_url, "--verbose", "--json-log", cwd=tmp_path,
-                   env={"RUNCOMFY_API_TOKEN": secret})
+        done = cli(
+            "run",
+            "m.yaml",
+            "--base-url",
+            base_url,
+            "--verbose",
+            "--json-log",
+            cwd=tmp_path,
+            env={"RUNCOMFY_API_TOKEN": secret},
+        )
     assert done.returncode == 6, done.stderr
     assert "check RUNCOMFY_API_TOKEN" in done.stderr
     everything = done.stdout + done.stderr

@@ -33,9 +33,20 @@ def check_files(tmp_path: Path, size: int = 4096) -> int:
 async def test_every_fault_at_once_loses_nothing_and_pays_once(sim, write_manifest, tmp_path):
     """10% 5xx, 5% 429 (half without Retry-After), 2% dropped connections, 2% truncated downloads,
     200-with-error_code, unknown status words and 5% failed jobs, all at once."""
-    account = sim(concurrency=6, job_seconds=0.05, seed=7, rate_5xx=0.10, rate_429=0.025, rate_429_bare=0.025,
-                  rate_drop=0.02, rate_truncate=0.02, rate_error_200=0.02, rate_unknown_status=0.05,
-                  fail_rate=0.05, retry_after_seconds=0)
+    account = sim(
+        concurrency=6,
+        job_seconds=0.05,
+        seed=7,
+        rate_5xx=0.10,
+        rate_429=0.025,
+        rate_429_bare=0.025,
+        rate_drop=0.02,
+        rate_truncate=0.02,
+        rate_error_200=0.02,
+        rate_unknown_status=0.05,
+        fail_rate=0.05,
+        retry_after_seconds=0,
+    )
     manifest = write_manifest(simple_manifest(40))
     events: list[dict] = []
     result = await account.run(manifest, events)
@@ -62,7 +73,10 @@ async def test_every_fault_at_once_loses_nothing_and_pays_once(sim, write_manife
     again = await account.run(manifest, events, resubmit_unknown=True)
     stats = await account.stats()
     assert set(again.counts) <= {"succeeded", "failed", "unknown"}
-    assert again.counts.get("succeeded", 0) + again.counts.get("failed", 0) + again.counts.get("unknown", 0) == 40
+    assert (
+        again.counts.get("succeeded", 0) + again.counts.get("failed", 0) + again.counts.get("unknown", 0)
+        == 40
+    )
     assert stats["duplicate_submissions"] == 0
     assert again.counts.get("failed", 0) == stats["jobs"]["failed"]
     assert check_files(tmp_path) == again.counts["succeeded"]
@@ -80,7 +94,9 @@ async def test_an_unknown_status_word_is_logged_once_and_polled_on(sim, write_ma
     assert [e["status"] for e in events if e["event"] == "unknown_status"] == ["preparing"]
 
 
-async def test_an_accepted_submit_answered_with_5xx_is_unknown_and_not_resubmitted(sim, write_manifest, tmp_path):
+async def test_an_accepted_submit_answered_with_5xx_is_unknown_and_not_resubmitted(
+    sim, write_manifest, tmp_path
+):
     """The job exists at RunComfy but the answer was a 5xx: the runner reports it unknown, exit 1,
     and a second run does not submit it again unless told to."""
     account = sim(rate_accepted_5xx=1.0)
@@ -146,7 +162,9 @@ async def test_a_revoked_token_stops_the_run_with_a_clear_error(sim, write_manif
     options = account.options()
     from dataclasses import replace
 
-    result = await account.run(write_manifest(simple_manifest(2)), options=replace(options, token="sim-token"))
+    result = await account.run(
+        write_manifest(simple_manifest(2)), options=replace(options, token="sim-token")
+    )
     assert result.exit_code == 6
     assert "400004" in result.message and "check RUNCOMFY_API_TOKEN" in result.message
 

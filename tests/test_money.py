@@ -26,16 +26,23 @@ def quote(model: str, **input: object) -> float | None:
     return PRICES.quote(model, input, spec.defaults if spec else {}).usd
 
 
-@pytest.mark.parametrize(("model", "input", "usd"), [
-    (R2V, {"prompt": "p"}, 5 * 0.084),                                   # default duration 5, no sound
-    (R2V, {"prompt": "p", "duration": 10}, 10 * 0.084),
-    (R2V, {"prompt": "p", "duration": 10, "sound": True}, 10 * 0.112),
-    (R2V, {"prompt": "p", "duration": 8, "video": "https://x/v.mp4"}, 8 * 0.126),
-    (R2V, {"prompt": "p", "duration": 8, "video": "https://x/v.mp4", "sound": True}, 8 * 0.126),  # sound: no effect
-    (I2V, {"prompt": "p", "image": "https://x/a.png"}, 5 * 0.112),
-    (I2V, {"prompt": "p", "image": "https://x/a.png", "duration": 15, "sound": True}, 15 * 0.14),
-    (I2V, {"prompt": "p", "image": "https://x/a.png", "duration": 3, "sound": False}, 3 * 0.112),
-])
+@pytest.mark.parametrize(
+    ("model", "input", "usd"),
+    [
+        (R2V, {"prompt": "p"}, 5 * 0.084),  # default duration 5, no sound
+        (R2V, {"prompt": "p", "duration": 10}, 10 * 0.084),
+        (R2V, {"prompt": "p", "duration": 10, "sound": True}, 10 * 0.112),
+        (R2V, {"prompt": "p", "duration": 8, "video": "https://x/v.mp4"}, 8 * 0.126),
+        (
+            R2V,
+            {"prompt": "p", "duration": 8, "video": "https://x/v.mp4", "sound": True},
+            8 * 0.126,
+        ),  # sound: no effect
+        (I2V, {"prompt": "p", "image": "https://x/a.png"}, 5 * 0.112),
+        (I2V, {"prompt": "p", "image": "https://x/a.png", "duration": 15, "sound": True}, 15 * 0.14),
+        (I2V, {"prompt": "p", "image": "https://x/a.png", "duration": 3, "sound": False}, 3 * 0.112),
+    ],
+)
 def test_estimates_match_hand_computed_prices(model, input, usd):
     assert quote(model, **input) == pytest.approx(usd)
 
@@ -46,7 +53,9 @@ def test_an_unknown_models_price_is_unknown_not_guessed():
 
 def test_a_user_price_file_overrides_the_bundled_one(tmp_path):
     override = tmp_path / "prices.json"
-    override.write_text(json.dumps({"read_on": "2026-12-01", "models": {R2V: {"unit": "second", "usd": 0.1}}}))
+    override.write_text(
+        json.dumps({"read_on": "2026-12-01", "models": {R2V: {"unit": "second", "usd": 0.1}}})
+    )
     table = PriceTable.load(CATALOG, override)
     assert table.quote(R2V, {"duration": 10}).usd == pytest.approx(1.0)
     assert table.read_on == "2026-12-01"
@@ -99,14 +108,19 @@ def test_plan_says_identical_jobs_are_paid_once(write_manifest, tmp_path):
           - {{id: b, model: {I2V}, input: {{prompt: same, image: "https://x/a.png"}}}}
           - {{id: c, model: {I2V}, input: {{prompt: other, image: "https://x/a.png", duration: 10}}}}
         """)
-    done = subprocess.run([sys.executable, "-m", "runner", "plan", "m.yaml", "--json"], cwd=tmp_path,
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "runner", "plan", "m.yaml", "--json"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
     data = json.loads(done.stdout)
     assert data["twins"] == {"b": "a"}
     assert data["estimate_usd"] == pytest.approx(5 * 0.112 + 10 * 0.112)
     assert data["models"][0]["paid_requests"] == 2
-    text = subprocess.run([sys.executable, "-m", "runner", "plan", "m.yaml"], cwd=tmp_path,
-                          capture_output=True, text=True).stdout
+    text = subprocess.run(
+        [sys.executable, "-m", "runner", "plan", "m.yaml"], cwd=tmp_path, capture_output=True, text=True
+    ).stdout
     assert "b = a" in text
 
 
@@ -122,7 +136,9 @@ async def test_actual_cost_is_recorded_beside_the_estimate(sim, write_manifest, 
 def test_the_apis_price_call_refreshes_a_model_and_keeps_tier_ratios():
     fresh = PRICES.refreshed(R2V, {"model_id": R2V, "base_price_usd": 0.1, "price_unit": "second"})
     assert fresh.quote(R2V, {"duration": 10}).usd == pytest.approx(1.0)
-    assert fresh.quote(R2V, {"duration": 10, "sound": True}).usd == pytest.approx(1.0 * 0.112 / 0.084 * 1.0, rel=1e-3)
+    assert fresh.quote(R2V, {"duration": 10, "sound": True}).usd == pytest.approx(
+        1.0 * 0.112 / 0.084 * 1.0, rel=1e-3
+    )
     unknown = PRICES.refreshed("vendor/new-model", {"base_price_usd": 0.5, "price_unit": "output"})
     assert unknown.quote("vendor/new-model", {}).usd == pytest.approx(0.5)
     assert PRICES.refreshed(R2V, {"error_code": 404001}) is PRICES

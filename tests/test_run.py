@@ -10,19 +10,20 @@ from pathlib import Path
 
 import jsonschema
 import pytest
+from conftest import I2V, simple_manifest
 
 from runner import state as S
 from runner.catalog import schema_dir
 from runner.simulator import expected_output_bytes
-
-from conftest import I2V, simple_manifest
 
 pytestmark = pytest.mark.anyio
 
 
 def request_ids(state: Path) -> dict[str, list[str]]:
     with sqlite3.connect(state) as db:
-        rows = db.execute("SELECT job_id, request_id FROM attempts WHERE request_id IS NOT NULL ORDER BY attempt_id")
+        rows = db.execute(
+            "SELECT job_id, request_id FROM attempts WHERE request_id IS NOT NULL ORDER BY attempt_id"
+        )
         out: dict[str, list[str]] = {}
         for job_id, request_id in rows:
             out.setdefault(job_id, []).append(request_id)
@@ -50,8 +51,10 @@ async def test_a_batch_runs_to_files_on_disk_and_a_report(sim, write_manifest, t
     assert report["summary"]["succeeded"] == 8
     assert report["summary"]["cost_usd"] == pytest.approx(8 * 5 * 0.084)
     job = report["jobs"][0]
-    assert job["outputs"][0]["sha256"] == hashlib.sha256(
-        (tmp_path / "out" / job["outputs"][0]["path"]).read_bytes()).hexdigest()
+    assert (
+        job["outputs"][0]["sha256"]
+        == hashlib.sha256((tmp_path / "out" / job["outputs"][0]["path"]).read_bytes()).hexdigest()
+    )
     assert (tmp_path / "out" / "report.html").read_text().startswith("<!doctype html>")
     assert (tmp_path / "out" / "report.csv").read_text().count("\n") == 9
 
