@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
+import anyio
 import httpx
 
 from .client import error_from_answer
@@ -113,7 +114,9 @@ async def download(http: httpx.AsyncClient, url: str, target: Path, config: Down
                         digest.update(chunk)
                         size += len(chunk)
                     handle.flush()
-                    os.fsync(handle.fileno())
+                    # Durable before it is renamed into place; in a worker thread, because an fsync
+                    # can take milliseconds (far more on a busy disk) and the event loop has polls to run.
+                    await anyio.to_thread.run_sync(os.fsync, handle.fileno())
         except httpx.HTTPError as exc:
             raise TransportError(f"download of {url}: {type(exc).__name__}: {exc}") from None
         if expected is not None and int(expected) != size:
