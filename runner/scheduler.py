@@ -107,6 +107,7 @@ class Live:
     polling: bool = False
     failed_polls: int = 0
     resubmit: bool = False  # this attempt resubmits a job whose earlier submit was unknown
+    due: float = 0.0  # when its next poll is scheduled (older entries in the poll heap are stale)
 
 
 class Runner:
@@ -307,6 +308,8 @@ class Runner:
         """Submit while the pacer allows, until nothing is left to submit, poll or collect."""
         while self.fatal is None:
             submittable = bool(self.to_submit) and not self.stop_reason
+            if self.pacer.draining == submittable:
+                self._set_draining(not submittable)
             if not (submittable or self.live or self.collecting):
                 return
             now = self.clock()
@@ -320,6 +323,16 @@ class Runner:
                     self._tg.start_soon(self._submit_one, live)
                 continue
             await self._wait_wake(self.pacer.probe_interval if submittable else 1.0)
+
+    def _set_draining(self, draining: bool) -> None:
+        """Once nothing is left to submit, a finish noticed late delays the end of the run (no queued
+        job takes the slot any more): the pacer polls eagerly, starting with every live job now."""
+        self.pacer.draining = draining
+        if draining:
+            now = self.clock()
+            for live in self.live.values():
+                if not live.polling:
+                    self._schedule(live, self.pacer.eager_poll(live.track, now))
 
     def _start_attempt(self, job: Job, now: float) -> Live | None:
         estimate = self.estimate(job)
@@ -357,6 +370,8 @@ class Runner:
                     self._drop(live, refund=True)
                     return
                 self._record_intent(live)
+                self.pacer.on_sent(live.track, self.clock())
+                self._wake()  # a connection is ours: the next submit may wait for one in its place
                 try:
                     # The client shields each POST until its answer: a stop never abandons one on the
                     # wire. What a stop can cut short is the backoff between tries, and a try is only
@@ -422,9 +437,7 @@ class Runner:
     def _drop(self, live: Live, *, refund: bool = False) -> None:
         """A submit that created no live request: forget it in the pacer and the in-flight spend."""
         self.live.pop(live.job.id, None)
-        self.pacer.in_flight = max(0, self.pacer.in_flight - 1)
-        if self.pacer.tail is live.track:
-            self.pacer.tail = None
+        self.pacer.on_dropped(live.track)
         if refund:
             self.committed_usd -= self.estimate(live.job) or 0.0
         self._wake()
@@ -470,7 +483,7 @@ class Runner:
     # -- polling --------------------------------------------------------------------------------
     def _track(self, job: Job, attempt_id: int, request_id: str, status: str, *, resumed: bool) -> None:
         now = self.clock()
-        track = Track(job.id, now)
+        track = Track(job.id, now)  # no place in this run's submits: it teaches the pacer nothing
         live = Live(job, attempt_id, request_id, track, status=status)
         self.live[job.id] = live
         self.pacer.in_flight += 1
@@ -490,6 +503,7 @@ class Runner:
         now = self.clock()
         if when > now:
             when = now + (when - now) * self._rng.uniform(1.0, 1.05)
+        live.due = when
         heapq.heappush(self.polls, (when, next(self._seq), live))
         if self.polls[0][2] is live:
             self._poll_due.set()
@@ -499,8 +513,8 @@ class Runner:
             now = self.clock()
             # Polls due within a few milliseconds go out together: fewer wake-ups, same latency.
             while self.polls and self.polls[0][0] <= now + 0.005:
-                _, _, live = heapq.heappop(self.polls)
-                if live.polling or self.live.get(live.job.id) is not live:
+                when, _, live = heapq.heappop(self.polls)
+                if live.polling or when != live.due or self.live.get(live.job.id) is not live:
                     continue
                 live.polling = True
                 self._tg.start_soon(self._poll, live, False)
@@ -509,15 +523,16 @@ class Runner:
                 await self._poll_due.wait()
 
     async def _prober(self) -> None:
-        """Poll the most recently submitted live job now and then: its queue position is the queue."""
+        """Now and then poll the most recently submitted job RunComfy knows: its queue position (plus
+        the jobs submitted after it) is the length of the queue."""
         while True:
             await anyio.sleep(self.pacer.probe_interval)
-            tail = self.pacer.tail
-            live = self.live.get(tail.job_id) if tail is not None else None
-            if live is None or live.track is not tail or live.polling or live.request_id is None:
-                continue
-            live.polling = True
-            self._tg.start_soon(self._poll, live, True)
+            for track in self.pacer.probe_candidates():
+                live = self.live.get(track.job_id)
+                if live is not None and live.track is track and not live.polling and live.request_id is not None:
+                    live.polling = True
+                    self._tg.start_soon(self._poll, live, True)
+                    break
 
     async def _poll(self, live: Live, probe: bool) -> None:
         job = live.job
@@ -642,11 +657,12 @@ class Runner:
         attempt_id, urls = attempt[0], json.loads(attempt[1])
         folder = self.manifest.output_dir / job_id
         try:
+            # Downloads have a limiter of their own: a long one must not hold a slot that polls and
+            # submits to the API need (and the API's 429s say nothing about the file host).
             async with self.download_limit:
                 for idx, (url, name) in enumerate(zip(urls, file_names(urls), strict=True)):
-                    async with self.http_limit:
-                        got = await download(self.client.http, url, folder / name, self.settings.download,
-                                             on_retry=self.on_retry)
+                    got = await download(self.client.http, url, folder / name, self.settings.download,
+                                         on_retry=self.on_retry)
                     rel = got.path.relative_to(self.manifest.output_dir).as_posix()
                     self.store.record_output(job_id, attempt_id, idx, url, rel, got.size, got.sha256, got.mtime_ns)
         except RequestNotFound as exc:
