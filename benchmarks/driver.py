@@ -1,0 +1,153 @@
+"""Run one manifest with the runner's library in this process and print what it cost, as one JSON line.
+
+``benchmarks/run.py`` starts this script as its own process, so the CPU time and peak RSS it reports
+are the runner's alone (the simulator is another process). It composes the run the way
+``runner.batch.run_batch`` does, with one addition: the state file's connection carries a trace
+callback that counts statements and commits, which shows whether state writes are grouped.
+
+    python benchmarks/driver.py MANIFEST --base-url URL --state FILE --output DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import time
+from collections import Counter
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+
+def _peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+async def _trace(runner: Any, base_url: str, path: Path) -> None:
+    """Every 50 ms, the pacer's view of RunComfy's queue beside the simulator's (diagnostics only)."""
+    import httpx
+
+    async with httpx.AsyncClient(base_url=base_url) as http:
+        with open(path, "w") as out:
+            while True:
+                pacer, now = runner.pacer, runner.clock()
+                stats = (await http.get("/_sim/stats")).json()
+                out.write(json.dumps({
+                    "t": now, "estimate": pacer.queue_estimate(now), "target": pacer.target_queue,
+                    "rate": pacer.start_rate, "in_flight": pacer.in_flight, "saturated": pacer.saturated,
+                    "queued": stats["queued"], "running": stats["running"], "draining": pacer.draining,
+                    "mean": pacer.mean_duration, "q05": pacer.duration_quantile(0.05),
+                    "q90": pacer.duration_quantile(0.9), "live": len(runner.live), "heap": len(runner.polls),
+                    "polls": stats["requests"]["result"], "collecting": len(runner.collecting), "conns": len(runner.client.http._transport._pool.connections), "submits": pacer.submits, "sent": pacer.sent, "started": pacer._started, "exact": pacer._started_exact, "to_submit": len(runner.to_submit)}) + "\n")
+                await anyio.sleep(0.05)
+
+
+async def _run(args: argparse.Namespace, figures: dict[str, Any]) -> None:
+    from runner.batch import BatchOptions, _defaults, api_config, open_http, resolve, settings_for
+    from runner.catalog import Catalog
+    from runner.client import RunComfyClient
+    from runner.manifest import load_manifest
+    from runner.pricing import PriceTable
+    from runner.report import write_reports
+    from runner.scheduler import Runner, RunSettings
+    from runner.state import Store
+
+    started = time.perf_counter()
+    catalog = Catalog.load()
+    manifest = load_manifest(args.manifest, catalog)
+    figures["load_seconds"] = time.perf_counter() - started
+    figures["peak_rss_mb_loaded"] = _peak_mb()
+    settings = RunSettings()
+    if args.http_concurrency:
+        settings = replace(settings, http_concurrency=args.http_concurrency)
+    options = BatchOptions(token=args.token, base_url=args.base_url, state_path=args.state,
+                           output_dir=args.output, settings=settings)
+    manifest, state_path = resolve(manifest, options)
+    config = api_config(options)
+    settings = settings_for(manifest, options, config)
+    statements: Counter[str] = Counter()
+
+    def trace(sql: str) -> None:
+        statements[sql.split(None, 1)[0].upper() if sql.strip() else ""] += 1
+
+    events: Counter[str] = Counter()
+    times: dict[str, float] = {}
+
+    def on_event(event: dict[str, Any]) -> None:
+        kind = event["event"]
+        events[kind] += 1
+        times[kind] = time.monotonic()  # the simulator's clock too: its job times line up
+
+    store = Store.open(state_path)
+    store.conn.set_trace_callback(trace)
+    cpu_before = _cpu()
+    try:
+        store.lock()
+        http_client = open_http(options, config)
+        if args.max_connections:  # an experiment: a smaller connection pool than the runner's own
+            import httpx
+
+            await http_client.aclose()
+            limits = httpx.Limits(max_connections=args.max_connections,
+                                  max_keepalive_connections=args.max_connections)
+            http_client = httpx.AsyncClient(timeout=config.timeout, limits=limits)
+        async with http_client as http:
+            client = RunComfyClient(http, config)
+            runner = Runner(manifest, store, client, PriceTable.load(catalog), settings,
+                            defaults_for=_defaults(catalog), on_event=on_event)
+            client.on_retry = runner.on_retry
+            if args.trace:
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(_trace, runner, args.base_url, args.trace)
+                    result = await runner.run()
+                    tg.cancel_scope.cancel()
+            else:
+                result = await runner.run()
+        figures["run_cpu_seconds"] = _cpu() - cpu_before
+        figures["peak_rss_mb_run"] = _peak_mb()
+        report_started = time.perf_counter()
+        write_reports(manifest, store)
+        figures["report_seconds"] = time.perf_counter() - report_started
+    finally:
+        store.close()
+    figures.update(
+        jobs=len(manifest.jobs), exit_code=result.exit_code, counts=result.counts, message=result.message,
+        makespan=times.get("finish", 0.0) - times.get("start", 0.0), started_at=times.get("start"),
+        finished_at=times.get("finish"), last_event_at=times, wall_minus_monotonic=time.time() - time.monotonic(),
+        to_submit=events["submitted"], commits=statements["COMMIT"],
+        writes=statements["INSERT"] + statements["UPDATE"], events=dict(events),
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("manifest", type=Path)
+    parser.add_argument("--base-url", required=True)
+    parser.add_argument("--token", default="sim-token")
+    parser.add_argument("--state", type=Path, required=True)
+    parser.add_argument("--output", type=Path, required=True)
+    parser.add_argument("--trace", type=Path, help="write the pacer's and the simulator's queue here")
+    parser.add_argument("--max-connections", type=int, help="experiment: cap the HTTP connection pool")
+    parser.add_argument("--http-concurrency", type=int, help="override RunSettings.http_concurrency")
+    args = parser.parse_args()
+    figures: dict[str, Any] = {}
+    started = time.perf_counter()
+    anyio.run(_run, args, figures)
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    figures.update(wall_seconds=time.perf_counter() - started, cpu_user=usage.ru_utime, cpu_sys=usage.ru_stime,
+                   peak_rss_mb=usage.ru_maxrss / 1024)
+    json.dump(figures, sys.stdout)
+    sys.stdout.write("\n")
+
+
+if __name__ == "__main__":
+    main()

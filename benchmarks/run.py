@@ -1,0 +1,411 @@
+"""Benchmarks of issue 8: does the runner keep every paid slot busy, with few requests, at 100,000 jobs?
+
+Everything runs as separate processes on loopback: the bundled simulator (``python -m runner.simulator``),
+the runner (``benchmarks/driver.py``: the library in a process of its own, so its CPU time and RSS
+are its own), a bare ``httpx`` client (the CPU cost of one request, for scale) and the naive script
+a user would write (``benchmarks/baseline.py``). The figures come from the processes' rusage,
+``/proc/<pid>/stat`` for the simulator, and the simulator's request counters (``/_sim/stats``).
+
+Scenarios: ``A`` (2,000 jobs, account concurrency 50, 1.0 s ± 20 % each), ``B`` (10,000 jobs, 200,
+2.0 s ± 20 %), ``scale`` (a 100,000-job manifest: validate, run against a fast simulator, status,
+re-run). ``--quick`` shrinks every size for a smoke run. The runner is never told the account's
+concurrency; the baseline is.
+
+    python benchmarks/run.py                  # A, B and scale: a few minutes on 2 cores
+    python benchmarks/run.py --quick          # everything, smaller, in about a minute
+    python benchmarks/run.py A --no-baseline  # one scenario, runner only
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+HERE = Path(__file__).resolve().parent
+TOKEN = "sim-token"
+MODEL = "kling/kling-video-o3/pro/image-to-video"
+IMAGE = "https://playgrounds-storage-public.runcomfy.net/tools/7366/media-files/input-example1.webp"
+PER_PROMPT = 40  # jobs per prompt in the generated matrix: 10 durations x sound x shot type
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One simulated account and one batch."""
+
+    name: str
+    jobs: int
+    concurrency: int
+    job_seconds: float
+    output_bytes: int = 64 * 1024
+    baseline: bool = True
+
+
+SCENARIOS = {
+    "A": Scenario("A", 2_000, 50, 1.0),
+    "B": Scenario("B", 10_000, 200, 2.0),
+    "scale": Scenario("scale", 100_000, 2_000, 0.05, output_bytes=16, baseline=False),
+}
+QUICK = {
+    "A": Scenario("A", 400, 50, 1.0),
+    "B": Scenario("B", 2_000, 200, 2.0),
+    "scale": Scenario("scale", 10_000, 1_000, 0.05, output_bytes=16, baseline=False),
+}
+
+
+# -- the table -----------------------------------------------------------------------------------
+@dataclass
+class Row:
+    scenario: str
+    figure: str
+    value: str
+    goal: str = ""
+    holds: bool | None = None
+
+
+class Table:
+    def __init__(self) -> None:
+        self.rows: list[Row] = []
+
+    def add(self, scenario: str, figure: str, value: str, goal: str = "", holds: bool | None = None) -> None:
+        row = Row(scenario, figure, value, goal, holds)
+        self.rows.append(row)
+        mark = "" if holds is None else ("  ok" if holds else "  MISSED")
+        print(f"  [{scenario}] {figure}: {value}" + (f" (goal {goal}){mark}" if goal else ""), flush=True)
+
+    def print(self) -> None:
+        heads = ("scenario", "figure", "value", "goal", "holds")
+        cells = [(r.scenario, r.figure, r.value, r.goal, "" if r.holds is None else ("yes" if r.holds else "NO"))
+                 for r in self.rows]
+        widths = [max(len(h), *(len(c[i]) for c in cells)) for i, h in enumerate(heads)]
+        line = " | ".join(h.ljust(w) for h, w in zip(heads, widths, strict=True))
+        print("\n" + line + "\n" + "-+-".join("-" * w for w in widths))
+        for c in cells:
+            print(" | ".join(v.ljust(w) for v, w in zip(c, widths, strict=True)))
+        goals = [r for r in self.rows if r.holds is not None]
+        missed = [r for r in goals if not r.holds]
+        print(f"\n{len(goals) - len(missed)} of {len(goals)} goals hold"
+              + ("" if not missed else ": missed " + "; ".join(f"{r.scenario} {r.figure}" for r in missed)))
+
+
+# -- the simulator -------------------------------------------------------------------------------
+class Simulator:
+    """The bundled simulator, served on loopback by a process of its own."""
+
+    def __init__(self, process: subprocess.Popen[bytes], url: str) -> None:
+        self.process = process
+        self.url = url
+        self.http = httpx.Client(base_url=url, timeout=30)
+
+    def stats(self) -> dict[str, Any]:
+        return self.http.get("/_sim/stats").json()  # type: ignore[no-any-return]
+
+    def reset(self) -> None:
+        self.http.post("/_sim/reset").raise_for_status()
+
+    def cpu_seconds(self) -> float:
+        """utime + stime of the simulator process, from ``/proc/<pid>/stat``."""
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+@contextlib.contextmanager
+def simulator(scenario: Scenario, folder: Path) -> Iterator[Simulator]:
+    ready = folder / f"sim-{scenario.name}.url"
+    command = [sys.executable, "-m", "runner.simulator", "--host", "127.0.0.1", "--port", "0",
+               "--ready-file", str(ready), "--concurrency", str(scenario.concurrency),
+               "--job-seconds", str(scenario.job_seconds), "--job-spread", "0.2",
+               "--output-bytes", str(scenario.output_bytes)]
+    process = subprocess.Popen(command, cwd=ROOT, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while not ready.exists():
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the simulator did not start")
+            time.sleep(0.02)
+        sim = Simulator(process, ready.read_text().strip())
+        yield sim
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+# -- the manifest --------------------------------------------------------------------------------
+def write_manifest(path: Path, name: str, jobs: int) -> None:
+    """``jobs`` distinct jobs (no two share a paid request): matrices of prompt x duration x sound x
+    shot type, the remainder written out one by one."""
+    prompts, rest = divmod(jobs, PER_PROMPT)
+    lines = ["version: 1", f"name: {name}", "defaults:", f"  model: {MODEL}", "  input:", f"    image: {IMAGE}",
+             "jobs:"]
+    if prompts:
+        lines += ["  - id: shot-{prompt}-{duration}s-{sound}-{shot_type}", "    matrix:", "      prompt:",
+                  *(f"        - \"Take {p}: a slow dolly shot along a rainy neon street at night\""
+                    for p in range(prompts)),
+                  f"      duration: {json.dumps(list(range(3, 13)))}", "      sound: [false, true]",
+                  "      shot_type: [customize, intelligent]"]
+    for n in range(rest):
+        lines += [f"  - id: extra-{n}", "    input:", f"      prompt: \"An extra take, number {n}\"",
+                  "      duration: 5"]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+# -- the processes -------------------------------------------------------------------------------
+def run_json(command: list[str], *, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Run a process that prints one JSON line; its figures."""
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=env)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(command[:3])} failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+_BARE = """
+import json, sys, time, anyio, httpx
+url, model, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
+payload = {"image": sys.argv[4], "prompt": "one bare request", "duration": 5}
+async def main():
+    headers = {"Authorization": "Bearer sim-token"}
+    async with httpx.AsyncClient(base_url=url, headers=headers) as http:
+        request_id = (await http.post(f"/v1/models/{model}", json=payload)).json()["request_id"]
+        while (await http.get(f"/v1/requests/{request_id}/result")).json()["status"] != "completed":
+            await anyio.sleep(0.05)
+        for _ in range(50):
+            await http.get(f"/v1/requests/{request_id}/result", params={"include_cost": "true"})
+        started = time.process_time()
+        for _ in range(n):
+            (await http.get(f"/v1/requests/{request_id}/result", params={"include_cost": "true"})).json()
+        return (time.process_time() - started) / n
+print(json.dumps({"cpu_per_request": anyio.run(main)}))
+"""
+
+
+def bare_request_cpu(sim: Simulator, requests: int) -> float:
+    """CPU seconds one plain ``httpx.AsyncClient`` GET to the simulator costs its client."""
+    return float(run_json([sys.executable, "-c", _BARE, sim.url, MODEL, str(requests), IMAGE])["cpu_per_request"])
+
+
+def driver_command(manifest: Path, sim: Simulator, folder: Path) -> list[str]:
+    return [sys.executable, str(HERE / "driver.py"), str(manifest), "--base-url", sim.url,
+            "--state", str(folder / "state.sqlite"), "--output", str(folder / "out")]
+
+
+def delta(after: dict[str, Any], before: dict[str, Any]) -> dict[str, int]:
+    counts = {k: after["requests"][k] - before["requests"].get(k, 0) for k in after["requests"]}
+    counts["total"] = after["requests_total"] - before["requests_total"]
+    return counts
+
+
+def per_endpoint(counts: dict[str, int], jobs: int) -> str:
+    return ", ".join(f"{k} {v / jobs:.2f}" for k, v in counts.items() if v and k != "total")
+
+
+def idle_slots(sim: Simulator, state: Path, concurrency: int, runner: dict[str, Any]) -> str:
+    """Where the paid slots sat idle: slot-seconds before all slots first ran, in the middle (RunComfy's
+    queue ran dry), in the tail (after the last start) and after the last finish (noticing, downloading)."""
+    with contextlib.closing(sqlite3.connect(state)) as db:
+        seen = dict(db.execute("SELECT request_id, finished_at FROM attempts WHERE request_id IS NOT NULL"))
+    jobs = [sim.http.get(f"/_sim/requests/{i}").json() for i in seen]
+    offset = runner["wall_minus_monotonic"]
+    late = sorted(seen[j["request_id"]] - offset - j["finished_at"] for j in jobs)
+    last = max(jobs, key=lambda j: seen[j["request_id"]])
+    edges = sorted([(j["started_at"], 1) for j in jobs] + [(j["finished_at"], -1) for j in jobs])
+    start, finish = runner["started_at"], runner["finished_at"]
+    last_start = max(j["started_at"] for j in jobs)
+    last_finish = max(j["finished_at"] for j in jobs)
+    parts = {"ramp": 0.0, "middle": 0.0, "tail": 0.0}
+    running, at, filled = 0, start, None
+    for t, step in edges:
+        phase = "ramp" if filled is None else ("middle" if at < last_start else "tail")
+        parts[phase] += (concurrency - running) * (t - at)
+        running, at = running + step, t
+        if filled is None and running >= concurrency:
+            filled = t
+    parts["after"] = concurrency * (finish - last_finish)
+    total = concurrency * (finish - start)
+    return ", ".join(f"{k} {v / total:.1%}" for k, v in parts.items()) + (
+        f"; all slots busy {filled - start:.2f} s after start" if filled else "; never all busy") + (
+        f"; finish noticed after {late[len(late) // 2]:.2f} s (median), {late[int(len(late) * 0.9)]:.2f} s "
+        f"(p90), {seen[last['request_id']] - offset - last['finished_at']:.2f} s (last noticed); run over "
+        f"{finish - runner['last_event_at'].get('succeeded', finish):.2f} s after the last download")
+
+
+# -- scenarios A and B ---------------------------------------------------------------------------
+def run_slots(scenario: Scenario, folder: Path, table: Table, *, baseline: bool, diagnose: bool) -> None:
+    s = scenario.name
+    ideal = scenario.jobs * scenario.job_seconds / scenario.concurrency
+    print(f"\nscenario {s}: {scenario.jobs:,} jobs, account concurrency {scenario.concurrency}, "
+          f"{scenario.job_seconds} s ± 20 % each; ideal makespan {ideal:.1f} s", flush=True)
+    manifest = folder / f"{s}.yaml"
+    write_manifest(manifest, f"bench-{s}", scenario.jobs)
+    with simulator(scenario, folder) as sim:
+        bare = bare_request_cpu(sim, 500)
+        sim.reset()
+        before, sim_cpu = sim.stats(), sim.cpu_seconds()
+        runner = run_json(driver_command(manifest, sim, folder / f"runner-{s}"))
+        after, sim_cpu = sim.stats(), sim.cpu_seconds() - sim_cpu
+        counts = delta(after, before)
+        jobs = runner["jobs"]
+        ok = runner["counts"].get("succeeded", 0) == jobs and after["duplicate_submissions"] == 0
+        table.add(s, "jobs succeeded, none paid twice",
+                  f"{runner['counts'].get('succeeded', 0):,}/{jobs:,}, {after['duplicate_submissions']} duplicates",
+                  "all, 0", ok)
+        efficiency = ideal / runner["makespan"]
+        table.add(s, "slot efficiency (ideal/measured makespan)",
+                  f"{efficiency:.3f} ({ideal:.1f} s / {runner['makespan']:.1f} s; max running "
+                  f"{after['max_running']})", ">= 0.95", efficiency >= 0.95)
+        rpj = counts["total"] / jobs
+        table.add(s, "HTTP requests per job", f"{rpj:.2f} ({per_endpoint(counts, jobs)})", "<= 5", rpj <= 5)
+        cpu = runner["cpu_user"] + runner["cpu_sys"]
+        cpu_job = cpu / jobs
+        limit = 1.5 * rpj * bare
+        table.add(s, "runner CPU per job (whole process)",
+                  f"{cpu_job * 1e3:.2f} ms ({cpu:.1f} s; in the run {runner['run_cpu_seconds'] / jobs * 1e3:.2f} ms)",
+                  f"<= 1.5 x {rpj:.2f} req x {bare * 1e3:.2f} ms = {limit * 1e3:.2f} ms", cpu_job <= limit)
+        table.add(s, "simulator CPU per job / of the makespan",
+                  f"{sim_cpu / jobs * 1e3:.2f} ms / {sim_cpu / runner['makespan']:.0%} of one core")
+        if diagnose:
+            table.add(s, "idle slot share by phase",
+                      idle_slots(sim, folder / f"runner-{s}" / "state.sqlite", scenario.concurrency, runner))
+        table.add(s, "runner peak RSS; state commits", f"{runner['peak_rss_mb']:.0f} MB; {runner['commits']:,} "
+                  f"commits for {runner['writes']:,} writes")
+        if not baseline:
+            return
+        sim.reset()
+        before, base_cpu = sim.stats(), sim.cpu_seconds()
+        interval = scenario.job_seconds / 60
+        base = run_json([sys.executable, str(HERE / "baseline.py"), str(manifest), "--base-url", sim.url,
+                         "--concurrency", str(scenario.concurrency), "--poll-interval", f"{interval:.5f}",
+                         "--output", str(folder / f"baseline-{s}")])
+        after, base_cpu = sim.stats(), sim.cpu_seconds() - base_cpu
+        base_counts = delta(after, before)
+        base_rpj = base_counts["total"] / base["jobs"]
+        table.add(s, "baseline (semaphore + status every mean/60)",
+                  f"{base['makespan']:.1f} s, {base_rpj:.1f} req/job, "
+                  f"{(base['cpu_user'] + base['cpu_sys']) / base['jobs'] * 1e3:.2f} ms CPU/job, simulator "
+                  f"{base_cpu / base['makespan']:.0%} of a core")
+        ratio = runner["makespan"] / base["makespan"]
+        table.add(s, "makespan runner/baseline", f"{ratio:.2f}", "<= 1.0", ratio <= 1.0)
+        req_ratio = rpj / base_rpj
+        table.add(s, "requests/job runner/baseline", f"{req_ratio:.3f}", "<= 0.1", req_ratio <= 0.1)
+
+
+# -- scale ---------------------------------------------------------------------------------------
+def timed(command: list[str], env: dict[str, str] | None = None) -> tuple[float, subprocess.CompletedProcess[str]]:
+    started = time.perf_counter()
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=env)
+    return time.perf_counter() - started, done
+
+
+def run_scale(scenario: Scenario, folder: Path, table: Table) -> None:
+    s = scenario.name
+    print(f"\nscale: {scenario.jobs:,} jobs against a fast simulator (concurrency {scenario.concurrency}, "
+          f"{scenario.job_seconds} s jobs, {scenario.output_bytes}-byte outputs)", flush=True)
+    manifest = folder / "scale.yaml"
+    write_manifest(manifest, "bench-scale", scenario.jobs)
+    seconds, done = timed([sys.executable, "-m", "runner", "validate", str(manifest)])
+    table.add(s, "validate (CLI, whole process)", f"{seconds:.2f} s (exit {done.returncode})", "<= 10 s",
+              seconds <= 10 and done.returncode == 0)
+    work = folder / "runner-scale"
+    state = work / "state.sqlite"
+    status = [sys.executable, "-m", "runner", "status", str(manifest), "--state", str(state)]
+    with simulator(scenario, folder) as sim:
+        before, sim_cpu = sim.stats(), sim.cpu_seconds()
+        process = subprocess.Popen(driver_command(manifest, sim, work), cwd=ROOT, stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE, text=True)
+        during: list[float] = []
+        while process.poll() is None:
+            time.sleep(2.0)
+            if state.exists() and process.poll() is None:
+                seconds, done = timed(status)
+                if done.returncode == 0:
+                    during.append(seconds)
+        out, err = process.communicate()
+        if process.returncode != 0:
+            raise RuntimeError(f"the runner failed ({process.returncode}):\n{err[-3000:]}")
+        runner = json.loads(out.strip().splitlines()[-1])
+        after, sim_cpu = sim.stats(), sim.cpu_seconds() - sim_cpu
+        counts = delta(after, before)
+        jobs = runner["jobs"]
+        succeeded = runner["counts"].get("succeeded", 0)
+        table.add(s, "jobs succeeded, none paid twice",
+                  f"{succeeded:,}/{jobs:,}, {after['duplicate_submissions']} duplicates", "all, 0",
+                  succeeded == jobs and after["duplicate_submissions"] == 0)
+        cpu = runner["cpu_user"] + runner["cpu_sys"]
+        table.add(s, "full run", f"{runner['makespan']:.0f} s ({jobs / runner['makespan']:.0f} jobs/s), "
+                  f"{counts['total'] / jobs:.2f} req/job, runner {cpu / jobs * 1e3:.2f} ms CPU/job, "
+                  f"simulator {sim_cpu / jobs * 1e3:.2f} ms CPU/job")
+        table.add(s, "runner peak RSS through the run", f"{runner['peak_rss_mb']:.0f} MB", "<= 200 MB",
+                  runner["peak_rss_mb"] <= 200)
+        per_commit = runner["writes"] / max(1, runner["commits"])
+        table.add(s, "state writes per commit (group commit)",
+                  f"{per_commit:.1f} ({runner['writes']:,} writes, {runner['commits']:,} commits)",
+                  "batched: >> 1", per_commit >= 10)
+        worst = max(during) if during else float("nan")
+        table.add(s, "status during the run (worst)", f"{worst:.2f} s over {len(during)} calls", "<= 1 s",
+                  bool(during) and worst <= 1.0)
+        seconds, done = timed(status)
+        table.add(s, "status after the run", f"{seconds:.2f} s", "<= 1 s", seconds <= 1.0 and done.returncode == 0)
+        env = {**os.environ, "RUNCOMFY_API_TOKEN": TOKEN}
+        before = sim.stats()
+        seconds, done = timed([sys.executable, "-m", "runner", "run", str(manifest), "--state", str(state),
+                               "--output", str(work / "out"), "--base-url", sim.url, "--no-progress"], env)
+        sent = sim.stats()["requests_total"] - before["requests_total"]
+        table.add(s, "run again when all is done (CLI)", f"{seconds:.2f} s, exit {done.returncode}, "
+                  f"{sent} requests", "<= 3 s, 0 requests", seconds <= 3.0 and done.returncode == 0 and sent == 0)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("scenarios", nargs="*", metavar="SCENARIO",
+                        help=f"which to run, of {', '.join(SCENARIOS)} (default: all)")
+    parser.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
+    parser.add_argument("--jobs", type=int, help="override the number of jobs of every chosen scenario")
+    parser.add_argument("--no-baseline", action="store_true", help="do not run the naive baseline script")
+    parser.add_argument("--diagnose", action="store_true",
+                        help="also show where paid slots sat idle (asks the simulator about every job)")
+    parser.add_argument("--keep", type=Path, help="keep manifests, state files and outputs in this folder")
+    args = parser.parse_args()
+    chosen = args.scenarios or list(SCENARIOS)
+    unknown = [name for name in chosen if name not in SCENARIOS]
+    if unknown:
+        parser.error(f"no scenario {', '.join(unknown)}; choose from {', '.join(SCENARIOS)}")
+    table = Table()
+    started = time.perf_counter()
+    with contextlib.ExitStack() as stack:
+        if args.keep:
+            folder = args.keep.resolve()
+            folder.mkdir(parents=True, exist_ok=True)
+        else:
+            folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="runcomfy-bench-")))
+        for name in chosen:
+            scenario = (QUICK if args.quick else SCENARIOS)[name]
+            if args.jobs:
+                scenario = replace(scenario, jobs=args.jobs)
+            if name == "scale":
+                run_scale(scenario, folder, table)
+            else:
+                run_slots(scenario, folder, table, baseline=scenario.baseline and not args.no_baseline,
+                          diagnose=args.diagnose)
+    table.print()
+    print(f"(benchmark took {time.perf_counter() - started:.0f} s)")
+
+
+if __name__ == "__main__":
+    main()
