@@ -357,13 +357,19 @@ class Runner:
         return live
 
     def _record_intent(self, live: Live) -> None:
-        """Journal the attempt and commit it: from here on, a death of this process is an unknown."""
+        """Journal the attempt (the caller commits it: from then on, a death of this process is an unknown)."""
         job = live.job
         row = self.store.conn.execute("SELECT status FROM jobs WHERE job_id=?", (job.id,)).fetchone()
         live.resubmit = bool(row and row[0] == S.UNKNOWN)
         input_json = json.dumps(job.input, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
         live.attempt_id = self.store.record_intent(job.id, job.fingerprint, job.model, input_json,
                                                    self.estimate(job), resubmit_of_unknown=live.resubmit)
+
+    async def _commit_soon(self) -> None:
+        """Commit what is journaled, sharing the commit with every task that journals in this same
+        turn of the event loop (a burst of submits): each returns only once its own writes are
+        committed. The yield cannot be cancelled, so it opens no new way to stop between two steps."""
+        await anyio.lowlevel.cancel_shielded_checkpoint()
         self.store.flush()
 
     async def _submit_one(self, live: Live) -> None:
@@ -377,6 +383,7 @@ class Runner:
                     self._drop(live, refund=True)
                     return
                 self._record_intent(live)
+                await self._commit_soon()
                 self.pacer.on_sent(live.track, self.clock())
                 self._wake()  # a connection is ours: the next submit may wait for one in its place
                 try:
@@ -390,7 +397,7 @@ class Runner:
                 live.request_id = request_id
                 live.status = S.QUEUED
                 self.store.record_submitted(job.id, live.attempt_id, request_id)
-                self.store.flush()  # the request id is durable at once: the unknown window stays tiny
+                await self._commit_soon()  # the request id is durable at once: the unknown window stays tiny
         except anyio.get_cancelled_exc_class():
             if live.attempt_id and live.request_id is None:
                 # Stopped while waiting to retry a submit that was not taken (429, refused): not sent.
