@@ -86,11 +86,14 @@ class Pacer:
     _log_times: list[float] = field(default_factory=list)  # exact observations of ``started``, in order
     _log_started: list[float] = field(default_factory=list)
     _sorted_cache: list[float] | None = None
+    _mean_cache: float | None = None
 
     # -- estimates ----------------------------------------------------------------------------
     @property
     def mean_duration(self) -> float | None:
-        return sum(self.durations) / len(self.durations) if self.durations else None
+        if self._mean_cache is None and self.durations:
+            self._mean_cache = sum(self.durations) / len(self.durations)
+        return self._mean_cache
 
     def duration_quantile(self, q: float) -> float | None:
         if not self.durations:
@@ -103,7 +106,7 @@ class Pacer:
     @property
     def probe_interval(self) -> float:
         mean = self.mean_duration
-        return min(5.0, max(self.poll_min, (mean / 10) if mean else 0.1))
+        return min(5.0, max(self.poll_min, (mean / 6) if mean else 0.1))
 
     @property
     def eager_step(self) -> float:
@@ -165,13 +168,16 @@ class Pacer:
         self.tail = self.last_submitted = track
         return self.expected_done(track, now)
 
-    def on_sent(self, track: Track, now: float) -> None:
-        """Its POST is leaving now (it may have waited for a connection since :meth:`on_submitted`)."""
+    def on_sent(self, track: Track, now: float) -> bool:
+        """Its POST is leaving now (it may have waited for a connection since :meth:`on_submitted`).
+        True if submits were held back for want of connections, and one more may now go."""
+        held = self.submits - self.sent >= self.max_unsent
         track.submitted_at = now
         track.est_start = max(track.est_start, now)
         track.sent = True
         self.sent += 1
         self.recent.append(track)
+        return held
 
     def expected_done(self, track: Track, now: float) -> float:
         high = self.duration_quantile(0.9)
@@ -284,7 +290,7 @@ class Pacer:
         start = track.est_start if start is None else start
         start = max(track.submitted_at, min(start, track.running_at or now))
         self.durations.append(max(0.0, end - start))
-        self._sorted_cache = None
+        self._sorted_cache = self._mean_cache = None
 
     def on_dropped(self, track: Track) -> None:
         """A submit that created no request (refused, or never sent)."""

@@ -384,8 +384,8 @@ class Runner:
                     return
                 self._record_intent(live)
                 await self._commit_soon()
-                self.pacer.on_sent(live.track, self.clock())
-                self._wake()  # a connection is ours: the next submit may wait for one in its place
+                if self.pacer.on_sent(live.track, self.clock()):
+                    self._wake()  # a connection is ours: a submit held back may wait for one in its place
                 try:
                     # The client shields each POST until its answer: a stop never abandons one on the
                     # wire. What a stop can cut short is the backoff between tries, and a try is only
@@ -699,7 +699,8 @@ class Runner:
             self._copy_to_followers(job_id)
         finally:
             self.collecting.discard(job_id)
-            self._wake()
+            if not self.collecting and not self.live:
+                self._wake()  # the submit loop ends once nothing is in flight
 
     def _copy_to_followers(self, leader: str) -> None:
         """Jobs with the same model and input as ``leader`` share its one paid request."""
