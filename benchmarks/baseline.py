@@ -26,8 +26,15 @@ from runner.manifest import load_manifest
 TERMINAL = {"completed", "succeeded", "failed", "cancelled"}
 
 
-async def run_job(http: httpx.AsyncClient, gate: asyncio.Semaphore, interval: float, job_id: str, model: str,
-                  payload: dict[str, Any], output: Path) -> str:
+async def run_job(
+    http: httpx.AsyncClient,
+    gate: asyncio.Semaphore,
+    interval: float,
+    job_id: str,
+    model: str,
+    payload: dict[str, Any],
+    output: Path,
+) -> str:
     async with gate:
         submitted = (await http.post(f"/v1/models/{model}", json=payload)).raise_for_status().json()
         request_id = submitted["request_id"]
@@ -59,8 +66,12 @@ async def run_all(args: argparse.Namespace) -> dict[str, Any]:
     headers = {"Authorization": f"Bearer {args.token}"}
     async with httpx.AsyncClient(base_url=args.base_url, headers=headers, limits=limits, timeout=60) as http:
         started = time.perf_counter()
-        outcomes = await asyncio.gather(*(
-            run_job(http, gate, args.poll_interval, job.id, job.model, job.input, args.output) for job in jobs))
+        outcomes = await asyncio.gather(
+            *(
+                run_job(http, gate, args.poll_interval, job.id, job.model, job.input, args.output)
+                for job in jobs
+            )
+        )
         makespan = time.perf_counter() - started
     return {"jobs": len(jobs), "makespan": makespan, "completed": outcomes.count("completed")}
 

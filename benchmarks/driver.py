@@ -41,13 +41,35 @@ async def _trace(runner: Any, base_url: str, path: Path) -> None:
             while True:
                 pacer, now = runner.pacer, runner.clock()
                 stats = (await http.get("/_sim/stats")).json()
-                out.write(json.dumps({
-                    "t": now, "estimate": pacer.queue_estimate(now), "target": pacer.target_queue,
-                    "rate": pacer.start_rate, "in_flight": pacer.in_flight, "saturated": pacer.saturated,
-                    "queued": stats["queued"], "running": stats["running"], "draining": pacer.draining,
-                    "mean": pacer.mean_duration, "q05": pacer.duration_quantile(0.05),
-                    "q90": pacer.duration_quantile(0.9), "live": len(runner.live), "heap": len(runner.polls),
-                    "polls": stats["requests"]["result"], "collecting": len(runner.collecting), "conns": len(runner.client.http._transport._pool.connections), "submits": pacer.submits, "sent": pacer.sent, "started": pacer._started, "exact": pacer._started_exact, "to_submit": len(runner.to_submit)}) + "\n")
+                out.write(
+                    json.dumps(
+                        {
+                            "t": now,
+                            "estimate": pacer.queue_estimate(now),
+                            "target": pacer.target_queue,
+                            "rate": pacer.start_rate,
+                            "in_flight": pacer.in_flight,
+                            "saturated": pacer.saturated,
+                            "queued": stats["queued"],
+                            "running": stats["running"],
+                            "draining": pacer.draining,
+                            "mean": pacer.mean_duration,
+                            "q05": pacer.duration_quantile(0.05),
+                            "q90": pacer.duration_quantile(0.9),
+                            "live": len(runner.live),
+                            "heap": len(runner.polls),
+                            "polls": stats["requests"]["result"],
+                            "collecting": len(runner.collecting),
+                            "conns": len(runner.client.http._transport._pool.connections),
+                            "submits": pacer.submits,
+                            "sent": pacer.sent,
+                            "started": pacer._started,
+                            "exact": pacer._started_exact,
+                            "to_submit": len(runner.to_submit),
+                        }
+                    )
+                    + "\n"
+                )
                 await anyio.sleep(0.05)
 
 
@@ -66,11 +88,33 @@ async def _run(args: argparse.Namespace, figures: dict[str, Any]) -> None:
     manifest = load_manifest(args.manifest, catalog)
     figures["load_seconds"] = time.perf_counter() - started
     figures["peak_rss_mb_loaded"] = _peak_mb()
+    import gc
+
+    gc_time = [0.0, 0.0, 0]
+
+    def on_gc(phase: str, info: dict[str, Any]) -> None:
+        if phase == "start":
+            gc_time[1] = time.process_time()
+        else:
+            gc_time[0] += time.process_time() - gc_time[1]
+            gc_time[2] += 1
+
+    gc.callbacks.append(on_gc)
+    figures["gc"] = gc_time
+    if args.gc_freeze:
+        gc.freeze()
     settings = RunSettings()
     if args.http_concurrency:
         settings = replace(settings, http_concurrency=args.http_concurrency)
-    options = BatchOptions(token=args.token, base_url=args.base_url, state_path=args.state,
-                           output_dir=args.output, settings=settings)
+    if args.download_concurrency:
+        settings = replace(settings, download_concurrency=args.download_concurrency)
+    options = BatchOptions(
+        token=args.token,
+        base_url=args.base_url,
+        state_path=args.state,
+        output_dir=args.output,
+        settings=settings,
+    )
     manifest, state_path = resolve(manifest, options)
     config = api_config(options)
     settings = settings_for(manifest, options, config)
@@ -97,13 +141,21 @@ async def _run(args: argparse.Namespace, figures: dict[str, Any]) -> None:
             import httpx
 
             await http_client.aclose()
-            limits = httpx.Limits(max_connections=args.max_connections,
-                                  max_keepalive_connections=args.max_connections)
+            limits = httpx.Limits(
+                max_connections=args.max_connections, max_keepalive_connections=args.max_connections
+            )
             http_client = httpx.AsyncClient(timeout=config.timeout, limits=limits)
         async with http_client as http:
             client = RunComfyClient(http, config)
-            runner = Runner(manifest, store, client, PriceTable.load(catalog), settings,
-                            defaults_for=_defaults(catalog), on_event=on_event)
+            runner = Runner(
+                manifest,
+                store,
+                client,
+                PriceTable.load(catalog),
+                settings,
+                defaults_for=_defaults(catalog),
+                on_event=on_event,
+            )
             client.on_retry = runner.on_retry
             if args.trace:
                 async with anyio.create_task_group() as tg:
@@ -120,11 +172,19 @@ async def _run(args: argparse.Namespace, figures: dict[str, Any]) -> None:
     finally:
         store.close()
     figures.update(
-        jobs=len(manifest.jobs), exit_code=result.exit_code, counts=result.counts, message=result.message,
-        makespan=times.get("finish", 0.0) - times.get("start", 0.0), started_at=times.get("start"),
-        finished_at=times.get("finish"), last_event_at=times, wall_minus_monotonic=time.time() - time.monotonic(),
-        to_submit=events["submitted"], commits=statements["COMMIT"],
-        writes=statements["INSERT"] + statements["UPDATE"], events=dict(events),
+        jobs=len(manifest.jobs),
+        exit_code=result.exit_code,
+        counts=result.counts,
+        message=result.message,
+        makespan=times.get("finish", 0.0) - times.get("start", 0.0),
+        started_at=times.get("start"),
+        finished_at=times.get("finish"),
+        last_event_at=times,
+        wall_minus_monotonic=time.time() - time.monotonic(),
+        to_submit=events["submitted"],
+        commits=statements["COMMIT"],
+        writes=statements["INSERT"] + statements["UPDATE"],
+        events=dict(events),
     )
 
 
@@ -136,15 +196,21 @@ def main() -> None:
     parser.add_argument("--state", type=Path, required=True)
     parser.add_argument("--output", type=Path, required=True)
     parser.add_argument("--trace", type=Path, help="write the pacer's and the simulator's queue here")
+    parser.add_argument("--gc-freeze", action="store_true", help="experiment: gc.freeze() after loading")
     parser.add_argument("--max-connections", type=int, help="experiment: cap the HTTP connection pool")
+    parser.add_argument("--download-concurrency", type=int, help="override RunSettings.download_concurrency")
     parser.add_argument("--http-concurrency", type=int, help="override RunSettings.http_concurrency")
     args = parser.parse_args()
     figures: dict[str, Any] = {}
     started = time.perf_counter()
     anyio.run(_run, args, figures)
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    figures.update(wall_seconds=time.perf_counter() - started, cpu_user=usage.ru_utime, cpu_sys=usage.ru_stime,
-                   peak_rss_mb=usage.ru_maxrss / 1024)
+    figures.update(
+        wall_seconds=time.perf_counter() - started,
+        cpu_user=usage.ru_utime,
+        cpu_sys=usage.ru_stime,
+        peak_rss_mb=usage.ru_maxrss / 1024,
+    )
     json.dump(figures, sys.stdout)
     sys.stdout.write("\n")
 
