@@ -77,7 +77,7 @@ class Pacer:
     start_rate: float | None = None  # our jobs leaving RunComfy's queue per second, while it is not empty
     tail: Track | None = None  # the newest live request
     last_submitted: Track | None = None  # kept after it finishes: it starts last, so it ends the run
-    recent: deque[Track] = field(default_factory=lambda: deque(maxlen=64))  # newest sent last: probe candidates
+    recent: deque[Track] = field(default_factory=lambda: deque(maxlen=64))  # newest sent last: to probe
     durations: deque[float] = field(default_factory=lambda: deque(maxlen=256))
     # ``started`` (how many of our submits have left the queue) as last observed, and when
     _started: float = 0.0
@@ -233,7 +233,8 @@ class Pacer:
             rate = max(0.0, started - self._started) / elapsed
             # Averaged over time, not over answers: they come often and each sees few starts.
             weight = 1.0 - math.exp(-elapsed / self.rate_memory)
-            self.start_rate = rate if self.start_rate is None else self.start_rate + weight * (rate - self.start_rate)
+            old = self.start_rate
+            self.start_rate = rate if old is None else old + weight * (rate - old)
         self._started, self._started_at, self._started_exact = started, now, exact
         if exact and (not self._log_started or started >= self._log_started[-1]):
             self._log_times.append(now)

@@ -357,7 +357,7 @@ class Runner:
         return live
 
     def _record_intent(self, live: Live) -> None:
-        """Journal the attempt (the caller commits it: from then on, a death of this process is an unknown)."""
+        """Journal the attempt; the caller commits it (then a death of this process is an unknown)."""
         job = live.job
         row = self.store.conn.execute("SELECT status FROM jobs WHERE job_id=?", (job.id,)).fetchone()
         live.resubmit = bool(row and row[0] == S.UNKNOWN)
@@ -543,10 +543,11 @@ class Runner:
             await anyio.sleep(self.pacer.probe_interval)
             for track in self.pacer.probe_candidates():
                 live = self.live.get(track.job_id)
-                if live is not None and live.track is track and not live.polling and live.request_id is not None:
-                    live.polling = True
-                    self._tg.start_soon(self._poll, live, True)
-                    break
+                if live is None or live.track is not track or live.polling or live.request_id is None:
+                    continue
+                live.polling = True
+                self._tg.start_soon(self._poll, live, True)
+                break
 
     async def _poll(self, live: Live, probe: bool) -> None:
         job = live.job
@@ -681,7 +682,8 @@ class Runner:
                 got = await download(self.client.http, url, folder / name, self.settings.download,
                                      on_retry=self.on_retry)
                 rel = got.path.relative_to(self.manifest.output_dir).as_posix()
-                self.store.record_output(job_id, attempt_id, idx, url, rel, got.size, got.sha256, got.mtime_ns)
+                self.store.record_output(job_id, attempt_id, idx, url, rel, got.size, got.sha256,
+                                         got.mtime_ns)
         except RequestNotFound as exc:
             self.store.record_expired(job_id, attempt_id, {**exc.as_record(), "message":
                                       "the outputs expired at RunComfy before they were downloaded; run the job again"})
