@@ -142,7 +142,15 @@ def _migration_1(db: sqlite_utils.Database) -> None:
     )
 
 
-MIGRATIONS: list[tuple[str, Any]] = [("0001_initial", _migration_1)]
+def _migration_2(db: sqlite_utils.Database) -> None:
+    """Facts about the journal as a whole: ``journal_version`` counts the commits that changed a job, an
+    attempt or an output (what the reports reflect), and later keys remember what an earlier run
+    learned (the manifest it checked, the version the reports were written for)."""
+    db.table("meta").create({"key": str, "value": str}, pk="key")
+    db.execute("INSERT INTO meta VALUES ('journal_version', '0')")
+
+
+MIGRATIONS: list[tuple[str, Any]] = [("0001_initial", _migration_1), ("0002_meta", _migration_2)]
 
 
 @dataclass
@@ -196,6 +204,7 @@ class Store:
         self.conn = conn
         self.db = sqlite_utils.Database(conn)
         self._in_tx = False
+        self._changed = False  # the open transaction wrote a job, an attempt or an output
         self._lock_fd: int | None = None
 
     # -- opening --------------------------------------------------------------------------------
@@ -257,23 +266,45 @@ class Store:
             self._lock_fd = None
 
     # -- transactions ---------------------------------------------------------------------------
-    def _write(self, sql: str, params: Iterable[Any] = ()) -> sqlite3.Cursor:
+    def _write(self, sql: str, params: Iterable[Any] = (), *, journal: bool = True) -> sqlite3.Cursor:
         if not self._in_tx:
             self.conn.execute("BEGIN IMMEDIATE")
             self._in_tx = True
+        self._changed |= journal
         return self.conn.execute(sql, tuple(params))
 
     def _write_many(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         if not self._in_tx:
             self.conn.execute("BEGIN IMMEDIATE")
             self._in_tx = True
-        self.conn.executemany(sql, rows)
+        cursor = self.conn.executemany(sql, rows)
+        self._changed |= cursor.rowcount > 0
 
     def flush(self) -> None:
-        """Commit everything written so far (group commit)."""
+        """Commit everything written so far (group commit); a commit that changed a job, an attempt or
+        an output also moves ``journal_version`` on."""
         if self._in_tx:
+            if self._changed:
+                self.conn.execute(
+                    "UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'journal_version'"
+                )
             self.conn.execute("COMMIT")
             self._in_tx = False
+            self._changed = False
+
+    # -- facts about the journal ----------------------------------------------------------------
+    def journal_version(self) -> int:
+        """Moves on with every commit that changed what a report shows (jobs, attempts, outputs)."""
+        row = self.conn.execute("SELECT value FROM meta WHERE key = 'journal_version'").fetchone()
+        return int(row[0]) if row else 0
+
+    def get_meta(self, key: str) -> str | None:
+        row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_meta(self, key: str, value: str) -> None:
+        """Write a fact in the current transaction (committed with the next :meth:`flush`)."""
+        self._write("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value), journal=False)
 
     # -- the manifest ---------------------------------------------------------------------------
     def sync_manifest(
@@ -393,9 +424,13 @@ class Store:
     def states(self) -> dict[str, tuple[str, int | None, str | None]]:
         """Each job of the manifest: its status, current attempt and that attempt's request id. What a
         run plans from; a tuple per job, because full :class:`JobRow` s weigh ~1 KB each at 100,000 jobs."""
-        return {r[0]: (r[1], r[2], r[3]) for r in self.conn.execute(
-            "SELECT j.job_id, j.status, j.attempt_id, a.request_id FROM jobs j "
-            "LEFT JOIN attempts a ON a.attempt_id = j.attempt_id WHERE j.in_manifest=1")}
+        return {
+            r[0]: (r[1], r[2], r[3])
+            for r in self.conn.execute(
+                "SELECT j.job_id, j.status, j.attempt_id, a.request_id FROM jobs j "
+                "LEFT JOIN attempts a ON a.attempt_id = j.attempt_id WHERE j.in_manifest=1"
+            )
+        }
 
     def outputs(self, attempt_ids: Iterable[int] | None = None) -> dict[int, list[OutputRow]]:
         """Output files per attempt (all of them, or those of the given attempts)."""
@@ -577,7 +612,9 @@ class Store:
     # -- runs -----------------------------------------------------------------------------------
     def start_run(self, command: str) -> int:
         cursor = self._write(
-            "INSERT INTO runs (pid, command, started_at) VALUES (?,?,?)", (os.getpid(), command, now())
+            "INSERT INTO runs (pid, command, started_at) VALUES (?,?,?)",
+            (os.getpid(), command, now()),
+            journal=False,
         )
         self.flush()
         return int(cursor.lastrowid or 0)
@@ -586,6 +623,7 @@ class Store:
         self._write(
             "UPDATE runs SET finished_at=?, exit_code=?, summary=? WHERE run_id=?",
             (now(), exit_code, json.dumps(dict(summary)), run_id),
+            journal=False,
         )
         self.flush()
 
