@@ -60,7 +60,6 @@ async def _trace(runner: Any, base_url: str, path: Path) -> None:
                             "heap": len(runner.polls),
                             "polls": stats["requests"]["result"],
                             "collecting": len(runner.collecting),
-                            "conns": len(runner.client.http._transport._pool.connections),
                             "submits": pacer.submits,
                             "sent": pacer.sent,
                             "started": pacer._started,
@@ -74,7 +73,7 @@ async def _trace(runner: Any, base_url: str, path: Path) -> None:
 
 
 async def _run(args: argparse.Namespace, figures: dict[str, Any]) -> None:
-    from runner.batch import BatchOptions, _defaults, api_config, open_http, resolve, settings_for
+    from runner.batch import BatchOptions, _defaults, api_config, open_session, resolve, settings_for
     from runner.catalog import Catalog
     from runner.client import RunComfyClient
     from runner.manifest import load_manifest
@@ -136,16 +135,15 @@ async def _run(args: argparse.Namespace, figures: dict[str, Any]) -> None:
     cpu_before = _cpu()
     try:
         store.lock()
-        http_client = open_http(options, config)
-        if args.max_connections:  # an experiment: a smaller connection pool than the runner's own
+        http = open_session(options)
+        if args.httpx:  # for comparison: the runner over httpx's own connection pool
             import httpx
 
-            await http_client.aclose()
-            limits = httpx.Limits(
-                max_connections=args.max_connections, max_keepalive_connections=args.max_connections
-            )
-            http_client = httpx.AsyncClient(timeout=config.timeout, limits=limits)
-        async with http_client as http:
+            from runner.http import HttpxSession
+
+            await http.aclose()
+            http = HttpxSession(httpx.AsyncClient(limits=httpx.Limits(max_connections=16)))
+        try:
             client = RunComfyClient(http, config)
             runner = Runner(
                 manifest,
@@ -164,6 +162,8 @@ async def _run(args: argparse.Namespace, figures: dict[str, Any]) -> None:
                     tg.cancel_scope.cancel()
             else:
                 result = await runner.run()
+        finally:
+            await http.aclose()
         figures["run_cpu_seconds"] = _cpu() - cpu_before
         figures["peak_rss_mb_run"] = _peak_mb()
         report_started = time.perf_counter()
@@ -197,13 +197,14 @@ def main() -> None:
     parser.add_argument("--output", type=Path, required=True)
     parser.add_argument("--trace", type=Path, help="write the pacer's and the simulator's queue here")
     parser.add_argument("--gc-freeze", action="store_true", help="experiment: gc.freeze() after loading")
-    parser.add_argument("--max-connections", type=int, help="experiment: cap the HTTP connection pool")
+    parser.add_argument("--httpx", action="store_true", help="experiment: httpx's transport, not aiohttp's")
     parser.add_argument("--download-concurrency", type=int, help="override RunSettings.download_concurrency")
     parser.add_argument("--http-concurrency", type=int, help="override RunSettings.http_concurrency")
+    parser.add_argument("--uvloop", action="store_true", help="run on uvloop")
     args = parser.parse_args()
     figures: dict[str, Any] = {}
     started = time.perf_counter()
-    anyio.run(_run, args, figures)
+    anyio.run(_run, args, figures, backend_options={"use_uvloop": args.uvloop})
     usage = resource.getrusage(resource.RUSAGE_SELF)
     figures.update(
         wall_seconds=time.perf_counter() - started,

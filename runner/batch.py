@@ -5,7 +5,7 @@
     print(result.exit_code, result.report["summary"])
 
 Everything here is a thin composition of the modules that do the work: it opens the state file
-(taking the run lock), builds the one shared ``httpx.AsyncClient``, runs the scheduler and writes
+(taking the run lock), opens the one shared HTTP session, runs the scheduler and writes
 the reports. ``run_batch`` is the async core; ``run_batch_sync`` calls ``anyio.run`` once.
 """
 
@@ -19,11 +19,13 @@ from typing import Any
 
 import anyio
 import httpx
+import sniffio
 
 from .catalog import Catalog
 from .client import DEFAULT_BASE_URL, ApiConfig, RunComfyClient
 from .download import DownloadConfig
 from .errors import UsageError
+from .http import AiohttpSession, HttpSession, HttpxSession
 from .manifest import Manifest, load_manifest
 from .pricing import PriceTable
 from .report import build_report, write_reports
@@ -109,17 +111,14 @@ def settings_for(manifest: Manifest, options: BatchOptions, config: ApiConfig) -
     return replace(settings, download=download)
 
 
-def open_http(options: BatchOptions, config: ApiConfig) -> httpx.AsyncClient:
-    limits = httpx.Limits(
-        max_connections=max(16, options.settings.http_concurrency * 2),
-        max_keepalive_connections=max(16, options.settings.http_concurrency * 2),
-    )
-    return httpx.AsyncClient(
-        transport=options.transport,
-        timeout=config.timeout,
-        limits=limits,
-        headers={"User-Agent": "runcomfy-batch/0.1"},
-    )
+def open_session(options: BatchOptions) -> HttpSession:
+    """The one shared HTTP session: aiohttp's on asyncio (see ``http.py``); httpx's over
+    ``options.transport`` where one is given (tests: the simulator in-process), and under trio."""
+    connections = max(16, options.settings.http_concurrency * 2)
+    if options.transport is None and sniffio.current_async_library() == "asyncio":
+        return AiohttpSession(max_connections=connections)
+    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+    return HttpxSession(httpx.AsyncClient(transport=options.transport, limits=limits))
 
 
 def _setup(
@@ -149,13 +148,17 @@ async def run_batch(
     store = Store.open(state_path)
     try:
         store.lock()
-        async with open_http(options, config) as http:
+        http = open_session(options)
+        try:
             client = RunComfyClient(http, config)
             runner = Runner(
                 manifest, store, client, prices, settings, defaults_for=_defaults(catalog), on_event=on_event
             )
             client.on_retry = runner.on_retry
             result: RunResult = await runner.run()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await http.aclose()
         paths = write_reports(manifest, store)
         report = build_report(manifest, store)
     finally:
@@ -208,7 +211,8 @@ async def cancel_batch(
     try:
         store.lock()
         live = [r for r in store.jobs() if r.status in (S.QUEUED, S.RUNNING) and r.request_id]
-        async with open_http(options, config) as http:
+        http = open_session(options)
+        try:
             client = RunComfyClient(http, config)
             for row in live:
                 assert row.request_id is not None
@@ -229,6 +233,8 @@ async def cancel_batch(
                         cost=0.0,
                     )
                 outcomes.append((row.job_id, row.request_id, outcome))
+        finally:
+            await http.aclose()
         store.flush()
     finally:
         store.close()

@@ -1,8 +1,8 @@
-"""The RunComfy Model API, spoken over one shared ``httpx.AsyncClient``.
+"""The RunComfy Model API, spoken over one shared :class:`~runner.http.HttpSession`.
 
-This is the edge where third-party errors become the project's own (see ``errors.py``): every httpx
-exception and every error answer (including an HTTP 200 that carries an ``error_code``) leaves this
-module as an :class:`~runner.errors.ApiError` subclass.
+This is the edge where failures become the project's own (see ``errors.py``): every transport failure
+and every error answer (including an HTTP 200 that carries an ``error_code``) leaves this module as an
+:class:`~runner.errors.ApiError` subclass.
 
 Which calls are safe to repeat is decided here, once:
 
@@ -20,10 +20,9 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import anyio
-import httpx
 
 from .errors import (
     AccountError,
@@ -36,9 +35,11 @@ from .errors import (
     SubmitUnknown,
     TransportError,
 )
+from .http import HttpSession, Timeouts
 from .retry import OnRetry, RetryPolicy, call_with_retry
 
 DEFAULT_BASE_URL = "https://model-api.runcomfy.net"
+USER_AGENT = "runcomfy-batch/0.1"
 
 TERMINAL = frozenset({"completed", "succeeded", "failed", "cancelled"})
 SUCCESS = frozenset({"completed", "succeeded"})
@@ -55,10 +56,6 @@ class ApiConfig:
     read_timeout: float = 60.0
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     submit_retry: RetryPolicy = field(default_factory=lambda: RetryPolicy(attempts=6, max_seconds=120))
-
-    @property
-    def timeout(self) -> httpx.Timeout:
-        return httpx.Timeout(self.read_timeout, connect=self.connect_timeout)
 
 
 @dataclass(frozen=True)
@@ -144,50 +141,45 @@ def error_from_answer(status: int, body: Any, headers: Mapping[str, str] | None 
     return ServerError(text, **kwargs)
 
 
-def _surely_not_sent(exc: httpx.HTTPError) -> bool:
-    """True when the request cannot have reached the server's application."""
-    return isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout | httpx.UnsupportedProtocol)
-
-
 class RunComfyClient:
-    """Typed calls to the Model API. The ``httpx.AsyncClient`` is passed in (tests give it a transport)."""
+    """Typed calls to the Model API over a session that is passed in (tests give it the simulator)."""
 
-    def __init__(
-        self, http: httpx.AsyncClient, config: ApiConfig, *, on_retry: OnRetry | None = None
-    ) -> None:
+    def __init__(self, http: HttpSession, config: ApiConfig, *, on_retry: OnRetry | None = None) -> None:
         self.http = http
         self.config = config
         self.on_retry = on_retry
         self.base_url = config.base_url.rstrip("/")
-        self.api_host = httpx.URL(self.base_url).host
-        self._headers = {"Authorization": f"Bearer {config.token}", "Content-Type": "application/json"}
+        self.api_host = urlsplit(self.base_url).hostname
+        self._headers = {
+            "Authorization": f"Bearer {config.token}",
+            "Content-Type": "application/json",
+            "User-Agent": USER_AGENT,
+        }
+        self._timeouts = Timeouts(config.connect_timeout, config.read_timeout)
 
     # -- one raw call ---------------------------------------------------------------------------
-    async def _call(self, method: str, path: str, *, body: Any = None, params: Any = None) -> Any:
-        content = None if body is None else json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+    async def _call(self, method: str, path: str, *, body: Any = None, query: str = "") -> Any:
+        content = None
+        if body is not None:
+            content = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+        url = self.base_url + path + (f"?{query}" if query else "")
         try:
-            response = await self.http.request(
-                method,
-                self.base_url + path,
-                content=content,
-                params=params,
-                headers=self._headers,
-                timeout=self.config.timeout,
-            )
-        except httpx.HTTPError as exc:
-            error = TransportError(f"{method} {path}: {type(exc).__name__}: {exc}")
-            error.surely_not_sent = _surely_not_sent(exc)
+            response = await self.http.request(method, url, headers=self._headers, body=content,
+                                               timeout=self._timeouts)
+        except TransportError as exc:
+            error = TransportError(f"{method} {path}: {exc}")
+            error.surely_not_sent = exc.surely_not_sent
             raise error from None
         try:
-            answer = response.json()
+            answer = json.loads(response.body) if response.body else None
         except ValueError:
             answer = None
-        if response.status_code >= 400 or (isinstance(answer, Mapping) and "error_code" in answer):
-            raise error_from_answer(response.status_code, answer, response.headers)
+        if response.status >= 400 or (isinstance(answer, Mapping) and "error_code" in answer):
+            raise error_from_answer(response.status, answer, response.headers)
         if answer is None:
             raise ServerError(
-                f"{method} {path}: answer is not JSON (HTTP {response.status_code})",
-                http_status=response.status_code,
+                f"{method} {path}: answer is not JSON (HTTP {response.status})",
+                http_status=response.status,
             )
         return answer
 
@@ -234,8 +226,8 @@ class RunComfyClient:
 
     async def result(self, request_id: str, *, include_cost: bool = True) -> RemoteState:
         """The request's result when finished, else its live status (``/result`` answers both)."""
-        params = {"include_cost": "true"} if include_cost else None
-        answer = await self._read("GET", f"/v1/requests/{quote(request_id)}/result", params=params)
+        query = "include_cost=true" if include_cost else ""
+        answer = await self._read("GET", f"/v1/requests/{quote(request_id)}/result", query=query)
         return _remote_state(request_id, answer)
 
     async def status(self, request_id: str) -> RemoteState:

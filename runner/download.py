@@ -13,16 +13,16 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from urllib.parse import unquote, urlsplit
 
 import anyio
-import httpx
 
 from .client import error_from_answer
 from .errors import OutputHostRefused, RequestNotFound, TransportError
+from .http import HttpSession, Timeouts
 from .retry import OnRetry, RetryPolicy, call_with_retry
 
 RUNCOMFY_OUTPUT_DOMAINS = ("runcomfy.net", "runcomfy.com")
-CHUNK = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -36,8 +36,8 @@ class DownloadConfig:
     retry: RetryPolicy = field(default_factory=RetryPolicy)
 
     def check_host(self, url: str) -> None:
-        parsed = httpx.URL(url)
-        host = parsed.host or ""
+        parsed = urlsplit(url)
+        host = parsed.hostname or ""
         if parsed.scheme not in ("http", "https"):
             raise OutputHostRefused(f"output URL {url!r} is not http(s)")
         if self.allow_any_host or host in self.allowed_hosts:
@@ -65,7 +65,7 @@ def file_names(urls: list[str]) -> list[str]:
     """Safe, distinct file names for a result's URLs (``output.mp4``, ``output-2.mp4``…)."""
     names: list[str] = []
     for index, url in enumerate(urls):
-        base = PurePosixPath(httpx.URL(url).path).name
+        base = PurePosixPath(unquote(urlsplit(url).path)).name
         base = _UNSAFE.sub("_", base).lstrip(".") or f"output-{index + 1}"
         stem, dot, suffix = base.rpartition(".")
         if not dot:
@@ -86,30 +86,29 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-async def download(http: httpx.AsyncClient, url: str, target: Path, config: DownloadConfig,
+async def download(http: HttpSession, url: str, target: Path, config: DownloadConfig,
                    *, on_retry: OnRetry | None = None) -> Downloaded:
     """Fetch ``url`` into ``target`` completely, or raise; never leaves a partial file at ``target``."""
     config.check_host(url)
     target.parent.mkdir(parents=True, exist_ok=True)
     part = target.with_name(target.name + ".part")
-    timeout = httpx.Timeout(config.stall_seconds, connect=config.connect_timeout)
+    timeout = Timeouts(config.connect_timeout, config.stall_seconds)
 
     async def once() -> Downloaded:
         digest = hashlib.sha256()
         size = 0
         try:
-            async with http.stream("GET", url, timeout=timeout, follow_redirects=True) as response:
-                if response.status_code == 404:
+            async with http.stream(url, timeout=timeout) as response:
+                if response.status == 404:
                     raise RequestNotFound(f"output {url} is gone (404): its results have expired",
                                           http_status=404)
-                if response.status_code >= 400:
-                    await response.aread()
-                    raise error_from_answer(response.status_code, None, response.headers)
+                if response.status >= 400:
+                    raise error_from_answer(response.status, None, response.headers)
                 # Content-Length counts encoded bytes: compare it only where nothing was encoded.
                 encoded = response.headers.get("content-encoding", "identity") != "identity"
                 expected = None if encoded else response.headers.get("content-length")
                 with open(part, "wb") as handle:
-                    async for chunk in response.aiter_bytes(CHUNK):
+                    async for chunk in response.chunks():
                         handle.write(chunk)
                         digest.update(chunk)
                         size += len(chunk)
@@ -117,8 +116,8 @@ async def download(http: httpx.AsyncClient, url: str, target: Path, config: Down
                     # Durable before it is renamed into place; in a worker thread, because an fsync
                     # can take milliseconds (far more on a busy disk) and the event loop has polls to run.
                     await anyio.to_thread.run_sync(os.fsync, handle.fileno())
-        except httpx.HTTPError as exc:
-            raise TransportError(f"download of {url}: {type(exc).__name__}: {exc}") from None
+        except TransportError as exc:
+            raise TransportError(f"download of {url}: {exc}") from None
         if expected is not None and int(expected) != size:
             raise TransportError(f"download of {url}: got {size} of {expected} bytes")
         os.replace(part, target)

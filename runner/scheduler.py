@@ -1,7 +1,7 @@
 """One run of a manifest: submit, track, collect, with the journal always ahead of the network.
 
-The scheduler owns one task group, the HTTP limiter and the pacer; the ``httpx.AsyncClient`` is
-passed in. Its order of work on every start is the resume contract:
+The scheduler owns one task group, the HTTP limiter and the pacer; the HTTP session is passed in
+(inside the API client). Its order of work on every start is the resume contract:
 
 1. sync the manifest into the state (new/changed/removed jobs), turn interrupted submits into
    ``unknown``, check finished outputs on disk;
@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import httpx
 
 from . import state as S
 from .client import KNOWN_LIVE, RemoteState, RunComfyClient
@@ -62,11 +61,8 @@ class RunSettings:
     """How a run behaves; every field has a command-line flag."""
 
     max_in_flight: int | None = None  # --concurrency: cap on submitted-but-unfinished jobs
-    # HTTP requests at once (lowered on 429s, raised again after). Kept small: httpx's pool bookkeeping
-    # costs grow with waiting requests, and a dozen keep-alive connections saturate the API anyway.
-    # Every idle connection in httpx's pool is checked (a socket poll, and a scan of the others) on
-    # each request: fewer at once costs ~12 % less CPU per job at 50-100 jobs/s (benchmarks/run.py),
-    # and 8 API calls at a time still carry ~40 per second at RunComfy's ~200 ms round trip.
+    # API calls at once (lowered on 429s, raised again after). 8 at a time carry ~40 calls a second at
+    # RunComfy's ~200 ms round trip, several times what a full account needs (about 3 per job).
     http_concurrency: int = 8
     download_concurrency: int = 4
     resubmit_unknown: bool = False
@@ -124,6 +120,7 @@ class Runner:
         self.store = store
         self.client = client
         self.prices = prices
+        self._estimates: dict[str, float | None] = {}
         self.settings = settings
         self.defaults_for = defaults_for or (lambda model: {})
         self.on_event = on_event
@@ -139,6 +136,7 @@ class Runner:
         self.collecting: set[str] = set()
         self.followers: dict[str, list[str]] = {}
         self.resubmits: Counter[str] = Counter()
+        self._unknown: set[str] = set()  # jobs whose last submit is unknown: the next one resubmits knowingly
         self.polls: list[tuple[float, int, Live]] = []
         self._seq = itertools.count()
         self.wake = anyio.Event()
@@ -162,7 +160,13 @@ class Runner:
 
     # -- preparing ----------------------------------------------------------------------------------
     def estimate(self, job: Job) -> float | None:
-        return self.prices.quote(job.model, job.input, self.defaults_for(job.model)).usd
+        """The job's price from the current table (kept per job until the table changes)."""
+        try:
+            return self._estimates[job.id]
+        except KeyError:
+            quote = self.prices.quote(job.model, job.input, self.defaults_for(job.model))
+            self._estimates[job.id] = quote.usd
+            return quote.usd
 
     def prepare(self) -> S.SyncSummary:
         """Sync the manifest, recover interrupted submits, check outputs, and plan the work."""
@@ -173,6 +177,7 @@ class Runner:
         self.committed_usd = committed_spend(self.store)
         self._check_outputs(self.store.states())
         rows = self.store.states()
+        self._unknown = {job_id for job_id, (status, _, _) in rows.items() if status == S.UNKNOWN}
         for job in self.manifest.jobs:
             status, attempt_id, request_id = rows[job.id]
             if status in (S.QUEUED, S.RUNNING) and request_id:
@@ -359,8 +364,7 @@ class Runner:
     def _record_intent(self, live: Live) -> None:
         """Journal the attempt; the caller commits it (then a death of this process is an unknown)."""
         job = live.job
-        row = self.store.conn.execute("SELECT status FROM jobs WHERE job_id=?", (job.id,)).fetchone()
-        live.resubmit = bool(row and row[0] == S.UNKNOWN)
+        live.resubmit = job.id in self._unknown
         input_json = json.dumps(job.input, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
         live.attempt_id = self.store.record_intent(job.id, job.fingerprint, job.model, input_json,
                                                    self.estimate(job), resubmit_of_unknown=live.resubmit)
@@ -396,6 +400,7 @@ class Runner:
                     return
                 live.request_id = request_id
                 live.status = S.QUEUED
+                self._unknown.discard(job.id)
                 self.store.record_submitted(job.id, live.attempt_id, request_id)
                 await self._commit_soon()  # the request id is durable at once: the unknown window stays tiny
         except anyio.get_cancelled_exc_class():
@@ -420,6 +425,7 @@ class Runner:
         if isinstance(exc, SubmitUnknown):
             self._drop(live)
             self.store.record_error(job.id, live.attempt_id, S.UNKNOWN, exc.as_record())
+            self._unknown.add(job.id)
             self.emit("unknown", job_id=job.id, error=str(exc))
             self._fail_followers(job.id, S.UNKNOWN, exc.as_record())
         elif isinstance(exc, InputRejected):
@@ -510,6 +516,7 @@ class Runner:
             answer = await self.client.price(model)
             if answer is not None:
                 self.prices = self.prices.refreshed(model, answer)
+                self._estimates.clear()
                 self.emit("price", model=model, usd=answer.get("base_price_usd"), unit=answer.get("price_unit"))
 
     def _schedule(self, live: Live, when: float) -> None:
@@ -774,11 +781,3 @@ def spent(store: S.Store) -> float:
     """Money RunComfy reported charging, over every attempt in the state file."""
     row = store.conn.execute("SELECT coalesce(sum(cost_usd), 0) FROM attempts").fetchone()
     return float(row[0])
-
-
-async def run_manifest(manifest: Manifest, store: S.Store, http: httpx.AsyncClient, client_config: Any,
-                       prices: PriceTable, settings: RunSettings, **kwargs: Any) -> RunResult:
-    """Library entry: run ``manifest`` through ``http`` with the given API config."""
-    runner = Runner(manifest, store, RunComfyClient(http, client_config), prices, settings, **kwargs)
-    runner.client.on_retry = runner.on_retry
-    return await runner.run()

@@ -1,0 +1,292 @@
+"""HTTP for the runner: one small interface, two ways to speak it.
+
+Why not httpx everywhere: at thousands of requests a minute the runner's CPU goes mostly to HTTP, and
+httpx spends more per request than the work the runner does around it: ~0.7 ms of CPU for a bare GET
+on a 2-core machine, of which URL parsing (with an ``ipaddress`` parse of the host), cookie extraction
+and the connection pool's scan of every idle socket are most. aiohttp does the same exchange for
+~0.15 ms. ``benchmarks/run.py`` measures both. So:
+
+* :class:`AiohttpSession` is what real runs use (asyncio): one ``aiohttp.ClientSession``, URLs as
+  plain strings, no cookie jar, environment proxies looked up once per host;
+* :class:`HttpxSession` wraps any ``httpx.AsyncClient``: tests hand it an ``httpx.ASGITransport`` to
+  reach the simulator in-process, and it serves trio, where aiohttp cannot run.
+
+What the rest of the runner needs from a session is three things: a request with its whole answer, a
+streamed download, and a truthful account of failures. The last one is the contract that matters: a
+paid submit has no idempotency key, so every failure says whether the request **surely never left**
+(refused, DNS, TLS, connect timeout: ``TransportError.surely_not_sent``) or may have been received
+(anything after the connection was up: a read timeout, a closed connection, a cut body). The mapping
+is written out below for each library and tested against real dropped connections on loopback
+(``tests/test_http.py``). (The ``httpx-aiohttp`` package was not used for this reason: it maps every
+``aiohttp.ClientConnectionError``, a server that closed the connection after reading the request
+included, to ``httpx.ConnectTimeout``, which says the request never left.)
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
+from dataclasses import dataclass
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+import httpx
+
+from .errors import TransportError
+
+CHUNK = 1 << 16
+# Downloads ask for the bytes as stored, so their Content-Length can be checked (a server that encodes
+# anyway is decoded, and then the length is not compared).
+_IDENTITY = {"Accept-Encoding": "identity"}
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Seconds to connect (and to wait for a free connection), and the longest silence while reading."""
+
+    connect: float
+    read: float
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A whole answer. ``headers`` has lower-case names."""
+
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+
+class Streamed(Protocol):
+    """An answer whose body is read as it arrives (a download)."""
+
+    status: int
+    headers: Mapping[str, str]
+
+    def chunks(self) -> AsyncIterator[bytes]: ...
+
+
+class HttpSession(Protocol):
+    """What the runner needs from HTTP. Failures raise :class:`TransportError` only."""
+
+    async def request(
+        self, method: str, url: str, *, headers: Mapping[str, str], body: bytes | None, timeout: Timeouts
+    ) -> Answer: ...
+
+    def stream(self, url: str, *, timeout: Timeouts) -> AbstractAsyncContextManager[Streamed]:
+        """GET ``url`` (following redirects) without the API's headers: output files are public."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+def failure(kind: str, detail: object, *, surely_not_sent: bool) -> TransportError:
+    """The project's error for a failed exchange. ``kind`` names what happened in httpx's words
+    (``ConnectError``, ``ReadTimeout``, ``RemoteProtocolError``…), whichever library saw it."""
+    text = str(detail)
+    error = TransportError(f"{kind}: {text}" if text and text != kind else kind)
+    error.surely_not_sent = surely_not_sent
+    return error
+
+
+# -- httpx (tests in-process, trio) ---------------------------------------------------------------
+def _from_httpx(exc: httpx.HTTPError) -> TransportError:
+    before_sending = httpx.ConnectError | httpx.ConnectTimeout | httpx.UnsupportedProtocol | httpx.PoolTimeout
+    return failure(type(exc).__name__, exc, surely_not_sent=isinstance(exc, before_sending))
+
+
+class _HttpxStreamed:
+    def __init__(self, response: httpx.Response) -> None:
+        self._response = response
+        self.status = response.status_code
+        self.headers = {k.lower(): v for k, v in response.headers.items()}
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self._response.aiter_bytes(CHUNK):
+                yield chunk
+        except httpx.HTTPError as exc:
+            raise _from_httpx(exc) from None
+
+
+class HttpxSession:
+    """The interface over an ``httpx.AsyncClient`` (its transport decides where requests go)."""
+
+    def __init__(self, client: httpx.AsyncClient) -> None:
+        self.client = client
+
+    async def request(
+        self, method: str, url: str, *, headers: Mapping[str, str], body: bytes | None, timeout: Timeouts
+    ) -> Answer:
+        try:
+            response = await self.client.request(
+                method, url, headers=headers, content=body,
+                timeout=httpx.Timeout(timeout.read, connect=timeout.connect, pool=timeout.connect),
+            )
+        except httpx.HTTPError as exc:
+            raise _from_httpx(exc) from None
+        headers = {k.lower(): v for k, v in response.headers.items()}
+        return Answer(response.status_code, headers, response.content)
+
+    @asynccontextmanager
+    async def stream(self, url: str, *, timeout: Timeouts) -> AsyncIterator[Streamed]:
+        limits = httpx.Timeout(timeout.read, connect=timeout.connect, pool=timeout.connect)
+        request = self.client.build_request("GET", url, headers=_IDENTITY, timeout=limits)
+        try:
+            response = await self.client.send(request, stream=True, follow_redirects=True)
+        except httpx.HTTPError as exc:
+            raise _from_httpx(exc) from None
+        try:
+            yield _HttpxStreamed(response)
+        finally:
+            await response.aclose()
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+
+
+# -- aiohttp (real runs) --------------------------------------------------------------------------
+def _aiohttp_failure(exc: BaseException) -> TransportError | None:
+    """The mapping that keeps a paid submit from being sent twice. Order matters: subclasses first."""
+    import aiohttp  # noqa: PLC0415 - only imported where a real run uses it
+
+    # While connecting: no byte of the request reached the server.
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):  # connect, or no free connection, in time
+        return failure("ConnectTimeout", exc, surely_not_sent=True)
+    if isinstance(exc, aiohttp.ClientConnectorError):  # refused, DNS, TLS handshake
+        return failure("ConnectError", exc, surely_not_sent=True)
+    if isinstance(exc, aiohttp.InvalidURL | aiohttp.NonHttpUrlClientError):
+        return failure("UnsupportedProtocol", exc, surely_not_sent=True)
+    # After: the request may have been received and acted on.
+    if isinstance(exc, TimeoutError):  # aiohttp's SocketTimeoutError and ServerTimeoutError among them
+        return failure("ReadTimeout", exc, surely_not_sent=False)
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return failure("RemoteProtocolError", "Server disconnected without sending a response",
+                       surely_not_sent=False)
+    if isinstance(exc, aiohttp.ClientPayloadError | aiohttp.ClientResponseError):
+        return failure("RemoteProtocolError", exc, surely_not_sent=False)
+    if isinstance(exc, aiohttp.ClientError | OSError):
+        return failure("ReadError", exc, surely_not_sent=False)
+    return None
+
+
+@contextmanager
+def _aiohttp_errors() -> Iterator[None]:
+    try:
+        yield
+    except Exception as exc:  # noqa: BLE001 - re-raised as is unless it is a transport failure
+        mapped = _aiohttp_failure(exc)
+        if mapped is None:
+            raise
+        raise mapped from None
+
+
+class _AiohttpStreamed:
+    def __init__(self, response: Any) -> None:
+        self._response = response
+        self.status = response.status
+        self.headers = {k.lower(): v for k, v in response.headers.items()}
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        with _aiohttp_errors():
+            async for chunk in self._response.content.iter_chunked(CHUNK):
+                yield chunk
+
+
+class AiohttpSession:
+    """The interface over one ``aiohttp.ClientSession``, made on first use inside the running loop."""
+
+    def __init__(self, *, max_connections: int = 16, keepalive_expiry: float = 5.0,
+                 verify: ssl.SSLContext | None = None, trust_env: bool = True) -> None:
+        self._max_connections = max_connections
+        self._keepalive_expiry = keepalive_expiry
+        self._ssl = verify
+        self._trust_env = trust_env
+        self._session: Any = None
+        self._timeouts: dict[Timeouts, Any] = {}
+        self._proxies: dict[tuple[str, str], tuple[Any, Any]] = {}
+
+    def _open(self) -> Any:
+        import aiohttp  # noqa: PLC0415
+
+        connector = aiohttp.TCPConnector(
+            limit=self._max_connections,
+            limit_per_host=0,
+            # Idle connections are closed before a server would close them (httpx's default is the same
+            # 5 s), so a submit is not written into a connection the server is closing.
+            keepalive_timeout=self._keepalive_expiry,
+            ssl=self._ssl if self._ssl is not None else httpx.create_ssl_context(),  # certifi, as httpx
+        )
+        return aiohttp.ClientSession(
+            connector=connector,
+            # Proxies from the environment are looked up once per host (_proxy); aiohttp's own
+            # trust_env would do it in a worker thread on every request.
+            trust_env=False,
+            cookie_jar=aiohttp.DummyCookieJar(),
+            raise_for_status=False,
+        )
+
+    def _timeout(self, timeout: Timeouts) -> Any:
+        found = self._timeouts.get(timeout)
+        if found is None:
+            import aiohttp  # noqa: PLC0415
+
+            # ``connect`` covers waiting for a free connection and connecting; ``sock_read`` is the
+            # longest silence while reading, like httpx's read timeout.
+            found = aiohttp.ClientTimeout(total=None, connect=timeout.connect, sock_connect=timeout.connect,
+                                          sock_read=timeout.read)
+            self._timeouts[timeout] = found
+        return found
+
+    def _proxy(self, url: str) -> tuple[Any, Any]:
+        """The proxy for a URL's host from HTTP(S)_PROXY / NO_PROXY, as httpx's ``trust_env`` reads them."""
+        parts = urlsplit(url)
+        key = (parts.scheme, parts.hostname or "")
+        found = self._proxies.get(key)
+        if found is None:
+            found = (None, None)
+            if self._trust_env:
+                from aiohttp.helpers import get_env_proxy_for_url  # noqa: PLC0415
+                from yarl import URL  # noqa: PLC0415
+
+                try:
+                    found = get_env_proxy_for_url(URL.build(scheme=key[0], host=key[1]))
+                except LookupError:
+                    pass
+            self._proxies[key] = found
+        return found
+
+    async def request(
+        self, method: str, url: str, *, headers: Mapping[str, str], body: bytes | None, timeout: Timeouts
+    ) -> Answer:
+        if self._session is None:
+            self._session = self._open()
+        proxy, proxy_auth = self._proxy(url)
+        with _aiohttp_errors():
+            async with self._session.request(
+                method, url, headers=headers, data=body, allow_redirects=False,
+                timeout=self._timeout(timeout), proxy=proxy, proxy_auth=proxy_auth,
+            ) as response:
+                content = await response.read()
+                return Answer(response.status, {k.lower(): v for k, v in response.headers.items()}, content)
+
+    @asynccontextmanager
+    async def stream(self, url: str, *, timeout: Timeouts) -> AsyncIterator[Streamed]:
+        if self._session is None:
+            self._session = self._open()
+        proxy, proxy_auth = self._proxy(url)
+        with _aiohttp_errors():
+            response = await self._session.get(
+                url, headers=_IDENTITY, allow_redirects=True, timeout=self._timeout(timeout),
+                proxy=proxy, proxy_auth=proxy_auth,
+            )
+        try:
+            yield _AiohttpStreamed(response)
+        finally:
+            response.release()  # back to the pool when read to the end; an unfinished one is closed
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
