@@ -11,9 +11,11 @@ the reports. ``run_batch`` is the async core; ``run_batch_sync`` calls ``anyio.r
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -21,16 +23,18 @@ import anyio
 import httpx
 import sniffio
 
+from . import state as S
 from .catalog import Catalog
 from .client import DEFAULT_BASE_URL, ApiConfig, RunComfyClient
-from .download import DownloadConfig
-from .errors import UsageError
+from .download import DownloadConfig, damaged_outputs
+from .errors import EXIT_JOBS_FAILED, EXIT_OK, StateError, UsageError
 from .http import AiohttpSession, HttpSession, HttpxSession
 from .manifest import Manifest, load_manifest
 from .pricing import PriceTable
-from .report import build_report, write_reports
+from .report import report_paths, reports_current, write_reports
 from .retry import RetryPolicy
 from .scheduler import EventSink, Runner, RunResult, RunSettings
+from .snapshot import META_KEY, Snapshot, quick_name
 from .state import Store
 
 TOKEN_ENV = "RUNCOMFY_API_TOKEN"
@@ -56,15 +60,22 @@ class BatchOptions:
 
 @dataclass
 class BatchResult:
-    """A finished (or stopped) run: its exit code, one-line message, counts and the report."""
+    """A finished (or stopped) run: its exit code, one-line message, counts, the jobs that need
+    attention (the first 50, in manifest order) and the reports on disk."""
 
     exit_code: int
     message: str
     counts: dict[str, int]
     cost_usd: float
-    report: dict[str, Any]
     report_paths: dict[str, Path]
     state_path: Path
+    needs_attention: list[dict[str, Any]] = field(default_factory=list)
+
+    @cached_property
+    def report(self) -> dict[str, Any]:
+        """report.json as a dict, read from disk when first asked for (100,000 jobs take a while)."""
+        with open(self.report_paths["json"], encoding="utf-8") as handle:
+            return json.load(handle)  # type: ignore[no-any-return]
 
 
 def default_state_path(manifest: Manifest, cwd: Path | None = None) -> Path:
@@ -141,6 +152,10 @@ async def run_batch(
 ) -> BatchResult:
     """Run a manifest to the end (or until stopped) and write its reports."""
     options = options or BatchOptions()
+    if not isinstance(manifest, Manifest):
+        done = finished_already(manifest, options)
+        if done is not None:
+            return done
     catalog = catalog or Catalog.load()
     manifest, state_path, config = _setup(manifest, options, catalog)
     prices = PriceTable.load(catalog, options.prices_path)
@@ -159,13 +174,73 @@ async def run_batch(
         finally:
             with anyio.CancelScope(shield=True):
                 await http.aclose()
-        paths = write_reports(manifest, store)
-        report = build_report(manifest, store)
+        paths = write_reports(manifest, store, if_changed=True)
+        attention = store.needs_attention(ATTENTION_SHOWN)
     finally:
         store.close()
-    return BatchResult(
-        result.exit_code, result.message, result.counts, result.cost_usd, report, paths, state_path
-    )
+    return BatchResult(result.exit_code, result.message, result.counts, result.cost_usd, paths, state_path,
+                       attention)
+
+
+ATTENTION_SHOWN = 50
+
+
+def finished_already(path: str | Path, options: BatchOptions | None = None) -> BatchResult | None:
+    """The result of running ``path`` again when its state file says there is nothing left to do, found
+    without loading the manifest (see ``snapshot.py``); ``None`` when a real run is needed.
+
+    Nothing is left when the manifest is the one last synced (same bytes, local files, schemas and
+    reader code), no job of it is pending, held or in flight (nor unknown with ``resubmit_unknown``,
+    nor failed, cancelled or expired with ``retry_failed``), every succeeded job's files are on disk
+    as recorded, and the reports were written for this very journal. The run is still recorded (and
+    the run lock taken, so a runner at work is reported as such)."""
+    options = options or BatchOptions()
+    state_path = options.state_path
+    if state_path is None:
+        name = quick_name(path)
+        if name is None:
+            return None
+        state_path = Path.cwd() / "state" / f"{name}.sqlite"
+    if not Path(state_path).is_file():
+        return None
+    try:
+        store = Store.open(state_path, create=False)
+    except StateError:
+        return None  # the real run says what is wrong with it
+    try:
+        snapshot = Snapshot.from_json(store.get_meta(META_KEY))
+        if snapshot is None or snapshot.manifest != os.path.abspath(path) or not snapshot.matches(path):
+            return None
+        output_dir = Path(options.output_dir).resolve() if options.output_dir else Path(snapshot.output_dir)
+        if str(output_dir) != snapshot.output_dir:
+            return None
+        api_config(options)  # no token: the same error as a real run gives
+        store.lock()
+        counts = store.counts()
+        settings = options.settings
+        runs_now = {S.PENDING, S.HELD, *S.IN_FLIGHT}
+        runs_now |= {S.UNKNOWN} if settings.resubmit_unknown else set()
+        runs_now |= {S.FAILED, S.CANCELLED, S.EXPIRED} if settings.retry_failed else set()
+        if sum(counts.values()) != snapshot.jobs or any(counts.get(s) for s in runs_now):
+            return None
+        if damaged_outputs(store, output_dir, verify_hashes=settings.verify_hashes, first_only=True):
+            return None
+        paths = report_paths(output_dir)
+        if not reports_current(store, snapshot.sha256, output_dir):
+            return None
+        run_id = store.start_run("run")
+        unfinished = sum(n for status, n in counts.items() if status != S.SUCCEEDED)
+        if unfinished:
+            parts = ", ".join(f"{n} {st}" for st, n in sorted(counts.items()) if st != S.SUCCEEDED)
+            code, message = EXIT_JOBS_FAILED, f"nothing to do: {unfinished} job(s) did not succeed ({parts})"
+        else:
+            code, message = EXIT_OK, f"nothing to do: all {counts.get(S.SUCCEEDED, 0)} job(s) succeeded"
+        store.finish_run(run_id, code, counts)
+        attention = store.needs_attention(ATTENTION_SHOWN)
+        cost = float(store.conn.execute("SELECT coalesce(sum(cost_usd), 0) FROM attempts").fetchone()[0])
+    finally:
+        store.close()
+    return BatchResult(code, message, counts, cost, paths, Path(state_path), attention)
 
 
 def run_batch_sync(
@@ -202,8 +277,6 @@ async def cancel_batch(
     Only queued requests can be cancelled (and cost nothing); running ones answer
     ``not_cancellable`` and are billed. Cancelled jobs are recorded so a later ``run`` leaves them
     alone (``retry`` runs them again)."""
-    from . import state as S
-
     options = options or BatchOptions()
     manifest, state_path, config = _setup(manifest, options, catalog or Catalog.load())
     store = Store.open(state_path, create=False)

@@ -20,7 +20,7 @@ from rich.table import Table
 from rich.text import Text
 
 from . import state as S
-from .batch import BatchOptions, BatchResult, _defaults, cancel_batch, resolve, run_batch
+from .batch import BatchOptions, BatchResult, _defaults, cancel_batch, finished_already, resolve, run_batch
 from .catalog import Catalog
 from .errors import EXIT_JOBS_FAILED, EXIT_OK, StateError, redact
 from .manifest import load_manifest
@@ -28,6 +28,7 @@ from .plan import make_plan
 from .pricing import PriceTable
 from .progress import progress_sink
 from .report import write_reports
+from .snapshot import META_KEY, Snapshot, quick_name
 
 
 def _out(text: str = "") -> None:
@@ -62,9 +63,13 @@ def validate(path: Path, *, as_json: bool = False) -> int:
 def run(
     path: Path, options: BatchOptions, *, verbose: bool = False, json_log: bool = False, progress: bool = True
 ) -> int:
+    started = time.monotonic()
+    done = finished_already(path, options)  # from the state file alone, when nothing is left to do
+    if done is not None:
+        print_run_summary(path, done, time.monotonic() - started)
+        return done.exit_code
     catalog = Catalog.load()
     manifest = load_manifest(path, catalog)  # before anything is opened or sent
-    started = time.monotonic()
     with progress_sink(live=progress, verbose=verbose, json_log=json_log, title=manifest.name) as sink:
         result = anyio.run(lambda: run_batch(manifest, options, catalog=catalog, on_event=sink))
     print_run_summary(path, result, time.monotonic() - started)
@@ -85,19 +90,19 @@ def print_run_summary(path: Path, result: BatchResult, seconds: float, *, limit:
     )
     if not result.exit_code:
         return
-    attention = [j for j in result.report.get("jobs", []) if j["status"] in S.NEEDS_ATTENTION]
+    attention = result.needs_attention
     for job in attention[:limit]:
-        error = job.get("error") or {}
-        why = error.get("message") or error.get("error_message") or ""
+        why = job.get("error") or ""
         print(redact(f"  {job['id']}: {job['status']}" + (f": {why}" if why else "")), file=stream)
-    if len(attention) > limit:
-        print(f"  … and {len(attention) - limit} more: runcomfy-batch status {path}", file=stream)
+    total = sum(n for status, n in result.counts.items() if status in S.NEEDS_ATTENTION)
+    if total > limit:
+        print(f"  … and {total - limit} more: runcomfy-batch status {path}", file=stream)
     if result.exit_code == 130:
         print(f"runcomfy-batch: to resume, run: runcomfy-batch run {path}", file=stream)
         return
-    if any(j["status"] in (S.FAILED, S.EXPIRED, S.CANCELLED) for j in attention):
+    if any(result.counts.get(s) for s in (S.FAILED, S.EXPIRED, S.CANCELLED)):
         print(f"runcomfy-batch: to run the failed jobs again: runcomfy-batch retry {path}", file=stream)
-    unknown = sum(j["status"] == S.UNKNOWN for j in attention)
+    unknown = result.counts.get(S.UNKNOWN, 0)
     if unknown:
         print(
             f"runcomfy-batch: {unknown} job(s) unknown: the submit may have been accepted and billed; to "
@@ -127,42 +132,53 @@ def _open_existing(path: Path, options: BatchOptions) -> tuple[Any, S.Store]:
 
 
 def status_data(path: Path, state_path: Path | None) -> dict[str, Any]:
-    """Counts per model and state, the jobs that need attention, and whether a run is going on."""
-    manifest, store = _open_existing(path, BatchOptions(state_path=state_path))
+    """Counts per model and state, the jobs that need attention, and whether a run is going on.
+
+    Answered from the state file alone while the manifest is the one it last synced (see
+    ``snapshot.py``): a 100,000-job manifest is not read again. An edited manifest is loaded, to count
+    its jobs not yet in the state, unless a run is syncing it right now."""
+    name = None if state_path else quick_name(path)
+    manifest = None
+    if state_path is None and name is None:
+        manifest, state = _open_existing(path, BatchOptions())
+    else:
+        state = S.Store.open(state_path or Path.cwd() / "state" / f"{name}.sqlite", create=False)
     try:
-        rows = store.jobs()
+        run = _last_run(state)
+        snapshot = Snapshot.from_json(state.get_meta(META_KEY))
+        synced = snapshot is not None and snapshot.matches(path)
+        if manifest is None and not synced and not (run and run["state"] == "running"):
+            manifest = load_manifest(path, Catalog.load())
         per_model: dict[str, dict[str, int]] = {}
-        for row in rows:
-            per_model.setdefault(row.model, {}).setdefault(row.status, 0)
-            per_model[row.model][row.status] += 1
-        known = {r.job_id for r in rows}
-        attention = [
-            {
-                "id": r.job_id,
-                "status": r.status,
-                "request_id": r.request_id,
-                "error": (r.error or {}).get("message") or (r.error or {}).get("error_message"),
-            }
-            for r in rows
-            if r.status in S.NEEDS_ATTENTION
-        ]
-        cost = sum(r.cost_usd or 0.0 for r in rows)
-        estimate = sum(r.estimate_usd or 0.0 for r in rows)
-        not_synced = [j.id for j in manifest.jobs if j.id not in known]
+        for model, status, n in state.conn.execute(
+            "SELECT model, status, count(*) FROM jobs WHERE in_manifest = 1 GROUP BY model, status"
+        ):
+            per_model.setdefault(model, {})[status] = n
+        cost, estimate = state.conn.execute(
+            "SELECT coalesce(sum(a.cost_usd), 0), coalesce(sum(j.estimate_usd), 0) FROM jobs j "
+            "LEFT JOIN attempts a ON a.attempt_id = j.attempt_id WHERE j.in_manifest = 1"
+        ).fetchone()
+        if manifest is not None:
+            known = {r[0] for r in state.conn.execute("SELECT job_id FROM jobs WHERE in_manifest = 1")}
+            jobs, not_synced = len(manifest.jobs), sum(j.id not in known for j in manifest.jobs)
+        elif synced and snapshot is not None:
+            jobs, not_synced = snapshot.jobs, 0
+        else:  # a run is syncing an edited manifest now: what the state holds so far
+            jobs, not_synced = sum(sum(by.values()) for by in per_model.values()), None
         return {
             "manifest": str(path),
-            "state": str(store.path),
-            "jobs": len(manifest.jobs),
-            "counts": store.counts(),
+            "state": str(state.path),
+            "jobs": jobs,
+            "counts": state.counts(),
             "per_model": per_model,
-            "needs_attention": attention,
-            "not_yet_in_state": len(not_synced),
+            "needs_attention": state.needs_attention(),
+            "not_yet_in_state": not_synced,
             "cost_usd": round(cost, 6),
             "estimate_usd": round(estimate, 6),
-            "run": _last_run(store),
+            "run": run,
         }
     finally:
-        store.conn.close()
+        state.conn.close()
 
 
 def _last_run(store: S.Store) -> dict[str, Any] | None:
@@ -244,6 +260,8 @@ def print_status(console: Console, path: Path, data: dict[str, Any], *, limit: i
     )
     if data["not_yet_in_state"]:
         console.print(f"{data['not_yet_in_state']} job(s) of the manifest not run yet")
+    elif data["not_yet_in_state"] is None:
+        console.print("the manifest was edited and the running run is reading it: counts so far")
     attention = data["needs_attention"]
     if attention:
         console.print()

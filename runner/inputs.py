@@ -103,6 +103,9 @@ class LocalFiles:
     def __init__(self, base: Path) -> None:
         self.base = base
         self._seen: dict[str, str | LocalInputError] = {}
+        # Every file read, with its size and mtime taken before reading (a file changed while it was
+        # read then looks changed next time, never the other way round): see ``snapshot.py``.
+        self.read: dict[str, tuple[int, int]] = {}
 
     def inline(self, value: str, kind: str) -> str:
         """The data URI for the local file ``value`` (relative to ``base``) of the given kind."""
@@ -114,6 +117,11 @@ class LocalFiles:
         full = os.path.normpath(self.base / os.path.expanduser(value))
         known = self._seen.get(full)
         if known is None:
+            try:
+                st = os.stat(full)
+                self.read[full] = (st.st_size, st.st_mtime_ns)
+            except OSError:
+                pass  # data_uri says why
             try:
                 known = data_uri(Path(full), value)
             except LocalInputError as error:

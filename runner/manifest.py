@@ -62,6 +62,15 @@ class Job:
 
 
 @dataclass(frozen=True)
+class Source:
+    """What a manifest was built from: its file's sha256, and each local file inlined into an input
+    (absolute path, size, mtime in ns). The same source with the same schemas gives the same jobs."""
+
+    sha256: str
+    local_files: tuple[tuple[str, int, int], ...] = ()
+
+
+@dataclass(frozen=True)
 class Manifest:
     """A checked manifest: settings and jobs, every path absolute."""
 
@@ -72,6 +81,7 @@ class Manifest:
     budget_usd: float | None
     concurrency: int | None
     raw_settings: dict[str, Any]
+    source: Source | None = None  # None for a manifest built in code
 
 
 _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
@@ -190,6 +200,8 @@ class _Loader:
         self.folder = path.parent
         self.catalog = catalog
         self.log = ProblemLog(shown)
+        self.sha256 = ""
+        self.local_files: dict[str, tuple[int, int]] = {}
 
     def fail(self, message: str, line: int | None = None, *, too_large: bool = False) -> ManifestInvalid:
         self.log.add(message, line=line)
@@ -247,6 +259,7 @@ class _Loader:
                                     f"{MAX_FILE_BYTES / 1e6:.0f} MB (use matrices, or split it)",
                                     too_large=True)
                 data = handle.read(MAX_FILE_BYTES + 1)
+                self.sha256 = hashlib.sha256(data).hexdigest()
         except FileNotFoundError:
             raise self.fail("no such file") from None
         except IsADirectoryError:
@@ -286,6 +299,7 @@ class _Loader:
                    default_input: dict[str, Any], job_lines: list[int], *, check_inputs: bool) -> list[Job]:
         checker = InputChecker(self.log)
         files = LocalFiles(self.folder)
+        self.local_files = files.read
         inherited: dict[str, dict[str, Any]] = {}  # model id -> the defaults.input fields it has
         seen: dict[str, tuple[int, int]] = {}  # id -> (line, index of its job in the manifest)
         built: list[Job] = []
@@ -379,4 +393,5 @@ class _Loader:
             budget_usd=float(budget) if budget is not None else None,
             concurrency=int(data["concurrency"]) if data.get("concurrency") is not None else None,
             raw_settings={key: data[key] for key in SETTINGS if key in data},
+            source=Source(self.sha256, tuple(sorted((p, *st) for p, st in self.local_files.items()))),
         )

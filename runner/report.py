@@ -2,24 +2,29 @@
 its schema in ``schemas/report.schema.json``), ``report.csv`` and ``report.html`` beside it.
 
 Every file is written to a temporary name and renamed into place, so a report on disk is always
-whole, even if the runner is killed while writing it.
+whole, even if the runner is killed while writing it. The three are written side by side, one job at a
+time, from queries over the state file: a report of 100,000 jobs needs a few MB of memory, not a GB.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import os
 import time
-from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from datetime import UTC, datetime
+from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from . import state as S
 from .manifest import Manifest
+from .report_html import PageFacts, is_video, write_html
+from .snapshot import reader_digest
 
 REPORT_VERSION = 1
 INPUT_SUMMARY_FIELDS = (
@@ -69,18 +74,27 @@ def _run_span(attempt: Mapping[str, Any]) -> tuple[float, float] | None:
     return (start, end) if attempt["request_id"] and start and end and end >= start else None
 
 
-def slot_use(spans: list[tuple[float, float]]) -> dict[str, float | int | None]:
+def slot_use(spans: Iterable[tuple[float, float]]) -> dict[str, float | int | None]:
     """Busy seconds, the most jobs seen running at once, and slot efficiency: busy seconds divided by
     (that peak × the time from the first job's start to the last job's end)."""
-    if not spans:
-        return {"busy_seconds": 0.0, "peak_running": 0, "slot_efficiency": None}
-    busy = sum(end - start for start, end in spans)
+    spans = list(spans)
     edges = sorted([(start, 1) for start, _ in spans] + [(end, -1) for _, end in spans])
+    return _slot_use(edges, sum(end - start for start, end in spans))
+
+
+def _slot_use(edges: Iterable[tuple[float, int]], busy: float) -> dict[str, float | int | None]:
+    """:func:`slot_use` from the spans' edges in time order (at equal times ends, -1, first: back-to-back
+    jobs share a slot)."""
     peak = running = 0
-    for _, step in edges:  # at equal times ends (-1) sort first: back-to-back jobs share a slot
+    first = last = None
+    for t, step in edges:
         running += step
         peak = max(peak, running)
-    span = max(end for _, end in spans) - min(start for start, _ in spans)
+        first = t if first is None else first
+        last = t
+    if first is None or last is None:
+        return {"busy_seconds": 0.0, "peak_running": 0, "slot_efficiency": None}
+    span = last - first
     efficiency = round(min(1.0, busy / (peak * span)), 4) if peak and span > 0 else None
     return {"busy_seconds": round(busy, 3), "peak_running": peak, "slot_efficiency": efficiency}
 
@@ -100,157 +114,238 @@ def wall_seconds(store: S.Store, runs: list[dict[str, Any]]) -> float:
     return total
 
 
-def build_report(manifest: Manifest, store: S.Store) -> dict[str, Any]:
-    """The report as a JSON-able dict: a summary and one entry per job in the manifest."""
-    rows = store.jobs()
-    attempts = store.attempts()
-    outputs = store.outputs()
-    jobs_by_id = {job.id: job for job in manifest.jobs}
-    entries = []
-    counts: Counter[str] = Counter()
-    paid_attempts: dict[int, float] = {}
-    estimate_total = 0.0
-    for row in rows:
-        job = jobs_by_id.get(row.job_id)
-        counts[row.status] += 1
-        history = attempts.get(row.job_id, [])
-        current = next((a for a in history if a["attempt_id"] == row.attempt_id), None)
-        if current is None and row.attempt_id is not None:
-            # A twin's attempt belongs to its leader: find it there.
-            current = next(
-                (a for h in attempts.values() for a in h if a["attempt_id"] == row.attempt_id), None
-            )
-        files = [o for o in outputs.get(row.attempt_id or -1, []) if o.job_id == row.job_id]
-        for a in history:
-            if a["cost_usd"] is not None:
-                paid_attempts[a["attempt_id"]] = a["cost_usd"]
-        if row.estimate_usd is not None:
-            estimate_total += row.estimate_usd
-        submitted = current["submitted_at"] if current else None
-        finished = current["finished_at"] if current else None
-        run_span = _run_span(current) if current else None
-        entries.append(
-            {
-                "id": row.job_id,
-                "model": row.model,
-                "status": row.status,
-                "request_id": current["request_id"] if current else None,
-                "twin_of": row.twin_of
-                if row.twin_of and current and current["job_id"] != row.job_id
-                else None,
-                "input": {k: job.input[k] for k in INPUT_SUMMARY_FIELDS if job and k in job.input},
-                "input_files": _input_files(job.input) if job else [],
-                "line": job.line if job else None,
-                "submitted_at": _iso(submitted),
-                "started_at": _iso(current["started_at"] if current else None),
-                "finished_at": _iso(finished),
-                "duration_s": round(finished - submitted, 3) if submitted and finished else None,
-                "run_s": round(run_span[1] - run_span[0], 3) if run_span else None,
-                "estimate_usd": row.estimate_usd,
-                "cost_usd": current["cost_usd"] if current else None,
-                "outputs": [
-                    {"path": o.path, "bytes": o.bytes, "sha256": o.sha256, "url": o.url} for o in files
-                ],
-                "error": row.error,
-                "attempts": [
-                    {
-                        k: a[k]
-                        for k in (
-                            "attempt_id",
-                            "request_id",
-                            "status",
-                            "remote_status",
-                            "cost_usd",
-                            "estimate_usd",
-                            "error",
-                            "resubmit_of_unknown",
-                        )
-                    }
-                    | {"submitted_at": _iso(a["submitted_at"]), "finished_at": _iso(a["finished_at"])}
-                    for a in history
-                ],
-            }
-        )
+# Attempts that belong to a job of the manifest (its history; a twin's adopted attempt is its leader's).
+_HISTORY = "FROM attempts a JOIN jobs j ON j.job_id = a.job_id WHERE j.in_manifest = 1"
+# A run span, as _run_span: from the first poll that saw it running (else its submit) to its finish.
+_SPAN_START = "coalesce(a.started_at, a.submitted_at)"
+_SPANS = (f"{_HISTORY} AND a.request_id IS NOT NULL AND {_SPAN_START} > 0 AND a.finished_at > 0 "
+          f"AND a.finished_at >= {_SPAN_START}")
+
+
+def report_summary(store: S.Store) -> dict[str, Any]:
+    """The summary block of the report, from aggregates over the state file (nothing per job is kept)."""
+    conn = store.conn
+    counts = store.counts()
+    cost = conn.execute(f"SELECT coalesce(sum(a.cost_usd), 0) {_HISTORY}").fetchone()[0]
+    estimate = conn.execute(
+        "SELECT coalesce(sum(estimate_usd), 0) FROM jobs WHERE in_manifest = 1").fetchone()[0]
+    busy = conn.execute(f"SELECT coalesce(sum(a.finished_at - {_SPAN_START}), 0) {_SPANS}").fetchone()[0]
+    edges = conn.execute(f"SELECT t, step FROM (SELECT {_SPAN_START} AS t, 1 AS step {_SPANS} "
+                         f"UNION ALL SELECT a.finished_at, -1 {_SPANS}) ORDER BY t, step")
     runs = store.runs()
     started = min((r["started_at"] for r in runs), default=None)
     ended = max((r["finished_at"] or 0 for r in runs), default=None) or None
-    wall = wall_seconds(store, runs)
-    spans = [span for history in attempts.values() for a in history if (span := _run_span(a)) is not None]
+    return {
+        "jobs": sum(counts.values()),
+        "counts": dict(sorted(counts.items())),
+        "succeeded": counts.get(S.SUCCEEDED, 0),
+        "needs_attention": sum(counts.get(s, 0) for s in S.NEEDS_ATTENTION),
+        "cost_usd": round(cost, 6),
+        "estimate_usd": round(estimate, 6),
+        "started_at": _iso(started),
+        "finished_at": _iso(ended),
+        "wall_seconds": round(wall_seconds(store, runs), 3),
+        "runs": len(runs),
+        **_slot_use(edges, busy),
+    }
+
+
+def report_header(manifest: Manifest, store: S.Store) -> dict[str, Any]:
+    """Everything in report.json but its ``jobs``."""
     return {
         "report_version": REPORT_VERSION,
         "name": manifest.name,
         "manifest": str(manifest.path),
         "output_dir": str(manifest.output_dir),
         "generated_at": _iso(time.time()),
-        "summary": {
-            "jobs": len(entries),
-            "counts": dict(sorted(counts.items())),
-            "succeeded": counts.get(S.SUCCEEDED, 0),
-            "needs_attention": sum(counts.get(s, 0) for s in S.NEEDS_ATTENTION),
-            "cost_usd": round(sum(paid_attempts.values()), 6),
-            "estimate_usd": round(estimate_total, 6),
-            "started_at": _iso(started),
-            "finished_at": _iso(ended),
-            "wall_seconds": round(wall, 3),
-            "runs": len(runs),
-            **slot_use(spans),
-        },
-        "jobs": entries,
+        "summary": report_summary(store),
     }
 
 
-def _write_atomic(path: Path, text: str) -> None:
+_ATTEMPT_FIELDS = ("attempt_id", "request_id", "status", "remote_status", "cost_usd", "estimate_usd", "error",
+                   "resubmit_of_unknown")
+
+
+def job_entries(manifest: Manifest, store: S.Store) -> Iterator[dict[str, Any]]:
+    """One report entry per job of the manifest, in manifest order, made one at a time: three queries in
+    the same order (jobs with their current attempt, every job's attempts, the current outputs) are
+    read side by side, so memory stays flat however many jobs there are."""
+    jobs_by_id = {job.id: job for job in manifest.jobs}
+    conn = store.conn
+    rows = conn.execute(
+        "SELECT j.job_id, j.model, j.status, j.twin_of, j.estimate_usd, j.error, a.job_id, a.request_id, "
+        "a.submitted_at, a.started_at, a.finished_at, a.cost_usd FROM jobs j "
+        "LEFT JOIN attempts a ON a.attempt_id = j.attempt_id WHERE j.in_manifest = 1 "
+        "ORDER BY j.position, j.job_id")
+    history = _grouped(conn.execute(
+        "SELECT a.job_id, a.attempt_id, a.request_id, a.status, a.remote_status, a.cost_usd, a.estimate_usd, "
+        f"a.error, a.resubmit_of_unknown, a.submitted_at, a.finished_at {_HISTORY} "
+        "ORDER BY j.position, j.job_id, a.attempt_id"))
+    outputs = _grouped(conn.execute(
+        "SELECT o.job_id, o.path, o.bytes, o.sha256, o.url FROM outputs o "
+        "JOIN jobs j ON j.job_id = o.job_id AND o.attempt_id = j.attempt_id WHERE j.in_manifest = 1 "
+        "ORDER BY j.position, j.job_id, o.idx"))
+    for (job_id, model, status, twin_of, estimate, error, owner, request_id, submitted, started, finished,
+         cost) in rows:
+        job = jobs_by_id.get(job_id)
+        attempts = [
+            dict(zip(_ATTEMPT_FIELDS, (*a[1:7], json.loads(a[7]) if a[7] else None, a[8]), strict=True))
+            | {"submitted_at": _iso(a[9]), "finished_at": _iso(a[10])}
+            for a in history.take(job_id)
+        ]
+        run_span = _run_span({"started_at": started, "submitted_at": submitted, "finished_at": finished,
+                              "request_id": request_id})
+        yield {
+            "id": job_id,
+            "model": model,
+            "status": status,
+            "request_id": request_id,
+            "twin_of": twin_of if twin_of and owner is not None and owner != job_id else None,
+            "input": {k: job.input[k] for k in INPUT_SUMMARY_FIELDS if job and k in job.input},
+            "input_files": _input_files(job.input) if job else [],
+            "line": job.line if job else None,
+            "submitted_at": _iso(submitted),
+            "started_at": _iso(started),
+            "finished_at": _iso(finished),
+            "duration_s": round(finished - submitted, 3) if submitted and finished else None,
+            "run_s": round(run_span[1] - run_span[0], 3) if run_span else None,
+            "estimate_usd": estimate,
+            "cost_usd": cost,
+            "outputs": [{"path": o[1], "bytes": o[2], "sha256": o[3], "url": o[4]}
+                        for o in outputs.take(job_id)],
+            "error": json.loads(error) if error else None,
+            "attempts": attempts,
+        }
+
+
+class _grouped:
+    """Rows ordered by job, taken one job's worth at a time (the job id is each row's first column)."""
+
+    def __init__(self, rows: Iterable[tuple[Any, ...]]) -> None:
+        self._rows = iter(rows)
+        self._next = next(self._rows, None)
+
+    def take(self, job_id: str) -> list[tuple[Any, ...]]:
+        taken = []
+        while self._next is not None and self._next[0] == job_id:
+            taken.append(self._next)
+            self._next = next(self._rows, None)
+        return taken
+
+
+def build_report(manifest: Manifest, store: S.Store) -> dict[str, Any]:
+    """The whole report as one dict, as report.json holds it (fine for a few thousand jobs; the files
+    themselves are written job by job)."""
+    return {**report_header(manifest, store), "jobs": list(job_entries(manifest, store))}
+
+
+def page_facts(store: S.Store) -> PageFacts:
+    """What report.html's head says about all the rows, from the state file."""
+    conn = store.conn
+    statuses = tuple(sorted(store.counts()))
+    models = tuple(
+        r[0] for r in conn.execute("SELECT DISTINCT model FROM jobs WHERE in_manifest = 1 ORDER BY 1"))
+    paths = conn.execute("SELECT o.path FROM outputs o JOIN jobs j ON j.job_id = o.job_id AND "
+                         "o.attempt_id = j.attempt_id WHERE j.in_manifest = 1")
+    videos = sum(is_video(path) for (path,) in paths)
+    jobs = conn.execute("SELECT count(*) FROM jobs WHERE in_manifest = 1").fetchone()[0]
+    return PageFacts(jobs, videos, statuses, models)
+
+
+@contextmanager
+def _atomic(path: Path) -> Iterator[TextIO]:
+    """A text file written under a temporary name, made durable, then renamed into place."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".part")
-    with open(tmp, "w", encoding="utf-8", newline="") as handle:
-        handle.write(text)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "w", encoding="utf-8", newline="") as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+CSV_FIELDS = ("id", "model", "status", "request_id", "duration", "prompt", "estimate_usd", "cost_usd",
+              "submitted_at", "finished_at", "duration_s", "outputs", "error")
+
+
+def csv_row(job: Mapping[str, Any]) -> dict[str, Any]:
+    """A report entry as one row of report.csv."""
+    error = job["error"] or {}
+    return {
+        **{k: job.get(k) for k in CSV_FIELDS if k in job},
+        "duration": job["input"].get("duration"),
+        "prompt": job["input"].get("prompt"),
+        "outputs": " ".join(o["path"] for o in job["outputs"]),
+        "error": error.get("message") or error.get("error_message") or "",
+    }
 
 
 def report_csv(report: Mapping[str, Any]) -> str:
     """One row per job, for spreadsheets."""
     buffer = io.StringIO()
-    fields = [
-        "id",
-        "model",
-        "status",
-        "request_id",
-        "duration",
-        "prompt",
-        "estimate_usd",
-        "cost_usd",
-        "submitted_at",
-        "finished_at",
-        "duration_s",
-        "outputs",
-        "error",
-    ]
-    writer = csv.DictWriter(buffer, fieldnames=fields)
+    writer = csv.DictWriter(buffer, fieldnames=CSV_FIELDS)
     writer.writeheader()
-    for job in report["jobs"]:
-        error = job["error"] or {}
-        writer.writerow(
-            {
-                **{k: job.get(k) for k in fields if k in job},
-                "duration": job["input"].get("duration"),
-                "prompt": job["input"].get("prompt"),
-                "outputs": " ".join(o["path"] for o in job["outputs"]),
-                "error": error.get("message") or error.get("error_message") or "",
-            }
-        )
+    writer.writerows(csv_row(job) for job in report["jobs"])
     return buffer.getvalue()
 
 
-def write_reports(manifest: Manifest, store: S.Store) -> dict[str, Path]:
-    """Write report.json, report.csv and report.html into the output folder; their paths."""
-    from .report_html import render_html  # noqa: PLC0415
+REPORTS_KEY = "reports_written_for"
 
-    report = build_report(manifest, store)
-    folder = manifest.output_dir
-    paths = {"json": folder / "report.json", "csv": folder / "report.csv", "html": folder / "report.html"}
-    _write_atomic(paths["json"], json.dumps(report, indent=2, ensure_ascii=False) + "\n")
-    _write_atomic(paths["csv"], report_csv(report))
-    _write_atomic(paths["html"], render_html(report))
+
+def report_paths(folder: Path) -> dict[str, Path]:
+    return {"json": folder / "report.json", "csv": folder / "report.csv", "html": folder / "report.html"}
+
+
+def _reports_key(store: S.Store, manifest_sha256: str, output_dir: Path) -> str:
+    """What the reports were written from: the journal's version, the manifest, and this runner."""
+    return ":".join((str(store.journal_version()), manifest_sha256, str(output_dir), reader_digest(),
+                     _report_code()))
+
+
+def reports_current(store: S.Store, manifest_sha256: str, output_dir: Path) -> bool:
+    """Whether the reports on disk were written for this very journal, manifest and runner."""
+    return (store.get_meta(REPORTS_KEY) == _reports_key(store, manifest_sha256, output_dir)
+            and all(p.exists() for p in report_paths(output_dir).values()))
+
+
+def write_reports(manifest: Manifest, store: S.Store, *, if_changed: bool = False) -> dict[str, Path]:
+    """Write report.json, report.csv and report.html into the output folder, job by job; their paths.
+
+    With ``if_changed``, reports already written for this very journal (``journal_version``), manifest
+    and runner are left as they are: a re-run with nothing to do costs no rewrite of 100,000 rows."""
+    paths = report_paths(manifest.output_dir)
+    sha256 = manifest.source.sha256 if manifest.source else ""
+    key = _reports_key(store, sha256, manifest.output_dir)
+    if if_changed and reports_current(store, sha256, manifest.output_dir):
+        return paths
+    header = report_header(manifest, store)
+    facts = page_facts(store)
+    with (_atomic(paths["json"]) as out_json, _atomic(paths["csv"]) as out_csv,
+          _atomic(paths["html"]) as out_html):
+        head = json.dumps(header, indent=2, ensure_ascii=False)
+        out_json.write(head[:-2] + ',\n  "jobs": [')  # the header without its closing brace
+        rows = csv.DictWriter(out_csv, fieldnames=CSV_FIELDS)
+        rows.writeheader()
+
+        def entries() -> Iterator[dict[str, Any]]:
+            for n, entry in enumerate(job_entries(manifest, store)):
+                out_json.write(("\n    " if n == 0 else ",\n    ") + json.dumps(entry, ensure_ascii=False))
+                rows.writerow(csv_row(entry))
+                yield entry
+
+        write_html(out_html.write, header, facts, entries())
+        out_json.write("\n  ]\n}\n")
+    store.set_meta(REPORTS_KEY, key)
+    store.flush()
     return paths
+
+
+@cache
+def _report_code() -> str:
+    here = Path(__file__).parent
+    code = (here / "report.py").read_bytes() + (here / "report_html.py").read_bytes()
+    return hashlib.sha256(code).hexdigest()

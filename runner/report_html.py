@@ -13,7 +13,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from html import escape
 from typing import Any
 from urllib.parse import quote
@@ -362,31 +363,52 @@ def _cards(report: Mapping[str, Any]) -> str:
     return "".join(f'<div class="card"><b>{_e(v)}</b><span>{_e(label)}</span></div>' for v, label in cards)
 
 
+def is_video(path: str) -> bool:
+    return path.lower().endswith(VIDEO_SUFFIXES)
+
+
+@dataclass(frozen=True)
+class PageFacts:
+    """What the page's head needs to know about all the rows before the first is written."""
+
+    jobs: int
+    videos: int
+    statuses: tuple[str, ...]
+    models: tuple[str, ...]
+
+    @classmethod
+    def of(cls, jobs: Sequence[Mapping[str, Any]]) -> PageFacts:
+        videos = sum(is_video(str(o["path"])) for j in jobs for o in j.get("outputs") or [])
+        return cls(len(jobs), videos, tuple(sorted({j["status"] for j in jobs})),
+                   tuple(sorted({j["model"] for j in jobs})))
+
+
 def render_html(report: Mapping[str, Any]) -> str:
-    """The page for a report dict (as :func:`runner.report.build_report` makes it)."""
+    """The page for a report dict (as report.json holds it)."""
+    parts: list[str] = []
+    write_html(parts.append, report, PageFacts.of(report["jobs"]), report["jobs"])
+    return "".join(parts)
+
+
+def write_html(write: Callable[[str], Any], report: Mapping[str, Any], facts: PageFacts,
+               jobs: Iterable[Mapping[str, Any]]) -> None:
+    """Write the page piece by piece: ``report`` needs its header fields and summary only; the rows
+    come from ``jobs`` one at a time, so a report of 100,000 jobs never sits in memory whole."""
     summary = report["summary"]
-    jobs = report["jobs"]
-    videos = sum(str(o["path"]).lower().endswith(VIDEO_SUFFIXES)
-                 for j in jobs for o in j.get("outputs") or [])
-    inline_videos = videos <= INLINE_VIDEO_LIMIT
-    statuses = sorted({j["status"] for j in jobs})
-    models = sorted({j["model"] for j in jobs})
+    inline_videos = facts.videos <= INLINE_VIDEO_LIMIT
     chips = "".join(f'<button type="button" class="chip" data-status="{_e(s)}" aria-pressed="false">'
                     f'{_e(s)} <b>{_e(n)}</b></button>' for s, n in sorted(summary["counts"].items()))
-    status_options = "".join(f'<option value="{_e(s)}">{_e(s)}</option>' for s in statuses)
-    model_options = "".join(f'<option value="{_e(m)}">{_e(m)}</option>' for m in models)
+    status_options = "".join(f'<option value="{_e(s)}">{_e(s)}</option>' for s in facts.statuses)
+    model_options = "".join(f'<option value="{_e(m)}">{_e(m)}</option>' for m in facts.models)
     heads = "".join(
         f'<th data-key="{key}" data-type="{"num" if numeric else "text"}"><button type="button">{_e(title)}'
         f"</button></th>" if key else f"<th>{_e(title)}</th>" for title, key, numeric in COLUMNS)
-    empty = f'<tr><td colspan="{len(COLUMNS)}">no jobs</td></tr>'
-    # Rows past the first page start hidden, so the browser never lays out 10,000 rows at once.
-    body = "".join(_row(job, inline_videos, n >= PAGE_ROWS) for n, job in enumerate(jobs)) or empty
     script = JS.replace("__PAGE__", str(PAGE_ROWS))
     script_hash = base64.b64encode(hashlib.sha256(script.encode()).digest()).decode()
     csp = (f"default-src 'none'; style-src 'unsafe-inline'; script-src 'sha256-{script_hash}'; "
            "media-src 'self' file:; img-src 'self' file: data:")
     name = _e(report["name"])
-    return f"""<!doctype html>
+    write(f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta http-equiv="Content-Security-Policy" content="{csp}">
 <meta name="viewport" content="width=device-width, initial-scale=1">
@@ -407,14 +429,21 @@ when no poll did) to the poll that found it finished, so it can include some que
 <label>Status <select id="f-status"><option value="">all</option>{status_options}</select></label>
 <label>Model <select id="f-model"><option value="">all</option>{model_options}</select></label>
 <label>Search <input id="f-text" type="search" placeholder="id, prompt or request id"></label>
-<span id="shown">{len(jobs)} of {len(jobs)} jobs shown</span>
+<span id="shown">{facts.jobs} of {facts.jobs} jobs shown</span>
 <span id="pager" hidden><button type="button" id="prev">‹ previous</button> <span id="page"></span>
 <button type="button" id="next">next ›</button></span>
 </div>
 <table id="jobs"><thead><tr>{heads}</tr></thead>
 <tbody>
-{body}
+""")
+    # Rows past the first page start hidden, so the browser never lays out 10,000 rows at once.
+    n = -1
+    for n, job in enumerate(jobs):
+        write(_row(job, inline_videos, n >= PAGE_ROWS))
+    if n < 0:
+        write(f'<tr><td colspan="{len(COLUMNS)}">no jobs</td></tr>')
+    write(f"""
 </tbody></table>
 <script>{script}</script>
 </body></html>
-"""
+""")

@@ -33,7 +33,7 @@ import anyio
 
 from . import state as S
 from .client import KNOWN_LIVE, RemoteState, RunComfyClient
-from .download import DownloadConfig, download, file_names, sha256_file
+from .download import DownloadConfig, damaged_outputs, download, file_names
 from .errors import (
     EXIT_AUTH,
     EXIT_BALANCE,
@@ -54,6 +54,7 @@ from .errors import (
 from .manifest import Job, Manifest
 from .pacing import Pacer, Track
 from .pricing import PriceTable
+from .snapshot import META_KEY, Snapshot
 
 
 @dataclass(frozen=True)
@@ -173,9 +174,12 @@ class Runner:
         estimates = {job.id: self.estimate(job) for job in self.manifest.jobs}
         twins = twin_map(self.manifest.jobs)
         summary = self.store.sync_manifest(self.manifest.jobs, estimates, twins)
+        snapshot = Snapshot.of(self.manifest)
+        if snapshot is not None:  # the state's jobs are now this manifest's: status can trust them
+            self.store.set_meta(META_KEY, snapshot.to_json())
         self.store.recover_interrupted()
         self.committed_usd = committed_spend(self.store)
-        self._check_outputs(self.store.states())
+        self._check_outputs()
         rows = self.store.states()
         self._unknown = {job_id for job_id, (status, _, _) in rows.items() if status == S.UNKNOWN}
         for job in self.manifest.jobs:
@@ -208,28 +212,12 @@ class Runner:
         return (status in (S.PENDING, S.HELD) or (status == S.UNKNOWN and self.settings.resubmit_unknown)
                 or (status in (S.FAILED, S.CANCELLED, S.EXPIRED) and self.settings.retry_failed))
 
-    def _check_outputs(self, rows: Mapping[str, tuple[str, int | None, str | None]]) -> None:
+    def _check_outputs(self) -> None:
         """Finished jobs whose files are missing or changed go back to collecting (or expire)."""
-        done = {attempt_id: job_id for job_id, (status, attempt_id, _) in rows.items()
-                if status == S.SUCCEEDED and attempt_id}
-        outputs = self.store.outputs(done)
-        for attempt_id, job_id in done.items():
-            files = [o for o in outputs.get(attempt_id, []) if o.job_id == job_id]
-            if not files or any(not self._file_ok(o) for o in files):
-                self.store.set_status(job_id, S.COLLECTING)
-                self.emit("refetch", job_id=job_id)
-
-    def _file_ok(self, output: S.OutputRow) -> bool:
-        path = self.manifest.output_dir / output.path
-        try:
-            st = path.stat()
-        except OSError:
-            return False
-        if st.st_size != output.bytes:
-            return False
-        if st.st_mtime_ns == output.mtime_ns and not self.settings.verify_hashes:
-            return True
-        return sha256_file(path) == output.sha256
+        for job_id in damaged_outputs(self.store, self.manifest.output_dir,
+                                      verify_hashes=self.settings.verify_hashes):
+            self.store.set_status(job_id, S.COLLECTING)
+            self.emit("refetch", job_id=job_id)
 
     def _check_budget_at_start(self) -> None:
         budget = self.settings.budget_usd

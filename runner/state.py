@@ -25,7 +25,7 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -445,6 +445,16 @@ class Store:
             out = {k: v for k, v in out.items() if k in wanted}
         return out
 
+    def succeeded_outputs(self) -> Iterator[tuple[str, str | None, int | None, int | None, str | None]]:
+        """``(job_id, path, bytes, mtime_ns, sha256)`` for each file of each succeeded job of the manifest
+        (one row with ``path`` None for a succeeded job that has no file recorded), read as it goes."""
+        return iter(self.conn.execute(
+            "SELECT j.job_id, o.path, o.bytes, o.mtime_ns, o.sha256 FROM jobs j LEFT JOIN outputs o "
+            "ON o.job_id = j.job_id AND o.attempt_id = j.attempt_id "
+            "WHERE j.in_manifest = 1 AND j.status = ? AND j.attempt_id IS NOT NULL",
+            (SUCCEEDED,),
+        ))
+
     def attempts(self) -> dict[str, list[dict[str, Any]]]:
         """Every attempt per job id, oldest first (the history the report shows)."""
         out: dict[str, list[dict[str, Any]]] = {}
@@ -465,6 +475,23 @@ class Store:
             "SELECT input_json FROM attempts WHERE attempt_id=?", (attempt_id,)
         ).fetchone()
         return json.loads(row[0]) if row and row[0] else None
+
+    def needs_attention(self, limit: int | None = None) -> list[dict[str, Any]]:
+        """Jobs of the manifest that are failed, unknown, expired, held or cancelled, in manifest order:
+        id, status, request id and the error's message."""
+        marks = ",".join("?" * len(NEEDS_ATTENTION))
+        rows = self.conn.execute(
+            "SELECT j.job_id, j.status, a.request_id, j.error FROM jobs j "
+            "LEFT JOIN attempts a ON a.attempt_id = j.attempt_id "
+            f"WHERE j.in_manifest = 1 AND j.status IN ({marks}) ORDER BY j.position LIMIT ?",
+            (*sorted(NEEDS_ATTENTION), -1 if limit is None else limit),
+        )
+        out = []
+        for job_id, status, request_id, error in rows:
+            why = json.loads(error) if error else {}
+            out.append({"id": job_id, "status": status, "request_id": request_id,
+                        "error": why.get("message") or why.get("error_message")})
+        return out
 
     def counts(self) -> dict[str, int]:
         return dict(

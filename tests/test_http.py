@@ -14,14 +14,13 @@ from pathlib import Path
 
 import httpx
 import pytest
+from conftest import I2V
 
 from runner.download import DownloadConfig, download
 from runner.errors import TransportError
 from runner.http import AiohttpSession, HttpSession, HttpxSession, Timeouts
 from runner.retry import RetryPolicy
 from runner.simulator import SimulatorConfig, running_server
-
-from conftest import I2V
 
 pytestmark = pytest.mark.anyio
 
