@@ -2,8 +2,8 @@
 
 ``benchmarks/run.py`` starts this script as its own process, so the CPU time and peak RSS it reports
 are the runner's alone (the simulator is another process). It composes the run the way
-``runner.batch.run_batch`` does, with one addition: the state file's connection carries a trace
-callback that counts statements and commits, which shows whether state writes are grouped.
+``runner.batch.run_batch`` does, and reports the state file's own counts of commits and statements
+written (``Store.commits``, ``Store.writes``), which show whether state writes are grouped.
 
     python benchmarks/driver.py MANIFEST --base-url URL --state FILE --output DIR
 """
@@ -117,11 +117,6 @@ async def _run(args: argparse.Namespace, figures: dict[str, Any]) -> None:
     manifest, state_path = resolve(manifest, options)
     config = api_config(options)
     settings = settings_for(manifest, options, config)
-    statements: Counter[str] = Counter()
-
-    def trace(sql: str) -> None:
-        statements[sql.split(None, 1)[0].upper() if sql.strip() else ""] += 1
-
     events: Counter[str] = Counter()
     times: dict[str, float] = {}
 
@@ -131,7 +126,6 @@ async def _run(args: argparse.Namespace, figures: dict[str, Any]) -> None:
         times[kind] = time.monotonic()  # the simulator's clock too: its job times line up
 
     store = Store.open(state_path)
-    store.conn.set_trace_callback(trace)
     cpu_before = _cpu()
     try:
         store.lock()
@@ -165,6 +159,7 @@ async def _run(args: argparse.Namespace, figures: dict[str, Any]) -> None:
         finally:
             await http.aclose()
         figures["run_cpu_seconds"] = _cpu() - cpu_before
+        commits, writes = store.commits, store.writes
         figures["peak_rss_mb_run"] = _peak_mb()
         report_started = time.perf_counter()
         write_reports(manifest, store)
@@ -182,8 +177,8 @@ async def _run(args: argparse.Namespace, figures: dict[str, Any]) -> None:
         last_event_at=times,
         wall_minus_monotonic=time.time() - time.monotonic(),
         to_submit=events["submitted"],
-        commits=statements["COMMIT"],
-        writes=statements["INSERT"] + statements["UPDATE"],
+        commits=commits,
+        writes=writes,
         events=dict(events),
     )
 

@@ -17,10 +17,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from urllib.parse import urlsplit
+from typing import TYPE_CHECKING, Any
 
 import anyio
-import httpx
 import sniffio
 
 from . import state as S
@@ -36,6 +36,9 @@ from .retry import RetryPolicy
 from .scheduler import EventSink, Runner, RunResult, RunSettings
 from .snapshot import META_KEY, Snapshot, quick_name
 from .state import Store
+
+if TYPE_CHECKING:
+    import httpx
 
 TOKEN_ENV = "RUNCOMFY_API_TOKEN"
 BASE_URL_ENV = "RUNCOMFY_BASE_URL"
@@ -116,7 +119,7 @@ def settings_for(manifest: Manifest, options: BatchOptions, config: ApiConfig) -
         settings = replace(settings, budget_usd=manifest.budget_usd)
     if settings.max_in_flight is None and manifest.concurrency is not None:
         settings = replace(settings, max_in_flight=manifest.concurrency)
-    api_host = httpx.URL(config.base_url).host
+    api_host = urlsplit(config.base_url).hostname
     hosts = (*settings.download.allowed_hosts, *options.allowed_output_hosts, api_host)
     download = replace(settings.download, allowed_hosts=hosts, retry=options.retry)
     return replace(settings, download=download)
@@ -128,6 +131,8 @@ def open_session(options: BatchOptions) -> HttpSession:
     connections = max(16, options.settings.http_concurrency * 2)
     if options.transport is None and sniffio.current_async_library() == "asyncio":
         return AiohttpSession(max_connections=connections)
+    import httpx  # noqa: PLC0415 - only tests and trio use it
+
     limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
     return HttpxSession(httpx.AsyncClient(transport=options.transport, limits=limits))
 

@@ -28,12 +28,13 @@ import ssl
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
-import httpx
-
 from .errors import TransportError
+
+if TYPE_CHECKING:
+    import httpx
 
 CHUNK = 1 << 16
 # Downloads ask for the bytes as stored, so their Content-Length can be checked (a server that encodes
@@ -92,6 +93,8 @@ def failure(kind: str, detail: object, *, surely_not_sent: bool) -> TransportErr
 
 # -- httpx (tests in-process, trio) ---------------------------------------------------------------
 def _from_httpx(exc: httpx.HTTPError) -> TransportError:
+    import httpx  # noqa: PLC0415 - loaded only where an httpx client is in use
+
     before_sending = httpx.ConnectError | httpx.ConnectTimeout | httpx.UnsupportedProtocol | httpx.PoolTimeout
     return failure(type(exc).__name__, exc, surely_not_sent=isinstance(exc, before_sending))
 
@@ -103,6 +106,8 @@ class _HttpxStreamed:
         self.headers = {k.lower(): v for k, v in response.headers.items()}
 
     async def chunks(self) -> AsyncIterator[bytes]:
+        import httpx  # noqa: PLC0415
+
         try:
             async for chunk in self._response.aiter_bytes(CHUNK):
                 yield chunk
@@ -114,11 +119,15 @@ class HttpxSession:
     """The interface over an ``httpx.AsyncClient`` (its transport decides where requests go)."""
 
     def __init__(self, client: httpx.AsyncClient) -> None:
+        import httpx  # noqa: PLC0415
+
         self.client = client
+        self._httpx = httpx
 
     async def request(
         self, method: str, url: str, *, headers: Mapping[str, str], body: bytes | None, timeout: Timeouts
     ) -> Answer:
+        httpx = self._httpx
         try:
             response = await self.client.request(
                 method, url, headers=headers, content=body,
@@ -131,6 +140,7 @@ class HttpxSession:
 
     @asynccontextmanager
     async def stream(self, url: str, *, timeout: Timeouts) -> AsyncIterator[Streamed]:
+        httpx = self._httpx
         limits = httpx.Timeout(timeout.read, connect=timeout.connect, pool=timeout.connect)
         request = self.client.build_request("GET", url, headers=_IDENTITY, timeout=limits)
         try:
@@ -182,6 +192,13 @@ def _aiohttp_errors() -> Iterator[None]:
         raise mapped from None
 
 
+def _default_ssl() -> ssl.SSLContext:
+    """Verify servers against certifi's CA bundle, as httpx does (certifi comes with httpx)."""
+    import certifi  # noqa: PLC0415
+
+    return ssl.create_default_context(cafile=certifi.where())
+
+
 class _AiohttpStreamed:
     def __init__(self, response: Any) -> None:
         self._response = response
@@ -216,7 +233,7 @@ class AiohttpSession:
             # Idle connections are closed before a server would close them (httpx's default is the same
             # 5 s), so a submit is not written into a connection the server is closing.
             keepalive_timeout=self._keepalive_expiry,
-            ssl=self._ssl if self._ssl is not None else httpx.create_ssl_context(),  # certifi, as httpx
+            ssl=self._ssl if self._ssl is not None else _default_ssl(),
         )
         return aiohttp.ClientSession(
             connector=connector,

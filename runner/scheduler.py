@@ -74,7 +74,7 @@ class RunSettings:
     job_timeout: float | None = 2 * 3600.0
     queue_timeout: float | None = None
     verify_hashes: bool = False
-    flush_interval: float = 0.05
+    flush_interval: float = 0.25
     handle_signals: bool = False
     download: DownloadConfig = field(default_factory=DownloadConfig)
 

@@ -206,6 +206,8 @@ class Store:
         self._in_tx = False
         self._changed = False  # the open transaction wrote a job, an attempt or an output
         self._lock_fd: int | None = None
+        self.commits = 0  # transactions committed, and statements written: how grouped the writes are
+        self.writes = 0
 
     # -- opening --------------------------------------------------------------------------------
     @classmethod
@@ -271,6 +273,7 @@ class Store:
             self.conn.execute("BEGIN IMMEDIATE")
             self._in_tx = True
         self._changed |= journal
+        self.writes += 1
         return self.conn.execute(sql, tuple(params))
 
     def _write_many(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
@@ -279,6 +282,7 @@ class Store:
             self._in_tx = True
         cursor = self.conn.executemany(sql, rows)
         self._changed |= cursor.rowcount > 0
+        self.writes += max(0, cursor.rowcount)
 
     def flush(self) -> None:
         """Commit everything written so far (group commit); a commit that changed a job, an attempt or
@@ -289,6 +293,7 @@ class Store:
                     "UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'journal_version'"
                 )
             self.conn.execute("COMMIT")
+            self.commits += 1
             self._in_tx = False
             self._changed = False
 
