@@ -65,6 +65,7 @@ class Scenario:
     job_seconds: float
     output_bytes: int = 64 * 1024
     baseline: bool = False  # also run benchmarks/baseline.py against the same settings
+    goals: bool = True  # hold the runner's own figures to the issue's goals (A and B)
 
 
 SCENARIOS = {
@@ -74,13 +75,13 @@ SCENARIOS = {
     # every mean/60 = 0.1 s, 500 polls a second for 50 jobs, which one core serves. (At A's 1 s jobs it
     # would need 3,000 a second; no 2-core machine runs that, and a baseline that cannot keep up polls
     # less and finishes late, which flatters neither side's figures.)
-    "vs": Scenario("vs", 500, 50, 6.0, baseline=True),
+    "vs": Scenario("vs", 500, 50, 6.0, baseline=True, goals=False),
     "scale": Scenario("scale", 100_000, 2_000, 0.05, output_bytes=16),
 }
 QUICK = {
     "A": Scenario("A", 400, 50, 1.0),
     "B": Scenario("B", 2_000, 200, 2.0),
-    "vs": Scenario("vs", 150, 50, 3.0, baseline=True),
+    "vs": Scenario("vs", 150, 50, 3.0, baseline=True, goals=False),
     "scale": Scenario("scale", 10_000, 1_000, 0.05, output_bytes=16),
 }
 
@@ -98,8 +99,19 @@ class Row:
 class Table:
     def __init__(self) -> None:
         self.rows: list[Row] = []
+        self.judged: set[str] | None = None  # figures held to their goal (None: all)
+
+    def informative(self) -> Table:
+        """The same table, where only the comparison with the baseline is held to its goals."""
+        view = Table()
+        view.rows = self.rows
+        view.judged = {"makespan runner/baseline", "requests/job runner/baseline",
+                       "jobs succeeded, none paid twice"}
+        return view
 
     def add(self, scenario: str, figure: str, value: str, goal: str = "", holds: bool | None = None) -> None:
+        if self.judged is not None and figure not in self.judged:
+            goal, holds = "", None
         row = Row(scenario, figure, value, goal, holds)
         self.rows.append(row)
         mark = "" if holds is None else ("  ok" if holds else "  MISSED")
@@ -332,6 +344,8 @@ def idle_slots(sim: Simulator, state: Path, concurrency: int, runner: dict[str, 
 # -- scenarios A and B ---------------------------------------------------------------------------
 def run_slots(scenario: Scenario, folder: Path, table: Table, *, baseline: bool, diagnose: bool) -> None:
     s = scenario.name
+    if not scenario.goals:  # the comparison scenario: the runner's figures are shown, not judged
+        table = table.informative()
     ideal = scenario.jobs * scenario.job_seconds / scenario.concurrency
     print(
         f"\nscenario {s}: {scenario.jobs:,} jobs, account concurrency {scenario.concurrency}, "
@@ -379,8 +393,8 @@ def run_slots(scenario: Scenario, folder: Path, table: Table, *, baseline: bool,
         table.add(
             s,
             "one bare httpx request (CPU, before/after the run)",
-            f"{bare_before['httpx'] * 1e3:.2f} / {bare_after['httpx'] * 1e3:.2f} ms (through the runner's own "
-            f"aiohttp session: {own * 1e3:.2f} ms); load average {load:.1f} -> {os.getloadavg()[0]:.1f}",
+            f"{bare_before['httpx'] * 1e3:.2f} / {bare_after['httpx'] * 1e3:.2f} ms (through the runner's "
+            f"own aiohttp session: {own * 1e3:.2f} ms); load average {load:.1f} -> {os.getloadavg()[0]:.1f}",
         )
         table.add(
             s,
@@ -453,8 +467,8 @@ def run_slots(scenario: Scenario, folder: Path, table: Table, *, baseline: bool,
         table.add(s, "makespan runner/baseline", f"{ratio:.3f} ({runner['makespan']:.1f} s / "
                   f"{base['makespan']:.1f} s)", "<= 1.0", ratio <= 1.0)
         req_ratio = rpj / base_rpj
-        table.add(s, "requests/job runner/baseline", f"{req_ratio:.3f} ({rpj:.2f} / {base_rpj:.1f})", "<= 0.1",
-                  req_ratio <= 0.1)
+        table.add(s, "requests/job runner/baseline", f"{req_ratio:.3f} ({rpj:.2f} / {base_rpj:.1f})",
+                  "<= 0.1", req_ratio <= 0.1)
 
 
 # -- scale ---------------------------------------------------------------------------------------

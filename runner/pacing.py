@@ -111,7 +111,7 @@ class Pacer:
     @property
     def eager_step(self) -> float:
         mean = self.mean_duration
-        return max(self.poll_min, mean / 25) if mean else self.poll_min
+        return max(self.poll_min, mean / 60) if mean else self.poll_min
 
     @property
     def rate_memory(self) -> float:

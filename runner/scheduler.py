@@ -142,6 +142,7 @@ class Runner:
         self._seq = itertools.count()
         self.wake = anyio.Event()
         self._poll_due = anyio.Event()
+        self._probe_now = anyio.Event()
         self.stop_reason: str | None = None
         self.fatal: ApiError | None = None
         self.balance_hit: BalanceError | None = None
@@ -401,6 +402,8 @@ class Runner:
                 self._drop(live, refund=True)
             raise
         self._ok()
+        if not self.pacer.saturated:
+            self._probe_now.set()
         self.emit("submitted", job_id=job.id, request_id=request_id)
         live.polling = False
         self._schedule(live, self.pacer.expected_done(live.track, self.clock()))
@@ -533,9 +536,12 @@ class Runner:
 
     async def _prober(self) -> None:
         """Now and then poll the most recently submitted job RunComfy knows: its queue position (plus
-        the jobs submitted after it) is the length of the queue."""
+        the jobs submitted after it) is the length of the queue. During the slow start each accepted
+        submit asks for a probe at once: the window doubles per round trip, not per probe interval."""
         while True:
-            await anyio.sleep(self.pacer.probe_interval)
+            with anyio.move_on_after(self.pacer.probe_interval):
+                await self._probe_now.wait()
+            self._probe_now = anyio.Event()
             for track in self.pacer.probe_candidates():
                 live = self.live.get(track.job_id)
                 if live is None or live.track is not track or live.polling or live.request_id is None:
