@@ -17,8 +17,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
-from urllib.parse import urlsplit
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import anyio
 import sniffio
@@ -119,7 +119,7 @@ def settings_for(manifest: Manifest, options: BatchOptions, config: ApiConfig) -
         settings = replace(settings, budget_usd=manifest.budget_usd)
     if settings.max_in_flight is None and manifest.concurrency is not None:
         settings = replace(settings, max_in_flight=manifest.concurrency)
-    api_host = urlsplit(config.base_url).hostname
+    api_host = urlsplit(config.base_url).hostname or ""
     hosts = (*settings.download.allowed_hosts, *options.allowed_output_hosts, api_host)
     download = replace(settings.download, allowed_hosts=hosts, retry=options.retry)
     return replace(settings, download=download)

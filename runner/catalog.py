@@ -15,10 +15,11 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import ValidationError
+if TYPE_CHECKING:  # jsonschema loads only where inputs are checked (status and re-runs need it not)
+    from jsonschema import Draft202012Validator
+    from jsonschema.exceptions import ValidationError
 
 
 def schema_dir() -> Path:
@@ -71,6 +72,8 @@ class ModelSpec:
 
     @cached_property
     def validator(self) -> Draft202012Validator:
+        from jsonschema import Draft202012Validator  # noqa: PLC0415
+
         return Draft202012Validator(self.schema)
 
     @cached_property
@@ -134,6 +137,8 @@ class Catalog:
         catalog = cls(root=root)
         for path in sorted((root / "models").glob("*.json")):
             schema = json.loads(path.read_text(encoding="utf-8"))
+            from jsonschema import Draft202012Validator  # noqa: PLC0415
+
             Draft202012Validator.check_schema(schema)
             model_id = schema["x-model-id"]
             catalog.models[model_id] = ModelSpec(model_id, schema, path)

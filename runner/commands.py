@@ -149,15 +149,19 @@ def status_data(path: Path, state_path: Path | None) -> dict[str, Any]:
         synced = snapshot is not None and snapshot.matches(path)
         if manifest is None and not synced and not (run and run["state"] == "running"):
             manifest = load_manifest(path, Catalog.load())
+        # One pass over the jobs for counts, cost and estimate (100,000 rows: ~0.1 s).
         per_model: dict[str, dict[str, int]] = {}
-        for model, status, n in state.conn.execute(
-            "SELECT model, status, count(*) FROM jobs WHERE in_manifest = 1 GROUP BY model, status"
+        counts: dict[str, int] = {}
+        cost = estimate = 0.0
+        for model, status, n, paid, estimated in state.conn.execute(
+            "SELECT j.model, j.status, count(*), coalesce(sum(a.cost_usd), 0), "
+            "coalesce(sum(j.estimate_usd), 0) FROM jobs j "
+            "LEFT JOIN attempts a ON a.attempt_id = j.attempt_id "
+            "WHERE j.in_manifest = 1 GROUP BY j.model, j.status"
         ):
             per_model.setdefault(model, {})[status] = n
-        cost, estimate = state.conn.execute(
-            "SELECT coalesce(sum(a.cost_usd), 0), coalesce(sum(j.estimate_usd), 0) FROM jobs j "
-            "LEFT JOIN attempts a ON a.attempt_id = j.attempt_id WHERE j.in_manifest = 1"
-        ).fetchone()
+            counts[status] = counts.get(status, 0) + n
+            cost, estimate = cost + paid, estimate + estimated
         if manifest is not None:
             known = {r[0] for r in state.conn.execute("SELECT job_id FROM jobs WHERE in_manifest = 1")}
             jobs, not_synced = len(manifest.jobs), sum(j.id not in known for j in manifest.jobs)
@@ -169,7 +173,7 @@ def status_data(path: Path, state_path: Path | None) -> dict[str, Any]:
             "manifest": str(path),
             "state": str(state.path),
             "jobs": jobs,
-            "counts": state.counts(),
+            "counts": counts,
             "per_model": per_model,
             "needs_attention": state.needs_attention(),
             "not_yet_in_state": not_synced,

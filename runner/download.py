@@ -46,7 +46,8 @@ class DownloadConfig:
         if any(host == d or host.endswith("." + d) for d in RUNCOMFY_OUTPUT_DOMAINS):
             return
         raise OutputHostRefused(
-            f"output URL host {host!r} is not RunComfy's or the API's; allow it with --allow-output-host {host}")
+            f"output URL host {host!r} is not RunComfy's or the API's; "
+            f"allow it with --allow-output-host {host}")
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,6 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from jsonschema import Draft202012Validator
-
 Check = Callable[[Any], bool]
 
 # Keywords jsonschema would act on but this compiler does not: their presence means "fall back".
@@ -56,6 +54,8 @@ def compile_schema(schema: Mapping[str, Any] | bool) -> Check:
     try:
         return _Writer(schema).compile()
     except _Unsupported:
+        from jsonschema import Draft202012Validator  # noqa: PLC0415
+
         return Draft202012Validator(schema).is_valid
 
 

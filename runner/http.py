@@ -60,10 +60,10 @@ class Answer:
 
 
 class Streamed(Protocol):
-    """An answer whose body is read as it arrives (a download)."""
+    """An answer whose body is read as it arrives (a download). ``headers`` has lower-case names."""
 
     status: int
-    headers: Mapping[str, str]
+    headers: dict[str, str]
 
     def chunks(self) -> AsyncIterator[bytes]: ...
 
@@ -202,8 +202,8 @@ def _default_ssl() -> ssl.SSLContext:
 class _AiohttpStreamed:
     def __init__(self, response: Any) -> None:
         self._response = response
-        self.status = response.status
-        self.headers = {k.lower(): v for k, v in response.headers.items()}
+        self.status: int = response.status
+        self.headers: dict[str, str] = {k.lower(): v for k, v in response.headers.items()}
 
     async def chunks(self) -> AsyncIterator[bytes]:
         with _aiohttp_errors():

@@ -158,6 +158,11 @@ class Pacer:
             return self.submits - self._started < max(self.min_queue, self._started)
         return self.queue_estimate(now) < self.target_queue
 
+    def window_full(self) -> bool:
+        """In the slow start, whether the window of unconfirmed submits is used up: only an answer that
+        finds the newest job running can open it further (so it is worth asking at once)."""
+        return not self.saturated and self.submits - self._started >= max(self.min_queue, self._started)
+
     def on_submitted(self, track: Track, now: float) -> float:
         """Account for a new request; the time of its first poll."""
         ahead = self.queue_estimate(now)

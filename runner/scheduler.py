@@ -111,6 +111,9 @@ class Live:
     due: float = 0.0  # when its next poll is scheduled (older entries in the poll heap are stale)
 
 
+PROBE_GAP = 0.02  # seconds between probes asked for early by the slow start
+
+
 class Runner:
     """Runs one manifest against one state file through one API client."""
 
@@ -402,7 +405,7 @@ class Runner:
                 self._drop(live, refund=True)
             raise
         self._ok()
-        if not self.pacer.saturated:
+        if self.pacer.window_full():
             self._probe_now.set()
         self.emit("submitted", job_id=job.id, request_id=request_id)
         live.polling = False
@@ -508,7 +511,8 @@ class Runner:
             if answer is not None:
                 self.prices = self.prices.refreshed(model, answer)
                 self._estimates.clear()
-                self.emit("price", model=model, usd=answer.get("base_price_usd"), unit=answer.get("price_unit"))
+                self.emit("price", model=model, usd=answer.get("base_price_usd"),
+                          unit=answer.get("price_unit"))
 
     def _schedule(self, live: Live, when: float) -> None:
         # A little jitter keeps polls of jobs submitted together from arriving together.
@@ -541,6 +545,7 @@ class Runner:
         while True:
             with anyio.move_on_after(self.pacer.probe_interval):
                 await self._probe_now.wait()
+                await anyio.sleep(PROBE_GAP)  # at most one early probe per gap, however fast answers come
             self._probe_now = anyio.Event()
             for track in self.pacer.probe_candidates():
                 live = self.live.get(track.job_id)
@@ -585,7 +590,8 @@ class Runner:
             self.emit("unknown_status", job_id=job.id, status=remote.status)
         status = S.QUEUED if remote.status == "in_queue" else S.RUNNING
         if status != live.status or remote.status != live.remote_status:
-            self.store.record_remote(job.id, live.attempt_id, status, remote.status, started=status == S.RUNNING)
+            self.store.record_remote(job.id, live.attempt_id, status, remote.status,
+                                     started=status == S.RUNNING)
             if status != live.status:
                 self.emit(status, job_id=job.id)
             live.status, live.remote_status = status, remote.status
@@ -616,7 +622,8 @@ class Runner:
         job = live.job
         if remote.succeeded:
             if not remote.outputs:
-                self._finish(live, S.FAILED, remote, error={"type": "NoOutput", "message": "result has no outputs"})
+                self._finish(live, S.FAILED, remote,
+                             error={"type": "NoOutput", "message": "result has no outputs"})
                 return
             self.store.record_remote(job.id, live.attempt_id, S.COLLECTING, remote.status, finished=True,
                                      cost=remote.cost_usd, outputs=remote.outputs)
@@ -629,7 +636,8 @@ class Runner:
             self._wake()
             return
         if remote.status == "cancelled":
-            self._finish(live, S.CANCELLED, remote, error={"type": "Cancelled", "message": "cancelled at RunComfy"})
+            self._finish(live, S.CANCELLED, remote,
+                         error={"type": "Cancelled", "message": "cancelled at RunComfy"})
             return
         error = dict(remote.error or {"error_message": "RunComfy reported the job failed"})
         error.setdefault("type", "RemoteFailure")
@@ -686,8 +694,9 @@ class Runner:
                 self.store.record_output(job_id, attempt_id, idx, url, rel, got.size, got.sha256,
                                          got.mtime_ns)
         except RequestNotFound as exc:
-            self.store.record_expired(job_id, attempt_id, {**exc.as_record(), "message":
-                                      "the outputs expired at RunComfy before they were downloaded; run the job again"})
+            self.store.record_expired(job_id, attempt_id, {
+                **exc.as_record(),
+                "message": "the outputs expired at RunComfy before they were downloaded; run the job again"})
             self.emit("expired", job_id=job_id)
             self._fail_followers(job_id, S.EXPIRED, {"message": "outputs expired"})
         except OutputHostRefused as exc:
@@ -710,7 +719,8 @@ class Runner:
         followers = self.followers.pop(leader, [])
         if not followers:
             return
-        attempt_id = self.store.conn.execute("SELECT attempt_id FROM jobs WHERE job_id=?", (leader,)).fetchone()[0]
+        attempt_id = self.store.conn.execute(
+            "SELECT attempt_id FROM jobs WHERE job_id=?", (leader,)).fetchone()[0]
         files = [o for o in self.store.outputs([attempt_id]).get(attempt_id, []) if o.job_id == leader]
         for follower in followers:
             for output in files:
@@ -747,7 +757,8 @@ class Runner:
             return RunResult(counts, EXIT_BALANCE, str(self.balance_hit), cost, wall, "balance")
         if unfinished:
             parts = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()) if s != S.SUCCEEDED)
-            return RunResult(counts, EXIT_JOBS_FAILED, f"{unfinished} job(s) did not succeed ({parts})", cost, wall)
+            return RunResult(counts, EXIT_JOBS_FAILED, f"{unfinished} job(s) did not succeed ({parts})",
+                             cost, wall)
         return RunResult(counts, EXIT_OK, f"all {counts.get(S.SUCCEEDED, 0)} job(s) succeeded", cost, wall)
 
 

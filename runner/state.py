@@ -28,9 +28,10 @@ import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import sqlite_utils
+if TYPE_CHECKING:
+    import sqlite_utils
 
 from .errors import StateError, StateLocked
 
@@ -202,7 +203,6 @@ class Store:
     def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
         self.path = path
         self.conn = conn
-        self.db = sqlite_utils.Database(conn)
         self._in_tx = False
         self._changed = False  # the open transaction wrote a job, an attempt or an output
         self._lock_fd: int | None = None
@@ -236,7 +236,9 @@ class Store:
             self.conn.execute("BEGIN IMMEDIATE")
             try:
                 if self.conn.execute("SELECT 1 FROM _migrations WHERE name=?", (name,)).fetchone() is None:
-                    apply(self.db)
+                    import sqlite_utils  # noqa: PLC0415 - only to create or migrate a state file
+
+                    apply(sqlite_utils.Database(self.conn))
                     self.conn.execute("INSERT INTO _migrations VALUES (?, ?)", (name, now()))
                 self.conn.execute("COMMIT")
             except BaseException:

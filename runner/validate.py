@@ -20,10 +20,10 @@ import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from dataclasses import field as default
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import ValidationError
+if TYPE_CHECKING:  # jsonschema loads when a manifest is checked, not for every command
+    from jsonschema.exceptions import ValidationError
 
 from .catalog import Catalog, ModelSpec, format_path, schema_dir
 from .errors import Problem
@@ -185,6 +185,8 @@ class ManifestSchema:
         job = {**jobs["items"], "$defs": schema.get("$defs", {})}
         self.schema = schema
         self.is_valid = compile_schema(schema)
+        from jsonschema import Draft202012Validator  # noqa: PLC0415
+
         self.top = Draft202012Validator(top)
         self.job = Draft202012Validator(job)
         self.job_is_valid = compile_schema(job)

@@ -12,8 +12,9 @@ or on loopback: ``with running_server(config) as base_url: ...``, ``serve(config
 ``python -m runner.simulator --port 0 --ready-file F``.
 """
 
-from .account import Job
-from .app import create_app
+from importlib import import_module
+from typing import Any
+
 from .config import (
     DEFAULT_FAULT_ENDPOINTS,
     ENDPOINTS,
@@ -22,9 +23,21 @@ from .config import (
     add_simulator_arguments,
     config_from_args,
 )
-from .outputs import DEFAULT_OUTPUT_BYTES, expected_output_bytes, output_name
-from .server import running_server, serve
-from .simulation import ManualClock, Simulation
+
+# The app and the server load starlette and uvicorn: only when asked for, so that the CLI (which lists
+# `simulate`'s options for every command) starts without them.
+_LAZY = {
+    "Job": ".account", "create_app": ".app", "DEFAULT_OUTPUT_BYTES": ".outputs",
+    "expected_output_bytes": ".outputs", "output_name": ".outputs", "running_server": ".server",
+    "serve": ".server", "ManualClock": ".simulation", "Simulation": ".simulation",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(import_module(_LAZY[name], __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "DEFAULT_FAULT_ENDPOINTS",
