@@ -33,7 +33,7 @@ import anyio
 
 from . import state as S
 from .client import KNOWN_LIVE, RemoteState, RunComfyClient
-from .download import DownloadConfig, damaged_outputs, download, file_names
+from .download import DownloadConfig, Fsync, damaged_outputs, download, file_names
 from .errors import (
     EXIT_AUTH,
     EXIT_BALANCE,
@@ -146,6 +146,7 @@ class Runner:
         self.wake = anyio.Event()
         self._poll_due = anyio.Event()
         self._probe_now = anyio.Event()
+        self._fsync = Fsync()
         self.stop_reason: str | None = None
         self.fatal: ApiError | None = None
         self.balance_hit: BalanceError | None = None
@@ -689,7 +690,7 @@ class Runner:
             # a slot that polls and submits need (and the API's 429s say nothing about the file host).
             for idx, (url, name) in enumerate(zip(urls, file_names(urls), strict=True)):
                 got = await download(self.client.http, url, folder / name, self.settings.download,
-                                     on_retry=self.on_retry)
+                                     on_retry=self.on_retry, fsync=self._fsync)
                 rel = got.path.relative_to(self.manifest.output_dir).as_posix()
                 self.store.record_output(job_id, attempt_id, idx, url, rel, got.size, got.sha256,
                                          got.mtime_ns)
