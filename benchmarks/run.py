@@ -13,9 +13,9 @@ can poll every mean/60 as it means to), ``scale`` (a 100,000-job manifest: valid
 simulator, status during and after, re-run). ``--quick`` shrinks every size for a smoke run. The runner
 is never told the account's concurrency; the baseline is. docs/benchmarks.md explains every figure.
 
-    python benchmarks/run.py                  # all four: ~10 minutes on 2 cores
+    python benchmarks/run.py                  # all four: ~8 minutes on 2 cores
     python benchmarks/run.py A                # one: A ~1 min, B ~2, vs ~3, scale ~3
-    python benchmarks/run.py --quick          # everything, smaller, in about 3 minutes
+    python benchmarks/run.py --quick          # everything, smaller, in about 2 minutes (a smoke run)
 """
 
 from __future__ import annotations
@@ -83,7 +83,7 @@ SCENARIOS = {
 QUICK = {
     "A": Scenario("A", 400, 50, 1.0),
     "B": Scenario("B", 2_000, 200, 2.0),
-    "vs": Scenario("vs", 150, 50, 3.0, baseline=True, goals=False),
+    "vs": Scenario("vs", 150, 50, 6.0, baseline=True, goals=False),
     "scale": Scenario("scale", 10_000, 1_000, 0.05, output_bytes=16),
 }
 
