@@ -27,13 +27,13 @@ from . import state as S
 from .catalog import Catalog
 from .client import DEFAULT_BASE_URL, ApiConfig, RunComfyClient
 from .download import DownloadConfig, damaged_outputs
-from .errors import EXIT_JOBS_FAILED, EXIT_OK, StateError, UsageError
+from .errors import StateError, UsageError
 from .http import AiohttpSession, HttpSession, HttpxSession
 from .manifest import Manifest, load_manifest
 from .pricing import PriceTable
 from .report import report_paths, reports_current, write_reports
 from .retry import RetryPolicy
-from .scheduler import EventSink, Runner, RunResult, RunSettings
+from .scheduler import EventSink, Runner, RunResult, RunSettings, outcome, runs_now, spent
 from .snapshot import META_KEY, Snapshot, quick_name
 from .state import Store
 
@@ -223,10 +223,9 @@ def finished_already(path: str | Path, options: BatchOptions | None = None) -> B
         store.lock()
         counts = store.counts()
         settings = options.settings
-        runs_now = {S.PENDING, S.HELD, *S.IN_FLIGHT}
-        runs_now |= {S.UNKNOWN} if settings.resubmit_unknown else set()
-        runs_now |= {S.FAILED, S.CANCELLED, S.EXPIRED} if settings.retry_failed else set()
-        if sum(counts.values()) != snapshot.jobs or any(counts.get(s) for s in runs_now):
+        if sum(counts.values()) != snapshot.jobs or any(
+            status in S.IN_FLIGHT or runs_now(status, settings) for status in counts
+        ):
             return None
         if damaged_outputs(store, output_dir, verify_hashes=settings.verify_hashes, first_only=True):
             return None
@@ -234,15 +233,11 @@ def finished_already(path: str | Path, options: BatchOptions | None = None) -> B
         if not reports_current(store, snapshot.sha256, output_dir):
             return None
         run_id = store.start_run("run")
-        unfinished = sum(n for status, n in counts.items() if status != S.SUCCEEDED)
-        if unfinished:
-            parts = ", ".join(f"{n} {st}" for st, n in sorted(counts.items()) if st != S.SUCCEEDED)
-            code, message = EXIT_JOBS_FAILED, f"nothing to do: {unfinished} job(s) did not succeed ({parts})"
-        else:
-            code, message = EXIT_OK, f"nothing to do: all {counts.get(S.SUCCEEDED, 0)} job(s) succeeded"
+        code, message = outcome(counts)
+        message = f"nothing to do: {message}"
         store.finish_run(run_id, code, counts)
         attention = store.needs_attention(ATTENTION_SHOWN)
-        cost = float(store.conn.execute("SELECT coalesce(sum(cost_usd), 0) FROM attempts").fetchone()[0])
+        cost = spent(store)
     finally:
         store.close()
     return BatchResult(code, message, counts, cost, paths, Path(state_path), attention)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import io
 import json
 import os
 import time
@@ -282,15 +281,6 @@ def csv_row(job: Mapping[str, Any]) -> dict[str, Any]:
         "outputs": " ".join(o["path"] for o in job["outputs"]),
         "error": error.get("message") or error.get("error_message") or "",
     }
-
-
-def report_csv(report: Mapping[str, Any]) -> str:
-    """One row per job, for spreadsheets."""
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=CSV_FIELDS)
-    writer.writeheader()
-    writer.writerows(csv_row(job) for job in report["jobs"])
-    return buffer.getvalue()
 
 
 REPORTS_KEY = "reports_written_for"

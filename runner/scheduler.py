@@ -213,9 +213,7 @@ class Runner:
         return summary
 
     def _runs_now(self, status: str) -> bool:
-        """Whether a job at rest in ``status`` is (re)submitted by this run."""
-        return (status in (S.PENDING, S.HELD) or (status == S.UNKNOWN and self.settings.resubmit_unknown)
-                or (status in (S.FAILED, S.CANCELLED, S.EXPIRED) and self.settings.retry_failed))
+        return runs_now(status, self.settings)
 
     def _check_outputs(self) -> None:
         """Finished jobs whose files are missing or changed go back to collecting (or expire)."""
@@ -747,7 +745,6 @@ class Runner:
     def _result(self, wall: float, interrupted: bool) -> RunResult:
         counts = self.store.counts()
         cost = spent(self.store)
-        unfinished = sum(n for s, n in counts.items() if s != S.SUCCEEDED)
         if interrupted:
             return RunResult(counts, EXIT_INTERRUPTED,
                              "interrupted; run the same command again to resume "
@@ -756,11 +753,22 @@ class Runner:
             return RunResult(counts, EXIT_AUTH, str(self.fatal), cost, wall, "auth")
         if self.balance_hit is not None:
             return RunResult(counts, EXIT_BALANCE, str(self.balance_hit), cost, wall, "balance")
-        if unfinished:
-            parts = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()) if s != S.SUCCEEDED)
-            return RunResult(counts, EXIT_JOBS_FAILED, f"{unfinished} job(s) did not succeed ({parts})",
-                             cost, wall)
-        return RunResult(counts, EXIT_OK, f"all {counts.get(S.SUCCEEDED, 0)} job(s) succeeded", cost, wall)
+        return RunResult(counts, *outcome(counts), cost, wall)
+
+
+def runs_now(status: str, settings: RunSettings) -> bool:
+    """Whether a job at rest in ``status`` is (re)submitted by a run with these settings."""
+    return (status in (S.PENDING, S.HELD) or (status == S.UNKNOWN and settings.resubmit_unknown)
+            or (status in (S.FAILED, S.CANCELLED, S.EXPIRED) and settings.retry_failed))
+
+
+def outcome(counts: Mapping[str, int]) -> tuple[int, str]:
+    """The exit code and one-line message of a run that ended with these counts per state."""
+    unfinished = sum(n for s, n in counts.items() if s != S.SUCCEEDED)
+    if unfinished:
+        parts = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()) if s != S.SUCCEEDED)
+        return EXIT_JOBS_FAILED, f"{unfinished} job(s) did not succeed ({parts})"
+    return EXIT_OK, f"all {counts.get(S.SUCCEEDED, 0)} job(s) succeeded"
 
 
 def twin_map(jobs: list[Job]) -> dict[str, str]:

@@ -462,21 +462,6 @@ class Store:
             (SUCCEEDED,),
         ))
 
-    def attempts(self) -> dict[str, list[dict[str, Any]]]:
-        """Every attempt per job id, oldest first (the history the report shows)."""
-        out: dict[str, list[dict[str, Any]]] = {}
-        cursor = self.conn.execute(
-            "SELECT attempt_id, job_id, fingerprint, request_id, status, remote_status, resubmit_of_unknown, "
-            "intent_at, submitted_at, started_at, finished_at, estimate_usd, cost_usd, error "
-            "FROM attempts ORDER BY attempt_id"
-        )
-        names = [d[0] for d in cursor.description]
-        for row in cursor:
-            record = dict(zip(names, row, strict=True))
-            record["error"] = json.loads(record["error"]) if record["error"] else None
-            out.setdefault(record["job_id"], []).append(record)
-        return out
-
     def attempt_input(self, attempt_id: int) -> dict[str, Any] | None:
         row = self.conn.execute(
             "SELECT input_json FROM attempts WHERE attempt_id=?", (attempt_id,)
