@@ -82,7 +82,20 @@ class BatchResult:
 
 
 def default_state_path(manifest: Manifest, cwd: Path | None = None) -> Path:
-    return (cwd or Path.cwd()) / "state" / f"{manifest.name}.sqlite"
+    return _state_file(manifest.name, cwd)
+
+
+def _state_file(name: str, cwd: Path | None = None) -> Path:
+    return (cwd or Path.cwd()) / "state" / f"{name}.sqlite"
+
+
+def quick_state_path(path: str | Path, options: BatchOptions) -> Path | None:
+    """The state file of the manifest at ``path`` without loading it (``--state``, or the name on its
+    ``name:`` line); ``None`` when that cannot be told without a full load."""
+    if options.state_path is not None:
+        return Path(options.state_path)
+    name = quick_name(path)
+    return None if name is None else _state_file(name)
 
 
 def resolve(manifest: Manifest, options: BatchOptions) -> tuple[Manifest, Path]:
@@ -200,13 +213,8 @@ def finished_already(path: str | Path, options: BatchOptions | None = None) -> B
     as recorded, and the reports were written for this very journal. The run is still recorded (and
     the run lock taken, so a runner at work is reported as such)."""
     options = options or BatchOptions()
-    state_path = options.state_path
-    if state_path is None:
-        name = quick_name(path)
-        if name is None:
-            return None
-        state_path = Path.cwd() / "state" / f"{name}.sqlite"
-    if not Path(state_path).is_file():
+    state_path = quick_state_path(path, options)
+    if state_path is None or not state_path.is_file():
         return None
     try:
         store = Store.open(state_path, create=False)
@@ -240,7 +248,7 @@ def finished_already(path: str | Path, options: BatchOptions | None = None) -> B
         cost = spent(store)
     finally:
         store.close()
-    return BatchResult(code, message, counts, cost, paths, Path(state_path), attention)
+    return BatchResult(code, message, counts, cost, paths, state_path, attention)
 
 
 def run_batch_sync(

@@ -20,7 +20,16 @@ from rich.table import Table
 from rich.text import Text
 
 from . import state as S
-from .batch import BatchOptions, BatchResult, _defaults, cancel_batch, finished_already, resolve, run_batch
+from .batch import (
+    BatchOptions,
+    BatchResult,
+    _defaults,
+    cancel_batch,
+    finished_already,
+    quick_state_path,
+    resolve,
+    run_batch,
+)
 from .catalog import Catalog
 from .errors import EXIT_JOBS_FAILED, EXIT_OK, StateError, redact
 from .manifest import load_manifest
@@ -28,7 +37,7 @@ from .plan import make_plan
 from .pricing import PriceTable
 from .progress import progress_sink
 from .report import write_reports
-from .snapshot import META_KEY, Snapshot, quick_name
+from .snapshot import META_KEY, Snapshot
 
 
 def _out(text: str = "") -> None:
@@ -137,12 +146,12 @@ def status_data(path: Path, state_path: Path | None) -> dict[str, Any]:
     Answered from the state file alone while the manifest is the one it last synced (see
     ``snapshot.py``): a 100,000-job manifest is not read again. An edited manifest is loaded, to count
     its jobs not yet in the state, unless a run is syncing it right now."""
-    name = None if state_path else quick_name(path)
+    found = quick_state_path(path, BatchOptions(state_path=state_path))
     manifest = None
-    if state_path is None and name is None:
+    if found is None:
         manifest, state = _open_existing(path, BatchOptions())
     else:
-        state = S.Store.open(state_path or Path.cwd() / "state" / f"{name}.sqlite", create=False)
+        state = S.Store.open(found, create=False)
     try:
         run = _last_run(state)
         snapshot = Snapshot.from_json(state.get_meta(META_KEY))

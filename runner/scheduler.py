@@ -539,8 +539,9 @@ class Runner:
 
     async def _prober(self) -> None:
         """Now and then poll the most recently submitted job RunComfy knows: its queue position (plus
-        the jobs submitted after it) is the length of the queue. During the slow start each accepted
-        submit asks for a probe at once: the window doubles per round trip, not per probe interval."""
+        the jobs submitted after it) is the length of the queue. During the slow start, a submit answered
+        while the window is used up asks for a probe at once (at most one per PROBE_GAP): the window
+        doubles per round trip, not per probe interval."""
         while True:
             with anyio.move_on_after(self.pacer.probe_interval):
                 await self._probe_now.wait()
@@ -720,7 +721,7 @@ class Runner:
             return
         attempt_id = self.store.conn.execute(
             "SELECT attempt_id FROM jobs WHERE job_id=?", (leader,)).fetchone()[0]
-        files = [o for o in self.store.outputs([attempt_id]).get(attempt_id, []) if o.job_id == leader]
+        files = self.store.outputs_of(leader, attempt_id)
         for follower in followers:
             for output in files:
                 source = self.manifest.output_dir / output.path

@@ -439,18 +439,11 @@ class Store:
             )
         }
 
-    def outputs(self, attempt_ids: Iterable[int] | None = None) -> dict[int, list[OutputRow]]:
-        """Output files per attempt (all of them, or those of the given attempts)."""
-        out: dict[int, list[OutputRow]] = {}
-        for r in self.conn.execute(
+    def outputs_of(self, job_id: str, attempt_id: int) -> list[OutputRow]:
+        """The files a job holds from one attempt, in order (a primary-key lookup)."""
+        return [OutputRow(*r) for r in self.conn.execute(
             "SELECT attempt_id, idx, job_id, url, path, bytes, sha256, mtime_ns FROM outputs "
-            "ORDER BY attempt_id, idx"
-        ):
-            out.setdefault(r[0], []).append(OutputRow(*r))
-        if attempt_ids is not None:
-            wanted = set(attempt_ids)
-            out = {k: v for k, v in out.items() if k in wanted}
-        return out
+            "WHERE job_id = ? AND attempt_id = ? ORDER BY idx", (job_id, attempt_id))]
 
     def succeeded_outputs(self) -> Iterator[tuple[str, str | None, int | None, int | None, str | None]]:
         """``(job_id, path, bytes, mtime_ns, sha256)`` for each file of each succeeded job of the manifest
