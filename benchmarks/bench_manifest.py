@@ -60,12 +60,12 @@ def write_flat(path: Path, jobs: int) -> None:
             lines.append(f"    model: {REF}")
             lines.append("    input:")
             lines.append(f"      images: [{REFS[0]}, {REFS[1]}]")
-            lines.append(f"      aspect_ratio: \"{('16:9', '9:16', '1:1')[n % 3]}\"")
+            lines.append(f'      aspect_ratio: "{("16:9", "9:16", "1:1")[n % 3]}"')
         else:
             lines.append("    input:")
             lines.append(f"      image: {IMAGE}")
         prompt = f"Take {n}: a slow dolly shot along a rainy neon street, reflections, night"
-        lines.append(f"      prompt: \"{prompt}\"")
+        lines.append(f'      prompt: "{prompt}"')
         lines.append(f"      duration: {3 + n % 13}")
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
@@ -74,15 +74,24 @@ def write_matrix(path: Path, jobs: int) -> None:
     """Ten entries, each a matrix of prompts × durations × sound × shot type."""
     per_entry = jobs // 10
     prompts = max(1, per_entry // 40)
-    lines = ["version: 1", "name: bench-matrix", "defaults:", f"  model: {PRO}", "  input:",
-             f"    image: {IMAGE}", "jobs:"]
+    lines = [
+        "version: 1",
+        "name: bench-matrix",
+        "defaults:",
+        f"  model: {PRO}",
+        "  input:",
+        f"    image: {IMAGE}",
+        "jobs:",
+    ]
     for entry in range(10):
         lines += [
             f"  - id: scene{entry}-{{prompt}}-{{duration}}s-{{sound}}-{{shot_type}}",
             "    matrix:",
             "      prompt:",
-            *(f"        - \"Scene {entry}, variation {p}: the camera cranes up over a foggy harbour at dawn\""
-              for p in range(prompts)),
+            *(
+                f'        - "Scene {entry}, variation {p}: the camera cranes up over a foggy harbour at dawn"'
+                for p in range(prompts)
+            ),
             f"      duration: {json.dumps(list(range(3, 13)))}",
             "      sound: [false, true]",
             "      shot_type: [customize, intelligent]",
@@ -91,8 +100,13 @@ def write_matrix(path: Path, jobs: int) -> None:
 
 
 def measure(path: Path) -> dict[str, float]:
-    result = subprocess.run([sys.executable, "-c", _MEASURE, str(path)], capture_output=True, text=True,
-                            check=True, cwd=Path(__file__).resolve().parent.parent)
+    result = subprocess.run(
+        [sys.executable, "-c", _MEASURE, str(path)],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
     return json.loads(result.stdout)
 
 
@@ -101,8 +115,11 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=100_000, help="jobs per manifest (default 100,000)")
     args = parser.parse_args()
     root = Path(__file__).resolve().parent.parent
-    baseline = json.loads(subprocess.run([sys.executable, "-c", _BASELINE], capture_output=True, text=True,
-                                         check=True, cwd=root).stdout)
+    baseline = json.loads(
+        subprocess.run(
+            [sys.executable, "-c", _BASELINE], capture_output=True, text=True, check=True, cwd=root
+        ).stdout
+    )
     print(f"interpreter + runner imported: peak RSS {baseline['peak_rss_mb']:.0f} MB")
     with tempfile.TemporaryDirectory() as folder:
         for shape, write in (("flat", write_flat), ("matrix", write_matrix)):
@@ -110,8 +127,10 @@ def main() -> None:
             write(path, args.jobs)
             figures = measure(path)
             size_mb = path.stat().st_size / 1e6
-            print(f"{shape:>6}: {figures['jobs']:,} jobs from {size_mb:.1f} MB of YAML: "
-                  f"{figures['seconds']:.2f} s, peak RSS {figures['peak_rss_mb']:.0f} MB")
+            print(
+                f"{shape:>6}: {figures['jobs']:,} jobs from {size_mb:.1f} MB of YAML: "
+                f"{figures['seconds']:.2f} s, peak RSS {figures['peak_rss_mb']:.0f} MB"
+            )
 
 
 if __name__ == "__main__":

@@ -107,8 +107,11 @@ class Table:
         """The same table, where only the comparison with the baseline is held to its goals."""
         view = Table()
         view.rows = self.rows
-        view.judged = {"makespan runner/baseline", "requests/job runner/baseline",
-                       "jobs succeeded, none paid twice"}
+        view.judged = {
+            "makespan runner/baseline",
+            "requests/job runner/baseline",
+            "jobs succeeded, none paid twice",
+        }
         return view
 
     def add(self, scenario: str, figure: str, value: str, goal: str = "", holds: bool | None = None) -> None:
@@ -239,8 +242,9 @@ def write_manifest(path: Path, name: str, jobs: int) -> None:
 # -- the processes -------------------------------------------------------------------------------
 def run_json(command: list[str], *, env: dict[str, str] | None = None) -> dict[str, Any]:
     """Run a process that prints one JSON line (on the measured CPU); its figures."""
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env=env,
-                          preexec_fn=pinned_to(CLIENT_CPU))
+    done = subprocess.run(
+        command, cwd=ROOT, capture_output=True, text=True, env=env, preexec_fn=pinned_to(CLIENT_CPU)
+    )
     if done.returncode != 0:
         raise RuntimeError(f"{' '.join(command[:3])} failed ({done.returncode}):\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
@@ -466,11 +470,21 @@ def run_slots(scenario: Scenario, folder: Path, table: Table, *, baseline: bool,
             + f"), its own CPU {base_cpu_share:.0%} of a core, simulator {base_cpu / base['makespan']:.0%}",
         )
         ratio = runner["makespan"] / base["makespan"]
-        table.add(s, "makespan runner/baseline", f"{ratio:.3f} ({runner['makespan']:.1f} s / "
-                  f"{base['makespan']:.1f} s)", "<= 1.0", ratio <= 1.0)
+        table.add(
+            s,
+            "makespan runner/baseline",
+            f"{ratio:.3f} ({runner['makespan']:.1f} s / {base['makespan']:.1f} s)",
+            "<= 1.0",
+            ratio <= 1.0,
+        )
         req_ratio = rpj / base_rpj
-        table.add(s, "requests/job runner/baseline", f"{req_ratio:.3f} ({rpj:.2f} / {base_rpj:.1f})",
-                  "<= 0.1", req_ratio <= 0.1)
+        table.add(
+            s,
+            "requests/job runner/baseline",
+            f"{req_ratio:.3f} ({rpj:.2f} / {base_rpj:.1f})",
+            "<= 0.1",
+            req_ratio <= 0.1,
+        )
 
 
 # -- scale ---------------------------------------------------------------------------------------

@@ -16,5 +16,16 @@ from .scheduler import RunSettings
 
 __version__ = "0.1.0"
 
-__all__ = ["BatchOptions", "BatchResult", "Catalog", "Job", "Manifest", "RunSettings", "RunnerError",
-           "cancel_batch", "load_manifest", "run_batch", "run_batch_sync"]
+__all__ = [
+    "BatchOptions",
+    "BatchResult",
+    "Catalog",
+    "Job",
+    "Manifest",
+    "RunSettings",
+    "RunnerError",
+    "cancel_batch",
+    "load_manifest",
+    "run_batch",
+    "run_batch_sync",
+]

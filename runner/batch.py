@@ -196,8 +196,9 @@ async def run_batch(
         attention = store.needs_attention(ATTENTION_SHOWN)
     finally:
         store.close()
-    return BatchResult(result.exit_code, result.message, result.counts, result.cost_usd, paths, state_path,
-                       attention)
+    return BatchResult(
+        result.exit_code, result.message, result.counts, result.cost_usd, paths, state_path, attention
+    )
 
 
 ATTENTION_SHOWN = 50

@@ -164,8 +164,9 @@ class RunComfyClient:
             content = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
         url = self.base_url + path + (f"?{query}" if query else "")
         try:
-            response = await self.http.request(method, url, headers=self._headers, body=content,
-                                               timeout=self._timeouts)
+            response = await self.http.request(
+                method, url, headers=self._headers, body=content, timeout=self._timeouts
+            )
         except TransportError as exc:
             error = TransportError(f"{method} {path}: {exc}")
             error.surely_not_sent = exc.surely_not_sent

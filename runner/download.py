@@ -48,7 +48,8 @@ class DownloadConfig:
             return
         raise OutputHostRefused(
             f"output URL host {host!r} is not RunComfy's or the API's; "
-            f"allow it with --allow-output-host {host}")
+            f"allow it with --allow-output-host {host}"
+        )
 
 
 @dataclass(frozen=True)
@@ -81,8 +82,9 @@ def file_names(urls: list[str]) -> list[str]:
     return names
 
 
-def damaged_outputs(store: Store, output_dir: Path, *, verify_hashes: bool = False,
-                    first_only: bool = False) -> list[str]:
+def damaged_outputs(
+    store: Store, output_dir: Path, *, verify_hashes: bool = False, first_only: bool = False
+) -> list[str]:
     """Succeeded jobs whose files are not on disk as recorded: missing, another size, or (when their
     mtime changed, or with ``verify_hashes``) other bytes. One ``stat`` per file, read row by row."""
     damaged: list[str] = []
@@ -139,8 +141,15 @@ class Fsync:
         self.typical += 0.2 * (time.perf_counter() - started - self.typical)
 
 
-async def download(http: HttpSession, url: str, target: Path, config: DownloadConfig,
-                   *, on_retry: OnRetry | None = None, fsync: Fsync | None = None) -> Downloaded:
+async def download(
+    http: HttpSession,
+    url: str,
+    target: Path,
+    config: DownloadConfig,
+    *,
+    on_retry: OnRetry | None = None,
+    fsync: Fsync | None = None,
+) -> Downloaded:
     """Fetch ``url`` into ``target`` completely, or raise; never leaves a partial file at ``target``."""
     fsync = fsync or Fsync()
     config.check_host(url)
@@ -154,8 +163,9 @@ async def download(http: HttpSession, url: str, target: Path, config: DownloadCo
         try:
             async with http.stream(url, timeout=timeout) as response:
                 if response.status == 404:
-                    raise RequestNotFound(f"output {url} is gone (404): its results have expired",
-                                          http_status=404)
+                    raise RequestNotFound(
+                        f"output {url} is gone (404): its results have expired", http_status=404
+                    )
                 if response.status >= 400:
                     raise error_from_answer(response.status, None, response.headers)
                 # Content-Length counts encoded bytes: compare it only where nothing was encoded.

@@ -23,10 +23,23 @@ Check = Callable[[Any], bool]
 # Keywords jsonschema would act on but this compiler does not: their presence means "fall back".
 _UNSUPPORTED = frozenset(
     {
-        "$dynamicRef", "$dynamicAnchor", "$recursiveRef", "$anchor", "contains", "minContains",
-        "maxContains", "dependentRequired", "dependentSchemas", "dependencies", "multipleOf",
-        "patternProperties", "prefixItems", "uniqueItems", "unevaluatedItems",
-        "unevaluatedProperties", "additionalItems",
+        "$dynamicRef",
+        "$dynamicAnchor",
+        "$recursiveRef",
+        "$anchor",
+        "contains",
+        "minContains",
+        "maxContains",
+        "dependentRequired",
+        "dependentSchemas",
+        "dependencies",
+        "multipleOf",
+        "patternProperties",
+        "prefixItems",
+        "uniqueItems",
+        "unevaluatedItems",
+        "unevaluatedProperties",
+        "additionalItems",
     }
 )
 
@@ -39,7 +52,7 @@ _IS_TYPE = {
     "number": "(isinstance({v}, (int, float)) and not isinstance({v}, bool))",
     # Draft 2020-12: 5.0 is an integer too.
     "integer": "((isinstance({v}, int) and not isinstance({v}, bool)) or "
-               "(isinstance({v}, float) and {v}.is_integer()))",
+    "(isinstance({v}, float) and {v}.is_integer()))",
 }
 _NUMERIC = ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum")
 _FAILS = {"minimum": "<", "maximum": ">", "exclusiveMinimum": "<=", "exclusiveMaximum": ">="}
@@ -134,8 +147,10 @@ class _Writer:
         if "enum" in schema:
             values = list(schema["enum"])
             if all(isinstance(e, str) for e in values):
-                out.append(f"{pad}if not (isinstance({v}, str) and {v} in {self.const(frozenset(values))}): "
-                           "return False")
+                out.append(
+                    f"{pad}if not (isinstance({v}, str) and {v} in {self.const(frozenset(values))}): "
+                    "return False"
+                )
             else:
                 out.append(f"{pad}if not any(json_equal({v}, e) for e in {self.const(values)}): return False")
         if "const" in schema:
@@ -143,8 +158,9 @@ class _Writer:
         self.by_type(schema, v, out, depth, known)
         self.applicators(schema, v, out, depth)
 
-    def by_type(self, schema: Mapping[str, Any], v: str, out: list[str], depth: int,
-                known: str | None) -> None:
+    def by_type(
+        self, schema: Mapping[str, Any], v: str, out: list[str], depth: int, known: str | None
+    ) -> None:
         """Keywords that apply to one type only, each under a test of that type (skipped if known)."""
         pad = "    " * depth
         groups: list[tuple[str, list[str]]] = []
@@ -190,8 +206,14 @@ class _Writer:
             out.append(f"{pad}    pass")
 
     def object(self, schema: Mapping[str, Any], v: str, out: list[str], depth: int, known: bool) -> None:
-        keywords = {"required", "minProperties", "maxProperties", "properties", "additionalProperties",
-                    "propertyNames"}
+        keywords = {
+            "required",
+            "minProperties",
+            "maxProperties",
+            "properties",
+            "additionalProperties",
+            "propertyNames",
+        }
         if not keywords & schema.keys():
             return
         if not known:

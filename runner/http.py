@@ -130,7 +130,10 @@ class HttpxSession:
         httpx = self._httpx
         try:
             response = await self.client.request(
-                method, url, headers=headers, content=body,
+                method,
+                url,
+                headers=headers,
+                content=body,
                 timeout=httpx.Timeout(timeout.read, connect=timeout.connect, pool=timeout.connect),
             )
         except httpx.HTTPError as exc:
@@ -172,8 +175,9 @@ def _aiohttp_failure(exc: BaseException) -> TransportError | None:
     if isinstance(exc, TimeoutError):  # aiohttp's SocketTimeoutError and ServerTimeoutError among them
         return failure("ReadTimeout", exc, surely_not_sent=False)
     if isinstance(exc, aiohttp.ServerDisconnectedError):
-        return failure("RemoteProtocolError", "Server disconnected without sending a response",
-                       surely_not_sent=False)
+        return failure(
+            "RemoteProtocolError", "Server disconnected without sending a response", surely_not_sent=False
+        )
     if isinstance(exc, aiohttp.ClientPayloadError | aiohttp.ClientResponseError):
         return failure("RemoteProtocolError", exc, surely_not_sent=False)
     if isinstance(exc, aiohttp.ClientError | OSError):
@@ -214,8 +218,14 @@ class _AiohttpStreamed:
 class AiohttpSession:
     """The interface over one ``aiohttp.ClientSession``, made on first use inside the running loop."""
 
-    def __init__(self, *, max_connections: int = 16, keepalive_expiry: float = 5.0,
-                 verify: ssl.SSLContext | None = None, trust_env: bool = True) -> None:
+    def __init__(
+        self,
+        *,
+        max_connections: int = 16,
+        keepalive_expiry: float = 5.0,
+        verify: ssl.SSLContext | None = None,
+        trust_env: bool = True,
+    ) -> None:
         self._max_connections = max_connections
         self._keepalive_expiry = keepalive_expiry
         self._ssl = verify
@@ -251,8 +261,9 @@ class AiohttpSession:
 
             # ``connect`` covers waiting for a free connection and connecting; ``sock_read`` is the
             # longest silence while reading, like httpx's read timeout.
-            found = aiohttp.ClientTimeout(total=None, connect=timeout.connect, sock_connect=timeout.connect,
-                                          sock_read=timeout.read)
+            found = aiohttp.ClientTimeout(
+                total=None, connect=timeout.connect, sock_connect=timeout.connect, sock_read=timeout.read
+            )
             self._timeouts[timeout] = found
         return found
 
@@ -282,8 +293,14 @@ class AiohttpSession:
         proxy, proxy_auth = self._proxy(url)
         with _aiohttp_errors():
             async with self._session.request(
-                method, url, headers=headers, data=body, allow_redirects=False,
-                timeout=self._timeout(timeout), proxy=proxy, proxy_auth=proxy_auth,
+                method,
+                url,
+                headers=headers,
+                data=body,
+                allow_redirects=False,
+                timeout=self._timeout(timeout),
+                proxy=proxy,
+                proxy_auth=proxy_auth,
             ) as response:
                 content = await response.read()
                 return Answer(response.status, {k.lower(): v for k, v in response.headers.items()}, content)
@@ -295,8 +312,12 @@ class AiohttpSession:
         proxy, proxy_auth = self._proxy(url)
         with _aiohttp_errors():
             response = await self._session.get(
-                url, headers=_IDENTITY, allow_redirects=True, timeout=self._timeout(timeout),
-                proxy=proxy, proxy_auth=proxy_auth,
+                url,
+                headers=_IDENTITY,
+                allow_redirects=True,
+                timeout=self._timeout(timeout),
+                proxy=proxy,
+                proxy_auth=proxy_auth,
             )
         try:
             yield _AiohttpStreamed(response)

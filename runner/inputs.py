@@ -150,7 +150,8 @@ class LocalFiles:
             ):
                 changed[name] = [
                     self._inline_one(v, kind, (name, i), problems)
-                    if isinstance(v, str) and not v.startswith(_REMOTE) and is_local_path(v) else v
+                    if isinstance(v, str) and not v.startswith(_REMOTE) and is_local_path(v)
+                    else v
                     for i, v in enumerate(value)
                 ]
         if not changed:
@@ -158,12 +159,22 @@ class LocalFiles:
         result = {**input, **changed}
         inline_bytes = sum(len(v) for v in _file_values(result, file_fields) if v.startswith("data:"))
         if inline_bytes > MAX_INLINE_REQUEST:
-            problems.append(((), f"the images sent inline add up to {inline_bytes / MiB:.1f} MiB, more than "
-                                 f"RunComfy's {MAX_INLINE_REQUEST // MiB} MiB per request: give public URLs"))
+            problems.append(
+                (
+                    (),
+                    f"the images sent inline add up to {inline_bytes / MiB:.1f} MiB, more than "
+                    f"RunComfy's {MAX_INLINE_REQUEST // MiB} MiB per request: give public URLs",
+                )
+            )
         return result, problems
 
-    def _inline_one(self, value: str, kind: str, path: tuple[str | int, ...],
-                    problems: list[tuple[tuple[str | int, ...], str]]) -> str:
+    def _inline_one(
+        self,
+        value: str,
+        kind: str,
+        path: tuple[str | int, ...],
+        problems: list[tuple[tuple[str | int, ...], str]],
+    ) -> str:
         try:
             return self.inline(value, kind)
         except LocalInputError as error:

@@ -174,8 +174,10 @@ def template_problem(job_id: str, matrix: dict[str, list[Any]]) -> str | None:
         return f"{{{unknown[0]}}} in the id template is not a matrix field (matrix: {', '.join(matrix)})"
     missing = [key for key in matrix if key not in names]
     if missing:
-        return (f"the id template must name every matrix field so ids are unique; add "
-                f"{', '.join('{' + key + '}' for key in missing)}")
+        return (
+            f"the id template must name every matrix field so ids are unique; add "
+            f"{', '.join('{' + key + '}' for key in missing)}"
+        )
     return None
 
 
@@ -220,8 +222,9 @@ class _Loader:
         if data is None:
             raise self.fail("the manifest is empty: it needs at least `version: 1` and a list of `jobs`")
         if not isinstance(data, dict):
-            raise self.fail(f"the top level must be a mapping (version: 1, jobs: …), not {type_word(data)}",
-                            line=1)
+            raise self.fail(
+                f"the top level must be a mapping (version: 1, jobs: …), not {type_word(data)}", line=1
+            )
         bad_jobs = ManifestSchema.load(self.catalog).check(data, self.log)
         self.check_name(data.get("name"))
         defaults = data.get("defaults", {})
@@ -234,8 +237,14 @@ class _Loader:
         default_input = defaults.get("input", {}) if defaults_usable else {}
         good = [(i, job) for i, job in enumerate(jobs) if isinstance(job, dict) and i not in bad_jobs]
         self.check_size(good)
-        built = self.build_jobs(jobs, bad_jobs, default_model, default_input, doc.lines.get(id(jobs), []),
-                                check_inputs=defaults_usable)
+        built = self.build_jobs(
+            jobs,
+            bad_jobs,
+            default_model,
+            default_input,
+            doc.lines.get(id(jobs), []),
+            check_inputs=defaults_usable,
+        )
         if self.log:
             raise self.fail_now(len(built))
         return self.manifest(data, built)
@@ -243,8 +252,11 @@ class _Loader:
     def check_name(self, name: Any) -> None:
         # The schema's pattern lets "name\n" through (Python's $ matches before a final newline).
         if isinstance(name, str) and SAFE_ID.match(name) and not SAFE_ID.fullmatch(name):
-            self.log.at(("name",), f"{show(name)} is not a usable name: use 1-128 letters, digits, '.', '_' "
-                        "or '-', starting with a letter or digit")
+            self.log.at(
+                ("name",),
+                f"{show(name)} is not a usable name: use 1-128 letters, digits, '.', '_' "
+                "or '-', starting with a letter or digit",
+            )
 
     def fail_now(self, total_jobs: int = 0) -> ManifestInvalid:
         error = ManifestTooLarge if self.log.too_large else ManifestInvalid
@@ -255,9 +267,11 @@ class _Loader:
             with self.path.open("rb") as handle:
                 size = os.fstat(handle.fileno()).st_size
                 if size > MAX_FILE_BYTES:
-                    raise self.fail(f"the file is {size / 1e6:.1f} MB; a manifest may be at most "
-                                    f"{MAX_FILE_BYTES / 1e6:.0f} MB (use matrices, or split it)",
-                                    too_large=True)
+                    raise self.fail(
+                        f"the file is {size / 1e6:.1f} MB; a manifest may be at most "
+                        f"{MAX_FILE_BYTES / 1e6:.0f} MB (use matrices, or split it)",
+                        too_large=True,
+                    )
                 data = handle.read(MAX_FILE_BYTES + 1)
                 self.sha256 = hashlib.sha256(data).hexdigest()
         except FileNotFoundError:
@@ -267,8 +281,9 @@ class _Loader:
         except (OSError, ValueError) as error:  # ValueError: a NUL in the path
             raise self.fail(f"cannot be read ({getattr(error, 'strerror', None) or error})") from None
         if len(data) > MAX_FILE_BYTES:
-            raise self.fail(f"the file is over {MAX_FILE_BYTES / 1e6:.0f} MB, the most a manifest may be",
-                            too_large=True)
+            raise self.fail(
+                f"the file is over {MAX_FILE_BYTES / 1e6:.0f} MB, the most a manifest may be", too_large=True
+            )
         try:
             if data.startswith((b"\xff\xfe", b"\xfe\xff")):
                 return data.decode("utf-16")
@@ -276,27 +291,41 @@ class _Loader:
         except UnicodeDecodeError as error:
             line = data.count(b"\n", 0, error.start) + 1
             byte = data[error.start]
-            raise self.fail(f"the file is not UTF-8 text (byte 0x{byte:02x} on this line): save it as UTF-8",
-                            line) from None
+            raise self.fail(
+                f"the file is not UTF-8 text (byte 0x{byte:02x} on this line): save it as UTF-8", line
+            ) from None
 
     def check_size(self, sources: list[tuple[int, dict[str, Any]]]) -> None:
         """Refuse a manifest whose matrices expand beyond :data:`MAX_JOBS`, before expanding anything."""
-        sizes = [(matrix_size(job["matrix"]) if isinstance(job.get("matrix"), dict) else 1, index)
-                 for index, job in sources]
+        sizes = [
+            (matrix_size(job["matrix"]) if isinstance(job.get("matrix"), dict) else 1, index)
+            for index, job in sources
+        ]
         total = sum(size for size, _ in sizes)
         if total <= MAX_JOBS:
             return
         self.log.too_large = True
         biggest, index = max(sizes)
         if biggest > 1:
-            self.log.at(("jobs", index, "matrix"), f"expands to {_count(biggest)} jobs, and the manifest to "
-                        f"{_count(total)}: more than the {MAX_JOBS:,} a manifest may hold")
+            self.log.at(
+                ("jobs", index, "matrix"),
+                f"expands to {_count(biggest)} jobs, and the manifest to "
+                f"{_count(total)}: more than the {MAX_JOBS:,} a manifest may hold",
+            )
         else:
             self.log.at(("jobs",), f"{total:,} jobs: more than the {MAX_JOBS:,} a manifest may hold")
         raise self.fail_now()
 
-    def build_jobs(self, jobs: list[Any], bad_jobs: set[int], default_model: Any,
-                   default_input: dict[str, Any], job_lines: list[int], *, check_inputs: bool) -> list[Job]:
+    def build_jobs(
+        self,
+        jobs: list[Any],
+        bad_jobs: set[int],
+        default_model: Any,
+        default_input: dict[str, Any],
+        job_lines: list[int],
+        *,
+        check_inputs: bool,
+    ) -> list[Job]:
         checker = InputChecker(self.log)
         files = LocalFiles(self.folder)
         self.local_files = files.read
@@ -322,13 +351,18 @@ class _Loader:
             keys = tuple(job.get("matrix") or ())
             for job_id, pick, combo in self.expand(index, job):
                 if not SAFE_ID.fullmatch(job_id):
-                    message = (f"{show(job_id, 140)} is not a safe job id: ids are 1-128 letters, digits, "
-                               "'.', '_' or '-', starting with a letter or digit")
+                    message = (
+                        f"{show(job_id, 140)} is not a safe job id: ids are 1-128 letters, digits, "
+                        "'.', '_' or '-', starting with a letter or digit"
+                    )
                     if len(job_id) > 128 and SAFE_ID.fullmatch(job_id[:128]):
-                        message = (f"the expanded id {show(job_id)} is longer than 128 characters: shorten "
-                                   "the id or use an id template such as shot-{duration}")
-                    self.log.grouped(("id", index), message,
-                                     line=line, job_id=None, field=f"jobs[{index}].id", scope="")
+                        message = (
+                            f"the expanded id {show(job_id)} is longer than 128 characters: shorten "
+                            "the id or use an id template such as shot-{duration}"
+                        )
+                    self.log.grouped(
+                        ("id", index), message, line=line, job_id=None, field=f"jobs[{index}].id", scope=""
+                    )
                     continue
                 self.note_id(job_id, line, index, seen)
                 if spec is None:
@@ -345,25 +379,35 @@ class _Loader:
         self.check_defaults_used(default_input, inherited)
         return built
 
-    def check_defaults_used(self, default_input: dict[str, Any],
-                            inherited: dict[str, dict[str, Any]]) -> None:
+    def check_defaults_used(
+        self, default_input: dict[str, Any], inherited: dict[str, dict[str, Any]]
+    ) -> None:
         """A defaults.input field that no job's model has is a typo, not a field for other models."""
         if not inherited:
             return
-        known = sorted({name for spec in map(self.catalog.get, inherited) if spec
-                        for name in spec.schema.get("properties", {})})
+        known = sorted(
+            {
+                name
+                for spec in map(self.catalog.get, inherited)
+                if spec
+                for name in spec.schema.get("properties", {})
+            }
+        )
         for name in default_input:
             if not any(name in fields for fields in inherited.values()):
                 hint = suggest(name, known)
-                self.log.at(("defaults", "input", name), f"no job's model has this field{hint} "
-                            f"(known: {', '.join(known)})")
+                self.log.at(
+                    ("defaults", "input", name),
+                    f"no job's model has this field{hint} (known: {', '.join(known)})",
+                )
 
     def note_id(self, job_id: str, line: int, index: int, seen: dict[str, tuple[int, int]]) -> None:
         first = seen.setdefault(job_id, (line, index))
         if first[1] != index:
             message = f"duplicate job id (first used at line {first[0]})"
-            self.log.grouped(("duplicate", index, first[1]), message, line=line, job_id=job_id, field="id",
-                             scope="matrix")
+            self.log.grouped(
+                ("duplicate", index, first[1]), message, line=line, job_id=job_id, field="id", scope="matrix"
+            )
 
     def expand(self, index: int, job: dict[str, Any]) -> Iterator[_Expanded]:
         """(id, pick, matrix combination) for each job a manifest entry stands for."""

@@ -214,8 +214,13 @@ class Pacer:
         """A probe's answer: how many of our jobs have left the queue. The newest job RunComfy knows
         already running means the queue ran dry, and slots may be idling: the start rate (hence the
         target queue) is too low, so it grows until a queue is seen again (where it is measured)."""
-        if (self.saturated and not self.draining and status != "in_queue" and self.start_rate
-                and self.submits - track.seq < self.target_queue):
+        if (
+            self.saturated
+            and not self.draining
+            and status != "in_queue"
+            and self.start_rate
+            and self.submits - track.seq < self.target_queue
+        ):
             mean = self.mean_duration or self.probe_interval
             ceiling = 2.0 * max(1, self.in_flight) / mean  # every job in flight starting within a mean run
             self.start_rate = max(self.start_rate, min(ceiling, self.start_rate * 1.25))
@@ -271,8 +276,9 @@ class Pacer:
             return min(now + self.poll_max, done)
         return now + min(self.poll_max, max(self.poll_min, 0.2 * mean))
 
-    def on_finished(self, track: Track, now: float, created_at: str | None = None,
-                    finished_at: str | None = None) -> None:
+    def on_finished(
+        self, track: Track, now: float, created_at: str | None = None, finished_at: str | None = None
+    ) -> None:
         """A job left the account (done, failed, cancelled): learn how long it ran."""
         self.in_flight = max(0, self.in_flight - 1)
         if self.tail is track:

@@ -44,8 +44,20 @@ BUCKETS = ("done", "running", "queued", "waiting", "failed", "held")
 _AT_REST_FAILED = ("failed", "unknown", "expired", "cancelled")
 
 # Shown in plain mode without --verbose, and kept in the live display's log.
-NOTABLE = frozenset({"failed", "unknown", "expired", "cancelled", "stopping", "concurrency", "unknown_status",
-                     "download_error", "resubmit", "refetch"})
+NOTABLE = frozenset(
+    {
+        "failed",
+        "unknown",
+        "expired",
+        "cancelled",
+        "stopping",
+        "concurrency",
+        "unknown_status",
+        "download_error",
+        "resubmit",
+        "refetch",
+    }
+)
 # Shown in the live log (they explain a slow run), but in plain mode only with --verbose.
 WORTH_A_GLANCE = frozenset({"retry", "poll_error", "held"})
 
@@ -70,9 +82,11 @@ def describe(event: Event) -> str:
     twin = f" (same request as {event['twin_of']})" if event.get("twin_of") else ""
     if kind == "start":
         counts = event.get("counts") or {}
-        return (f"starting: {event.get('jobs', 0)} job(s); {event.get('to_submit', 0)} to submit, "
-                f"{event.get('reattached', 0)} re-attached, {event.get('collecting', 0)} to download, "
-                f"{counts.get('succeeded', 0)} already done")
+        return (
+            f"starting: {event.get('jobs', 0)} job(s); {event.get('to_submit', 0)} to submit, "
+            f"{event.get('reattached', 0)} re-attached, {event.get('collecting', 0)} to download, "
+            f"{counts.get('succeeded', 0)} already done"
+        )
     if kind == "submitted":
         return f"{job}: submitted as {event.get('request_id')}"
     if kind in ("queued", "running"):
@@ -87,8 +101,10 @@ def describe(event: Event) -> str:
         where = " at submit" if event.get("stage") == "submit" else ""
         return f"{job}: failed{where}{twin}" + (f": {error}" if error else "")
     if kind == "unknown":
-        return (f"{job}: submit outcome unknown (it may have been accepted and billed); not resubmitted "
-                f"unless you pass --resubmit-unknown" + (f": {error}" if error else ""))
+        return (
+            f"{job}: submit outcome unknown (it may have been accepted and billed); not resubmitted "
+            f"unless you pass --resubmit-unknown" + (f": {error}" if error else "")
+        )
     if kind in ("expired", "cancelled"):
         return f"{job}: {kind}{twin}" + (f": {error}" if error else "")
     if kind == "held":
@@ -292,8 +308,9 @@ class LineLog:
     """An event sink that writes one line per notable event (every event with ``verbose``), or every
     event as a JSON object per line (``json_lines``)."""
 
-    def __init__(self, stream: TextIO | None = None, *, verbose: bool = False,
-                 json_lines: bool = False) -> None:
+    def __init__(
+        self, stream: TextIO | None = None, *, verbose: bool = False, json_lines: bool = False
+    ) -> None:
         self.stream = stream if stream is not None else sys.stderr
         self.verbose = verbose
         self.json_lines = json_lines
@@ -328,18 +345,31 @@ class LineLog:
 class LiveProgress:
     """A live terminal display (rich) of a run, fed by its events. Use it as a context manager."""
 
-    def __init__(self, console: Console | None = None, *, title: str = "", verbose: bool = False,
-                 log_lines: int = 5, clock: Callable[[], float] = time.monotonic,
-                 refresh_per_second: float = 4,
-                 transient: bool = True) -> None:
+    def __init__(
+        self,
+        console: Console | None = None,
+        *,
+        title: str = "",
+        verbose: bool = False,
+        log_lines: int = 5,
+        clock: Callable[[], float] = time.monotonic,
+        refresh_per_second: float = 4,
+        transient: bool = True,
+    ) -> None:
         self.console = console or Console(stderr=True)
         self.title = title
         self.verbose = verbose
         self.tally = Tally(clock)
         self.log: deque[str] = deque(maxlen=log_lines)
         self._lock = threading.Lock()
-        self._live = Live(self, console=self.console, refresh_per_second=refresh_per_second,
-                          transient=transient, redirect_stdout=False, redirect_stderr=False)
+        self._live = Live(
+            self,
+            console=self.console,
+            refresh_per_second=refresh_per_second,
+            transient=transient,
+            redirect_stdout=False,
+            redirect_stderr=False,
+        )
 
     def __enter__(self) -> LiveProgress:
         self._live.start()
@@ -377,13 +407,23 @@ class LiveProgress:
         head.add_column(no_wrap=True)
         head.add_column(width=30)
         head.add_column(no_wrap=True)
-        head.add_row(Text(self.title, style="bold"),
-                     ProgressBar(total=total, completed=finished, width=30),
-                     Text(f"{finished}/{t.jobs} {100 * finished / total:3.0f}%  "
-                          f"{_clock(t.elapsed)} elapsed · ETA {_clock(t.eta())}"))
+        head.add_row(
+            Text(self.title, style="bold"),
+            ProgressBar(total=total, completed=finished, width=30),
+            Text(
+                f"{finished}/{t.jobs} {100 * finished / total:3.0f}%  "
+                f"{_clock(t.elapsed)} elapsed · ETA {_clock(t.eta())}"
+            ),
+        )
         counts = Text()
-        for bucket, style in (("done", "green"), ("running", "cyan"), ("queued", "blue"), ("waiting", ""),
-                              ("failed", "red"), ("held", "magenta")):
+        for bucket, style in (
+            ("done", "green"),
+            ("running", "cyan"),
+            ("queued", "blue"),
+            ("waiting", ""),
+            ("failed", "red"),
+            ("held", "magenta"),
+        ):
             if bucket == "held" and not c["held"]:
                 continue
             counts.append(f"{bucket} ", style="dim")
@@ -395,15 +435,23 @@ class LiveProgress:
         stats = Text(
             (f"{rate * 60:.1f} jobs/min" if rate else "-- jobs/min")
             + f" · spent {_money(t.spent_usd)} · in flight {t.in_flight}/{limit}{http}"
-            + (f" · {t.retries} retries" if t.retries else ""), style="dim")
+            + (f" · {t.retries} retries" if t.retries else ""),
+            style="dim",
+        )
         parts: list[RenderableType] = [head, counts, stats]
         parts.extend(Text(line, style="dim", overflow="ellipsis", no_wrap=True) for line in self.log)
         return Group(*parts)
 
 
 @contextlib.contextmanager
-def progress_sink(*, live: bool = True, verbose: bool = False, json_log: bool = False, title: str = "",
-                  stream: TextIO | None = None) -> Iterator[EventSink]:
+def progress_sink(
+    *,
+    live: bool = True,
+    verbose: bool = False,
+    json_log: bool = False,
+    title: str = "",
+    stream: TextIO | None = None,
+) -> Iterator[EventSink]:
     """The sink a CLI run should use: JSON lines with ``json_log``; the live display when ``live`` and
     the stream (stderr) is a terminal; otherwise plain lines."""
     stream = stream if stream is not None else sys.stderr

@@ -117,8 +117,10 @@ def wall_seconds(store: S.Store, runs: list[dict[str, Any]]) -> float:
 _HISTORY = "FROM attempts a JOIN jobs j ON j.job_id = a.job_id WHERE j.in_manifest = 1"
 # A run span, as _run_span: from the first poll that saw it running (else its submit) to its finish.
 _SPAN_START = "coalesce(a.started_at, a.submitted_at)"
-_SPANS = (f"{_HISTORY} AND a.request_id IS NOT NULL AND {_SPAN_START} > 0 AND a.finished_at > 0 "
-          f"AND a.finished_at >= {_SPAN_START}")
+_SPANS = (
+    f"{_HISTORY} AND a.request_id IS NOT NULL AND {_SPAN_START} > 0 AND a.finished_at > 0 "
+    f"AND a.finished_at >= {_SPAN_START}"
+)
 
 
 def report_summary(store: S.Store) -> dict[str, Any]:
@@ -127,10 +129,13 @@ def report_summary(store: S.Store) -> dict[str, Any]:
     counts = store.counts()
     cost = conn.execute(f"SELECT coalesce(sum(a.cost_usd), 0) {_HISTORY}").fetchone()[0]
     estimate = conn.execute(
-        "SELECT coalesce(sum(estimate_usd), 0) FROM jobs WHERE in_manifest = 1").fetchone()[0]
+        "SELECT coalesce(sum(estimate_usd), 0) FROM jobs WHERE in_manifest = 1"
+    ).fetchone()[0]
     busy = conn.execute(f"SELECT coalesce(sum(a.finished_at - {_SPAN_START}), 0) {_SPANS}").fetchone()[0]
-    edges = conn.execute(f"SELECT t, step FROM (SELECT {_SPAN_START} AS t, 1 AS step {_SPANS} "
-                         f"UNION ALL SELECT a.finished_at, -1 {_SPANS}) ORDER BY t, step")
+    edges = conn.execute(
+        f"SELECT t, step FROM (SELECT {_SPAN_START} AS t, 1 AS step {_SPANS} "
+        f"UNION ALL SELECT a.finished_at, -1 {_SPANS}) ORDER BY t, step"
+    )
     runs = store.runs()
     started = min((r["started_at"] for r in runs), default=None)
     ended = max((r["finished_at"] or 0 for r in runs), default=None) or None
@@ -161,8 +166,16 @@ def report_header(manifest: Manifest, store: S.Store) -> dict[str, Any]:
     }
 
 
-_ATTEMPT_FIELDS = ("attempt_id", "request_id", "status", "remote_status", "cost_usd", "estimate_usd", "error",
-                   "resubmit_of_unknown")
+_ATTEMPT_FIELDS = (
+    "attempt_id",
+    "request_id",
+    "status",
+    "remote_status",
+    "cost_usd",
+    "estimate_usd",
+    "error",
+    "resubmit_of_unknown",
+)
 
 
 def job_entries(manifest: Manifest, store: S.Store) -> Iterator[dict[str, Any]]:
@@ -175,25 +188,51 @@ def job_entries(manifest: Manifest, store: S.Store) -> Iterator[dict[str, Any]]:
         "SELECT j.job_id, j.model, j.status, j.twin_of, j.estimate_usd, j.error, a.job_id, a.request_id, "
         "a.submitted_at, a.started_at, a.finished_at, a.cost_usd FROM jobs j "
         "LEFT JOIN attempts a ON a.attempt_id = j.attempt_id WHERE j.in_manifest = 1 "
-        "ORDER BY j.position, j.job_id")
-    history = _grouped(conn.execute(
-        "SELECT a.job_id, a.attempt_id, a.request_id, a.status, a.remote_status, a.cost_usd, a.estimate_usd, "
-        f"a.error, a.resubmit_of_unknown, a.submitted_at, a.finished_at {_HISTORY} "
-        "ORDER BY j.position, j.job_id, a.attempt_id"))
-    outputs = _grouped(conn.execute(
-        "SELECT o.job_id, o.path, o.bytes, o.sha256, o.url FROM outputs o "
-        "JOIN jobs j ON j.job_id = o.job_id AND o.attempt_id = j.attempt_id WHERE j.in_manifest = 1 "
-        "ORDER BY j.position, j.job_id, o.idx"))
-    for (job_id, model, status, twin_of, estimate, error, owner, request_id, submitted, started, finished,
-         cost) in rows:
+        "ORDER BY j.position, j.job_id"
+    )
+    history = _grouped(
+        conn.execute(
+            "SELECT a.job_id, a.attempt_id, a.request_id, a.status, a.remote_status, a.cost_usd, "
+            "a.estimate_usd, "
+            f"a.error, a.resubmit_of_unknown, a.submitted_at, a.finished_at {_HISTORY} "
+            "ORDER BY j.position, j.job_id, a.attempt_id"
+        )
+    )
+    outputs = _grouped(
+        conn.execute(
+            "SELECT o.job_id, o.path, o.bytes, o.sha256, o.url FROM outputs o "
+            "JOIN jobs j ON j.job_id = o.job_id AND o.attempt_id = j.attempt_id WHERE j.in_manifest = 1 "
+            "ORDER BY j.position, j.job_id, o.idx"
+        )
+    )
+    for (
+        job_id,
+        model,
+        status,
+        twin_of,
+        estimate,
+        error,
+        owner,
+        request_id,
+        submitted,
+        started,
+        finished,
+        cost,
+    ) in rows:
         job = jobs_by_id.get(job_id)
         attempts = [
             dict(zip(_ATTEMPT_FIELDS, (*a[1:7], json.loads(a[7]) if a[7] else None, a[8]), strict=True))
             | {"submitted_at": _iso(a[9]), "finished_at": _iso(a[10])}
             for a in history.take(job_id)
         ]
-        run_span = _run_span({"started_at": started, "submitted_at": submitted, "finished_at": finished,
-                              "request_id": request_id})
+        run_span = _run_span(
+            {
+                "started_at": started,
+                "submitted_at": submitted,
+                "finished_at": finished,
+                "request_id": request_id,
+            }
+        )
         yield {
             "id": job_id,
             "model": model,
@@ -210,8 +249,9 @@ def job_entries(manifest: Manifest, store: S.Store) -> Iterator[dict[str, Any]]:
             "run_s": round(run_span[1] - run_span[0], 3) if run_span else None,
             "estimate_usd": estimate,
             "cost_usd": cost,
-            "outputs": [{"path": o[1], "bytes": o[2], "sha256": o[3], "url": o[4]}
-                        for o in outputs.take(job_id)],
+            "outputs": [
+                {"path": o[1], "bytes": o[2], "sha256": o[3], "url": o[4]} for o in outputs.take(job_id)
+            ],
             "error": json.loads(error) if error else None,
             "attempts": attempts,
         }
@@ -243,9 +283,12 @@ def page_facts(store: S.Store) -> PageFacts:
     conn = store.conn
     statuses = tuple(sorted(store.counts()))
     models = tuple(
-        r[0] for r in conn.execute("SELECT DISTINCT model FROM jobs WHERE in_manifest = 1 ORDER BY 1"))
-    paths = conn.execute("SELECT o.path FROM outputs o JOIN jobs j ON j.job_id = o.job_id AND "
-                         "o.attempt_id = j.attempt_id WHERE j.in_manifest = 1")
+        r[0] for r in conn.execute("SELECT DISTINCT model FROM jobs WHERE in_manifest = 1 ORDER BY 1")
+    )
+    paths = conn.execute(
+        "SELECT o.path FROM outputs o JOIN jobs j ON j.job_id = o.job_id AND "
+        "o.attempt_id = j.attempt_id WHERE j.in_manifest = 1"
+    )
     videos = sum(is_video(path) for (path,) in paths)
     jobs = conn.execute("SELECT count(*) FROM jobs WHERE in_manifest = 1").fetchone()[0]
     return PageFacts(jobs, videos, statuses, models)
@@ -267,8 +310,21 @@ def _atomic(path: Path) -> Iterator[TextIO]:
             tmp.unlink()
 
 
-CSV_FIELDS = ("id", "model", "status", "request_id", "duration", "prompt", "estimate_usd", "cost_usd",
-              "submitted_at", "finished_at", "duration_s", "outputs", "error")
+CSV_FIELDS = (
+    "id",
+    "model",
+    "status",
+    "request_id",
+    "duration",
+    "prompt",
+    "estimate_usd",
+    "cost_usd",
+    "submitted_at",
+    "finished_at",
+    "duration_s",
+    "outputs",
+    "error",
+)
 
 
 def csv_row(job: Mapping[str, Any]) -> dict[str, Any]:
@@ -292,14 +348,16 @@ def report_paths(folder: Path) -> dict[str, Path]:
 
 def _reports_key(store: S.Store, manifest_sha256: str, output_dir: Path) -> str:
     """What the reports were written from: the journal's version, the manifest, and this runner."""
-    return ":".join((str(store.journal_version()), manifest_sha256, str(output_dir), reader_digest(),
-                     _report_code()))
+    return ":".join(
+        (str(store.journal_version()), manifest_sha256, str(output_dir), reader_digest(), _report_code())
+    )
 
 
 def reports_current(store: S.Store, manifest_sha256: str, output_dir: Path) -> bool:
     """Whether the reports on disk were written for this very journal, manifest and runner."""
-    return (store.get_meta(REPORTS_KEY) == _reports_key(store, manifest_sha256, output_dir)
-            and all(p.exists() for p in report_paths(output_dir).values()))
+    return store.get_meta(REPORTS_KEY) == _reports_key(store, manifest_sha256, output_dir) and all(
+        p.exists() for p in report_paths(output_dir).values()
+    )
 
 
 def write_reports(manifest: Manifest, store: S.Store, *, if_changed: bool = False) -> dict[str, Path]:
@@ -314,8 +372,11 @@ def write_reports(manifest: Manifest, store: S.Store, *, if_changed: bool = Fals
         return paths
     header = report_header(manifest, store)
     facts = page_facts(store)
-    with (_atomic(paths["json"]) as out_json, _atomic(paths["csv"]) as out_csv,
-          _atomic(paths["html"]) as out_html):
+    with (
+        _atomic(paths["json"]) as out_json,
+        _atomic(paths["csv"]) as out_csv,
+        _atomic(paths["html"]) as out_html,
+    ):
         head = json.dumps(header, indent=2, ensure_ascii=False)
         out_json.write(head[:-2] + ',\n  "jobs": [')  # the header without its closing brace
         rows = csv.DictWriter(out_csv, fieldnames=CSV_FIELDS)

@@ -187,9 +187,15 @@ JS = """
 """
 
 COLUMNS = (  # (header, sort key, numeric)
-    ("Job", "id", False), ("Status", "status", False), ("Model", "model", False),
-    ("Length", "length", True), ("Cost", "cost", True), ("Run time", "run", True),
-    ("Finished", "finished", False), ("Output", None, False), ("Prompt and parameters", None, False),
+    ("Job", "id", False),
+    ("Status", "status", False),
+    ("Model", "model", False),
+    ("Length", "length", True),
+    ("Cost", "cost", True),
+    ("Run time", "run", True),
+    ("Finished", "finished", False),
+    ("Output", None, False),
+    ("Prompt and parameters", None, False),
 )
 
 
@@ -236,14 +242,17 @@ def _media(job: Mapping[str, Any], inline_videos: bool) -> str:
         path = str(output["path"])
         lower = path.lower()
         if lower.endswith(VIDEO_SUFFIXES) and inline_videos:
-            parts.append(f'<video src="{_href(path)}" controls preload="metadata" playsinline '
-                         f'title="{_e(path)}"></video>')
+            parts.append(
+                f'<video src="{_href(path)}" controls preload="metadata" playsinline '
+                f'title="{_e(path)}"></video>'
+            )
         elif lower.endswith(VIDEO_SUFFIXES):
             parts.append(f'<div class="player" data-src="{_href(path)}"></div>')
         elif lower.endswith(IMAGE_SUFFIXES):
             parts.append(f'<img src="{_href(path)}" alt="{_e(path)}" loading="lazy">')
-        parts.append(f'<div class="sub"><a href="{_href(path)}">{_e(path)}</a> · '
-                     f'{output["bytes"]:,} bytes</div>')
+        parts.append(
+            f'<div class="sub"><a href="{_href(path)}">{_e(path)}</a> · {output["bytes"]:,} bytes</div>'
+        )
     return "".join(parts)
 
 
@@ -255,9 +264,13 @@ def _error(error: Mapping[str, Any] | None) -> str:
     for key, label in (("error_code", "error_code"), ("http_status", "HTTP")):
         if error.get(key) is not None:
             facts.append(f"{label} {_e(error[key])}")
-    extra = {k: v for k, v in error.items()
-             if k not in ("type", "message", "error_code", "http_status") and v is not None
-             and not (k == "error_message" and v == message)}
+    extra = {
+        k: v
+        for k, v in error.items()
+        if k not in ("type", "message", "error_code", "http_status")
+        and v is not None
+        and not (k == "error_message" and v == message)
+    }
     detail = f"<pre>{_e(json.dumps(extra, indent=2, ensure_ascii=False, default=str))}</pre>" if extra else ""
     return f'<div class="error">{" · ".join(facts)}<p>{_e(message)}</p>{detail}</div>'
 
@@ -271,14 +284,19 @@ def _attempts(attempts: Sequence[Mapping[str, Any]], open_: bool) -> str:
         why = error.get("message") or error.get("error_message") or ""
         remote = f" ({_e(a['remote_status'])})" if a.get("remote_status") else ""
         unknown = " · resubmit of an unknown submit" if a.get("resubmit_of_unknown") else ""
-        rows.append(f"<tr><td>{n}</td><td>{_e(a.get('request_id') or '—')}</td><td>{_e(a['status'])}{remote}"
-                    f"{unknown}</td><td>{_time(a.get('submitted_at'))}</td><td>{_time(a.get('finished_at'))}</td>"
-                    f"<td class=num>{_money(a.get('cost_usd'))}</td><td>{_e(why)}</td></tr>")
-    return (f"<details{' open' if open_ else ''}><summary>{len(attempts)} attempt(s)</summary>"
-            '<table class="attempts"><thead><tr><th>#</th><th>request id</th>'
-            "<th>status (last RunComfy status)</th>"
-            "<th>submitted</th><th>finished</th><th>cost</th><th>error</th></tr></thead><tbody>"
-            + "".join(rows) + "</tbody></table></details>")
+        rows.append(
+            f"<tr><td>{n}</td><td>{_e(a.get('request_id') or '—')}</td><td>{_e(a['status'])}{remote}"
+            f"{unknown}</td><td>{_time(a.get('submitted_at'))}</td><td>{_time(a.get('finished_at'))}</td>"
+            f"<td class=num>{_money(a.get('cost_usd'))}</td><td>{_e(why)}</td></tr>"
+        )
+    return (
+        f"<details{' open' if open_ else ''}><summary>{len(attempts)} attempt(s)</summary>"
+        '<table class="attempts"><thead><tr><th>#</th><th>request id</th>'
+        "<th>status (last RunComfy status)</th>"
+        "<th>submitted</th><th>finished</th><th>cost</th><th>error</th></tr></thead><tbody>"
+        + "".join(rows)
+        + "</tbody></table></details>"
+    )
 
 
 def _input_files(files: Sequence[Mapping[str, Any]]) -> str:
@@ -306,10 +324,16 @@ def _prompt(job: Mapping[str, Any]) -> str:
     if isinstance(beats, list) and beats:
         items = "".join(
             f"<li>{_e(b.get('prompt'))} <span class=sub>({_e(b.get('duration'))} s)</span></li>"
-            if isinstance(b, Mapping) else f"<li>{_e(b)}</li>" for b in beats)
+            if isinstance(b, Mapping)
+            else f"<li>{_e(b)}</li>"
+            for b in beats
+        )
         parts.append(f'<ol class="beats">{items}</ol>')
-    facts = [f"<div><dt>{_e(k)}</dt><dd>{_e(json.dumps(v) if isinstance(v, bool) else v)}</dd></div>"
-             for k in PARAMETERS if (v := params.get(k)) is not None]
+    facts = [
+        f"<div><dt>{_e(k)}</dt><dd>{_e(json.dumps(v) if isinstance(v, bool) else v)}</dd></div>"
+        for k in PARAMETERS
+        if (v := params.get(k)) is not None
+    ]
     facts.append(_input_files(job.get("input_files") or []))
     if job.get("twin_of"):
         facts.append(f"<div><dt>same request as</dt><dd>{_e(job['twin_of'])}</dd></div>")
@@ -322,28 +346,37 @@ def _row(job: Mapping[str, Any], inline_videos: bool, hidden: bool = False) -> s
     params = job.get("input") or {}
     length = params.get("duration")
     search = " ".join(str(x or "") for x in (job["id"], params.get("prompt"), job.get("request_id"))).lower()
-    data = {"id": job["id"], "status": status, "model": job["model"], "length": _num(params.get("duration")),
-            "cost": _num(job.get("cost_usd")), "run": _num(job.get("run_s")),
-            "finished": job.get("finished_at") or "", "search": search}
+    data = {
+        "id": job["id"],
+        "status": status,
+        "model": job["model"],
+        "length": _num(params.get("duration")),
+        "cost": _num(job.get("cost_usd")),
+        "run": _num(job.get("run_s")),
+        "finished": job.get("finished_at") or "",
+        "search": search,
+    }
     attrs = " ".join(f'data-{k}="{_e(v)}"' for k, v in data.items())
     trouble = status not in ("succeeded", "queued", "running", "collecting", "submitting", "pending")
     output = _media(job, inline_videos) + (_error(job.get("error")) if trouble else "")
     history = job.get("attempts") or []
     where = f"line {_e(job['line'])}" if job.get("line") else ""
     request = f"request {_e(job['request_id'])}" if job.get("request_id") else ""
-    return (f"<tr {attrs}{' hidden' if hidden else ''}>"
-            f'<td class="id">{_e(job["id"])}<div class="sub">{" · ".join(p for p in (where, request) if p)}'
-            "</div></td>"
-            f'<td><span class="badge s-{_e(status)}">{_e(status)}</span></td>'
-            f'<td class="model">{_model(str(job["model"]))}</td>'
-            f'<td class="num">{_e(length)}{" s" if length is not None else ""}</td>'
-            f'<td class="num">{_money(job.get("cost_usd"))}</td>'
-            f'<td class="num">{_seconds(job.get("run_s"))}</td>'
-            f"<td>{_time(job.get('finished_at'))}</td>"
-            f'<td class="media">{output}</td>'
-            f"<td>{_prompt(job)}{_attempts(history, open_=trouble) if trouble or len(history) > 1 else ''}"
-            "</td>"
-            "</tr>")
+    return (
+        f"<tr {attrs}{' hidden' if hidden else ''}>"
+        f'<td class="id">{_e(job["id"])}<div class="sub">{" · ".join(p for p in (where, request) if p)}'
+        "</div></td>"
+        f'<td><span class="badge s-{_e(status)}">{_e(status)}</span></td>'
+        f'<td class="model">{_model(str(job["model"]))}</td>'
+        f'<td class="num">{_e(length)}{" s" if length is not None else ""}</td>'
+        f'<td class="num">{_money(job.get("cost_usd"))}</td>'
+        f'<td class="num">{_seconds(job.get("run_s"))}</td>'
+        f"<td>{_time(job.get('finished_at'))}</td>"
+        f'<td class="media">{output}</td>'
+        f"<td>{_prompt(job)}{_attempts(history, open_=trouble) if trouble or len(history) > 1 else ''}"
+        "</td>"
+        "</tr>"
+    )
 
 
 def _cards(report: Mapping[str, Any]) -> str:
@@ -357,8 +390,10 @@ def _cards(report: Mapping[str, Any]) -> str:
         (str(s["needs_attention"]), "need attention"),
         (_money(s["cost_usd"]), f"charged (estimate {_money(s['estimate_usd'])})"),
         (_seconds(s["wall_seconds"]), f"wall time over {s.get('runs', 1)} run(s)"),
-        (f"{100 * efficiency:.0f}%" if isinstance(efficiency, int | float) else "—",
-         f"slot efficiency (peak {s.get('peak_running', 0)} running)"),
+        (
+            f"{100 * efficiency:.0f}%" if isinstance(efficiency, int | float) else "—",
+            f"slot efficiency (peak {s.get('peak_running', 0)} running)",
+        ),
     ]
     return "".join(f'<div class="card"><b>{_e(v)}</b><span>{_e(label)}</span></div>' for v, label in cards)
 
@@ -379,8 +414,12 @@ class PageFacts:
     @classmethod
     def of(cls, jobs: Sequence[Mapping[str, Any]]) -> PageFacts:
         videos = sum(is_video(str(o["path"])) for j in jobs for o in j.get("outputs") or [])
-        return cls(len(jobs), videos, tuple(sorted({j["status"] for j in jobs})),
-                   tuple(sorted({j["model"] for j in jobs})))
+        return cls(
+            len(jobs),
+            videos,
+            tuple(sorted({j["status"] for j in jobs})),
+            tuple(sorted({j["model"] for j in jobs})),
+        )
 
 
 def render_html(report: Mapping[str, Any]) -> str:
@@ -390,23 +429,36 @@ def render_html(report: Mapping[str, Any]) -> str:
     return "".join(parts)
 
 
-def write_html(write: Callable[[str], Any], report: Mapping[str, Any], facts: PageFacts,
-               jobs: Iterable[Mapping[str, Any]]) -> None:
+def write_html(
+    write: Callable[[str], Any],
+    report: Mapping[str, Any],
+    facts: PageFacts,
+    jobs: Iterable[Mapping[str, Any]],
+) -> None:
     """Write the page piece by piece: ``report`` needs its header fields and summary only; the rows
     come from ``jobs`` one at a time, so a report of 100,000 jobs never sits in memory whole."""
     summary = report["summary"]
     inline_videos = facts.videos <= INLINE_VIDEO_LIMIT
-    chips = "".join(f'<button type="button" class="chip" data-status="{_e(s)}" aria-pressed="false">'
-                    f'{_e(s)} <b>{_e(n)}</b></button>' for s, n in sorted(summary["counts"].items()))
+    chips = "".join(
+        f'<button type="button" class="chip" data-status="{_e(s)}" aria-pressed="false">'
+        f"{_e(s)} <b>{_e(n)}</b></button>"
+        for s, n in sorted(summary["counts"].items())
+    )
     status_options = "".join(f'<option value="{_e(s)}">{_e(s)}</option>' for s in facts.statuses)
     model_options = "".join(f'<option value="{_e(m)}">{_e(m)}</option>' for m in facts.models)
     heads = "".join(
         f'<th data-key="{key}" data-type="{"num" if numeric else "text"}"><button type="button">{_e(title)}'
-        f"</button></th>" if key else f"<th>{_e(title)}</th>" for title, key, numeric in COLUMNS)
+        f"</button></th>"
+        if key
+        else f"<th>{_e(title)}</th>"
+        for title, key, numeric in COLUMNS
+    )
     script = JS.replace("__PAGE__", str(PAGE_ROWS))
     script_hash = base64.b64encode(hashlib.sha256(script.encode()).digest()).decode()
-    csp = (f"default-src 'none'; style-src 'unsafe-inline'; script-src 'sha256-{script_hash}'; "
-           "media-src 'self' file:; img-src 'self' file: data:")
+    csp = (
+        f"default-src 'none'; style-src 'unsafe-inline'; script-src 'sha256-{script_hash}'; "
+        "media-src 'self' file:; img-src 'self' file: data:"
+    )
     name = _e(report["name"])
     write(f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">

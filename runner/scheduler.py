@@ -117,9 +117,18 @@ PROBE_GAP = 0.02  # seconds between probes asked for early by the slow start
 class Runner:
     """Runs one manifest against one state file through one API client."""
 
-    def __init__(self, manifest: Manifest, store: S.Store, client: RunComfyClient, prices: PriceTable,
-                 settings: RunSettings, *, defaults_for: Callable[[str], Mapping[str, Any]] | None = None,
-                 on_event: EventSink | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        manifest: Manifest,
+        store: S.Store,
+        client: RunComfyClient,
+        prices: PriceTable,
+        settings: RunSettings,
+        *,
+        defaults_for: Callable[[str], Mapping[str, Any]] | None = None,
+        on_event: EventSink | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.manifest = manifest
         self.store = store
         self.client = client
@@ -217,8 +226,9 @@ class Runner:
 
     def _check_outputs(self) -> None:
         """Finished jobs whose files are missing or changed go back to collecting (or expire)."""
-        for job_id in damaged_outputs(self.store, self.manifest.output_dir,
-                                      verify_hashes=self.settings.verify_hashes):
+        for job_id in damaged_outputs(
+            self.store, self.manifest.output_dir, verify_hashes=self.settings.verify_hashes
+        ):
             self.store.set_status(job_id, S.COLLECTING)
             self.emit("refetch", job_id=job_id)
 
@@ -228,13 +238,16 @@ class Runner:
             return
         remaining = [self.estimate(self.jobs[j]) for j in self.to_submit]
         if any(e is None for e in remaining) and not self.settings.budget_partial:
-            raise BudgetExceeded("a budget is set but some models have no known price; "
-                                 "add them to a --prices file or run with --budget-partial")
+            raise BudgetExceeded(
+                "a budget is set but some models have no known price; "
+                "add them to a --prices file or run with --budget-partial"
+            )
         total = self.committed_usd + sum(e or 0.0 for e in remaining)
         if total > budget + 1e-9 and not self.settings.budget_partial:
             raise BudgetExceeded(
                 f"the estimate for this run is ${total:.2f} (${self.committed_usd:.2f} already committed), "
-                f"over the budget of ${budget:.2f}; raise --budget or run with --budget-partial")
+                f"over the budget of ${budget:.2f}; raise --budget or run with --budget-partial"
+            )
 
     # -- running --------------------------------------------------------------------------------
     async def run(self) -> RunResult:
@@ -243,11 +256,18 @@ class Runner:
         self.prepare()
         await self._refresh_prices()
         # Enough for a progress display to place every job before the first job event arrives.
-        self.emit("start", jobs=len(self.manifest.jobs), to_submit=len(self.to_submit),
-                  reattached=len(self.live), collecting=len(self.collecting),
-                  waiting=len(self.to_submit) + sum(len(f) for f in self.followers.values()),
-                  counts=self.store.counts(), spent_usd=spent(self.store),
-                  http=self.settings.http_concurrency, max_in_flight=self.settings.max_in_flight)
+        self.emit(
+            "start",
+            jobs=len(self.manifest.jobs),
+            to_submit=len(self.to_submit),
+            reattached=len(self.live),
+            collecting=len(self.collecting),
+            waiting=len(self.to_submit) + sum(len(f) for f in self.followers.values()),
+            counts=self.store.counts(),
+            spent_usd=spent(self.store),
+            http=self.settings.http_concurrency,
+            max_in_flight=self.settings.max_in_flight,
+        )
         interrupted = False
         try:
             # The signal receiver lives outside the work's task group: the first signal cancels the
@@ -297,13 +317,18 @@ class Runner:
                     # still on the wire stays 'submitting' and is reported unknown on the next run.
                     self.store.flush()
                     self.emit("stopping", reason="interrupted again: stopped at once")
-                    sys.stderr.write("runcomfy-batch: stopped at once; run the same command again to resume "
-                                     "(submits that were on the wire become unknown)\n")
+                    sys.stderr.write(
+                        "runcomfy-batch: stopped at once; run the same command again to resume "
+                        "(submits that were on the wire become unknown)\n"
+                    )
                     sys.stderr.flush()
                     os._exit(EXIT_INTERRUPTED)
                 self.stop_reason = "signal"
-                self.emit("stopping", reason="interrupted: finishing in-flight submits, then stopping "
-                          "(Ctrl-C again to stop at once)")
+                self.emit(
+                    "stopping",
+                    reason="interrupted: finishing in-flight submits, then stopping "
+                    "(Ctrl-C again to stop at once)",
+                )
                 self._tg.cancel_scope.cancel()
 
     # -- submitting -----------------------------------------------------------------------------
@@ -357,8 +382,14 @@ class Runner:
         job = live.job
         live.resubmit = job.id in self._unknown
         input_json = json.dumps(job.input, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-        live.attempt_id = self.store.record_intent(job.id, job.fingerprint, job.model, input_json,
-                                                   self.estimate(job), resubmit_of_unknown=live.resubmit)
+        live.attempt_id = self.store.record_intent(
+            job.id,
+            job.fingerprint,
+            job.model,
+            input_json,
+            self.estimate(job),
+            resubmit_of_unknown=live.resubmit,
+        )
 
     async def _commit_soon(self) -> None:
         """Commit what is journaled, sharing the commit with every task that journals in this same
@@ -397,8 +428,12 @@ class Runner:
         except anyio.get_cancelled_exc_class():
             if live.attempt_id and live.request_id is None:
                 # Stopped while waiting to retry a submit that was not taken (429, refused): not sent.
-                self.store.record_error(job.id, live.attempt_id, "not_sent", {
-                    "type": "Stopped", "message": "the run stopped before this submit could be retried"})
+                self.store.record_error(
+                    job.id,
+                    live.attempt_id,
+                    "not_sent",
+                    {"type": "Stopped", "message": "the run stopped before this submit could be retried"},
+                )
                 self.store.set_status(job.id, S.UNKNOWN if live.resubmit else S.PENDING)
             if live.request_id is None:
                 self._drop(live, refund=True)
@@ -510,8 +545,9 @@ class Runner:
             if answer is not None:
                 self.prices = self.prices.refreshed(model, answer)
                 self._estimates.clear()
-                self.emit("price", model=model, usd=answer.get("base_price_usd"),
-                          unit=answer.get("price_unit"))
+                self.emit(
+                    "price", model=model, usd=answer.get("base_price_usd"), unit=answer.get("price_unit")
+                )
 
     def _schedule(self, live: Live, when: float) -> None:
         # A little jitter keeps polls of jobs submitted together from arriving together.
@@ -567,8 +603,15 @@ class Runner:
         except RequestNotFound as exc:
             # RunComfy gave us this request id, so a 404 means it expired (e.g. it finished long before
             # this run came back to collect it): the job needs a new run, like expired outputs.
-            self._finish(live, S.EXPIRED, error={**exc.as_record(), "message":
-                         "RunComfy no longer knows this request (its results expired); run the job again"})
+            self._finish(
+                live,
+                S.EXPIRED,
+                error={
+                    **exc.as_record(),
+                    "message": "RunComfy no longer knows this request (its results expired); "
+                    "run the job again",
+                },
+            )
             return
         except ApiError as exc:
             live.polling = False
@@ -590,8 +633,9 @@ class Runner:
             self.emit("unknown_status", job_id=job.id, status=remote.status)
         status = S.QUEUED if remote.status == "in_queue" else S.RUNNING
         if status != live.status or remote.status != live.remote_status:
-            self.store.record_remote(job.id, live.attempt_id, status, remote.status,
-                                     started=status == S.RUNNING)
+            self.store.record_remote(
+                job.id, live.attempt_id, status, remote.status, started=status == S.RUNNING
+            )
             if status != live.status:
                 self.emit(status, job_id=job.id)
             live.status, live.remote_status = status, remote.status
@@ -605,8 +649,11 @@ class Runner:
         waited = now - live.track.submitted_at
         if self.settings.job_timeout is not None and waited > self.settings.job_timeout:
             return True
-        return (self.settings.queue_timeout is not None and live.status == S.QUEUED
-                and waited > self.settings.queue_timeout)
+        return (
+            self.settings.queue_timeout is not None
+            and live.status == S.QUEUED
+            and waited > self.settings.queue_timeout
+        )
 
     async def _time_out(self, live: Live) -> None:
         outcome = "not asked"
@@ -615,18 +662,32 @@ class Runner:
                 outcome = await self.client.cancel(live.request_id or "")
             except ApiError as exc:
                 outcome = f"cancel failed: {exc}"
-        self._finish(live, S.FAILED, error={
-            "type": "Timeout", "message": f"job deadline passed while {live.status} (cancel: {outcome})"})
+        self._finish(
+            live,
+            S.FAILED,
+            error={
+                "type": "Timeout",
+                "message": f"job deadline passed while {live.status} (cancel: {outcome})",
+            },
+        )
 
     def _landed(self, live: Live, remote: RemoteState, now: float) -> None:
         job = live.job
         if remote.succeeded:
             if not remote.outputs:
-                self._finish(live, S.FAILED, remote,
-                             error={"type": "NoOutput", "message": "result has no outputs"})
+                self._finish(
+                    live, S.FAILED, remote, error={"type": "NoOutput", "message": "result has no outputs"}
+                )
                 return
-            self.store.record_remote(job.id, live.attempt_id, S.COLLECTING, remote.status, finished=True,
-                                     cost=remote.cost_usd, outputs=remote.outputs)
+            self.store.record_remote(
+                job.id,
+                live.attempt_id,
+                S.COLLECTING,
+                remote.status,
+                finished=True,
+                cost=remote.cost_usd,
+                outputs=remote.outputs,
+            )
             self._settle_cost(job, remote.cost_usd)
             self.emit("completed", job_id=job.id, cost_usd=remote.cost_usd)
             self.pacer.on_finished(live.track, now, remote.created_at, remote.finished_at)
@@ -636,8 +697,9 @@ class Runner:
             self._wake()
             return
         if remote.status == "cancelled":
-            self._finish(live, S.CANCELLED, remote,
-                         error={"type": "Cancelled", "message": "cancelled at RunComfy"})
+            self._finish(
+                live, S.CANCELLED, remote, error={"type": "Cancelled", "message": "cancelled at RunComfy"}
+            )
             return
         error = dict(remote.error or {"error_message": "RunComfy reported the job failed"})
         error.setdefault("type", "RemoteFailure")
@@ -649,15 +711,20 @@ class Runner:
             self.to_submit.append(job.id)
             self.emit("resubmit", job_id=job.id, attempt=self.resubmits[job.id])
 
-    def _finish(self, live: Live, status: str, remote: RemoteState | None = None, *,
-                error: Mapping[str, Any]) -> None:
+    def _finish(
+        self, live: Live, status: str, remote: RemoteState | None = None, *, error: Mapping[str, Any]
+    ) -> None:
         cost = remote.cost_usd if remote is not None else None
         if remote is not None and remote.status == "cancelled":
             cost = 0.0 if cost is None else cost
         self.store.record_error(live.job.id, live.attempt_id, status, error, cost=cost)
         self._settle_cost(live.job, cost)
-        self.pacer.on_finished(live.track, self.clock(), remote.created_at if remote else None,
-                               remote.finished_at if remote else None)
+        self.pacer.on_finished(
+            live.track,
+            self.clock(),
+            remote.created_at if remote else None,
+            remote.finished_at if remote else None,
+        )
         self.live.pop(live.job.id, None)
         self._fail_followers(live.job.id, status, error)
         self.emit(status, job_id=live.job.id, error=error.get("message"), cost_usd=cost)
@@ -676,7 +743,9 @@ class Runner:
     async def _collect(self, job_id: str) -> None:
         attempt = self.store.conn.execute(
             "SELECT a.attempt_id, a.outputs_json FROM jobs j JOIN attempts a ON a.attempt_id=j.attempt_id "
-            "WHERE j.job_id=?", (job_id,)).fetchone()
+            "WHERE j.job_id=?",
+            (job_id,),
+        ).fetchone()
         if attempt is None or not attempt[1]:
             self.collecting.discard(job_id)
             self.store.set_status(job_id, S.FAILED, {"type": "NoOutput", "message": "no outputs recorded"})
@@ -688,15 +757,28 @@ class Runner:
             # Downloads are bounded by the collectors, not the API's limiter: a long one must not hold
             # a slot that polls and submits need (and the API's 429s say nothing about the file host).
             for idx, (url, name) in enumerate(zip(urls, file_names(urls), strict=True)):
-                got = await download(self.client.http, url, folder / name, self.settings.download,
-                                     on_retry=self.on_retry, fsync=self._fsync)
+                got = await download(
+                    self.client.http,
+                    url,
+                    folder / name,
+                    self.settings.download,
+                    on_retry=self.on_retry,
+                    fsync=self._fsync,
+                )
                 rel = got.path.relative_to(self.manifest.output_dir).as_posix()
-                self.store.record_output(job_id, attempt_id, idx, url, rel, got.size, got.sha256,
-                                         got.mtime_ns)
+                self.store.record_output(
+                    job_id, attempt_id, idx, url, rel, got.size, got.sha256, got.mtime_ns
+                )
         except RequestNotFound as exc:
-            self.store.record_expired(job_id, attempt_id, {
-                **exc.as_record(),
-                "message": "the outputs expired at RunComfy before they were downloaded; run the job again"})
+            self.store.record_expired(
+                job_id,
+                attempt_id,
+                {
+                    **exc.as_record(),
+                    "message": "the outputs expired at RunComfy before they were downloaded; "
+                    "run the job again",
+                },
+            )
             self.emit("expired", job_id=job_id)
             self._fail_followers(job_id, S.EXPIRED, {"message": "outputs expired"})
         except OutputHostRefused as exc:
@@ -720,7 +802,8 @@ class Runner:
         if not followers:
             return
         attempt_id = self.store.conn.execute(
-            "SELECT attempt_id FROM jobs WHERE job_id=?", (leader,)).fetchone()[0]
+            "SELECT attempt_id FROM jobs WHERE job_id=?", (leader,)
+        ).fetchone()[0]
         files = self.store.outputs_of(leader, attempt_id)
         for follower in followers:
             for output in files:
@@ -731,15 +814,26 @@ class Runner:
                 shutil.copyfile(source, part)
                 os.replace(part, target)
                 rel = target.relative_to(self.manifest.output_dir).as_posix()
-                self.store.record_output(follower, attempt_id, output.idx, output.url, rel, output.bytes,
-                                         output.sha256, target.stat().st_mtime_ns)
+                self.store.record_output(
+                    follower,
+                    attempt_id,
+                    output.idx,
+                    output.url,
+                    rel,
+                    output.bytes,
+                    output.sha256,
+                    target.stat().st_mtime_ns,
+                )
             self.store.adopt_attempt(follower, attempt_id, S.SUCCEEDED)
             self.emit("succeeded", job_id=follower, twin_of=leader)
 
     def _fail_followers(self, leader: str, status: str, error: Mapping[str, Any]) -> None:
         for follower in self.followers.pop(leader, []):
-            self.store.set_status(follower, status, {**error, "message": f"same request as {leader}: "
-                                                     f"{error.get('message', status)}"})
+            self.store.set_status(
+                follower,
+                status,
+                {**error, "message": f"same request as {leader}: {error.get('message', status)}"},
+            )
             self.emit(status, job_id=follower, twin_of=leader, error=error.get("message"))
 
     # -- the end --------------------------------------------------------------------------------
@@ -747,9 +841,15 @@ class Runner:
         counts = self.store.counts()
         cost = spent(self.store)
         if interrupted:
-            return RunResult(counts, EXIT_INTERRUPTED,
-                             "interrupted; run the same command again to resume "
-                             "(submitted jobs are re-attached, none is paid twice)", cost, wall, "signal")
+            return RunResult(
+                counts,
+                EXIT_INTERRUPTED,
+                "interrupted; run the same command again to resume "
+                "(submitted jobs are re-attached, none is paid twice)",
+                cost,
+                wall,
+                "signal",
+            )
         if self.fatal is not None:
             return RunResult(counts, EXIT_AUTH, str(self.fatal), cost, wall, "auth")
         if self.balance_hit is not None:
@@ -759,8 +859,11 @@ class Runner:
 
 def runs_now(status: str, settings: RunSettings) -> bool:
     """Whether a job at rest in ``status`` is (re)submitted by a run with these settings."""
-    return (status in (S.PENDING, S.HELD) or (status == S.UNKNOWN and settings.resubmit_unknown)
-            or (status in (S.FAILED, S.CANCELLED, S.EXPIRED) and settings.retry_failed))
+    return (
+        status in (S.PENDING, S.HELD)
+        or (status == S.UNKNOWN and settings.resubmit_unknown)
+        or (status in (S.FAILED, S.CANCELLED, S.EXPIRED) and settings.retry_failed)
+    )
 
 
 def outcome(counts: Mapping[str, int]) -> tuple[int, str]:
@@ -788,7 +891,9 @@ def committed_spend(store: S.Store) -> float:
     attempt that may have reached RunComfy (submitted, in flight or unknown)."""
     row = store.conn.execute(
         "SELECT coalesce(sum(coalesce(cost_usd, estimate_usd, 0)), 0) FROM attempts "
-        "WHERE request_id IS NOT NULL OR status IN (?, ?)", (S.UNKNOWN, S.SUBMITTING)).fetchone()
+        "WHERE request_id IS NOT NULL OR status IN (?, ?)",
+        (S.UNKNOWN, S.SUBMITTING),
+    ).fetchone()
     return float(row[0])
 
 

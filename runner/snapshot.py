@@ -55,8 +55,15 @@ class Snapshot:
     def of(cls, manifest: Manifest) -> Snapshot | None:
         if manifest.source is None:
             return None
-        return cls(str(manifest.path), manifest.source.sha256, manifest.source.local_files, reader_digest(),
-                   manifest.name, str(manifest.output_dir), len(manifest.jobs))
+        return cls(
+            str(manifest.path),
+            manifest.source.sha256,
+            manifest.source.local_files,
+            reader_digest(),
+            manifest.name,
+            str(manifest.output_dir),
+            len(manifest.jobs),
+        )
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), separators=(",", ":"))

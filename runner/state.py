@@ -441,19 +441,26 @@ class Store:
 
     def outputs_of(self, job_id: str, attempt_id: int) -> list[OutputRow]:
         """The files a job holds from one attempt, in order (a primary-key lookup)."""
-        return [OutputRow(*r) for r in self.conn.execute(
-            "SELECT attempt_id, idx, job_id, url, path, bytes, sha256, mtime_ns FROM outputs "
-            "WHERE job_id = ? AND attempt_id = ? ORDER BY idx", (job_id, attempt_id))]
+        return [
+            OutputRow(*r)
+            for r in self.conn.execute(
+                "SELECT attempt_id, idx, job_id, url, path, bytes, sha256, mtime_ns FROM outputs "
+                "WHERE job_id = ? AND attempt_id = ? ORDER BY idx",
+                (job_id, attempt_id),
+            )
+        ]
 
     def succeeded_outputs(self) -> Iterator[tuple[str, str | None, int | None, int | None, str | None]]:
         """``(job_id, path, bytes, mtime_ns, sha256)`` for each file of each succeeded job of the manifest
         (one row with ``path`` None for a succeeded job that has no file recorded), read as it goes."""
-        return iter(self.conn.execute(
-            "SELECT j.job_id, o.path, o.bytes, o.mtime_ns, o.sha256 FROM jobs j LEFT JOIN outputs o "
-            "ON o.job_id = j.job_id AND o.attempt_id = j.attempt_id "
-            "WHERE j.in_manifest = 1 AND j.status = ? AND j.attempt_id IS NOT NULL",
-            (SUCCEEDED,),
-        ))
+        return iter(
+            self.conn.execute(
+                "SELECT j.job_id, o.path, o.bytes, o.mtime_ns, o.sha256 FROM jobs j LEFT JOIN outputs o "
+                "ON o.job_id = j.job_id AND o.attempt_id = j.attempt_id "
+                "WHERE j.in_manifest = 1 AND j.status = ? AND j.attempt_id IS NOT NULL",
+                (SUCCEEDED,),
+            )
+        )
 
     def attempt_input(self, attempt_id: int) -> dict[str, Any] | None:
         row = self.conn.execute(
@@ -474,8 +481,14 @@ class Store:
         out = []
         for job_id, status, request_id, error in rows:
             why = json.loads(error) if error else {}
-            out.append({"id": job_id, "status": status, "request_id": request_id,
-                        "error": why.get("message") or why.get("error_message")})
+            out.append(
+                {
+                    "id": job_id,
+                    "status": status,
+                    "request_id": request_id,
+                    "error": why.get("message") or why.get("error_message"),
+                }
+            )
         return out
 
     def counts(self) -> dict[str, int]:

@@ -37,14 +37,22 @@ _LINE_BREAKING = re.compile(r"[\x00-\x1f\x7f\x85\u2028\u2029]")  # what would sp
 _LONG_QUOTED = re.compile(r"'[^']{100,}'|\"[^\"]{100,}\"")
 _PATH_PART = re.compile(r"\[(\d+)\]|\.?([^.\[\]]+)")
 _TYPE_WORDS = {
-    "object": "a mapping", "array": "a list", "string": "text", "integer": "a whole number",
-    "number": "a number", "boolean": "true or false", "null": "null",
+    "object": "a mapping",
+    "array": "a list",
+    "string": "text",
+    "integer": "a whole number",
+    "number": "a number",
+    "boolean": "true or false",
+    "null": "null",
 }
 
 _TYPE_CHECKS = {
-    "null": lambda v: v is None, "boolean": lambda v: isinstance(v, bool),
-    "integer": lambda v: isinstance(v, int), "number": lambda v: isinstance(v, float),
-    "string": lambda v: isinstance(v, str), "array": lambda v: isinstance(v, list),
+    "null": lambda v: v is None,
+    "boolean": lambda v: isinstance(v, bool),
+    "integer": lambda v: isinstance(v, int),
+    "number": lambda v: isinstance(v, float),
+    "string": lambda v: isinstance(v, str),
+    "array": lambda v: isinstance(v, list),
     "object": lambda v: isinstance(v, dict),
 }
 
@@ -106,14 +114,22 @@ class ProblemLog:
     def __bool__(self) -> bool:
         return bool(self._entries)
 
-    def add(self, message: str, *, line: int | None = None, job_id: str | None = None,
-            field: str | None = None, covers_value: bool = False) -> None:
+    def add(
+        self,
+        message: str,
+        *,
+        line: int | None = None,
+        job_id: str | None = None,
+        field: str | None = None,
+        covers_value: bool = False,
+    ) -> None:
         if (line, field or None) in self._covered:
             return
         if covers_value:
             self._covered.add((line, field or None))
-        self._entries.append(_Entry(line, one_line(message), job_id, one_line(field) if field else None,
-                                    len(self._entries)))
+        self._entries.append(
+            _Entry(line, one_line(message), job_id, one_line(field) if field else None, len(self._entries))
+        )
 
     def at(self, path: DocPath, message: str, *, line: int | None = None, covers_value: bool = False) -> None:
         """A problem with the value at ``path`` in the document (``("jobs", 3, "input", "duration")``)."""
@@ -122,15 +138,29 @@ class ProblemLog:
             line = self.doc.line_at(path)
         self.add(message, line=line, job_id=job_id, field=shown_path, covers_value=covers_value)
 
-    def grouped(self, key: tuple[Any, ...], message: str, *, line: int | None, job_id: str | None,
-                field: str, scope: str) -> None:
+    def grouped(
+        self,
+        key: tuple[Any, ...],
+        message: str,
+        *,
+        line: int | None,
+        job_id: str | None,
+        field: str,
+        scope: str,
+    ) -> None:
         """One problem however many jobs repeat it; ``job_id`` is one of those jobs."""
         if (line, field) in self._covered:
             return
         entry = self._groups.get(key)
         if entry is None:
-            entry = _Entry(line, one_line(message), None if scope == "defaults" else job_id, one_line(field),
-                           len(self._entries), scope=scope)
+            entry = _Entry(
+                line,
+                one_line(message),
+                None if scope == "defaults" else job_id,
+                one_line(field),
+                len(self._entries),
+                scope=scope,
+            )
             self._groups[key] = entry
             self._entries.append(entry)
         if job_id is not None:
@@ -151,8 +181,15 @@ class ProblemLog:
         """The problems, in file order, at most :data:`MAX_PROBLEMS_SHOWN` and a line saying how many more."""
         out: list[Problem] = []
         for entry in sorted(self._entries, key=lambda e: (e.line or 0, e.order)):
-            out.append(Problem(self.file, entry.line, entry.message + self._scope(entry, total_jobs),
-                               entry.job_id, entry.field))
+            out.append(
+                Problem(
+                    self.file,
+                    entry.line,
+                    entry.message + self._scope(entry, total_jobs),
+                    entry.job_id,
+                    entry.field,
+                )
+            )
         if len(out) > MAX_PROBLEMS_SHOWN:
             rest = len(out) - MAX_PROBLEMS_SHOWN
             out = out[:MAX_PROBLEMS_SHOWN] + [Problem(self.file, None, f"… and {rest:,} more problems")]
@@ -254,9 +291,9 @@ def _shorten(message: str, limit: int = 300) -> str:
 class InputSource:
     """Where the parts of one job's input were written, to put each problem on its line."""
 
-    index: int                       # the job's position in the manifest's `jobs` list
-    defaults: Mapping[str, Any]      # defaults.input
-    own: Mapping[str, Any]           # the job's `input`
+    index: int  # the job's position in the manifest's `jobs` list
+    defaults: Mapping[str, Any]  # defaults.input
+    own: Mapping[str, Any]  # the job's `input`
     matrix_keys: tuple[str, ...] = ()
     matrix_pick: tuple[int, ...] = ()  # which value of each matrix field this combination took
 
@@ -296,8 +333,14 @@ class InputChecker:
             return False
         return not _needs_extra_checks(spec, input) or not spec.check_input(input)
 
-    def explain(self, job_id: str, spec: ModelSpec, input: dict[str, Any], source: InputSource,
-                file_problems: Sequence[tuple[DocPath, str]] = ()) -> bool:
+    def explain(
+        self,
+        job_id: str,
+        spec: ModelSpec,
+        input: dict[str, Any],
+        source: InputSource,
+        file_problems: Sequence[tuple[DocPath, str]] = (),
+    ) -> bool:
         """Log every problem with one job's input (and its local files); whether it has none."""
         found = [(path, message) for path, message in file_problems]
         failed_files = {path for path, _ in file_problems}
@@ -314,11 +357,23 @@ class InputChecker:
         line = self.log.doc.line_at(doc_path) if self.log.doc is not None else None
         shown = format_path(["input", *path])
         if where == "defaults":
-            self.log.grouped(("defaults", line, shown, message), message, line=line, job_id=job_id,
-                             field="defaults." + shown, scope="defaults")
+            self.log.grouped(
+                ("defaults", line, shown, message),
+                message,
+                line=line,
+                job_id=job_id,
+                field="defaults." + shown,
+                scope="defaults",
+            )
         else:
-            self.log.grouped(("job", source.index, line, shown, message), message, line=line, job_id=job_id,
-                             field=shown, scope="matrix")
+            self.log.grouped(
+                ("job", source.index, line, shown, message),
+                message,
+                line=line,
+                job_id=job_id,
+                field=shown,
+                scope="matrix",
+            )
 
 
 def _needs_extra_checks(spec: ModelSpec, input: dict[str, Any]) -> bool:

@@ -105,8 +105,9 @@ class _Abort(Exception):
 class _Frame:
     __slots__ = ("container", "lines", "key", "key_line", "where", "start", "merges", "anchor", "is_map")
 
-    def __init__(self, container: dict[str, Any] | list[Any], where: str | int | None, anchor: str | None,
-                 start: int) -> None:
+    def __init__(
+        self, container: dict[str, Any] | list[Any], where: str | int | None, anchor: str | None, start: int
+    ) -> None:
         self.container = container
         self.is_map = isinstance(container, dict)
         self.lines: list[int] = []
@@ -140,8 +141,11 @@ def parse_yaml(text: str, max_values: int = MAX_VALUES) -> Document:
         character = getattr(error, "character", None)
         if isinstance(character, str) and character:
             character = ord(character[0])
-        what = (f"character U+{character:04X} is not allowed" if isinstance(character, int)
-                else str(error).splitlines()[0])
+        what = (
+            f"character U+{character:04X} is not allowed"
+            if isinstance(character, int)
+            else str(error).splitlines()[0]
+        )
         doc.problems.append(SourceProblem(line, f"YAML syntax error: {what}"))
         doc.fatal, doc.data = True, None
     return doc
@@ -200,8 +204,13 @@ class _Builder:
             if kind is ScalarEvent:
                 written += 1
                 if written > max_values:
-                    raise _Abort(SourceProblem(ev.start_mark.line + 1, f"the manifest holds more than "
-                                               f"{max_values:,} values: split it, or use matrices"), True)
+                    raise _Abort(
+                        SourceProblem(
+                            ev.start_mark.line + 1,
+                            f"the manifest holds more than {max_values:,} values: split it, or use matrices",
+                        ),
+                        True,
+                    )
                 if is_map and key is no_key:  # a key, as written: `5:` is the key "5"
                     key, key_line = ev.value, ev.start_mark.line + 1
                     if ev.tag is not None or ev.anchor is not None or key == "<<":
@@ -241,8 +250,12 @@ class _Builder:
                 continue
             elif kind is DocumentStartEvent:
                 if not doc.empty:
-                    raise _Abort(SourceProblem(ev.start_mark.line + 1, "a manifest is one YAML document; "
-                                               "found a second one (---)"))
+                    raise _Abort(
+                        SourceProblem(
+                            ev.start_mark.line + 1,
+                            "a manifest is one YAML document; found a second one (---)",
+                        )
+                    )
                 doc.empty = False
                 continue
             else:
@@ -299,9 +312,12 @@ class _Builder:
         self.expanded += size
         if self.expanded > max(MIN_ALIAS_BUDGET, ALIAS_RATIO * self.written):
             raise _Abort(
-                SourceProblem(ev.start_mark.line + 1, f"aliases (*{ev.anchor}) expand to more than "
-                              f"{max(MIN_ALIAS_BUDGET, ALIAS_RATIO * self.written):,} values: "
-                              "refusing what looks like a YAML alias bomb"),
+                SourceProblem(
+                    ev.start_mark.line + 1,
+                    f"aliases (*{ev.anchor}) expand to more than "
+                    f"{max(MIN_ALIAS_BUDGET, ALIAS_RATIO * self.written):,} values: "
+                    "refusing what looks like a YAML alias bomb",
+                ),
                 too_large=True,
             )
         return value
@@ -320,8 +336,11 @@ class _Builder:
                 top.container.append(container)  # type: ignore[union-attr]
                 top.lines.append(line)
             elif top.key is _NO_KEY:
-                raise _Abort(SourceProblem(line, "a mapping key must be a plain value, not a list or mapping",
-                                           self.path()))
+                raise _Abort(
+                    SourceProblem(
+                        line, "a mapping key must be a plain value, not a list or mapping", self.path()
+                    )
+                )
             else:
                 where = top.key if isinstance(top.key, str) else None
                 self.put(top, container)

@@ -43,8 +43,17 @@ class SimProcess:
 
     def __enter__(self) -> SimProcess:
         self.folder.mkdir(parents=True, exist_ok=True)
-        args = [sys.executable, "-m", "runner.simulator", "--host", "127.0.0.1", "--port", "0",
-                "--ready-file", str(self.ready)]
+        args = [
+            sys.executable,
+            "-m",
+            "runner.simulator",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--ready-file",
+            str(self.ready),
+        ]
         for name, value in self.knobs.items():
             for one in value if isinstance(value, list | tuple) else [value]:
                 args += [f"--{name.replace('_', '-')}", str(one)]
@@ -96,12 +105,24 @@ STARTED: list[subprocess.Popen[str]] = []  # runners started in the background, 
 def start_cli(args: Sequence[str], *, cwd: Path, log: Path | None = None) -> subprocess.Popen[str]:
     """``python -m runner ARGS`` in the background; stdout and stderr go to ``log`` (or pipes)."""
     if log is None:
-        proc = subprocess.Popen([sys.executable, "-m", "runner", *args], cwd=cwd, env=cli_env(),
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "runner", *args],
+            cwd=cwd,
+            env=cli_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
     else:
         with open(log, "w", encoding="utf-8") as handle:
-            proc = subprocess.Popen([sys.executable, "-m", "runner", *args], cwd=cwd, env=cli_env(),
-                                    stdout=handle, stderr=subprocess.STDOUT, text=True)
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "runner", *args],
+                cwd=cwd,
+                env=cli_env(),
+                stdout=handle,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
     STARTED.append(proc)
     return proc
 
@@ -116,8 +137,14 @@ def stop_leftovers() -> None:
 
 
 def run_cli(args: Sequence[str], *, cwd: Path, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "runner", *args], cwd=cwd, env=cli_env(),
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "runner", *args],
+        cwd=cwd,
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def wait_for(condition: Any, *, timeout: float = 30, every: float = 0.02, what: str = "a condition") -> Any:
@@ -159,12 +186,19 @@ def job_statuses(state: Path) -> dict[str, str]:
     return dict(query(state, "SELECT job_id, status FROM jobs WHERE in_manifest=1"))  # type: ignore[arg-type]
 
 
-def write_jobs_manifest(path: Path, jobs: Sequence[tuple[str, str]], *, name: str = "chaos",
-                        model: str = "kling/kling-video-o3/standard/reference-to-video",
-                        extra: str = "") -> Path:
+def write_jobs_manifest(
+    path: Path,
+    jobs: Sequence[tuple[str, str]],
+    *,
+    name: str = "chaos",
+    model: str = "kling/kling-video-o3/standard/reference-to-video",
+    extra: str = "",
+) -> Path:
     """A manifest of ``(job id, prompt)`` pairs on one model, outputs into ``./out``."""
-    lines = [f"version: 1\nname: {name}\noutput_dir: ./out\n{extra}defaults:\n  model: {model}\n"
-             "  input: {duration: 3}\njobs:"]
+    lines = [
+        f"version: 1\nname: {name}\noutput_dir: ./out\n{extra}defaults:\n  model: {model}\n"
+        "  input: {duration: 3}\njobs:"
+    ]
     lines += [f"  - id: {job_id}\n    input: {{prompt: {json.dumps(prompt)}}}" for job_id, prompt in jobs]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
@@ -184,8 +218,15 @@ class Books:
     problems: list[str] = field(default_factory=list)
 
 
-def check_books(state: Path, out: Path, manifest_jobs: dict[str, dict[str, Any]], sim: SimProcess, *,
-                output_bytes: int, outputs_per_job: int = 1) -> Books:
+def check_books(
+    state: Path,
+    out: Path,
+    manifest_jobs: dict[str, dict[str, Any]],
+    sim: SimProcess,
+    *,
+    output_bytes: int,
+    outputs_per_job: int = 1,
+) -> Books:
     """Every invariant of a finished batch; ``problems`` lists each one that does not hold.
 
     ``manifest_jobs`` maps each job id of the manifest to its input, exactly as sent."""
@@ -195,8 +236,11 @@ def check_books(state: Path, out: Path, manifest_jobs: dict[str, dict[str, Any]]
     if check != "ok":
         problems.append(f"PRAGMA integrity_check: {check}")
     jobs = {r[0]: r for r in query(state, "SELECT job_id, status, attempt_id, in_manifest FROM jobs")}
-    attempts = query(state, "SELECT attempt_id, job_id, request_id, status, resubmit_of_unknown, input_json, "
-                            "error, fingerprint FROM attempts ORDER BY attempt_id")
+    attempts = query(
+        state,
+        "SELECT attempt_id, job_id, request_id, status, resubmit_of_unknown, input_json, "
+        "error, fingerprint FROM attempts ORDER BY attempt_id",
+    )
     outputs = query(state, "SELECT job_id, attempt_id, idx, path, bytes, sha256 FROM outputs")
     stats = sim.stats()
     books.attempts = len(attempts)
@@ -238,11 +282,15 @@ def check_books(state: Path, out: Path, manifest_jobs: dict[str, dict[str, Any]]
             if any(a[3] == "unknown" for a in earlier) and not later[4]:
                 problems.append(f"{later[1]}: attempt {later[0]} resubmitted an unknown request unasked")
     if books.accepted - books.recorded > books.unknown_attempts:
-        problems.append(f"{books.accepted} accepted submits but only {books.recorded} recorded and "
-                        f"{books.unknown_attempts} unknown: a paid request went unnoticed")
+        problems.append(
+            f"{books.accepted} accepted submits but only {books.recorded} recorded and "
+            f"{books.unknown_attempts} unknown: a paid request went unnoticed"
+        )
     if books.duplicates > books.knowing_resubmits:
-        problems.append(f"{books.duplicates} duplicate submissions but only {books.knowing_resubmits} "
-                        "knowing resubmissions")
+        problems.append(
+            f"{books.duplicates} duplicate submissions but only {books.knowing_resubmits} "
+            "knowing resubmissions"
+        )
 
     # Every job of the manifest finished once, its files whole and exactly the simulator's bytes.
     report = json.loads((out / "report.json").read_text())

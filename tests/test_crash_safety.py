@@ -59,14 +59,29 @@ class Profile:
 PROFILES = {
     # Slow submits put kills between a POST and its answer; GETs fail now and then; downloads are
     # slowed and cut short, so kills also land mid-download.
-    "kill-anywhere": Profile(kills=22, outputs_per_job=2, sim={
-        "rate_slow": 0.35, "slow_seconds": 0.35, "rate_5xx": 0.05, "rate_truncate": 0.1,
-        "fault_endpoints": ["slow=submit,download", "5xx=status,result,download"]}),
+    "kill-anywhere": Profile(
+        kills=22,
+        outputs_per_job=2,
+        sim={
+            "rate_slow": 0.35,
+            "slow_seconds": 0.35,
+            "rate_5xx": 0.05,
+            "rate_truncate": 0.1,
+            "fault_endpoints": ["slow=submit,download", "5xx=status,result,download"],
+        },
+    ),
     # Submits that were accepted but answered 5xx or dropped: unknown jobs the runner must not resubmit
     # unless told to, and when told to, the only way a request gets paid twice.
-    "accepted-but-unanswered": Profile(kills=14, sim={
-        "rate_accepted_5xx": 0.15, "rate_accepted_drop": 0.1, "rate_slow": 0.3, "slow_seconds": 0.3,
-        "fault_endpoints": ["slow=submit"]}),
+    "accepted-but-unanswered": Profile(
+        kills=14,
+        sim={
+            "rate_accepted_5xx": 0.15,
+            "rate_accepted_drop": 0.1,
+            "rate_slow": 0.3,
+            "slow_seconds": 0.3,
+            "fault_endpoints": ["slow=submit"],
+        },
+    ),
 }
 
 
@@ -103,8 +118,17 @@ class Chaos:
         self.unknown_endings = 0  # runs that ended by themselves with only unknown jobs left
 
     def args(self, resubmit_unknown: bool) -> list[str]:
-        args = ["run", "m.yaml", "--base-url", self.sim.base_url, "--state", str(self.state), "--no-progress",
-                "--read-timeout", "5s"]
+        args = [
+            "run",
+            "m.yaml",
+            "--base-url",
+            self.sim.base_url,
+            "--state",
+            str(self.state),
+            "--no-progress",
+            "--read-timeout",
+            "5s",
+        ]
         return args + (["--resubmit-unknown"] if resubmit_unknown else [])
 
     def _max_attempt(self) -> int:
@@ -127,8 +151,11 @@ class Chaos:
             now = time.monotonic()
             if how == "posted" and self.sim.stats()["requests"]["submit"] > posts:
                 deadline = min(deadline, now + extra / 5)  # a POST reached the server: its answer is near
-            if how == "submit" and query(self.state, "SELECT 1 FROM attempts WHERE attempt_id > ? AND "
-                                         "status = 'submitting' LIMIT 1", (floor,)):
+            if how == "submit" and query(
+                self.state,
+                "SELECT 1 FROM attempts WHERE attempt_id > ? AND status = 'submitting' LIMIT 1",
+                (floor,),
+            ):
                 deadline = min(deadline, now + extra)  # a POST is on the wire (or about to be)
             if how == "collect" and query(self.state, "SELECT 1 FROM jobs WHERE status = 'collecting'"):
                 deadline = min(deadline, now + extra / 5)
@@ -177,9 +204,16 @@ def test_kill_anywhere_and_run_again_loses_nothing_and_pays_once(profile_name, t
     rng = random.Random(f"{CHAOS_SEED}:{profile_name}")
     output_bytes = 8192
     started = time.monotonic()
-    with SimProcess(tmp_path / "sim", concurrency=6, job_seconds=0.3, job_spread=0.3,
-                    output_bytes=output_bytes, outputs_per_job=profile.outputs_per_job,
-                    seed=rng.randrange(1 << 30), **profile.sim) as sim:
+    with SimProcess(
+        tmp_path / "sim",
+        concurrency=6,
+        job_seconds=0.3,
+        job_spread=0.3,
+        output_bytes=output_bytes,
+        outputs_per_job=profile.outputs_per_job,
+        seed=rng.randrange(1 << 30),
+        **profile.sim,
+    ) as sim:
         chaos = Chaos(tmp_path, sim, rng)
         jobs: dict[str, str] = {}
         rounds = 0
@@ -190,19 +224,33 @@ def test_kill_anywhere_and_run_again_loses_nothing_and_pays_once(profile_name, t
             per_round = max(4, (profile.kills - sum(chaos.kills.values())) // 2 + 1)
             chaos.run_round(per_round)
             inputs = {job_id: {"prompt": prompt, "duration": DURATION} for job_id, prompt in jobs.items()}
-            books = check_books(chaos.state, tmp_path / "out", inputs, sim, output_bytes=output_bytes,
-                                outputs_per_job=profile.outputs_per_job)
+            books = check_books(
+                chaos.state,
+                tmp_path / "out",
+                inputs,
+                sim,
+                output_bytes=output_bytes,
+                outputs_per_job=profile.outputs_per_job,
+            )
             assert not books.problems, "\n".join(books.problems)
         stats = sim.stats()
     removed = query(chaos.state, "SELECT count(*) FROM jobs WHERE in_manifest = 0")[0][0]
     cut_off = query(chaos.state, "SELECT count(*) FROM attempts WHERE error LIKE '%stopped while%'")[0][0]
     figures = {
-        "profile": profile_name, "seed": CHAOS_SEED, "rounds": rounds, "runs": chaos.runs,
-        "kills": sum(chaos.kills.values()), "kills_by_moment": chaos.kills,
-        "unknown_attempts": books.unknown_attempts, "unknown_from_kills": cut_off,
+        "profile": profile_name,
+        "seed": CHAOS_SEED,
+        "rounds": rounds,
+        "runs": chaos.runs,
+        "kills": sum(chaos.kills.values()),
+        "kills_by_moment": chaos.kills,
+        "unknown_attempts": books.unknown_attempts,
+        "unknown_from_kills": cut_off,
         "knowing_resubmits": books.knowing_resubmits,
-        "runs_ending_with_unknowns": chaos.unknown_endings, "accepted": books.accepted,
-        "recorded": books.recorded, "duplicates": books.duplicates, "removed_jobs_kept": removed,
+        "runs_ending_with_unknowns": chaos.unknown_endings,
+        "accepted": books.accepted,
+        "recorded": books.recorded,
+        "duplicates": books.duplicates,
+        "removed_jobs_kept": removed,
         "faults": {k: v for k, v in stats["faults"].items() if v},
         "seconds": round(time.monotonic() - started, 1),
     }
@@ -242,11 +290,21 @@ def test_a_signal_stops_submitting_records_everything_and_exits_130_saying_how_t
         assert integrity(state) == "ok"
         assert query(state, "SELECT count(*) FROM attempts WHERE status = 'submitting'") == [(0,)]
         assert stats["requests"]["submit"] == stats["submits_accepted"] == recorded(state) < 10
-        in_flight = dict(query(state, "SELECT j.job_id, a.request_id FROM jobs j JOIN attempts a "
-                                      "USING (attempt_id) WHERE j.status IN ('queued', 'running')"))
+        in_flight = dict(
+            query(
+                state,
+                "SELECT j.job_id, a.request_id FROM jobs j JOIN attempts a "
+                "USING (attempt_id) WHERE j.status IN ('queued', 'running')",
+            )
+        )
         assert in_flight, "some jobs should have been left running at RunComfy"
-        assert set(job_statuses(state).values()) <= {"pending", "queued", "running", "collecting",
-                                                     "succeeded"}
+        assert set(job_statuses(state).values()) <= {
+            "pending",
+            "queued",
+            "running",
+            "collecting",
+            "succeeded",
+        }
 
         done = run_cli(run_args(sim), cwd=tmp_path)
         assert done.returncode == 0, done.stderr
@@ -263,8 +321,14 @@ def test_a_stop_while_submits_are_on_the_wire_leaves_them_unknown_never_paid_twi
     --resubmit-unknown sends them again, marked, and the simulator counts those duplicates."""
     write_jobs_manifest(tmp_path / "m.yaml", [(f"shot-{i}", f"shot number {i}") for i in range(3)])
     state = tmp_path / "state.sqlite"
-    with SimProcess(tmp_path / "sim", job_seconds=0.1, output_bytes=4096, rate_slow=1.0, slow_seconds=2,
-                    fault_endpoints=["slow=submit"]) as sim:
+    with SimProcess(
+        tmp_path / "sim",
+        job_seconds=0.1,
+        output_bytes=4096,
+        rate_slow=1.0,
+        slow_seconds=2,
+        fault_endpoints=["slow=submit"],
+    ) as sim:
         proc = start_cli(run_args(sim), cwd=tmp_path)
         wait_for(lambda: sim.stats()["requests"]["submit"] == 3, what="three POSTs at the simulator")
         if how == "SIGKILL":
@@ -312,7 +376,8 @@ def test_a_second_runner_is_refused_with_exit_4_while_status_keeps_working(tmp_p
         assert second.returncode == 4
         assert second.stderr.strip() == (
             f"runcomfy-batch: state.sqlite: another runner (pid {first.pid}) is running this manifest; "
-            "wait for it, or use `status` to watch it")
+            "wait for it, or use `status` to watch it"
+        )
         status = run_cli(["status", "m.yaml", "--state", "state.sqlite", "--json"], cwd=tmp_path)
         assert status.returncode == 0, status.stderr
         assert sum(json.loads(status.stdout)["counts"].values()) == 3
@@ -337,14 +402,18 @@ def test_cancel_cancels_the_queued_requests_and_names_the_ones_it_could_not(tmp_
         proc.send_signal(signal.SIGINT)
         assert proc.wait(30) == 130
 
-        cancel = run_cli(["cancel", "m.yaml", "--state", "state.sqlite", "--base-url", sim.base_url],
-                         cwd=tmp_path)
+        cancel = run_cli(
+            ["cancel", "m.yaml", "--state", "state.sqlite", "--base-url", sim.base_url], cwd=tmp_path
+        )
         assert cancel.returncode == 1, cancel.stderr
-        running = query(state, "SELECT a.request_id FROM jobs j JOIN attempts a USING (attempt_id) "
-                               "WHERE j.job_id = 'shot-0'")[0][0]
+        running = query(
+            state,
+            "SELECT a.request_id FROM jobs j JOIN attempts a USING (attempt_id) WHERE j.job_id = 'shot-0'",
+        )[0][0]
         assert cancel.stdout.splitlines() == [
             f"  shot-0 ({running}): not_cancellable (still running; it will be billed)",
-            "cancelled 2 of 3 live request(s)"]
+            "cancelled 2 of 3 live request(s)",
+        ]
         assert sim.stats()["cancels"] == {"cancelled": 2, "not_cancellable": 1}
         sim.configure(job_seconds=0.2)  # for the jobs submitted from now on
 
@@ -352,8 +421,10 @@ def test_cancel_cancels_the_queued_requests_and_names_the_ones_it_could_not(tmp_
         assert after.returncode == 1
         assert job_statuses(state) == {"shot-0": "succeeded", "shot-1": "cancelled", "shot-2": "cancelled"}
         assert sim.stats()["submits_accepted"] == 3
-        retry = run_cli(["retry", "m.yaml", "--state", "state.sqlite", "--base-url", sim.base_url,
-                         "--no-progress"], cwd=tmp_path)
+        retry = run_cli(
+            ["retry", "m.yaml", "--state", "state.sqlite", "--base-url", sim.base_url, "--no-progress"],
+            cwd=tmp_path,
+        )
         assert retry.returncode == 0, retry.stderr
         stats = sim.stats()
     assert stats["submits_accepted"] == 5
@@ -365,8 +436,14 @@ def test_a_stop_during_a_rate_limited_submits_backoff_sends_nothing_more(tmp_pat
     and the jobs are pending (never sent), not unknown."""
     write_jobs_manifest(tmp_path / "m.yaml", [(f"shot-{i}", f"shot number {i}") for i in range(2)])
     state = tmp_path / "state.sqlite"
-    with SimProcess(tmp_path / "sim", job_seconds=0.1, output_bytes=4096, rate_429=1.0, retry_after_seconds=5,
-                    fault_endpoints=["429=submit"]) as sim:
+    with SimProcess(
+        tmp_path / "sim",
+        job_seconds=0.1,
+        output_bytes=4096,
+        rate_429=1.0,
+        retry_after_seconds=5,
+        fault_endpoints=["429=submit"],
+    ) as sim:
         proc = start_cli(run_args(sim), cwd=tmp_path)
         wait_for(lambda: sim.stats()["faults"]["429"] >= 2, what="both submits rate limited")
         posts = sim.stats()["requests"]["submit"]

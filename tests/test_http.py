@@ -68,13 +68,19 @@ async def test_a_request_and_its_whole_answer(kind, serve):
         try:
             status, body = await _submit(http, base)
             assert status == 200 and body["request_id"]
-            answer = await http.request("GET", f"{base}/v1/requests/{body['request_id']}/status",
-                                        headers=AUTH, body=None, timeout=QUICK)
+            answer = await http.request(
+                "GET",
+                f"{base}/v1/requests/{body['request_id']}/status",
+                headers=AUTH,
+                body=None,
+                timeout=QUICK,
+            )
             assert answer.status == 200
             assert answer.headers["content-type"].startswith("application/json")
             assert json.loads(answer.body)["request_id"] == body["request_id"]
-            denied = await http.request("GET", f"{base}/v1/requests/{body['request_id']}/status",
-                                        headers={}, body=None, timeout=QUICK)
+            denied = await http.request(
+                "GET", f"{base}/v1/requests/{body['request_id']}/status", headers={}, body=None, timeout=QUICK
+            )
             assert denied.status == 401
         finally:
             await http.aclose()
@@ -124,8 +130,9 @@ async def test_a_dropped_poll_and_a_slow_answer_are_not_surely_unsent(kind, serv
                 await control.post(base + "/_sim/config", json={"rate_drop": 1.0})
                 with pytest.raises(TransportError) as dropped:
                     await http.request("GET", url, headers=AUTH, body=None, timeout=QUICK)
-                await control.post(base + "/_sim/config", json={"rate_drop": 0.0, "rate_slow": 1.0,
-                                                                "slow_seconds": 1.0})
+                await control.post(
+                    base + "/_sim/config", json={"rate_drop": 0.0, "rate_slow": 1.0, "slow_seconds": 1.0}
+                )
                 with pytest.raises(TransportError) as slow:
                     await http.request("GET", url, headers=AUTH, body=None, timeout=Timeouts(2.0, 0.2))
         finally:
@@ -177,10 +184,18 @@ def test_aiohttp_failures_while_connecting_are_the_only_surely_unsent_ones():
     from runner.http import _aiohttp_failure
 
     key = aiohttp.client_reqrep.ConnectionKey("h", 443, True, True, None, None, None)
-    sure = [aiohttp.ConnectionTimeoutError("connect"), aiohttp.ClientConnectorError(key, OSError(111, "no")),
-            aiohttp.ClientConnectorCertificateError(key, Exception("bad cert"))]
-    unsure = [aiohttp.SocketTimeoutError("read"), aiohttp.ServerDisconnectedError(),
-              aiohttp.ClientPayloadError("cut"), aiohttp.ClientOSError(104, "reset"), TimeoutError()]
+    sure = [
+        aiohttp.ConnectionTimeoutError("connect"),
+        aiohttp.ClientConnectorError(key, OSError(111, "no")),
+        aiohttp.ClientConnectorCertificateError(key, Exception("bad cert")),
+    ]
+    unsure = [
+        aiohttp.SocketTimeoutError("read"),
+        aiohttp.ServerDisconnectedError(),
+        aiohttp.ClientPayloadError("cut"),
+        aiohttp.ClientOSError(104, "reset"),
+        TimeoutError(),
+    ]
     assert all(_aiohttp_failure(e).surely_not_sent for e in sure)  # type: ignore[union-attr]
     assert not any(_aiohttp_failure(e).surely_not_sent for e in unsure)  # type: ignore[union-attr]
     assert _aiohttp_failure(ValueError("not ours")) is None

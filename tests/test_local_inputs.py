@@ -26,11 +26,13 @@ pytestmark = pytest.mark.anyio
 
 def png(width: int = 3, height: int = 2, seed: int = 0) -> bytes:
     """A real, decodable RGB PNG (so the bytes are an image, not just a signature)."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
-    rows = b"".join(b"\x00" + bytes((seed + x * 40 + y * 90) % 256 for x in range(width * 3))
-                    for y in range(height))
+    rows = b"".join(
+        b"\x00" + bytes((seed + x * 40 + y * 90) % 256 for x in range(width * 3)) for y in range(height)
+    )
     header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     body = chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
     return b"\x89PNG\r\n\x1a\n" + body
@@ -44,7 +46,7 @@ def request_ids(state: Path) -> dict[str, str]:
 def decode(uri: str, kind: str = "png") -> bytes:
     prefix = f"data:image/{kind};base64,"
     assert uri.startswith(prefix), uri[:40]
-    return base64.b64decode(uri[len(prefix):], validate=True)
+    return base64.b64decode(uri[len(prefix) :], validate=True)
 
 
 async def test_a_local_png_reaches_the_api_as_a_data_uri_of_its_bytes(sim, write_manifest, tmp_path):
@@ -96,8 +98,14 @@ async def test_a_local_png_reaches_the_api_as_a_data_uri_of_its_bytes(sim, write
 def cli(*args: str, cwd: Path, base_url: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RUNCOMFY_")}
     env["RUNCOMFY_API_TOKEN"] = "sim-token"
-    return subprocess.run([sys.executable, "-m", "runner", *args, "--base-url", base_url, "--no-progress"],
-                          cwd=cwd, env=env, capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "runner", *args, "--base-url", base_url, "--no-progress"],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def test_files_that_cannot_go_inline_stop_the_run_before_anything_is_sent(write_manifest, tmp_path):

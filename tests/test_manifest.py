@@ -45,9 +45,13 @@ def test_demo_jobs_settings_and_lines() -> None:
     assert manifest.output_dir == ROOT / "manifests" / "out" / "demo"
     assert (manifest.budget_usd, manifest.concurrency, manifest.raw_settings) == (10.0, 4, {})
     assert [job.id for job in manifest.jobs] == [
-        "golden-hour", "golden-hour-sound", "two-beats",
-        "paris--duration-5--aspect_ratio-16x9", "paris--duration-5--aspect_ratio-9x16",
-        "paris--duration-10--aspect_ratio-16x9", "paris--duration-10--aspect_ratio-9x16",
+        "golden-hour",
+        "golden-hour-sound",
+        "two-beats",
+        "paris--duration-5--aspect_ratio-16x9",
+        "paris--duration-5--aspect_ratio-9x16",
+        "paris--duration-10--aspect_ratio-16x9",
+        "paris--duration-10--aspect_ratio-9x16",
     ]
     first, sound = manifest.jobs[0], manifest.jobs[1]
     assert first.model == PRO and first.line == 19
@@ -56,12 +60,18 @@ def test_demo_jobs_settings_and_lines() -> None:
     paris = manifest.jobs[3:]
     assert {job.model for job in paris} == {REF} and {job.line for job in paris} == {45}
     assert [(j.input["duration"], j.input["aspect_ratio"]) for j in paris] == [
-        (5, "16:9"), (5, "9:16"), (10, "16:9"), (10, "9:16")]
+        (5, "16:9"),
+        (5, "9:16"),
+        (10, "16:9"),
+        (10, "9:16"),
+    ]
 
 
 def test_job_input_is_defaults_then_own_input_then_matrix(tmp_path: Path) -> None:
     """Later wins, key by key: defaults.input < the job's input < the matrix combination."""
-    write(tmp_path, f"""version: 1
+    write(
+        tmp_path,
+        f"""version: 1
 defaults:
   model: {PRO}
   input: {{image: https://e.com/d.png, prompt: from defaults, duration: 5, sound: false}}
@@ -69,7 +79,8 @@ jobs:
   - id: a
     input: {{prompt: from the job, duration: 10}}
     matrix: {{duration: [3, 15]}}
-""")
+""",
+    )
     jobs = load_manifest(tmp_path / "m.yaml").jobs
     assert [job.input for job in jobs] == [
         {"image": "https://e.com/d.png", "prompt": "from the job", "duration": d, "sound": False}
@@ -80,10 +91,13 @@ jobs:
 def test_fingerprint_is_sha256_of_canonical_json(tmp_path: Path) -> None:
     """sha256 of {"model", "input"} with sorted keys, no spaces, UTF-8: the same request, the same print."""
     input = {"prompt": "café – 東京", "image": "https://e.com/a.png", "duration": 5}
-    canonical = json.dumps({"model": PRO, "input": input}, sort_keys=True, separators=(",", ":"),
-                           ensure_ascii=False)
+    canonical = json.dumps(
+        {"model": PRO, "input": input}, sort_keys=True, separators=(",", ":"), ensure_ascii=False
+    )
     assert fingerprint(PRO, input) == hashlib.sha256(canonical.encode()).hexdigest()
-    write(tmp_path, f"""version: 1
+    write(
+        tmp_path,
+        f"""version: 1
 jobs:
   - id: a
     model: {PRO}
@@ -91,7 +105,8 @@ jobs:
   - id: b
     model: {PRO}
     input: {{duration: 5, image: "https://e.com/a.png", prompt: "café – 東京"}}
-""")
+""",
+    )
     a, b = load_manifest(tmp_path / "m.yaml").jobs
     assert a.fingerprint == b.fingerprint == fingerprint(PRO, input)
 
@@ -100,9 +115,11 @@ def test_matrix_ids_extend_the_id_field_by_field() -> None:
     """Plain ids grow --field-value parts, in the matrix's order, first field varying slowest."""
     matrix = {"duration": [5, 10], "aspect_ratio": ["16:9", "9:16"], "sound": [False, True]}
     ids = [job_id for job_id, _ in expand_matrix("hero", matrix)]
-    assert ids[:3] == ["hero--duration-5--aspect_ratio-16x9--sound-false",
-                       "hero--duration-5--aspect_ratio-16x9--sound-true",
-                       "hero--duration-5--aspect_ratio-9x16--sound-false"]
+    assert ids[:3] == [
+        "hero--duration-5--aspect_ratio-16x9--sound-false",
+        "hero--duration-5--aspect_ratio-16x9--sound-true",
+        "hero--duration-5--aspect_ratio-9x16--sound-false",
+    ]
     assert ids[-1] == "hero--duration-10--aspect_ratio-9x16--sound-true"
     assert len(set(ids)) == 8
 
@@ -113,23 +130,25 @@ def test_an_id_template_names_each_matrix_field() -> None:
     assert picks == [("hero-5s-1x1", (0, 0)), ("hero-10s-1x1", (1, 0))]
 
 
-@pytest.mark.parametrize("values, tokens", [
-    ([5, 10, 15], ["5", "10", "15"]),
-    (["16:9", "9:16", "1:1"], ["16x9", "9x16", "1x1"]),
-    ([True, False, None], ["true", "false", "null"]),
-    ([2.5, -1], ["2.5", "-1"]),
-    (["a b", "c/d"], ["a_b", "c_d"]),
-    (["a b", "a_b"], ["1", "2"]),  # would collide once made file-safe
-    (["A long prompt that goes on for more than thirty-two characters", "short"], ["1", "2"]),
-    ([["https://e.com/a.png"], ["https://e.com/b.png"]], ["1", "2"]),
-    (["", "x"], ["1", "2"]),
-])
+@pytest.mark.parametrize(
+    "values, tokens",
+    [
+        ([5, 10, 15], ["5", "10", "15"]),
+        (["16:9", "9:16", "1:1"], ["16x9", "9x16", "1x1"]),
+        ([True, False, None], ["true", "false", "null"]),
+        ([2.5, -1], ["2.5", "-1"]),
+        (["a b", "c/d"], ["a_b", "c_d"]),
+        (["a b", "a_b"], ["1", "2"]),  # would collide once made file-safe
+        (["A long prompt that goes on for more than thirty-two characters", "short"], ["1", "2"]),
+        ([["https://e.com/a.png"], ["https://e.com/b.png"]], ["1", "2"]),
+        (["", "x"], ["1", "2"]),
+    ],
+)
 def test_matrix_values_become_short_file_safe_tokens(values: list[object], tokens: list[str]) -> None:
     assert value_tokens(values) == tokens
 
 
-def test_paths_are_relative_to_the_manifest_folder(tmp_path: Path,
-                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+def test_paths_are_relative_to_the_manifest_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """output_dir relative to the manifest's folder, not the working directory; the path made absolute."""
     (tmp_path / "batches").mkdir()
     body = f"jobs:\n  - id: a\n    model: {PRO}\n    input: {{image: https://e.com/a.png, prompt: p}}\n"
@@ -150,25 +169,36 @@ def test_paths_are_relative_to_the_manifest_folder(tmp_path: Path,
 
 
 def test_settings_and_raw_settings(tmp_path: Path) -> None:
-    write(tmp_path, f"""version: 1
+    write(
+        tmp_path,
+        f"""version: 1
 description: Nightly renders.
 budget_usd: 12
 concurrency: 3
 jobs:
   - {{id: a, model: {PRO}, input: {{image: https://e.com/a.png, prompt: p}}}}
-""")
+""",
+    )
     manifest = load_manifest(tmp_path / "m.yaml")
     assert manifest.budget_usd == 12.0 and isinstance(manifest.budget_usd, float)
     assert manifest.concurrency == 3
     assert manifest.raw_settings == {"description": "Nightly renders."}
-    bare = load_manifest(write(tmp_path, f"version: 1\njobs:\n  - {{id: a, model: {PRO}, "
-                                         "input: {image: https://e.com/a.png, prompt: p}}\n", "n.yaml"))
+    bare = load_manifest(
+        write(
+            tmp_path,
+            f"version: 1\njobs:\n  - {{id: a, model: {PRO}, "
+            "input: {image: https://e.com/a.png, prompt: p}}\n",
+            "n.yaml",
+        )
+    )
     assert (bare.budget_usd, bare.concurrency, bare.raw_settings) == (None, None, {})
 
 
 def test_yaml_reads_as_a_manifest_author_means_it(tmp_path: Path) -> None:
     """Anchors and merge keys work; 16:9 unquoted stays text (not YAML 1.1's base-60 969)."""
-    write(tmp_path, f"""version: 1
+    write(
+        tmp_path,
+        f"""version: 1
 jobs:
   - id: a
     model: {REF}
@@ -181,7 +211,8 @@ jobs:
     input:
       <<: *common
       aspect_ratio: 9:16
-""")
+""",
+    )
     a, b = load_manifest(tmp_path / "m.yaml").jobs
     assert a.input == {"prompt": "Shared.", "aspect_ratio": "16:9", "sound": True}
     assert b.input == {"prompt": "Shared.", "aspect_ratio": "9:16", "sound": True}
@@ -198,13 +229,16 @@ def test_jobs_are_frozen_and_inputs_independent(tmp_path: Path) -> None:
 
 
 def test_jobs_keep_manifest_order_across_models(tmp_path: Path) -> None:
-    write(tmp_path, f"""version: 1
+    write(
+        tmp_path,
+        f"""version: 1
 defaults: {{input: {{prompt: p, duration: 5}}}}
 jobs:
   - {{id: z, model: {REF}}}
   - {{id: a, model: {PRO}, input: {{image: https://e.com/a.png}}}}
   - {{id: m, model: {REF}, matrix: {{sound: [true, false]}}}}
-""")
+""",
+    )
     jobs = load_manifest(tmp_path / "m.yaml").jobs
     assert [(j.id, j.line) for j in jobs] == [("z", 4), ("a", 5), ("m--sound-true", 6), ("m--sound-false", 6)]
 

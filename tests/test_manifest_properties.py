@@ -27,14 +27,50 @@ CATALOG = Catalog.load()
 SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 scalars = st.one_of(
-    st.none(), st.booleans(), st.integers(-20, 40), st.floats(allow_nan=True, allow_infinity=True),
+    st.none(),
+    st.booleans(),
+    st.integers(-20, 40),
+    st.floats(allow_nan=True, allow_infinity=True),
     st.text(max_size=12),
-    st.sampled_from(["16:9", "9:16", "1:1", "customize", "intelligent", "../x", "a/b",
-                     "https://e.com/a.png", "data:image/png;base64,AAAA", "file:///etc/passwd",
-                     "kling/kling-video-o3/pro/image-to-video", "./missing.png", "{x}", ""]),
+    st.sampled_from(
+        [
+            "16:9",
+            "9:16",
+            "1:1",
+            "customize",
+            "intelligent",
+            "../x",
+            "a/b",
+            "https://e.com/a.png",
+            "data:image/png;base64,AAAA",
+            "file:///etc/passwd",
+            "kling/kling-video-o3/pro/image-to-video",
+            "./missing.png",
+            "{x}",
+            "",
+        ]
+    ),
 )
-keys = st.sampled_from(["id", "model", "input", "matrix", "prompt", "duration", "image", "images", "video",
-                        "sound", "multi_prompt", "aspect_ratio", "x", "next", "n", "k"]) | st.text(max_size=6)
+keys = st.sampled_from(
+    [
+        "id",
+        "model",
+        "input",
+        "matrix",
+        "prompt",
+        "duration",
+        "image",
+        "images",
+        "video",
+        "sound",
+        "multi_prompt",
+        "aspect_ratio",
+        "x",
+        "next",
+        "n",
+        "k",
+    ]
+) | st.text(max_size=6)
 values = st.recursive(
     scalars,
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(keys, inner, max_size=4),
@@ -64,9 +100,25 @@ def test_random_bytes_give_a_manifest_or_manifest_invalid(folder: Path, data: by
 
 
 yaml_text = st.lists(
-    st.sampled_from(list("abc019 :-[]{},&*!|>\"'?#%@`\t\n.~/<=\\") + [
-        "<<", "version: 1\n", "jobs:\n", "  - id: a\n", "    input: ", "!!python/object ", "&a ", "*a ",
-        "---\n", "\\ud800", "\x00", "\ufeff", "é", "    "]),
+    st.sampled_from(
+        list("abc019 :-[]{},&*!|>\"'?#%@`\t\n.~/<=\\")
+        + [
+            "<<",
+            "version: 1\n",
+            "jobs:\n",
+            "  - id: a\n",
+            "    input: ",
+            "!!python/object ",
+            "&a ",
+            "*a ",
+            "---\n",
+            "\\ud800",
+            "\x00",
+            "\ufeff",
+            "é",
+            "    ",
+        ]
+    ),
     max_size=40,
 ).map("".join)
 
@@ -127,8 +179,9 @@ def test_mutated_demo_manifests_give_a_manifest_or_manifest_invalid(folder: Path
 def input_for(schema: dict[str, Any]) -> st.SearchStrategy[Any]:
     """Inputs near a model schema: its own fields with valid and invalid values, and strangers."""
     names = list(schema.get("properties", {})) + ["extra"]
-    segment = st.fixed_dictionaries({}, optional={"prompt": scalars, "duration": st.integers(0, 20) | scalars,
-                                                  "x": scalars})
+    segment = st.fixed_dictionaries(
+        {}, optional={"prompt": scalars, "duration": st.integers(0, 20) | scalars, "x": scalars}
+    )
     field_values = scalars | st.lists(scalars, max_size=9) | st.lists(segment, max_size=4)
     return st.dictionaries(st.sampled_from(names), field_values, max_size=len(names)) | values
 
@@ -154,17 +207,21 @@ def test_the_fast_check_agrees_with_jsonschema_on_manifests(doc: Any) -> None:
 
 
 KITCHEN_SINK = {
-    "$defs": {"node": {"type": ["object", "null"],
-                       "properties": {"next": {"$ref": "#/$defs/node"},
-                                      "n": {"type": "number", "exclusiveMaximum": 10}}}},
+    "$defs": {
+        "node": {
+            "type": ["object", "null"],
+            "properties": {"next": {"$ref": "#/$defs/node"}, "n": {"type": "number", "exclusiveMaximum": 10}},
+        }
+    },
     "type": "object",
     "required": ["a"],
     "minProperties": 1,
     "maxProperties": 5,
     "propertyNames": {"maxLength": 6},
     "properties": {
-        "a": {"anyOf": [{"type": "integer", "minimum": 0},
-                        {"type": "string", "pattern": "^x", "maxLength": 4}]},
+        "a": {
+            "anyOf": [{"type": "integer", "minimum": 0}, {"type": "string", "pattern": "^x", "maxLength": 4}]
+        },
         "b": {"oneOf": [{"type": "number"}, {"type": "integer", "maximum": 3}]},
         "c": {"not": {"enum": [1, "1", None, [1], {"k": True}]}},
         "d": {"const": [1, {"k": False}]},
@@ -198,9 +255,15 @@ matrix_keys = st.from_regex(r"[a-z_][a-z0-9_]{0,10}", fullmatch=True)
 
 
 @SETTINGS
-@given(base=st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._-]{0,20}", fullmatch=True),
-       matrix=st.dictionaries(matrix_keys, st.lists(scalars | st.lists(scalars, max_size=2), min_size=1,
-                                                    max_size=4, unique_by=repr), min_size=1, max_size=3))
+@given(
+    base=st.from_regex(r"[A-Za-z0-9][A-Za-z0-9._-]{0,20}", fullmatch=True),
+    matrix=st.dictionaries(
+        matrix_keys,
+        st.lists(scalars | st.lists(scalars, max_size=2), min_size=1, max_size=4, unique_by=repr),
+        min_size=1,
+        max_size=3,
+    ),
+)
 def test_matrix_ids_are_unique_and_file_safe(base: str, matrix: dict[str, list[Any]]) -> None:
     ids = [job_id for job_id, _ in expand_matrix(base, matrix)]
     assert len(ids) == len(set(ids))

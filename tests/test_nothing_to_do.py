@@ -26,12 +26,17 @@ pytestmark = pytest.mark.anyio
 
 def png(path: Path, shade: int) -> Path:
     """A real 1x1 PNG of one grey shade."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     raw = zlib.compress(bytes([0, shade]))
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 1, 1, 8, 0, 0, 0, 0))
-                     + chunk(b"IDAT", raw) + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", 1, 1, 8, 0, 0, 0, 0))
+        + chunk(b"IDAT", raw)
+        + chunk(b"IEND", b"")
+    )
     return path
 
 
@@ -73,7 +78,7 @@ async def test_anything_left_to_do_means_a_real_run(sim, write_manifest, tmp_pat
     assert fetched.exit_code == 0 and (tmp_path / "out" / "shot-1" / "output.mp4").exists()
     assert finished_already(manifest, options) is not None
 
-    manifest.write_text(manifest.read_text() + "  - id: shot-new\n    input: {prompt: \"a new one\"}\n")
+    manifest.write_text(manifest.read_text() + '  - id: shot-new\n    input: {prompt: "a new one"}\n')
     assert finished_already(manifest, options) is None
     grown = await account.run(manifest)
     assert grown.counts == {"succeeded": 4}

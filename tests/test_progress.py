@@ -46,7 +46,7 @@ def tally_of(events: list[dict[str, Any]], *, check: bool = True) -> Tally:
 
 async def test_the_tally_follows_a_run_with_failures_retries_and_twins(sim, write_manifest):
     """Counts always add up to the jobs, and settle on the state file's counts and charged cost."""
-    twins = "  - id: twin-a\n    input: {prompt: \"same\"}\n  - id: twin-b\n    input: {prompt: \"same\"}\n"
+    twins = '  - id: twin-a\n    input: {prompt: "same"}\n  - id: twin-b\n    input: {prompt: "same"}\n'
     manifest = write_manifest(simple_manifest(12) + twins)
     account = sim(concurrency=3, fail_rate=0.3, seed=4, rate_429=0.15)
     events: list[dict[str, Any]] = []
@@ -72,6 +72,7 @@ async def test_the_tally_places_re_attached_jobs_of_an_interrupted_run(sim, writ
     account = sim(concurrency=2, job_seconds=0.15)
     first: list[dict[str, Any]] = []
     with anyio.CancelScope() as scope:
+
         def stop_after_four(event: dict[str, Any]) -> None:
             first.append(event)
             if sum(e["event"] == "submitted" for e in first) >= 4:
@@ -100,10 +101,10 @@ async def test_the_live_display_shows_counts_rate_spend_concurrency_and_notable_
     console = Console(file=screen, force_terminal=True, width=120, color_system="standard")
     slowed = next(i for i, e in enumerate(events) if e["event"] == "concurrency")
     with LiveProgress(console, title="nightly", refresh_per_second=50) as display:
-        for event in events[:slowed + 1]:
+        for event in events[: slowed + 1]:
             display(event)
         assert "HTTP concurrency now" in display.log[-1] and "rate limited (429)" in display.log[-1]
-        for event in events[slowed + 1:-1]:
+        for event in events[slowed + 1 : -1]:
             display(event)
         mid = display.tally
         assert mid.counts["done"] == result.counts["succeeded"]
@@ -131,10 +132,17 @@ def test_the_live_display_never_prints_the_token_or_reads_text_as_markup(monkeyp
     screen = Terminal()
     console = Console(file=screen, force_terminal=True, width=200)
     with LiveProgress(console, title="t", refresh_per_second=50) as display:
-        display({"event": "start", "time": 0, "jobs": 1, "to_submit": 1, "waiting": 1,
-                 "counts": {"pending": 1}})
-        display({"event": "failed", "time": 0, "job_id": "j1", "error": f"[bold red]boom[/] with {secret} "
-                 f"and Authorization: Bearer {secret}"})
+        display(
+            {"event": "start", "time": 0, "jobs": 1, "to_submit": 1, "waiting": 1, "counts": {"pending": 1}}
+        )
+        display(
+            {
+                "event": "failed",
+                "time": 0,
+                "job_id": "j1",
+                "error": f"[bold red]boom[/] with {secret} and Authorization: Bearer {secret}",
+            }
+        )
         display({"event": "stopping", "time": 0, "reason": "interrupted: finishing in-flight submits"})
         # The cursor is shown again at once: a second Ctrl-C leaves without tidying the terminal.
         assert "\x1b[?25h" in screen.getvalue()  # (rich shows it otherwise only when the display stops)
@@ -159,8 +167,11 @@ async def test_plain_lines_are_quiet_on_success_and_name_every_failure(sim, writ
     for event in ok_events:
         log(event)
     lines = [line for line in verbose.getvalue().splitlines() if " price of " not in line]
-    assert re.fullmatch(r"\d\d:\d\d:\d\d starting: 6 job\(s\); 6 to submit, 0 re-attached, 0 to download, "
-                        r"0 already done", lines[0])
+    assert re.fullmatch(
+        r"\d\d:\d\d:\d\d starting: 6 job\(s\); 6 to submit, 0 re-attached, 0 to download, "
+        r"0 already done",
+        lines[0],
+    )
     assert sum(" submitted as " in line for line in lines) == 6
     assert sum(line.endswith(": done") for line in lines) == 6
     assert lines[-1].endswith("finished (6 succeeded); exit code 0")
@@ -178,7 +189,8 @@ async def test_plain_lines_show_failures_and_budget_holds_once(sim, write_manife
     lines = out.getvalue().splitlines()
     failed = [e["job_id"] for e in events if e["event"] == "failed"]
     assert [line.split(" ", 1)[1] for line in lines if ": failed" in line] == [
-        f"{job}: failed: the generation failed (simulated)" for job in failed]
+        f"{job}: failed: the generation failed (simulated)" for job in failed
+    ]
     held = [line for line in lines if "held by the budget cap" in line]
     assert len(held) == 1 and held[0].endswith("(further held jobs are not listed)")
     assert len(lines) == len(failed) + 1
@@ -190,8 +202,9 @@ async def test_json_lines_are_one_event_each_and_redacted(sim, write_manifest, m
     manifest = write_manifest(simple_manifest(3))
     events: list[dict[str, Any]] = []
     await sim().run(manifest, events)
-    events.append({"event": "retry", "time": 1.0, "error": f"echo of Bearer {secret}", "delay": 0.1,
-                   "attempt": 2})
+    events.append(
+        {"event": "retry", "time": 1.0, "error": f"echo of Bearer {secret}", "delay": 0.1, "attempt": 2}
+    )
     out = io.StringIO()
     log = LineLog(out, json_lines=True)
     for event in events:
@@ -217,8 +230,14 @@ def test_the_sink_is_live_only_on_a_terminal_and_never_with_json():
 def cli(*args: str, cwd: Path, base_url: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RUNCOMFY_")}
     env["RUNCOMFY_API_TOKEN"] = "sim-token"
-    return subprocess.run([sys.executable, "-m", "runner", *args, "--base-url", base_url], cwd=cwd, env=env,
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        [sys.executable, "-m", "runner", *args, "--base-url", base_url],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def test_the_cli_run_prints_plain_or_json_lines_and_a_summary_that_says_what_to_do(write_manifest, tmp_path):
@@ -229,8 +248,15 @@ def test_the_cli_run_prints_plain_or_json_lines_and_a_summary_that_says_what_to_
         plain = cli("run", "m.yaml", cwd=tmp_path, base_url=base_url)
         state = tmp_path / "state" / "cli.sqlite"
         state.unlink()
-        as_json = cli("run", "m.yaml", "--json-log", "--state", str(tmp_path / "other.sqlite"), cwd=tmp_path,
-                      base_url=base_url)
+        as_json = cli(
+            "run",
+            "m.yaml",
+            "--json-log",
+            "--state",
+            str(tmp_path / "other.sqlite"),
+            cwd=tmp_path,
+            base_url=base_url,
+        )
     assert plain.returncode == 1, plain.stderr
     assert plain.stdout == ""
     lines = plain.stderr.splitlines()
@@ -238,7 +264,7 @@ def test_the_cli_run_prints_plain_or_json_lines_and_a_summary_that_says_what_to_
     assert failures
     summary = next(i for i, line in enumerate(lines) if "did not succeed" in line)
     assert re.search(r"; took [\d.]+s; report: out/report.html$", lines[summary]), lines[summary]
-    assert sorted(lines[summary + 1:-1]) == sorted("  " + line.split(" ", 1)[1] for line in failures)
+    assert sorted(lines[summary + 1 : -1]) == sorted("  " + line.split(" ", 1)[1] for line in failures)
     assert lines[-1] == "runcomfy-batch: to run the failed jobs again: runcomfy-batch retry m.yaml"
 
     assert as_json.returncode == 1
@@ -247,6 +273,6 @@ def test_the_cli_run_prints_plain_or_json_lines_and_a_summary_that_says_what_to_
     assert objects[-1]["event"] == "finish"
     assert [o["event"] for o in objects].count("start") == 1
     assert {o["event"] for o in objects} >= {"submitted", "succeeded", "failed"}
-    rest = stderr[len(objects):]  # after the events, only the summary block
-    assert all(line.startswith("{") for line in stderr[:len(objects)])
+    rest = stderr[len(objects) :]  # after the events, only the summary block
+    assert all(line.startswith("{") for line in stderr[: len(objects)])
     assert "did not succeed" in rest[0] and rest[-1].endswith("runcomfy-batch retry m.yaml")

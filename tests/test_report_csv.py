@@ -19,18 +19,34 @@ PROMPTS = {
     "quotes": 'she says "hello" and he answers \'hi\' ""twice""',
     "lines": "first line\nsecond line\r\nthird, with a comma\n",
     "unicode": "café — 東京の夜, ünïcødé ✓",
-    "formula": "=HYPERLINK(\"http://x\",\"y\")",
+    "formula": '=HYPERLINK("http://x","y")',
     "spaces": "  leading and trailing spaces  ",
 }
-COLUMNS = ["id", "model", "status", "request_id", "duration", "prompt", "estimate_usd", "cost_usd",
-           "submitted_at", "finished_at", "duration_s", "outputs", "error"]
+COLUMNS = [
+    "id",
+    "model",
+    "status",
+    "request_id",
+    "duration",
+    "prompt",
+    "estimate_usd",
+    "cost_usd",
+    "submitted_at",
+    "finished_at",
+    "duration_s",
+    "outputs",
+    "error",
+]
 
 
 async def test_prompts_with_commas_quotes_and_newlines_round_trip(sim, write_manifest, tmp_path):
-    jobs = "\n".join(f"  - id: {name}\n    input: {{prompt: {json.dumps(text)}}}"
-                     for name, text in PROMPTS.items())
-    manifest = write_manifest(f"version: 1\nname: csv\noutput_dir: ./out\ndefaults:\n  model: {R2V}\n"
-                              f"  input: {{duration: 5}}\njobs:\n{jobs}\n")
+    jobs = "\n".join(
+        f"  - id: {name}\n    input: {{prompt: {json.dumps(text)}}}" for name, text in PROMPTS.items()
+    )
+    manifest = write_manifest(
+        f"version: 1\nname: csv\noutput_dir: ./out\ndefaults:\n  model: {R2V}\n"
+        f"  input: {{duration: 5}}\njobs:\n{jobs}\n"
+    )
     expected = {job.id: job.input["prompt"] for job in load_manifest(manifest, Catalog.load()).jobs}
     assert expected == PROMPTS  # the YAML said what we meant
     account = sim(fail_rate=0.5, seed=7)
@@ -61,9 +77,11 @@ async def test_prompts_with_commas_quotes_and_newlines_round_trip(sim, write_man
 
 async def test_every_job_of_the_manifest_has_a_row_even_before_it_ran(sim, write_manifest, tmp_path):
     """A run stopped by the budget cap: held jobs still get a row, with empty cost and request id."""
-    jobs = "\n".join(f"  - id: j{i}\n    input: {{prompt: \"shot {i}\"}}" for i in range(4))
-    manifest = write_manifest(f"version: 1\nname: csv\noutput_dir: ./out\nbudget_usd: 0.9\ndefaults:\n"
-                              f"  model: {R2V}\n  input: {{duration: 5}}\njobs:\n{jobs}\n")
+    jobs = "\n".join(f'  - id: j{i}\n    input: {{prompt: "shot {i}"}}' for i in range(4))
+    manifest = write_manifest(
+        f"version: 1\nname: csv\noutput_dir: ./out\nbudget_usd: 0.9\ndefaults:\n"
+        f"  model: {R2V}\n  input: {{duration: 5}}\njobs:\n{jobs}\n"
+    )
     result = await sim().run(manifest, budget_partial=True)
     assert result.counts.get("held") == 2, result.counts
     with open(tmp_path / "out" / "report.csv", newline="", encoding="utf-8") as handle:

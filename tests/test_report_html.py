@@ -25,8 +25,16 @@ from runner.simulator import SimulatorConfig
 
 EVIL = '</script><script>window.pwned=1</script><img src=x onerror="window.pwned=2"> & <b>bold</b>'
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 MANIFEST = f"""\
 version: 1
@@ -69,8 +77,12 @@ def run_report(folder: Path) -> dict[str, Any]:
     manifest = folder / "m.yaml"
     manifest.write_text(MANIFEST, encoding="utf-8")
     # seed 7: of the first six jobs accepted, some fail and some succeed (the draws go by accept order)
-    account = InProcess(SimulatorConfig(concurrency=2, job_seconds=0.05, job_spread=0.2, output_bytes=16_384,
-                                        fail_rate=0.4, seed=7), folder)
+    account = InProcess(
+        SimulatorConfig(
+            concurrency=2, job_seconds=0.05, job_spread=0.2, output_bytes=16_384, fail_rate=0.4, seed=7
+        ),
+        folder,
+    )
     anyio.run(lambda: account.run(manifest))
     return json.loads((folder / "out" / "report.json").read_text(encoding="utf-8"))
 
@@ -130,8 +142,11 @@ def test_a_real_report_validates_against_its_schema(report):
 
 def test_slot_efficiency_is_busy_time_over_peak_times_span():
     """Back-to-back jobs fill one slot (1.0); two 1 s jobs overlapping over 1.5 s fill 2/3 of two slots."""
-    assert slot_use([(0.0, 1.0), (1.0, 2.0)]) == {"busy_seconds": 2.0, "peak_running": 1,
-                                                  "slot_efficiency": 1.0}
+    assert slot_use([(0.0, 1.0), (1.0, 2.0)]) == {
+        "busy_seconds": 2.0,
+        "peak_running": 1,
+        "slot_efficiency": 1.0,
+    }
     assert slot_use([(0.0, 1.0), (0.5, 1.5)])["peak_running"] == 2
     assert slot_use([(0.0, 1.0), (0.5, 1.5)])["slot_efficiency"] == pytest.approx(2 / (2 * 1.5), abs=1e-4)
     assert slot_use([]) == {"busy_seconds": 0.0, "peak_running": 0, "slot_efficiency": None}
@@ -175,6 +190,7 @@ def test_the_page_needs_no_network(report):
 
 # -- in a real browser ------------------------------------------------------------------------------
 
+
 def _playwright():
     if not CHROMIUM.exists():
         pytest.skip("needs Debian's chromium at /usr/bin/chromium (apt-get install -y chromium)")
@@ -207,8 +223,9 @@ def page(browser, report):
 
 
 def visible_ids(page) -> list[str]:
-    return page.eval_on_selector_all("#jobs > tbody > tr:not([hidden])",
-                                     "rows => rows.map(r => r.dataset.id)")
+    return page.eval_on_selector_all(
+        "#jobs > tbody > tr:not([hidden])", "rows => rows.map(r => r.dataset.id)"
+    )
 
 
 @pytest.mark.browser
@@ -235,10 +252,14 @@ def test_every_finished_video_plays_inline_from_the_file_beside_the_report(page,
     assert videos.count() == len(succeeded)
     page.wait_for_function(
         "() => Array.from(document.querySelectorAll('video')).every(v => v.readyState >= 1 || v.error)",
-        timeout=10_000)
-    states = page.eval_on_selector_all("video", """vs => vs.map(v => ({src: v.getAttribute('src'),
+        timeout=10_000,
+    )
+    states = page.eval_on_selector_all(
+        "video",
+        """vs => vs.map(v => ({src: v.getAttribute('src'),
         ready: v.readyState, duration: v.duration, error: v.error && v.error.code,
-        job: v.closest('tr').dataset.id}))""")
+        job: v.closest('tr').dataset.id}))""",
+    )
     expected = {j["id"]: j["outputs"][0]["path"] for j in succeeded}
     assert {s["job"]: s["src"] for s in states} == expected
     for state in states:
@@ -259,14 +280,18 @@ def test_headers_sort_the_table_both_ways(page, report):
     assert [float(c) for c in known] == sorted(float(c) for c in known)
     assert page.get_attribute("th[data-key=cost]", "aria-sort") == "ascending"
     page.click("th[data-key=cost] button")
-    costs = [float(c) for c in page.eval_on_selector_all(
-        "#jobs > tbody > tr", "rows => rows.map(r => r.dataset.cost)") if c]
+    costs = [
+        float(c)
+        for c in page.eval_on_selector_all("#jobs > tbody > tr", "rows => rows.map(r => r.dataset.cost)")
+        if c
+    ]
     assert costs == sorted(costs, reverse=True)
     page.click("th[data-key=id] button")
     assert visible_ids(page) == sorted((j["id"] for j in data["jobs"]), key=str.lower)
     page.click("th[data-key=length] button")
-    lengths = page.eval_on_selector_all("#jobs > tbody > tr",
-                                        "rows => rows.map(r => parseFloat(r.dataset.length))")
+    lengths = page.eval_on_selector_all(
+        "#jobs > tbody > tr", "rows => rows.map(r => parseFloat(r.dataset.length))"
+    )
     assert lengths == sorted(lengths) and lengths[0] == 5 and lengths[-1] == 10
 
 
@@ -304,7 +329,8 @@ def test_the_report_folder_can_be_moved_whole(browser, report, tmp_path):
     page = context.new_page()
     page.goto((moved / "report.html").as_uri())
     page.wait_for_function(
-        "() => Array.from(document.querySelectorAll('video')).every(v => v.readyState >= 1)", timeout=10_000)
+        "() => Array.from(document.querySelectorAll('video')).every(v => v.readyState >= 1)", timeout=10_000
+    )
     srcs = page.eval_on_selector_all("video", "vs => vs.map(v => v.currentSrc)")
     assert srcs and all(s.startswith(moved.as_uri()) for s in srcs)
     context.close()

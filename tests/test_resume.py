@@ -31,8 +31,11 @@ def rows(state: Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any,
 
 
 def request_of(state: Path, job_id: str) -> str:
-    [(request_id,)] = rows(state, "SELECT a.request_id FROM jobs j JOIN attempts a USING (attempt_id) "
-                                  "WHERE j.job_id = ?", (job_id,))
+    [(request_id,)] = rows(
+        state,
+        "SELECT a.request_id FROM jobs j JOIN attempts a USING (attempt_id) WHERE j.job_id = ?",
+        (job_id,),
+    )
     return str(request_id)
 
 
@@ -69,8 +72,9 @@ async def test_an_edited_manifest_reruns_only_changed_jobs_and_keeps_history(sim
     assert result.counts == {"succeeded": 4}
     assert (await account.stats())["submits_accepted"] == 4 + 2  # shot-1 again, shot-4 new
     assert request_of(state, "shot-0") == before["shot-0"] and request_of(state, "shot-2") == before["shot-2"]
-    history = rows(state, "SELECT request_id, input_json FROM attempts WHERE job_id='shot-1' "
-                          "ORDER BY attempt_id")
+    history = rows(
+        state, "SELECT request_id, input_json FROM attempts WHERE job_id='shot-1' ORDER BY attempt_id"
+    )
     assert [r[0] for r in history] == [before["shot-1"], request_of(state, "shot-1")]
     assert "dusk" not in history[0][1] and "dusk" in history[1][1]
     assert holds_its_output(tmp_path, "shot-1")
@@ -143,6 +147,7 @@ async def test_a_request_that_expired_while_no_runner_watched_is_expired(sim, wr
     manifest = write_manifest(simple_manifest(2))
     events: list[dict[str, Any]] = []
     with anyio.CancelScope() as scope:
+
         def stop_once_submitted(event: dict[str, Any]) -> None:
             events.append(event)
             if sum(e["event"] == "submitted" for e in events) == 2:
@@ -174,10 +179,12 @@ async def test_retry_reruns_failed_jobs_only(sim, write_manifest):
     assert (await account.stats())["submits_accepted"] == 8 + failed
 
 
-@pytest.mark.parametrize(("fault", "accepted"), [("accepted_5xx", True), ("accepted_drop", True),
-                                                 ("5xx", False), ("drop", False)])
+@pytest.mark.parametrize(
+    ("fault", "accepted"), [("accepted_5xx", True), ("accepted_drop", True), ("5xx", False), ("drop", False)]
+)
 async def test_a_submit_that_may_have_landed_is_unknown_and_resubmitted_only_when_asked(
-        fault, accepted, sim, write_manifest, tmp_path):
+    fault, accepted, sim, write_manifest, tmp_path
+):
     """A 5xx or a closed connection after the POST was sent: ``unknown``, exit 1, never resubmitted by a
     plain run. ``resubmit_unknown`` sends it again, marked; the simulator counts a duplicate exactly
     when the first submit had in fact been accepted."""
@@ -185,8 +192,10 @@ async def test_a_submit_that_may_have_landed_is_unknown_and_resubmitted_only_whe
     manifest = write_manifest(simple_manifest(3))
     result = await account.run(manifest)
     assert result.exit_code == 1 and result.counts == {"unknown": 3}
-    assert "may have been accepted" in report(tmp_path)["jobs"][0]["error"]["message"] or \
-        "may exist" in report(tmp_path)["jobs"][0]["error"]["message"]
+    assert (
+        "may have been accepted" in report(tmp_path)["jobs"][0]["error"]["message"]
+        or "may exist" in report(tmp_path)["jobs"][0]["error"]["message"]
+    )
     assert (await account.stats())["submits_accepted"] == (3 if accepted else 0)
     assert (await account.run(manifest)).counts == {"unknown": 3}
     assert (await account.stats())["requests"]["submit"] == 3  # nothing sent again
@@ -196,15 +205,22 @@ async def test_a_submit_that_may_have_landed_is_unknown_and_resubmitted_only_whe
     assert result.exit_code == 0 and result.counts == {"succeeded": 3}
     stats = await account.stats()
     assert stats["duplicate_submissions"] == (3 if accepted else 0)
-    flags = rows(tmp_path / "state.sqlite", "SELECT resubmit_of_unknown, request_id IS NOT NULL "
-                                            "FROM attempts ORDER BY attempt_id")
+    flags = rows(
+        tmp_path / "state.sqlite",
+        "SELECT resubmit_of_unknown, request_id IS NOT NULL FROM attempts ORDER BY attempt_id",
+    )
     assert flags == [(0, 0)] * 3 + [(1, 1)] * 3
 
 
 async def test_rate_limited_submits_are_retried_and_never_unknown(sim, write_manifest):
     """A 429 says the submit was not taken: it is retried, and no job is unknown or paid twice."""
-    account = sim(rate_429=0.4, rate_429_bare=0.2, retry_after_seconds=0, fault_endpoints={
-        "429": ("submit",), "429_bare": ("submit",)}, seed=5)
+    account = sim(
+        rate_429=0.4,
+        rate_429_bare=0.2,
+        retry_after_seconds=0,
+        fault_endpoints={"429": ("submit",), "429_bare": ("submit",)},
+        seed=5,
+    )
     manifest = write_manifest(simple_manifest(6))
     result = await account.run(manifest)
     stats = await account.stats()
@@ -224,6 +240,7 @@ async def test_submits_refused_at_connect_are_retried_until_the_api_answers(writ
     config = SimulatorConfig(job_seconds=0.05, output_bytes=4096)
     events: list[dict[str, Any]] = []
     with contextlib.ExitStack() as stack:
+
         def on_event(event: dict[str, Any]) -> None:
             events.append(event)
             refused = event["event"] == "retry" and "ConnectError" in str(event.get("error"))
@@ -231,8 +248,12 @@ async def test_submits_refused_at_connect_are_retried_until_the_api_answers(writ
                 stack.enter_context(running_server(config, port=port))  # the API comes up
                 events.append({"event": "test", "up": True})
 
-        options = BatchOptions(token="sim-token", base_url=base_url, state_path=tmp_path / "state.sqlite",
-                               settings=RunSettings(flush_interval=0.01))
+        options = BatchOptions(
+            token="sim-token",
+            base_url=base_url,
+            state_path=tmp_path / "state.sqlite",
+            settings=RunSettings(flush_interval=0.01),
+        )
         result = await run_batch(manifest, options, on_event=on_event)
         stats = httpx.get(f"{base_url}/_sim/stats").json()
     assert result.exit_code == 0, result.message
@@ -277,6 +298,7 @@ async def test_a_killed_run_does_not_inflate_the_reported_wall_time(sim, write_m
     manifest = write_manifest(simple_manifest(4))
     started = anyio.current_time()
     with anyio.CancelScope() as scope:
+
         def stop_after_two(event: dict[str, Any]) -> None:
             if event["event"] == "submitted" and event["job_id"] == "shot-1":
                 scope.cancel()
@@ -315,8 +337,9 @@ async def test_every_submit_is_journaled_before_its_post_reaches_runcomfy(sim, w
             polls.append(known)
         await account.app(scope, receive, send)
 
-    options = dataclasses.replace(account.options(flush_interval=30.0),
-                                  transport=httpx.ASGITransport(app=watched))
+    options = dataclasses.replace(
+        account.options(flush_interval=30.0), transport=httpx.ASGITransport(app=watched)
+    )
     result = await run_batch(manifest, options)
     assert result.exit_code == 0
     assert len(arrivals) == 6

@@ -24,11 +24,16 @@ pytestmark = pytest.mark.anyio
 
 
 def two_models(n: int) -> str:
-    jobs = "\n".join(f"  - id: r{i}\n    input: {{prompt: \"ref {i}\"}}" for i in range(n))
-    jobs += "\n" + "\n".join(f"  - id: p{i}\n    model: {I2V}\n    input: {{prompt: \"push {i}\", "
-                             f"image: \"https://example.com/a.png\"}}" for i in range(n))
-    return (f"version: 1\nname: st\noutput_dir: ./out\ndefaults:\n  model: {R2V}\n  input: {{duration: 5}}\n"
-            f"jobs:\n{jobs}\n")
+    jobs = "\n".join(f'  - id: r{i}\n    input: {{prompt: "ref {i}"}}' for i in range(n))
+    jobs += "\n" + "\n".join(
+        f'  - id: p{i}\n    model: {I2V}\n    input: {{prompt: "push {i}", '
+        f'image: "https://example.com/a.png"}}'
+        for i in range(n)
+    )
+    return (
+        f"version: 1\nname: st\noutput_dir: ./out\ndefaults:\n  model: {R2V}\n  input: {{duration: 5}}\n"
+        f"jobs:\n{jobs}\n"
+    )
 
 
 async def test_status_of_a_finished_run_with_failures(sim, write_manifest, tmp_path, capsys):
@@ -47,17 +52,22 @@ async def test_status_of_a_finished_run_with_failures(sim, write_manifest, tmp_p
     for model in (I2V, R2V):
         row = next(line for line in lines if line.startswith(model))
         by_state = data["per_model"][model]
-        cells = [str(by_state.get("succeeded", "")), str(by_state.get("failed", "")),
-                 str(sum(by_state.values()))]
+        cells = [
+            str(by_state.get("succeeded", "")),
+            str(by_state.get("failed", "")),
+            str(sum(by_state.values())),
+        ]
         assert row.split()[1:] == [c for c in cells if c]  # an empty cell is blank, not 0
         assert len(row) == len(header.rstrip()) or row.endswith(cells[-1])
     total = next(line for line in lines if line.startswith("total")).split()
     assert total == ["total", str(counts["succeeded"]), str(counts["failed"]), "8"]
     attention = lines.index(f"needs attention ({counts['failed']})")
-    failed = [line.split()[0] for line in lines[attention + 3:attention + 3 + counts["failed"]]]
+    failed = [line.split()[0] for line in lines[attention + 3 : attention + 3 + counts["failed"]]]
     assert sorted(failed) == sorted(j["id"] for j in data["needs_attention"])
-    assert all(line.endswith("the generation failed (simulated)")
-               for line in lines[attention + 3:attention + 3 + counts["failed"]])
+    assert all(
+        line.endswith("the generation failed (simulated)")
+        for line in lines[attention + 3 : attention + 3 + counts["failed"]]
+    )
     assert lines[-1] == f"to run the failed jobs again: runcomfy-batch retry {manifest}"
     assert all(line == line.rstrip() for line in lines)  # no padding in a pipe
 
@@ -104,9 +114,13 @@ def test_status_of_an_interrupted_run_says_how_to_resume(write_manifest, tmp_pat
     env = {k: v for k, v in os.environ.items() if not k.startswith("RUNCOMFY_")}
     env["RUNCOMFY_API_TOKEN"] = "sim-token"
     with running_server(SimulatorConfig(concurrency=2, job_seconds=30)) as base_url:
-        runner = subprocess.Popen([sys.executable, "-m", "runner", "run", "m.yaml", "--base-url", base_url,
-                                   "--no-progress"], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.DEVNULL)
+        runner = subprocess.Popen(
+            [sys.executable, "-m", "runner", "run", "m.yaml", "--base-url", base_url, "--no-progress"],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         try:
             deadline = time.monotonic() + 30
             while submitted(state) < 4:
@@ -123,7 +137,9 @@ def test_status_of_an_interrupted_run_says_how_to_resume(write_manifest, tmp_pat
     header = next(line for line in lines if line.startswith("model")).split()
     assert header[0] == "model" and header[-1] == "total" and set(header[1:-1]) <= {"queued", "running"}
     assert next(line for line in lines if line.startswith(R2V)).split()[-1] == "4"
-    assert lines[-1] == f"to resume (jobs already submitted are re-attached, none is paid twice): " \
-                        f"runcomfy-batch run {manifest}"
+    assert (
+        lines[-1] == f"to resume (jobs already submitted are re-attached, none is paid twice): "
+        f"runcomfy-batch run {manifest}"
+    )
     data = commands.status_data(manifest, state)
     assert data["run"]["state"] == "interrupted" and data["run"]["finished_at"] is None

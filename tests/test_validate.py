@@ -52,14 +52,24 @@ def test_bad_manifest_gives_the_expected_lines(name: str, monkeypatch: pytest.Mo
     assert all(isinstance(p, Problem) for p in caught.value.problems)
 
 
-def test_the_message_names_the_file_as_the_user_gave_it(tmp_path: Path,
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_message_names_the_file_as_the_user_gave_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """file:line job ID: field: message, with the path as typed (relative stays relative)."""
     (tmp_path / "manifests").mkdir()
     lines = [
-        "version: 1", "defaults:", f"  model: {PRO}", "  input:",
-        "    image: https://example.com/a.png", "    prompt: A shot.", "jobs:",
-        "  - id: hero-1", "  - id: hero-2", "  - id: hero-3", "    input:", "      sound: true",
+        "version: 1",
+        "defaults:",
+        f"  model: {PRO}",
+        "  input:",
+        "    image: https://example.com/a.png",
+        "    prompt: A shot.",
+        "jobs:",
+        "  - id: hero-1",
+        "  - id: hero-2",
+        "  - id: hero-3",
+        "    input:",
+        "      sound: true",
         "      duration: 20",
     ]
     write(tmp_path / "manifests", "\n".join(lines) + "\n", "nightly.yaml")
@@ -77,8 +87,9 @@ def test_a_huge_file_is_refused_without_reading_it(tmp_path: Path) -> None:
         handle.truncate(MAX_FILE_BYTES + 1)
     with pytest.raises(ManifestTooLarge) as caught:
         load_manifest(path)
-    assert str(caught.value) == (f"{path}: the file is 50.0 MB; a manifest may be at most 50 MB "
-                                 "(use matrices, or split it)")
+    assert str(caught.value) == (
+        f"{path}: the file is 50.0 MB; a manifest may be at most 50 MB (use matrices, or split it)"
+    )
 
 
 def test_a_missing_file_or_a_folder_is_a_manifest_problem(tmp_path: Path) -> None:
@@ -89,8 +100,11 @@ def test_a_missing_file_or_a_folder_is_a_manifest_problem(tmp_path: Path) -> Non
 def test_a_large_local_image_needs_a_public_url(tmp_path: Path) -> None:
     """An image too big to inline (6 MiB once base64-encoded) is a problem naming the size and the way out."""
     (tmp_path / "big.png").write_bytes(PNG + b"\0" * (5 * 1024 * 1024))
-    write(tmp_path, f"version: 1\ndefaults:\n  model: {PRO}\njobs:\n  - id: big\n    input:\n"
-          "      prompt: Big.\n      image: big.png\n")
+    write(
+        tmp_path,
+        f"version: 1\ndefaults:\n  model: {PRO}\njobs:\n  - id: big\n    input:\n"
+        "      prompt: Big.\n      image: big.png\n",
+    )
     assert problems_of(tmp_path / "m.yaml") == [
         f"{tmp_path / 'm.yaml'}:8 job big: input.image: big.png: is 5.0 MiB; images over 4.5 MiB cannot be "
         "sent inline (6 MiB once encoded): give a public https URL instead"
@@ -106,15 +120,21 @@ def test_inlined_images_over_the_request_limit_are_refused(tmp_path: Path) -> No
     files = LocalFiles(tmp_path)
     input, problems = files.inline_input({"images": [f"img{n}.png" for n in range(12)]}, {"images": "image"})
     assert all(uri.startswith("data:image/png;base64,") for uri in input["images"])
-    assert problems == [((), "the images sent inline add up to 68.8 MiB, more than RunComfy's 64 MiB per "
-                             "request: give public URLs")]
+    assert problems == [
+        (
+            (),
+            "the images sent inline add up to 68.8 MiB, more than RunComfy's 64 MiB per "
+            "request: give public URLs",
+        )
+    ]
 
 
 def test_problems_are_capped_with_a_count_of_the_rest(tmp_path: Path) -> None:
     """Thousands of distinct mistakes print the first 500 and say how many more there are."""
-    jobs = "".join(f"  - id: j{n}\n    input: {{image: https://e.com/a.png, prompt: p, "
-                   f"duration: {100 + n}}}\n"
-                   for n in range(MAX_PROBLEMS_SHOWN + 20))
+    jobs = "".join(
+        f"  - id: j{n}\n    input: {{image: https://e.com/a.png, prompt: p, duration: {100 + n}}}\n"
+        for n in range(MAX_PROBLEMS_SHOWN + 20)
+    )
     write(tmp_path, f"version: 1\ndefaults:\n  model: {PRO}\njobs:\n{jobs}")
     lines = problems_of(tmp_path / "m.yaml")
     assert len(lines) == MAX_PROBLEMS_SHOWN + 1
@@ -123,20 +143,29 @@ def test_problems_are_capped_with_a_count_of_the_rest(tmp_path: Path) -> None:
 
 def test_every_line_is_one_line_even_for_values_with_newlines(tmp_path: Path) -> None:
     """Ids and values with newlines or huge text are shown escaped and shortened."""
-    write(tmp_path, f'version: 1\ndefaults:\n  model: {PRO}\njobs:\n  - id: "a\\nb"\n'
-          f"    input: {{image: https://e.com/a.png, prompt: p, shot_type: \"{'x' * 5000}\"}}\n")
+    write(
+        tmp_path,
+        f'version: 1\ndefaults:\n  model: {PRO}\njobs:\n  - id: "a\\nb"\n'
+        f'    input: {{image: https://e.com/a.png, prompt: p, shot_type: "{"x" * 5000}"}}\n',
+    )
     lines = problems_of(tmp_path / "m.yaml")
     assert len(lines) == 1 and "'a\\nb' is not a safe job id" in lines[0]
-    write(tmp_path, f"version: 1\ndefaults:\n  model: {PRO}\njobs:\n  - id: a\n"
-          f"    input: {{image: https://e.com/a.png, prompt: p, shot_type: \"{'x' * 5000}\"}}\n")
+    write(
+        tmp_path,
+        f"version: 1\ndefaults:\n  model: {PRO}\njobs:\n  - id: a\n"
+        f'    input: {{image: https://e.com/a.png, prompt: p, shot_type: "{"x" * 5000}"}}\n',
+    )
     [line] = problems_of(tmp_path / "m.yaml")
     assert line.endswith(f"input.shot_type: '{'x' * 96}…' is not one of ['customize', 'intelligent']")
 
 
 def test_a_trailing_newline_cannot_sneak_into_an_id(tmp_path: Path) -> None:
     """JSON Schema's $ (in Python's re) accepts 'x\\n'; the loader's own check does not."""
-    write(tmp_path, f'version: 1\nname: "n\\n"\ndefaults:\n  model: {PRO}\njobs:\n  - id: "x\\n"\n'
-          "    input: {image: https://e.com/a.png, prompt: p}\n")
+    write(
+        tmp_path,
+        f'version: 1\nname: "n\\n"\ndefaults:\n  model: {PRO}\njobs:\n  - id: "x\\n"\n'
+        "    input: {image: https://e.com/a.png, prompt: p}\n",
+    )
     lines = problems_of(tmp_path / "m.yaml")
     where = tmp_path / "m.yaml"
     assert [line.split(": ", 1)[0] for line in lines] == [f"{where}:2", f"{where}:6"]
@@ -147,11 +176,14 @@ def test_a_local_image_becomes_a_data_uri_and_identical_files_give_identical_uri
     (tmp_path / "refs").mkdir()
     (tmp_path / "refs" / "a.png").write_bytes(PNG)
     (tmp_path / "refs" / "copy.png").write_bytes(PNG)
-    write(tmp_path, f"version: 1\njobs:\n"
-          f"  - id: one\n    model: {PRO}\n    input: {{image: ./refs/a.png, prompt: p}}\n"
-          f"  - id: two\n    model: {PRO}\n    input: {{image: refs/copy.png, prompt: p}}\n"
-          f"  - id: three\n    model: {REF}\n"
-          "    input: {images: [refs/a.png, https://e.com/b.png], prompt: p}\n")
+    write(
+        tmp_path,
+        f"version: 1\njobs:\n"
+        f"  - id: one\n    model: {PRO}\n    input: {{image: ./refs/a.png, prompt: p}}\n"
+        f"  - id: two\n    model: {PRO}\n    input: {{image: refs/copy.png, prompt: p}}\n"
+        f"  - id: three\n    model: {REF}\n"
+        "    input: {images: [refs/a.png, https://e.com/b.png], prompt: p}\n",
+    )
     manifest = load_manifest(tmp_path / "m.yaml")
     one, two, three = manifest.jobs
     uri = "data:image/png;base64," + base64.b64encode(PNG).decode()
@@ -161,16 +193,21 @@ def test_a_local_image_becomes_a_data_uri_and_identical_files_give_identical_uri
     assert load_manifest(tmp_path / "m.yaml").jobs[0].fingerprint == one.fingerprint
 
 
-@pytest.mark.parametrize("head, kind", [
-    (b"\x89PNG\r\n\x1a\n" + b"\0" * 8, "png"),
-    (b"\xff\xd8\xff\xe0" + b"\0" * 12, "jpeg"),
-    (b"RIFF\x10\0\0\0WEBPVP8 ", "webp"),
-    (b"GIF89a" + b"\0" * 10, "gif"),
-])
+@pytest.mark.parametrize(
+    "head, kind",
+    [
+        (b"\x89PNG\r\n\x1a\n" + b"\0" * 8, "png"),
+        (b"\xff\xd8\xff\xe0" + b"\0" * 12, "jpeg"),
+        (b"RIFF\x10\0\0\0WEBPVP8 ", "webp"),
+        (b"GIF89a" + b"\0" * 10, "gif"),
+    ],
+)
 def test_image_types_come_from_magic_bytes_not_names(tmp_path: Path, head: bytes, kind: str) -> None:
     (tmp_path / "image.txt").write_bytes(head)
-    write(tmp_path, f"version: 1\njobs:\n  - id: one\n    model: {PRO}\n"
-          "    input: {image: image.txt, prompt: p}\n")
+    write(
+        tmp_path,
+        f"version: 1\njobs:\n  - id: one\n    model: {PRO}\n    input: {{image: image.txt, prompt: p}}\n",
+    )
     assert load_manifest(tmp_path / "m.yaml").jobs[0].input["image"].startswith(f"data:image/{kind};base64,")
 
 
@@ -197,8 +234,11 @@ def test_an_unreadable_file_is_a_manifest_problem(tmp_path: Path) -> None:
 
 def test_numbers_python_cannot_print_stay_text(tmp_path: Path) -> None:
     """A 6,000-digit hex integer would crash repr() and json.dumps; it is read as text instead."""
-    write(tmp_path, f"version: 1\ndefaults:\n  model: {PRO}\njobs:\n  - id: a\n"
-          f"    input: {{image: https://e.com/a.png, prompt: p, duration: 0x{'f' * 5000}}}\n")
+    write(
+        tmp_path,
+        f"version: 1\ndefaults:\n  model: {PRO}\njobs:\n  - id: a\n"
+        f"    input: {{image: https://e.com/a.png, prompt: p, duration: 0x{'f' * 5000}}}\n",
+    )
     [line] = problems_of(tmp_path / "m.yaml")
     assert line.startswith(f"{tmp_path / 'm.yaml'}:6 job a: input.duration: '0xfff") and "not of type" in line
 
@@ -214,4 +254,5 @@ def test_a_file_of_millions_of_tiny_values_is_refused_early() -> None:
     doc = parse_yaml("- a\n" * 1000, max_values=500)
     assert doc.fatal and doc.too_large and doc.data is None
     assert [(p.line, p.message) for p in doc.problems] == [
-        (500, "the manifest holds more than 500 values: split it, or use matrices")]
+        (500, "the manifest holds more than 500 values: split it, or use matrices")
+    ]

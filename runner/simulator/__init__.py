@@ -27,9 +27,15 @@ from .config import (
 # The app and the server load starlette and uvicorn: only when asked for, so that the CLI (which lists
 # `simulate`'s options for every command) starts without them.
 _LAZY = {
-    "Job": ".account", "create_app": ".app", "DEFAULT_OUTPUT_BYTES": ".outputs",
-    "expected_output_bytes": ".outputs", "output_name": ".outputs", "running_server": ".server",
-    "serve": ".server", "ManualClock": ".simulation", "Simulation": ".simulation",
+    "Job": ".account",
+    "create_app": ".app",
+    "DEFAULT_OUTPUT_BYTES": ".outputs",
+    "expected_output_bytes": ".outputs",
+    "output_name": ".outputs",
+    "running_server": ".server",
+    "serve": ".server",
+    "ManualClock": ".simulation",
+    "Simulation": ".simulation",
 }
 
 
