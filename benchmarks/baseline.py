@@ -21,7 +21,7 @@ from typing import Any
 
 import httpx
 
-from runner.manifest import load_manifest
+from runner.manifest.loader import load_manifest
 
 TERMINAL = {"completed", "succeeded", "failed", "cancelled"}
 

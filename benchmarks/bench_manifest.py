@@ -28,7 +28,7 @@ REFS = [
 
 _MEASURE = """
 import json, resource, sys, time
-from runner.manifest import load_manifest
+from runner.manifest.loader import load_manifest
 start = time.perf_counter()
 manifest = load_manifest(sys.argv[1])
 elapsed = time.perf_counter() - start
@@ -38,7 +38,7 @@ print(json.dumps({"seconds": elapsed, "jobs": len(manifest.jobs),
 
 _BASELINE = """
 import json, resource
-import runner.manifest
+import runner.manifest.loader
 print(json.dumps({"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
 """
 

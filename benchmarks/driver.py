@@ -73,14 +73,14 @@ async def _trace(runner: Any, base_url: str, path: Path) -> None:
 
 
 async def _run(args: argparse.Namespace, figures: dict[str, Any]) -> None:
+    from runner.api.client import RunComfyClient
     from runner.batch import BatchOptions, _defaults, api_config, open_session, resolve, settings_for
-    from runner.catalog import Catalog
-    from runner.client import RunComfyClient
-    from runner.manifest import load_manifest
-    from runner.pricing import PriceTable
-    from runner.report import write_reports
-    from runner.scheduler import Runner, RunSettings
-    from runner.state import Store
+    from runner.catalog.models import Catalog
+    from runner.catalog.pricing import PriceTable
+    from runner.engine.loop import Runner, RunSettings
+    from runner.engine.store import Store
+    from runner.manifest.loader import load_manifest
+    from runner.reports.report import write_reports
 
     started = time.perf_counter()
     catalog = Catalog.load()
@@ -133,7 +133,7 @@ async def _run(args: argparse.Namespace, figures: dict[str, Any]) -> None:
         if args.httpx:  # for comparison: the runner over httpx's own connection pool
             import httpx
 
-            from runner.http import HttpxSession
+            from runner.api.http import HttpxSession
 
             await http.aclose()
             http = HttpxSession(httpx.AsyncClient(limits=httpx.Limits(max_connections=16)))

@@ -252,7 +252,7 @@ def run_json(command: list[str], *, env: dict[str, str] | None = None) -> dict[s
 
 _BARE = """
 import json, sys, time, anyio, httpx
-from runner.http import AiohttpSession, Timeouts
+from runner.api.http import AiohttpSession, Timeouts
 url, model, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
 payload = {"image": sys.argv[4], "prompt": "one bare request", "duration": 5}
 headers = {"Authorization": "Bearer sim-token"}

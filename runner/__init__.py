@@ -9,10 +9,10 @@ Load a manifest, run it, read the results::
 """
 
 from .batch import BatchOptions, BatchResult, cancel_batch, run_batch, run_batch_sync
-from .catalog import Catalog
+from .catalog.models import Catalog
+from .engine.loop import RunSettings
 from .errors import RunnerError
-from .manifest import Job, Manifest, load_manifest
-from .scheduler import RunSettings
+from .manifest.loader import Job, Manifest, load_manifest
 
 __version__ = "0.1.0"
 

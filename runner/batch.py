@@ -23,19 +23,20 @@ from urllib.parse import urlsplit
 import anyio
 import sniffio
 
-from . import state as S
-from .catalog import Catalog
-from .client import DEFAULT_BASE_URL, ApiConfig, RunComfyClient
-from .download import DownloadConfig, damaged_outputs
-from .errors import StateError, UsageError
-from .http import AiohttpSession, HttpSession, HttpxSession
-from .manifest import Manifest, load_manifest
-from .pricing import PriceTable
-from .report import report_paths, reports_current, write_reports
-from .retry import RetryPolicy
-from .scheduler import EventSink, Runner, RunResult, RunSettings, outcome, runs_now, spent
-from .snapshot import META_KEY, Snapshot, quick_name
-from .state import Store
+from .api.client import DEFAULT_BASE_URL, ApiConfig, RunComfyClient
+from .api.download import DownloadConfig
+from .api.http import AiohttpSession, HttpSession, HttpxSession
+from .api.retry import RetryPolicy
+from .catalog.models import Catalog
+from .catalog.pricing import PriceTable
+from .engine import store as S
+from .engine.loop import EventSink, Runner, RunResult, RunSettings, outcome, runs_now, spent
+from .engine.outputs import damaged_outputs
+from .engine.store import Store
+from .errors import RunnerError, StateError, UsageError
+from .manifest.loader import Manifest, load_manifest
+from .manifest.snapshot import META_KEY, Snapshot, quick_name
+from .reports.report import report_paths, reports_current, write_reports
 
 if TYPE_CHECKING:
     import httpx
@@ -300,11 +301,7 @@ async def cancel_batch(
                 assert row.request_id is not None
                 try:
                     outcome = await client.cancel(row.request_id)
-                except Exception as exc:  # noqa: BLE001 - reported per job, never fatal
-                    from .errors import RunnerError
-
-                    if not isinstance(exc, RunnerError):
-                        raise
+                except RunnerError as exc:  # reported per job, never fatal
                     outcome = f"error: {exc}"
                 if outcome == "cancelled":
                     store.record_error(

@@ -10,9 +10,9 @@ from typing import Any
 import httpx
 import pytest
 
+from runner.api.retry import RetryPolicy
 from runner.batch import BatchOptions, BatchResult, run_batch
-from runner.retry import RetryPolicy
-from runner.scheduler import RunSettings
+from runner.engine.loop import RunSettings
 from runner.simulator import SimulatorConfig, create_app
 
 REPO = Path(__file__).resolve().parent.parent

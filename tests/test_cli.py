@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import REPO, simple_manifest
 
-from runner.cli import build_parser
+from runner.cli.main import build_parser
 
 COMMANDS = ["validate", "run", "retry", "status", "report", "plan", "cancel", "simulate"]
 

@@ -203,7 +203,7 @@ async def test_slow_answers_time_out_and_are_retried(sim, write_manifest, tmp_pa
 
     import httpx
 
-    from runner.download import DownloadConfig
+    from runner.api.download import DownloadConfig
     from runner.simulator import running_server
 
     account = sim(rate_slow=0.3, slow_seconds=1.0, seed=5, fault_endpoints={"slow": ("result", "download")})
@@ -225,7 +225,7 @@ def test_retry_after_is_read_as_seconds_or_an_http_date():
     import email.utils
     import time
 
-    from runner.client import parse_retry_after
+    from runner.api.client import parse_retry_after
 
     assert parse_retry_after("3") == 3.0
     assert parse_retry_after(None) is None and parse_retry_after("soon") is None

@@ -16,10 +16,10 @@ import httpx
 import pytest
 from conftest import I2V
 
-from runner.download import DownloadConfig, download
+from runner.api.download import DownloadConfig, download
+from runner.api.http import AiohttpSession, HttpSession, HttpxSession, Timeouts
+from runner.api.retry import RetryPolicy
 from runner.errors import TransportError
-from runner.http import AiohttpSession, HttpSession, HttpxSession, Timeouts
-from runner.retry import RetryPolicy
 from runner.simulator import SimulatorConfig, running_server
 
 pytestmark = pytest.mark.anyio
@@ -181,7 +181,7 @@ def test_aiohttp_failures_while_connecting_are_the_only_surely_unsent_ones():
     """The mapping itself, for the errors loopback cannot stage (a connect timeout, a TLS failure)."""
     import aiohttp
 
-    from runner.http import _aiohttp_failure
+    from runner.api.http import _aiohttp_failure
 
     key = aiohttp.client_reqrep.ConnectionKey("h", 443, True, True, None, None, None)
     sure = [

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from runner.manifest import Job, expand_matrix, fingerprint, load_manifest, value_tokens
+from runner.manifest.loader import Job, expand_matrix, fingerprint, load_manifest, value_tokens
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = sorted((ROOT / "manifests").glob("*.yaml"))

@@ -16,10 +16,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from jsonschema import Draft202012Validator
 
-from runner.catalog import Catalog
+from runner.catalog.models import Catalog
 from runner.errors import ManifestInvalid
-from runner.fastschema import compile_schema
-from runner.manifest import Manifest, expand_matrix, load_manifest
+from runner.manifest.fastschema import compile_schema
+from runner.manifest.loader import Manifest, expand_matrix, load_manifest
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = yaml.safe_load((ROOT / "manifests" / "demo.yaml").read_text(encoding="utf-8"))

@@ -10,10 +10,10 @@ import sys
 import pytest
 from conftest import I2V, R2V, simple_manifest
 
-from runner.catalog import Catalog
+from runner.catalog.models import Catalog
+from runner.catalog.pricing import PriceTable
 from runner.errors import BudgetExceeded
-from runner.plan import make_plan
-from runner.pricing import PriceTable
+from runner.reports.plan import make_plan
 
 pytestmark = pytest.mark.anyio
 
@@ -85,8 +85,8 @@ async def test_plan_on_a_half_finished_state_file(sim, write_manifest, tmp_path)
     manifest_path = write_manifest(simple_manifest(4))
     await account.run(manifest_path)
     more = write_manifest(simple_manifest(8))  # four more jobs appended to the same manifest
-    from runner.manifest import load_manifest
-    from runner.state import Store
+    from runner.engine.store import Store
+    from runner.manifest.loader import load_manifest
 
     manifest = load_manifest(more, CATALOG)
     store = Store.open(tmp_path / "state.sqlite", create=False)

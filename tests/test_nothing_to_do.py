@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 from conftest import I2V, simple_manifest
 
-from runner import commands
 from runner.batch import finished_already
-from runner.manifest import load_manifest
-from runner.report import build_report, report_paths
-from runner.snapshot import META_KEY, Snapshot, quick_name
-from runner.state import Store
+from runner.cli import commands
+from runner.engine.store import Store
+from runner.manifest.loader import load_manifest
+from runner.manifest.snapshot import META_KEY, Snapshot, quick_name
+from runner.reports.report import build_report, report_paths
 
 pytestmark = pytest.mark.anyio
 

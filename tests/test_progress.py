@@ -18,7 +18,7 @@ from conftest import simple_manifest
 from rich.console import Console
 
 from runner.batch import run_batch
-from runner.progress import LineLog, LiveProgress, Tally, progress_sink
+from runner.reports.progress import LineLog, LiveProgress, Tally, progress_sink
 from runner.simulator import SimulatorConfig, running_server
 
 pytestmark = pytest.mark.anyio

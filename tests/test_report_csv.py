@@ -9,8 +9,8 @@ import json
 import pytest
 from conftest import R2V
 
-from runner.catalog import Catalog
-from runner.manifest import load_manifest
+from runner.catalog.models import Catalog
+from runner.manifest.loader import load_manifest
 
 pytestmark = pytest.mark.anyio
 

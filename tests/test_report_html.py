@@ -18,9 +18,9 @@ import jsonschema
 import pytest
 from conftest import I2V, R2V, InProcess
 
-from runner.catalog import schema_dir
-from runner.report import slot_use
-from runner.report_html import render_html
+from runner.catalog.models import schema_dir
+from runner.reports.html import render_html
+from runner.reports.report import slot_use
 from runner.simulator import SimulatorConfig
 
 EVIL = '</script><script>window.pwned=1</script><img src=x onerror="window.pwned=2"> & <b>bold</b>'

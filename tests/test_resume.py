@@ -19,7 +19,7 @@ import pytest
 from conftest import I2V, simple_manifest
 
 from runner.batch import BatchOptions, run_batch
-from runner.scheduler import RunSettings
+from runner.engine.loop import RunSettings
 from runner.simulator import SimulatorConfig, expected_output_bytes, running_server
 
 pytestmark = pytest.mark.anyio

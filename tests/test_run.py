@@ -12,8 +12,8 @@ import jsonschema
 import pytest
 from conftest import I2V, simple_manifest
 
-from runner import state as S
-from runner.catalog import schema_dir
+from runner.catalog.models import schema_dir
+from runner.engine import store as S
 from runner.simulator import expected_output_bytes
 
 pytestmark = pytest.mark.anyio
@@ -171,7 +171,7 @@ async def test_identical_jobs_are_one_paid_request(sim, write_manifest, tmp_path
 
 def test_outputs_are_fetched_only_from_runcomfy_or_allowed_hosts():
     """RunComfy's CDN and allowed hosts pass; any other host, or a non-http URL, is refused."""
-    from runner.download import DownloadConfig
+    from runner.api.download import DownloadConfig
     from runner.errors import OutputHostRefused
 
     config = DownloadConfig(allowed_hosts=("api.local",))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from runner.state import Store
+from runner.engine.store import Store
 
 
 def test_journal_version_moves_with_job_changes_only(tmp_path: Path) -> None:

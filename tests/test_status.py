@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 from conftest import I2V, R2V, simple_manifest
 
-from runner import commands
 from runner.batch import run_batch
+from runner.cli import commands
 from runner.simulator import SimulatorConfig, running_server
 
 pytestmark = pytest.mark.anyio

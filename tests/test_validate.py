@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from runner.errors import ManifestInvalid, ManifestTooLarge, Problem
-from runner.inputs import LocalFiles
-from runner.manifest import MAX_FILE_BYTES, load_manifest
-from runner.validate import MAX_PROBLEMS_SHOWN
+from runner.manifest.inputs import LocalFiles
+from runner.manifest.loader import MAX_FILE_BYTES, load_manifest
+from runner.manifest.validate import MAX_PROBLEMS_SHOWN
 
 CORPUS = Path(__file__).parent / "bad_manifests"
 CASES = sorted(path.name for path in CORPUS.glob("*.yaml"))
@@ -249,7 +249,7 @@ def test_a_path_with_a_nul_byte_is_a_manifest_problem() -> None:
 
 def test_a_file_of_millions_of_tiny_values_is_refused_early() -> None:
     """Within the size cap, 12 million one-letter items would take gigabytes: the parser stops at a count."""
-    from runner.yamldoc import parse_yaml
+    from runner.manifest.yamldoc import parse_yaml
 
     doc = parse_yaml("- a\n" * 1000, max_values=500)
     assert doc.fatal and doc.too_large and doc.data is None

@@ -68,7 +68,7 @@ def run_installed(target: Path, cwd: Path, *args: str) -> subprocess.CompletedPr
 
 
 def test_the_installed_wheel_uses_its_own_schemas(installed, tmp_path):
-    code = "import runner.catalog as c; print(c.schema_dir())"
+    code = "import runner.catalog.models as c; print(c.schema_dir())"
     env = {**os.environ, "PYTHONPATH": str(installed)}
     where = subprocess.run(
         [sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True

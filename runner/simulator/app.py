@@ -23,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from ..catalog import Catalog
+from ..catalog.models import Catalog
 from ..errors import RunnerError
 from .account import COMPLETED, FAILED, FINISHED, Job
 from .config import SimulatorConfig

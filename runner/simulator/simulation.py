@@ -19,8 +19,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from ..catalog import Catalog
-from ..pricing import PriceTable
+from ..catalog.models import Catalog
+from ..catalog.pricing import PriceTable
 from .account import IN_QUEUE, STATES, Account, Job
 from .config import ENDPOINTS, FAULTS, SimulatorConfig
 from .faults import FaultDice

@@ -32,7 +32,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from .errors import redact
+from ..errors import redact
 
 Event = Mapping[str, Any]
 EventSink = Callable[[Event], None]

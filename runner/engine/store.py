@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import sqlite_utils
 
-from .errors import StateError, StateLocked
+from ..errors import StateError, StateLocked
 
 # Job states. ``pending`` may be submitted; ``submitting``/``queued``/``running``/``collecting``
 # are in flight; the rest are at rest until the user acts.

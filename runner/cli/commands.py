@@ -19,8 +19,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from . import state as S
-from .batch import (
+from ..batch import (
     BatchOptions,
     BatchResult,
     _defaults,
@@ -30,14 +29,15 @@ from .batch import (
     resolve,
     run_batch,
 )
-from .catalog import Catalog
-from .errors import EXIT_JOBS_FAILED, EXIT_OK, StateError, redact
-from .manifest import load_manifest
-from .plan import make_plan
-from .pricing import PriceTable
-from .progress import progress_sink
-from .report import write_reports
-from .snapshot import META_KEY, Snapshot
+from ..catalog.models import Catalog
+from ..catalog.pricing import PriceTable
+from ..engine import store as S
+from ..errors import EXIT_JOBS_FAILED, EXIT_OK, StateError, redact
+from ..manifest.loader import load_manifest
+from ..manifest.snapshot import META_KEY, Snapshot
+from ..reports.plan import make_plan
+from ..reports.progress import progress_sink
+from ..reports.report import write_reports
 
 
 def _out(text: str = "") -> None:

@@ -20,19 +20,27 @@ from dataclasses import asdict, dataclass
 from functools import cache
 from pathlib import Path
 
-from .catalog import schema_dir
-from .manifest import Manifest
+from ..catalog.models import schema_dir
+from ..disk import file_sha256
+from .loader import Manifest
 
 META_KEY = "manifest_snapshot"
 # The modules whose code decides what a manifest expands into.
-_READERS = ("manifest.py", "validate.py", "yamldoc.py", "fastschema.py", "inputs.py", "catalog.py")
+_READERS = (
+    "manifest/loader.py",
+    "manifest/validate.py",
+    "manifest/yamldoc.py",
+    "manifest/fastschema.py",
+    "manifest/inputs.py",
+    "catalog/models.py",
+)
 
 
 @cache
 def reader_digest() -> str:
     """sha256 over the bundled schemas and the code that reads manifests (computed once a process)."""
     digest = hashlib.sha256()
-    here = Path(__file__).parent
+    here = Path(__file__).parent.parent
     files = sorted(p for p in schema_dir().rglob("*") if p.is_file()) + [here / name for name in _READERS]
     for path in files:
         digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
@@ -93,14 +101,6 @@ class Snapshot:
         except OSError:
             return False
         return True
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 _TOP_NAME = re.compile(rb"^name[ \t]*:[ \t]*(.*?)[ \t]*(?:#.*)?$", re.MULTILINE)

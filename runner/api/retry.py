@@ -15,9 +15,10 @@ from typing import TypeVar
 
 import anyio
 
-from .errors import ApiError, RateLimited, ServerError, TransportError
+from ..errors import ApiError, RateLimited, ServerError, TransportError
 
 T = TypeVar("T")
+_RNG = random.Random()
 
 
 @dataclass(frozen=True)
@@ -31,9 +32,9 @@ class RetryPolicy:
     # Tests set this to 0 so retries do not sleep; Retry-After is scaled the same way.
     sleep_scale: float = 1.0
 
-    def backoff(self, attempt: int, rng: random.Random = random._inst) -> float:  # type: ignore[attr-defined]
+    def backoff(self, attempt: int, rng: random.Random | None = None) -> float:
         """Full jitter: uniform in [0, min(max_delay, base * 2**attempt)]."""
-        return rng.uniform(0, min(self.max_delay, self.base_delay * 2**attempt))
+        return (rng or _RNG).uniform(0, min(self.max_delay, self.base_delay * 2**attempt))
 
 
 def is_transient(error: BaseException) -> bool:

@@ -31,10 +31,10 @@ from typing import Any
 
 import anyio
 
-from . import state as S
-from .client import KNOWN_LIVE, RemoteState, RunComfyClient
-from .download import DownloadConfig, Fsync, damaged_outputs, download, file_names
-from .errors import (
+from ..api.client import KNOWN_LIVE, RemoteState, RunComfyClient
+from ..api.download import DownloadConfig, Fsync, download, file_names
+from ..catalog.pricing import PriceTable
+from ..errors import (
     EXIT_AUTH,
     EXIT_BALANCE,
     EXIT_INTERRUPTED,
@@ -51,10 +51,11 @@ from .errors import (
     SubmitUnknown,
     TransportError,
 )
-from .manifest import Job, Manifest
+from ..manifest.loader import Job, Manifest
+from ..manifest.snapshot import META_KEY, Snapshot
+from . import store as S
+from .outputs import damaged_outputs
 from .pacing import Pacer, Track
-from .pricing import PriceTable
-from .snapshot import META_KEY, Snapshot
 
 
 @dataclass(frozen=True)

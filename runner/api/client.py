@@ -24,7 +24,7 @@ from urllib.parse import quote, urlsplit
 
 import anyio
 
-from .errors import (
+from ..errors import (
     AccountError,
     ApiError,
     BalanceError,

@@ -69,7 +69,8 @@ def compile_schema(schema: Mapping[str, Any] | bool) -> Check:
     except _Unsupported:
         from jsonschema import Draft202012Validator  # noqa: PLC0415
 
-        return Draft202012Validator(schema).is_valid
+        is_valid: Check = Draft202012Validator(schema).is_valid
+        return is_valid
 
 
 def json_equal(one: Any, two: Any) -> bool:

@@ -16,12 +16,12 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from ..api.download import DownloadConfig
+from ..api.retry import RetryPolicy
+from ..batch import BatchOptions
+from ..engine.loop import RunSettings
+from ..errors import ManifestInvalid, RunnerError, UsageError, redact
 from . import commands
-from .batch import BatchOptions
-from .download import DownloadConfig
-from .errors import ManifestInvalid, RunnerError, UsageError, redact
-from .retry import RetryPolicy
-from .scheduler import RunSettings
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
 
@@ -217,7 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="serve the bundled RunComfy API simulator on loopback",
         description="Serve the simulator of the RunComfy Model API (for tests, benchmarks, demos).",
     )
-    from .simulator import add_simulator_arguments
+    from ..simulator import add_simulator_arguments  # noqa: PLC0415 - loaded only to build this parser
 
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=8790, help="port (default 8790)")
@@ -262,7 +262,7 @@ def simulated(ns: argparse.Namespace, options: BatchOptions) -> Iterator[BatchOp
     if not getattr(ns, "simulate", False):
         yield options
         return
-    from .simulator import SimulatorConfig, running_server
+    from ..simulator import SimulatorConfig, running_server  # noqa: PLC0415 - only with --simulate
 
     config = SimulatorConfig(concurrency=4, job_seconds=2.0, job_spread=0.3)
     with running_server(config) as base_url:
@@ -318,7 +318,7 @@ def dispatch(ns: argparse.Namespace) -> int:
         with simulated(ns, options) as options:
             return commands.cancel(ns.manifest, options)
     if ns.command == "simulate":
-        from .simulator import config_from_args, serve
+        from ..simulator import config_from_args, serve  # noqa: PLC0415 - only `simulate` serves
 
         serve(config_from_args(ns), host=ns.host, port=ns.port)
         return 0

@@ -25,8 +25,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # jsonschema loads when a manifest is checked, not for every command
     from jsonschema.exceptions import ValidationError
 
-from .catalog import Catalog, ModelSpec, format_path, schema_dir
-from .errors import Problem
+from ..catalog.models import Catalog, ModelSpec, format_path, schema_dir
+from ..errors import Problem
 from .fastschema import compile_schema
 from .yamldoc import Document
 
@@ -303,7 +303,7 @@ class InputSource:
             return "job", ("jobs", self.index)
         top, rest = path[0], path[1:]
         if top in self.matrix_keys:
-            pick = self.matrix_pick[self.matrix_keys.index(top)]  # type: ignore[arg-type]
+            pick = self.matrix_pick[self.matrix_keys.index(top)]
             return "matrix", ("jobs", self.index, "matrix", top, pick, *rest)
         if top in self.own:
             return "job", ("jobs", self.index, "input", *path)

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
-from .errors import TransportError
+from ..errors import TransportError
 
 if TYPE_CHECKING:
     import httpx
@@ -189,7 +189,7 @@ def _aiohttp_failure(exc: BaseException) -> TransportError | None:
 def _aiohttp_errors() -> Iterator[None]:
     try:
         yield
-    except Exception as exc:  # noqa: BLE001 - re-raised as is unless it is a transport failure
+    except Exception as exc:
         mapped = _aiohttp_failure(exc)
         if mapped is None:
             raise

@@ -304,7 +304,7 @@ class _Builder:
         return None
 
     def alias(self, ev: AliasEvent) -> Any:
-        target = self.anchors.get(ev.anchor)
+        target = self.anchors.get(ev.anchor or "")
         if target is None:
             self.problem(ev, f"unknown alias *{ev.anchor} (no &{ev.anchor} before it)")
             return None
@@ -313,7 +313,7 @@ class _Builder:
         if self.expanded > max(MIN_ALIAS_BUDGET, ALIAS_RATIO * self.written):
             raise _Abort(
                 SourceProblem(
-                    ev.start_mark.line + 1,
+                    _line(ev),
                     f"aliases (*{ev.anchor}) expand to more than "
                     f"{max(MIN_ALIAS_BUDGET, ALIAS_RATIO * self.written):,} values: "
                     "refusing what looks like a YAML alias bomb",
@@ -372,7 +372,7 @@ class _Builder:
     def alias_key(self, ev: AliasEvent, value: Any) -> str:
         if isinstance(value, str):
             return value
-        line = ev.start_mark.line + 1
+        line = _line(ev)
         raise _Abort(SourceProblem(line, "a mapping key must be a plain value", self.path()))
 
     def put(self, top: _Frame, value: Any) -> None:
@@ -434,6 +434,11 @@ class _Builder:
             elif isinstance(top.key, str):
                 path = (*path, top.key)
         self.doc.problems.append(SourceProblem(ev.start_mark.line + 1, message, path, covers_value=True))
+
+
+def _line(ev: Any) -> int:
+    """The 1-based line an event starts on (0 where PyYAML gives no mark)."""
+    return ev.start_mark.line + 1 if ev.start_mark is not None else 0
 
 
 def _int(value: str) -> int | str:

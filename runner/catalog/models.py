@@ -24,10 +24,10 @@ if TYPE_CHECKING:  # jsonschema loads only where inputs are checked (status and 
 
 def schema_dir() -> Path:
     """Where the bundled schemas are: inside the installed package, or at the repository's top."""
-    packaged = Path(__file__).parent / "_schemas"
+    packaged = Path(__file__).parent.parent / "_schemas"
     if packaged.is_dir():
         return packaged
-    return Path(__file__).resolve().parent.parent / "schemas"
+    return Path(__file__).resolve().parent.parent.parent / "schemas"
 
 
 @dataclass(frozen=True)
@@ -58,8 +58,8 @@ def _describe(error: ValidationError) -> str:
             return f"{error.instance!r} is not an http(s) URL, data: URI or local file"
         return f"{error.instance!r} is not an http(s) URL (a public URL is needed here)"
     if error.validator == "required":
-        return error.message.replace("is a required property", "is required")
-    return error.message
+        return str(error.message).replace("is a required property", "is required")
+    return str(error.message)
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .catalog import Catalog
-from .errors import UsageError
+from ..errors import UsageError
+from .models import Catalog
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from .errors import LocalInputError
+from ..errors import LocalInputError
 
 MiB = 1024 * 1024
 MAX_INLINE_URI = 6 * MiB

@@ -20,10 +20,10 @@ from functools import cache
 from pathlib import Path
 from typing import Any, TextIO
 
-from . import state as S
-from .manifest import Manifest
-from .report_html import PageFacts, is_video, write_html
-from .snapshot import reader_digest
+from ..engine import store as S
+from ..manifest.loader import Manifest
+from ..manifest.snapshot import reader_digest
+from .html import PageFacts, is_video, write_html
 
 REPORT_VERSION = 1
 INPUT_SUMMARY_FIELDS = (
@@ -398,5 +398,5 @@ def write_reports(manifest: Manifest, store: S.Store, *, if_changed: bool = Fals
 @cache
 def _report_code() -> str:
     here = Path(__file__).parent
-    code = (here / "report.py").read_bytes() + (here / "report_html.py").read_bytes()
+    code = (here / "report.py").read_bytes() + (here / "html.py").read_bytes()
     return hashlib.sha256(code).hexdigest()

@@ -18,11 +18,10 @@ from urllib.parse import unquote, urlsplit
 
 import anyio
 
+from ..errors import OutputHostRefused, RequestNotFound, TransportError
 from .client import error_from_answer
-from .errors import OutputHostRefused, RequestNotFound, TransportError
 from .http import HttpSession, Timeouts
 from .retry import OnRetry, RetryPolicy, call_with_retry
-from .state import Store
 
 RUNCOMFY_OUTPUT_DOMAINS = ("runcomfy.net", "runcomfy.com")
 
@@ -80,45 +79,6 @@ def file_names(urls: list[str]) -> list[str]:
             candidate = f"{stem}-{n}.{suffix}" if suffix else f"{stem}-{n}"
         names.append(candidate)
     return names
-
-
-def damaged_outputs(
-    store: Store, output_dir: Path, *, verify_hashes: bool = False, first_only: bool = False
-) -> list[str]:
-    """Succeeded jobs whose files are not on disk as recorded: missing, another size, or (when their
-    mtime changed, or with ``verify_hashes``) other bytes. One ``stat`` per file, read row by row."""
-    damaged: list[str] = []
-    folder = os.fspath(output_dir)
-    last = None
-    for job_id, path, size, mtime_ns, sha256 in store.succeeded_outputs():
-        if job_id == last:
-            continue  # one bad file is enough for the job
-        if path is None or not _intact(os.path.join(folder, path), size, mtime_ns, sha256, verify_hashes):
-            damaged.append(job_id)
-            last = job_id
-            if first_only:
-                break
-    return damaged
-
-
-def _intact(path: str, size: int | None, mtime_ns: int | None, sha256: str | None, verify: bool) -> bool:
-    try:
-        st = os.stat(path)
-    except OSError:
-        return False
-    if st.st_size != size:
-        return False
-    if st.st_mtime_ns == mtime_ns and not verify:
-        return True
-    return sha256_file(Path(path)) == sha256
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(1 << 20):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 class Fsync:

@@ -12,10 +12,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from . import state as S
-from .manifest import Manifest
-from .pricing import PriceTable
-from .scheduler import committed_spend, spent, twin_map
+from ..catalog.pricing import PriceTable
+from ..engine import store as S
+from ..engine.loop import committed_spend, spent, twin_map
+from ..manifest.loader import Manifest
 
 
 @dataclass

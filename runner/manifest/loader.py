@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .catalog import Catalog, ModelSpec
-from .errors import ManifestInvalid, ManifestTooLarge
+from ..catalog.models import Catalog, ModelSpec
+from ..errors import ManifestInvalid, ManifestTooLarge
 from .inputs import LocalFiles
 from .validate import (
     SAFE_ID,

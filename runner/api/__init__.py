@@ -1,0 +1,1 @@
+"""The RunComfy edge: HTTP sessions, the API client, retries and output downloads."""

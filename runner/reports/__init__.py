@@ -1,0 +1,1 @@
+"""What the journal says, for people and programs: report.json/.csv/.html, live progress, plans."""
