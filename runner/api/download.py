@@ -18,6 +18,7 @@ from urllib.parse import unquote, urlsplit
 
 import anyio
 
+from ..disk import written_whole
 from ..errors import OutputHostRefused, RequestNotFound, TransportError
 from .client import error_from_answer
 from .http import HttpSession, Timeouts
@@ -113,8 +114,6 @@ async def download(
     """Fetch ``url`` into ``target`` completely, or raise; never leaves a partial file at ``target``."""
     fsync = fsync or Fsync()
     config.check_host(url)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    part = target.with_name(target.name + ".part")
     timeout = Timeouts(config.connect_timeout, config.stall_seconds)
 
     async def once() -> Downloaded:
@@ -131,22 +130,18 @@ async def download(
                 # Content-Length counts encoded bytes: compare it only where nothing was encoded.
                 encoded = response.headers.get("content-encoding", "identity") != "identity"
                 expected = None if encoded else response.headers.get("content-length")
-                with open(part, "wb") as handle:
+                # fsync is ours (it may go to a thread), before the file is renamed into place.
+                with written_whole(target, sync=False) as handle:
                     async for chunk in response.chunks():
                         handle.write(chunk)
                         digest.update(chunk)
                         size += len(chunk)
+                    if expected is not None and int(expected) != size:
+                        raise TransportError(f"got {size} of {expected} bytes")
                     handle.flush()
-                    await fsync(handle.fileno())  # durable before it is renamed into place
+                    await fsync(handle.fileno())
         except TransportError as exc:
             raise TransportError(f"download of {url}: {exc}") from None
-        if expected is not None and int(expected) != size:
-            raise TransportError(f"download of {url}: got {size} of {expected} bytes")
-        os.replace(part, target)
         return Downloaded(target, size, digest.hexdigest(), target.stat().st_mtime_ns)
 
-    try:
-        return await call_with_retry(once, config.retry, on_retry=on_retry)
-    finally:
-        if part.exists():
-            part.unlink()
+    return await call_with_retry(once, config.retry, on_retry=on_retry)

@@ -19,7 +19,6 @@ import json
 import math
 import os
 import random
-import shutil
 import signal
 import sys
 import time
@@ -34,6 +33,7 @@ import anyio
 from ..api.client import KNOWN_LIVE, RemoteState, RunComfyClient
 from ..api.download import DownloadConfig, Fsync, download, file_names
 from ..catalog.pricing import PriceTable
+from ..disk import copy_whole
 from ..errors import (
     EXIT_AUTH,
     EXIT_BALANCE,
@@ -742,17 +742,13 @@ class Runner:
             await self._collect(job_id)
 
     async def _collect(self, job_id: str) -> None:
-        attempt = self.store.conn.execute(
-            "SELECT a.attempt_id, a.outputs_json FROM jobs j JOIN attempts a ON a.attempt_id=j.attempt_id "
-            "WHERE j.job_id=?",
-            (job_id,),
-        ).fetchone()
+        attempt = self.store.current_outputs(job_id)
         if attempt is None or not attempt[1]:
             self.collecting.discard(job_id)
             self.store.set_status(job_id, S.FAILED, {"type": "NoOutput", "message": "no outputs recorded"})
             self._wake()
             return
-        attempt_id, urls = attempt[0], json.loads(attempt[1])
+        attempt_id, urls = attempt
         folder = self.manifest.output_dir / job_id
         try:
             # Downloads are bounded by the collectors, not the API's limiter: a long one must not hold
@@ -802,18 +798,14 @@ class Runner:
         followers = self.followers.pop(leader, [])
         if not followers:
             return
-        attempt_id = self.store.conn.execute(
-            "SELECT attempt_id FROM jobs WHERE job_id=?", (leader,)
-        ).fetchone()[0]
+        attempt_id = self.store.current_attempt(leader)
+        assert attempt_id is not None  # the leader succeeded: it has an attempt
         files = self.store.outputs_of(leader, attempt_id)
         for follower in followers:
             for output in files:
                 source = self.manifest.output_dir / output.path
                 target = self.manifest.output_dir / follower / Path(output.path).name
-                target.parent.mkdir(parents=True, exist_ok=True)
-                part = target.with_name(target.name + ".part")
-                shutil.copyfile(source, part)
-                os.replace(part, target)
+                copy_whole(source, target)
                 rel = target.relative_to(self.manifest.output_dir).as_posix()
                 self.store.record_output(
                     follower,
@@ -888,17 +880,10 @@ def twin_map(jobs: list[Job]) -> dict[str, str]:
 
 
 def committed_spend(store: S.Store) -> float:
-    """Money spent or possibly spent by this state file: charged costs, else estimates of every
-    attempt that may have reached RunComfy (submitted, in flight or unknown)."""
-    row = store.conn.execute(
-        "SELECT coalesce(sum(coalesce(cost_usd, estimate_usd, 0)), 0) FROM attempts "
-        "WHERE request_id IS NOT NULL OR status IN (?, ?)",
-        (S.UNKNOWN, S.SUBMITTING),
-    ).fetchone()
-    return float(row[0])
+    """Money spent or possibly spent by this state file (see :meth:`Store.committed_usd`)."""
+    return store.committed_usd()
 
 
 def spent(store: S.Store) -> float:
     """Money RunComfy reported charging, over every attempt in the state file."""
-    row = store.conn.execute("SELECT coalesce(sum(cost_usd), 0) FROM attempts").fetchone()
-    return float(row[0])
+    return store.spent_usd()

@@ -34,36 +34,24 @@ if TYPE_CHECKING:
     import sqlite_utils
 
 from ..errors import StateError, StateLocked
+from .states import ALL_STATES as ALL_STATES
+from .states import IN_FLIGHT as IN_FLIGHT
+from .states import NEEDS_ATTENTION as NEEDS_ATTENTION
+from .states import JobState
 
-# Job states. ``pending`` may be submitted; ``submitting``/``queued``/``running``/``collecting``
-# are in flight; the rest are at rest until the user acts.
-PENDING = "pending"
-HELD = "held"  # waiting for budget
-SUBMITTING = "submitting"
-UNKNOWN = "unknown"
-QUEUED = "queued"
-RUNNING = "running"
-COLLECTING = "collecting"
-SUCCEEDED = "succeeded"
-FAILED = "failed"
-CANCELLED = "cancelled"
-EXPIRED = "expired"
-
-IN_FLIGHT = frozenset({SUBMITTING, QUEUED, RUNNING, COLLECTING})
-NEEDS_ATTENTION = frozenset({FAILED, UNKNOWN, EXPIRED, HELD, CANCELLED})
-ALL_STATES = (
-    PENDING,
-    HELD,
-    SUBMITTING,
-    UNKNOWN,
-    QUEUED,
-    RUNNING,
-    COLLECTING,
-    SUCCEEDED,
-    FAILED,
-    CANCELLED,
-    EXPIRED,
-)
+# The job states, under the names the modules reading the journal used before ``JobState`` existed (to go
+# once every caller names ``JobState``).
+PENDING = JobState.PENDING
+HELD = JobState.HELD
+SUBMITTING = JobState.SUBMITTING
+UNKNOWN = JobState.UNKNOWN
+QUEUED = JobState.QUEUED
+RUNNING = JobState.RUNNING
+COLLECTING = JobState.COLLECTING
+SUCCEEDED = JobState.SUCCEEDED
+FAILED = JobState.FAILED
+CANCELLED = JobState.CANCELLED
+EXPIRED = JobState.EXPIRED
 
 
 def now() -> float:
@@ -467,6 +455,38 @@ class Store:
             "SELECT input_json FROM attempts WHERE attempt_id=?", (attempt_id,)
         ).fetchone()
         return json.loads(row[0]) if row and row[0] else None
+
+    def current_attempt(self, job_id: str) -> int | None:
+        """The job's current attempt (its own, or the one it adopted from a twin)."""
+        row = self.conn.execute("SELECT attempt_id FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+        return None if row is None else row[0]
+
+    def current_outputs(self, job_id: str) -> tuple[int, list[str]] | None:
+        """The job's current attempt and the output URLs RunComfy gave it (``None``: no attempt; an
+        empty list: none recorded)."""
+        row = self.conn.execute(
+            "SELECT a.attempt_id, a.outputs_json FROM jobs j JOIN attempts a ON a.attempt_id = j.attempt_id "
+            "WHERE j.job_id = ?",
+            (job_id,),
+        ).fetchone()
+        if row is None:
+            return None
+        return int(row[0]), json.loads(row[1]) if row[1] else []
+
+    def committed_usd(self) -> float:
+        """Money spent or possibly spent by this state file: charged costs, else estimates of every
+        attempt that may have reached RunComfy (submitted, in flight or unknown)."""
+        row = self.conn.execute(
+            "SELECT coalesce(sum(coalesce(cost_usd, estimate_usd, 0)), 0) FROM attempts "
+            "WHERE request_id IS NOT NULL OR status IN (?, ?)",
+            (UNKNOWN, SUBMITTING),
+        ).fetchone()
+        return float(row[0])
+
+    def spent_usd(self) -> float:
+        """Money RunComfy reported charging, over every attempt in the state file."""
+        row = self.conn.execute("SELECT coalesce(sum(cost_usd), 0) FROM attempts").fetchone()
+        return float(row[0])
 
     def needs_attention(self, limit: int | None = None) -> list[dict[str, Any]]:
         """Jobs of the manifest that are failed, unknown, expired, held or cancelled, in manifest order:

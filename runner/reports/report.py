@@ -11,15 +11,14 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-import os
 import time
 from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
+from ..disk import written_whole
 from ..engine import store as S
 from ..manifest.loader import Manifest
 from ..manifest.snapshot import reader_digest
@@ -294,22 +293,6 @@ def page_facts(store: S.Store) -> PageFacts:
     return PageFacts(jobs, videos, statuses, models)
 
 
-@contextmanager
-def _atomic(path: Path) -> Iterator[TextIO]:
-    """A text file written under a temporary name, made durable, then renamed into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".part")
-    try:
-        with open(tmp, "w", encoding="utf-8", newline="") as handle:
-            yield handle
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 CSV_FIELDS = (
     "id",
     "model",
@@ -373,9 +356,9 @@ def write_reports(manifest: Manifest, store: S.Store, *, if_changed: bool = Fals
     header = report_header(manifest, store)
     facts = page_facts(store)
     with (
-        _atomic(paths["json"]) as out_json,
-        _atomic(paths["csv"]) as out_csv,
-        _atomic(paths["html"]) as out_html,
+        written_whole(paths["json"], text=True) as out_json,
+        written_whole(paths["csv"], text=True) as out_csv,
+        written_whole(paths["html"], text=True) as out_html,
     ):
         head = json.dumps(header, indent=2, ensure_ascii=False)
         out_json.write(head[:-2] + ',\n  "jobs": [')  # the header without its closing brace
