@@ -6,7 +6,7 @@ and every error answer (including an HTTP 200 that carries an ``error_code``) le
 
 Which calls are safe to repeat is decided here, once:
 
-* status, result, cancel and price are reads (or idempotent): retried on transient failures;
+* result (the poll), cancel and price are reads (or idempotent): retried on transient failures;
 * a submit is paid and has no idempotency key. It is retried only when the request surely never
   reached the server (connection refused, DNS failure, connect timeout, 429). Anything else after
   the bytes may have left (read timeout, closed connection, 5xx) raises :class:`SubmitUnknown`.
@@ -229,10 +229,6 @@ class RunComfyClient:
         """The request's result when finished, else its live status (``/result`` answers both)."""
         query = "include_cost=true" if include_cost else ""
         answer = await self._read("GET", f"/v1/requests/{quote(request_id)}/result", query=query)
-        return _remote_state(request_id, answer)
-
-    async def status(self, request_id: str) -> RemoteState:
-        answer = await self._read("GET", f"/v1/requests/{quote(request_id)}/status")
         return _remote_state(request_id, answer)
 
     async def cancel(self, request_id: str) -> str:

@@ -7,20 +7,18 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import re
 import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 from ..api.download import DownloadConfig
 from ..api.retry import RetryPolicy
 from ..batch import BatchOptions
 from ..engine.loop import RunSettings
-from ..errors import ManifestInvalid, RunnerError, UsageError, redact
+from ..errors import ManifestInvalid, RunnerError, UsageError
 from . import commands
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
@@ -323,10 +321,6 @@ def dispatch(ns: argparse.Namespace) -> int:
         serve(config_from_args(ns), host=ns.host, port=ns.port)
         return 0
     raise UsageError(f"unknown command {ns.command}")
-
-
-def _print_json(data: Any) -> None:
-    print(redact(json.dumps(data, indent=2, ensure_ascii=False)))
 
 
 if __name__ == "__main__":  # pragma: no cover
