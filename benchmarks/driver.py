@@ -74,10 +74,10 @@ async def _trace(runner: Any, base_url: str, path: Path) -> None:
 
 async def _run(args: argparse.Namespace, figures: dict[str, Any]) -> None:
     from runner.api.client import RunComfyClient
-    from runner.batch import BatchOptions, _defaults, api_config, open_session, resolve, settings_for
+    from runner.batch import BatchOptions, _defaults, configure, open_session, resolve
     from runner.catalog.models import Catalog
     from runner.catalog.pricing import PriceTable
-    from runner.engine.loop import Runner, RunSettings
+    from runner.engine.loop import Runner
     from runner.engine.store import Store
     from runner.manifest.loader import load_manifest
     from runner.reports.report import write_reports
@@ -102,21 +102,18 @@ async def _run(args: argparse.Namespace, figures: dict[str, Any]) -> None:
     figures["gc"] = gc_time
     if args.gc_freeze:
         gc.freeze()
-    settings = RunSettings()
-    if args.http_concurrency:
-        settings = replace(settings, http_concurrency=args.http_concurrency)
-    if args.download_concurrency:
-        settings = replace(settings, download_concurrency=args.download_concurrency)
     options = BatchOptions(
         token=args.token,
         base_url=args.base_url,
         state_path=args.state,
         output_dir=args.output,
-        settings=settings,
     )
+    if args.http_concurrency:
+        options = replace(options, http_concurrency=args.http_concurrency)
+    if args.download_concurrency:
+        options = replace(options, download_concurrency=args.download_concurrency)
     manifest, state_path = resolve(manifest, options)
-    config = api_config(options)
-    settings = settings_for(manifest, options, config)
+    config = configure(options, manifest)
     events: Counter[str] = Counter()
     times: dict[str, float] = {}
 
@@ -138,13 +135,13 @@ async def _run(args: argparse.Namespace, figures: dict[str, Any]) -> None:
             await http.aclose()
             http = HttpxSession(httpx.AsyncClient(limits=httpx.Limits(max_connections=16)))
         try:
-            client = RunComfyClient(http, config)
+            client = RunComfyClient(http, config.api)
             runner = Runner(
                 manifest,
                 store,
                 client,
                 PriceTable.load(catalog),
-                settings,
+                config.settings,
                 defaults_for=_defaults(catalog),
                 on_event=on_event,
             )
@@ -193,8 +190,8 @@ def main() -> None:
     parser.add_argument("--trace", type=Path, help="write the pacer's and the simulator's queue here")
     parser.add_argument("--gc-freeze", action="store_true", help="experiment: gc.freeze() after loading")
     parser.add_argument("--httpx", action="store_true", help="experiment: httpx's transport, not aiohttp's")
-    parser.add_argument("--download-concurrency", type=int, help="override RunSettings.download_concurrency")
-    parser.add_argument("--http-concurrency", type=int, help="override RunSettings.http_concurrency")
+    parser.add_argument("--download-concurrency", type=int, help="override BatchOptions.download_concurrency")
+    parser.add_argument("--http-concurrency", type=int, help="override BatchOptions.http_concurrency")
     parser.add_argument("--uvloop", action="store_true", help="run on uvloop")
     args = parser.parse_args()
     figures: dict[str, Any] = {}

@@ -10,7 +10,6 @@ Load a manifest, run it, read the results::
 
 from .batch import BatchOptions, BatchResult, cancel_batch, run_batch, run_batch_sync
 from .catalog.models import Catalog
-from .engine.loop import RunSettings
 from .errors import RunnerError
 from .manifest.loader import Job, Manifest, load_manifest
 
@@ -22,7 +21,6 @@ __all__ = [
     "Catalog",
     "Job",
     "Manifest",
-    "RunSettings",
     "RunnerError",
     "cancel_batch",
     "load_manifest",

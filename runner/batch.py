@@ -17,13 +17,14 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 import anyio
 import sniffio
 
-from .api.client import DEFAULT_BASE_URL, ApiConfig, RunComfyClient
+from . import defaults
+from .api.client import ApiConfig, RunComfyClient
 from .api.download import DownloadConfig
 from .api.http import AiohttpSession, HttpSession, HttpxSession
 from .api.retry import RetryPolicy
@@ -41,25 +42,109 @@ from .reports.report import report_paths, reports_current, write_reports
 if TYPE_CHECKING:
     import httpx
 
-TOKEN_ENV = "RUNCOMFY_API_TOKEN"
-BASE_URL_ENV = "RUNCOMFY_BASE_URL"
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
 class BatchOptions:
-    """Where to run and how; ``None`` fields fall back to the environment, the manifest, defaults."""
+    """Where to run and how: a field for each of ``run``'s flags, and a few for tests. ``None`` falls
+    back to the environment variable, then the manifest, then the default; every other default is
+    ``runner/defaults.py``'s. ``configure`` turns these into the configs each part of a run takes."""
 
-    token: str | None = field(default=None, repr=False)
-    base_url: str | None = None
-    state_path: Path | None = None
-    output_dir: Path | None = None
-    prices_path: Path | None = None
-    settings: RunSettings = field(default_factory=RunSettings)
-    allowed_output_hosts: tuple[str, ...] = ()
-    connect_timeout: float = 10.0
-    read_timeout: float = 60.0
-    retry: RetryPolicy = field(default_factory=RetryPolicy)  # for every call that is safe to repeat
+    # -- where ------------------------------------------------------------------------------------
+    token: str | None = field(default=None, repr=False)  # else $RUNCOMFY_API_TOKEN
+    base_url: str | None = None  # --base-url, else $RUNCOMFY_BASE_URL, else RunComfy's
+    state_path: Path | None = None  # --state, else state/<manifest name>.sqlite
+    output_dir: Path | None = None  # --output, else the manifest's output_dir
+    prices_path: Path | None = None  # --prices: overrides the bundled prices model by model
     transport: httpx.AsyncBaseTransport | None = None  # tests: httpx.ASGITransport(app=simulator)
+    # -- what a run does --------------------------------------------------------------------------
+    max_in_flight: int | None = None  # --concurrency, else the manifest's concurrency, else adaptive
+    budget_usd: float | None = None  # --budget, else the manifest's budget_usd
+    budget_partial: bool = False
+    resubmit_unknown: bool = False
+    retry_failed: bool = False
+    auto_resubmit_failed: int = defaults.AUTO_RESUBMIT_FAILED
+    job_timeout: float | None = defaults.JOB_TIMEOUT
+    queue_timeout: float | None = None
+    verify_hashes: bool = False
+    handle_signals: bool = False  # the command line's: Ctrl-C and SIGTERM stop the run gracefully
+    # -- how patiently ----------------------------------------------------------------------------
+    connect_timeout: float = defaults.CONNECT_TIMEOUT  # API calls and downloads
+    read_timeout: float = defaults.READ_TIMEOUT  # API calls; a download's is stall_timeout
+    stall_timeout: float = defaults.STALL_TIMEOUT
+    retries: int = defaults.RETRY_ATTEMPTS  # attempts of a call that is safe to repeat
+    retry_max_time: float = defaults.RETRY_MAX_SECONDS
+    allowed_output_hosts: tuple[str, ...] = ()  # besides RunComfy's and the API's
+    # -- tuning, for tests and benchmarks ---------------------------------------------------------
+    http_concurrency: int = defaults.HTTP_CONCURRENCY
+    download_concurrency: int = defaults.DOWNLOAD_CONCURRENCY
+    flush_interval: float = defaults.FLUSH_INTERVAL
+    retry_sleep_scale: float = 1.0  # tests: 0, the same retry decisions without the waits
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Every config one run takes, built by ``configure``: the API client's (with its read and submit
+    retry policies) and the engine's (with the downloads' in ``settings.download``)."""
+
+    api: ApiConfig
+    settings: RunSettings
+
+
+def configure(options: BatchOptions, manifest: Manifest | None = None) -> RunConfig:
+    """The configs of a run, from its options: a field set there wins, then the environment variable,
+    then the manifest's value, then the default. Without a manifest (the nothing-to-do check) the
+    manifest's values are left out. Raises :class:`UsageError` without a token or a usable base URL."""
+    token = options.token or os.environ.get(defaults.TOKEN_ENV)
+    if not token:
+        raise UsageError(
+            f"no API token: set {defaults.TOKEN_ENV} (your RunComfy profile page has it), "
+            "or use --simulate to try the runner against the bundled simulator"
+        )
+    base_url = options.base_url or os.environ.get(defaults.BASE_URL_ENV) or defaults.BASE_URL
+    if not base_url.startswith(("http://", "https://")):
+        raise UsageError(f"base URL {base_url!r} must start with http:// or https://")
+    retry = RetryPolicy(
+        attempts=options.retries, max_seconds=options.retry_max_time, sleep_scale=options.retry_sleep_scale
+    )
+    api = ApiConfig(
+        token=token,
+        base_url=base_url,
+        connect_timeout=options.connect_timeout,
+        read_timeout=options.read_timeout,
+        retry=retry,
+        submit_retry=retry.for_submit(),
+    )
+    download = DownloadConfig(
+        # The API's own host serves outputs too (the simulator's; RunComfy's hosts are always allowed).
+        allowed_hosts=(*options.allowed_output_hosts, urlsplit(base_url).hostname or ""),
+        stall_seconds=options.stall_timeout,
+        connect_timeout=options.connect_timeout,
+        retry=retry,
+    )
+    settings = RunSettings(
+        max_in_flight=_first(options.max_in_flight, manifest.concurrency if manifest is not None else None),
+        http_concurrency=options.http_concurrency,
+        download_concurrency=options.download_concurrency,
+        resubmit_unknown=options.resubmit_unknown,
+        retry_failed=options.retry_failed,
+        auto_resubmit_failed=options.auto_resubmit_failed,
+        budget_usd=_first(options.budget_usd, manifest.budget_usd if manifest is not None else None),
+        budget_partial=options.budget_partial,
+        job_timeout=options.job_timeout,
+        queue_timeout=options.queue_timeout,
+        verify_hashes=options.verify_hashes,
+        flush_interval=options.flush_interval,
+        handle_signals=options.handle_signals,
+        download=download,
+    )
+    return RunConfig(api, settings)
+
+
+def _first(*values: T | None) -> T | None:
+    """The first value that is set (0 and False are set)."""
+    return next((value for value in values if value is not None), None)
 
 
 @dataclass
@@ -106,43 +191,10 @@ def resolve(manifest: Manifest, options: BatchOptions) -> tuple[Manifest, Path]:
     return manifest, Path(options.state_path or default_state_path(manifest))
 
 
-def api_config(options: BatchOptions) -> ApiConfig:
-    token = options.token or os.environ.get(TOKEN_ENV)
-    if not token:
-        raise UsageError(
-            f"no API token: set {TOKEN_ENV} (your RunComfy profile page has it), "
-            "or use --simulate to try the runner against the bundled simulator"
-        )
-    base_url = options.base_url or os.environ.get(BASE_URL_ENV) or DEFAULT_BASE_URL
-    if not base_url.startswith(("http://", "https://")):
-        raise UsageError(f"base URL {base_url!r} must start with http:// or https://")
-    return ApiConfig(
-        token=token,
-        base_url=base_url,
-        connect_timeout=options.connect_timeout,
-        read_timeout=options.read_timeout,
-        retry=options.retry,
-        submit_retry=replace(options.retry, attempts=min(options.retry.attempts, 6)),
-    )
-
-
-def settings_for(manifest: Manifest, options: BatchOptions, config: ApiConfig) -> RunSettings:
-    """Run settings with the manifest's own values where the command line left them unset."""
-    settings = options.settings
-    if settings.budget_usd is None and manifest.budget_usd is not None:
-        settings = replace(settings, budget_usd=manifest.budget_usd)
-    if settings.max_in_flight is None and manifest.concurrency is not None:
-        settings = replace(settings, max_in_flight=manifest.concurrency)
-    api_host = urlsplit(config.base_url).hostname or ""
-    hosts = (*settings.download.allowed_hosts, *options.allowed_output_hosts, api_host)
-    download = replace(settings.download, allowed_hosts=hosts, retry=options.retry)
-    return replace(settings, download=download)
-
-
 def open_session(options: BatchOptions) -> HttpSession:
     """The one shared HTTP session: aiohttp's on asyncio (see ``http.py``); httpx's over
     ``options.transport`` where one is given (tests: the simulator in-process), and under trio."""
-    connections = max(16, options.settings.http_concurrency * 2)
+    connections = max(16, options.http_concurrency * 2)
     if options.transport is None and sniffio.current_async_library() == "asyncio":
         return AiohttpSession(max_connections=connections)
     import httpx  # noqa: PLC0415 - only tests and trio use it
@@ -153,13 +205,13 @@ def open_session(options: BatchOptions) -> HttpSession:
 
 def _setup(
     manifest: Manifest | str | Path, options: BatchOptions, catalog: Catalog
-) -> tuple[Manifest, Path, ApiConfig]:
+) -> tuple[Manifest, Path, RunConfig]:
     """The checked manifest (loaded first: nothing is opened or sent for an invalid one), the state
-    file's path and the API config."""
+    file's path and the run's configs."""
     if not isinstance(manifest, Manifest):
         manifest = load_manifest(manifest, catalog)
     manifest, state_path = resolve(manifest, options)
-    return manifest, state_path, api_config(options)
+    return manifest, state_path, configure(options, manifest)
 
 
 async def run_batch(
@@ -178,13 +230,13 @@ async def run_batch(
     catalog = catalog or Catalog.load()
     manifest, state_path, config = _setup(manifest, options, catalog)
     prices = PriceTable.load(catalog, options.prices_path)
-    settings = settings_for(manifest, options, config)
+    settings = config.settings
     store = Store.open(state_path)
     try:
         store.lock()
         http = open_session(options)
         try:
-            client = RunComfyClient(http, config)
+            client = RunComfyClient(http, config.api)
             runner = Runner(
                 manifest, store, client, prices, settings, defaults_for=_defaults(catalog), on_event=on_event
             )
@@ -229,10 +281,9 @@ def finished_already(path: str | Path, options: BatchOptions | None = None) -> B
         output_dir = Path(options.output_dir).resolve() if options.output_dir else Path(snapshot.output_dir)
         if str(output_dir) != snapshot.output_dir:
             return None
-        api_config(options)  # no token: the same error as a real run gives
+        settings = configure(options).settings  # no token: the same error as a real run gives
         store.lock()
         counts = store.counts()
-        settings = options.settings
         if sum(counts.values()) != snapshot.jobs or any(
             status in S.IN_FLIGHT or runs_now(status, settings) for status in counts
         ):
@@ -271,8 +322,8 @@ def _defaults(catalog: Catalog) -> Callable[[str], Mapping[str, Any]]:
 __all__ = [
     "BatchOptions",
     "BatchResult",
-    "DownloadConfig",
-    "RunSettings",
+    "RunConfig",
+    "configure",
     "load_manifest",
     "run_batch",
     "run_batch_sync",
@@ -296,7 +347,7 @@ async def cancel_batch(
         live = [r for r in store.jobs() if r.status in (S.QUEUED, S.RUNNING) and r.request_id]
         http = open_session(options)
         try:
-            client = RunComfyClient(http, config)
+            client = RunComfyClient(http, config.api)
             for row in live:
                 assert row.request_id is not None
                 try:

@@ -10,9 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from runner.api.retry import RetryPolicy
 from runner.batch import BatchOptions, BatchResult, run_batch
-from runner.engine.loop import RunSettings
 from runner.simulator import SimulatorConfig, create_app
 
 REPO = Path(__file__).resolve().parent.parent
@@ -20,7 +18,7 @@ I2V = "kling/kling-video-o3/pro/image-to-video"
 R2V = "kling/kling-video-o3/standard/reference-to-video"
 
 # Retries that do not sleep: failure paths run at full speed, with the same decisions.
-FAST_RETRY = RetryPolicy(attempts=8, max_seconds=60, base_delay=0.01, max_delay=0.05, sleep_scale=0)
+FAST_RETRY: dict[str, Any] = {"retries": 8, "retry_max_time": 60.0, "retry_sleep_scale": 0.0}
 
 
 @pytest.fixture
@@ -60,15 +58,14 @@ class InProcess:
     def transport(self) -> httpx.ASGITransport:
         return httpx.ASGITransport(app=self.app)
 
-    def options(self, **settings: Any) -> BatchOptions:
-        run_settings = RunSettings(**{"flush_interval": 0.01, **settings})
+    def options(self, **fields: Any) -> BatchOptions:
+        """Options for a run against this simulator; ``fields`` are ``BatchOptions``'s."""
         return BatchOptions(
             token=self.config.token,
             base_url="http://sim.local",
             transport=self.transport(),
             state_path=self.tmp_path / "state.sqlite",
-            settings=run_settings,
-            retry=FAST_RETRY,
+            **{"flush_interval": 0.01, **FAST_RETRY, **fields},
         )
 
     async def run(
@@ -76,10 +73,10 @@ class InProcess:
         manifest: Path,
         events: list[dict[str, Any]] | None = None,
         options: BatchOptions | None = None,
-        **settings: Any,
+        **fields: Any,
     ) -> BatchResult:
         sink = events.append if events is not None else None
-        return await run_batch(manifest, options or self.options(**settings), on_event=sink)
+        return await run_batch(manifest, options or self.options(**fields), on_event=sink)
 
     async def stats(self) -> dict[str, Any]:
         async with httpx.AsyncClient(transport=self.transport(), base_url="http://sim.local") as client:

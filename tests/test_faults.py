@@ -203,15 +203,14 @@ async def test_slow_answers_time_out_and_are_retried(sim, write_manifest, tmp_pa
 
     import httpx
 
-    from runner.api.download import DownloadConfig
     from runner.simulator import running_server
 
     account = sim(rate_slow=0.3, slow_seconds=1.0, seed=5, fault_endpoints={"slow": ("result", "download")})
-    options = account.options()
-    settings = replace(options.settings, download=DownloadConfig(stall_seconds=0.2, retry=options.retry))
     events: list[dict] = []
     with running_server(account.config) as base_url:
-        options = replace(options, base_url=base_url, transport=None, read_timeout=0.2, settings=settings)
+        options = replace(
+            account.options(read_timeout=0.2, stall_timeout=0.2), base_url=base_url, transport=None
+        )
         result = await account.run(write_manifest(simple_manifest(6)), events, options=options)
         async with httpx.AsyncClient() as client:
             stats = (await client.get(base_url + "/_sim/stats")).json()

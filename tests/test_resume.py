@@ -19,7 +19,6 @@ import pytest
 from conftest import I2V, simple_manifest
 
 from runner.batch import BatchOptions, run_batch
-from runner.engine.loop import RunSettings
 from runner.simulator import SimulatorConfig, expected_output_bytes, running_server
 
 pytestmark = pytest.mark.anyio
@@ -252,7 +251,7 @@ async def test_submits_refused_at_connect_are_retried_until_the_api_answers(writ
             token="sim-token",
             base_url=base_url,
             state_path=tmp_path / "state.sqlite",
-            settings=RunSettings(flush_interval=0.01),
+            flush_interval=0.01,
         )
         result = await run_batch(manifest, options, on_event=on_event)
         stats = httpx.get(f"{base_url}/_sim/stats").json()

@@ -24,6 +24,7 @@ from urllib.parse import quote, urlsplit
 
 import anyio
 
+from .. import defaults
 from ..errors import (
     AccountError,
     ApiError,
@@ -38,7 +39,6 @@ from ..errors import (
 from .http import HttpSession, Timeouts
 from .retry import OnRetry, RetryPolicy, call_with_retry
 
-DEFAULT_BASE_URL = "https://model-api.runcomfy.net"
 USER_AGENT = "runcomfy-batch/0.1"
 
 TERMINAL = frozenset({"completed", "succeeded", "failed", "cancelled"})
@@ -48,14 +48,15 @@ KNOWN_LIVE = frozenset({"in_queue", "in_progress"})
 
 @dataclass(frozen=True)
 class ApiConfig:
-    """Where the API is and how patiently to talk to it."""
+    """Where the API is and how patiently to talk to it: ``retry`` for the calls that are safe to
+    repeat, ``submit_retry`` for a paid submit that surely never arrived (``RetryPolicy.for_submit``)."""
 
     token: str = field(repr=False)
-    base_url: str = DEFAULT_BASE_URL
-    connect_timeout: float = 10.0
-    read_timeout: float = 60.0
+    base_url: str = defaults.BASE_URL
+    connect_timeout: float = defaults.CONNECT_TIMEOUT
+    read_timeout: float = defaults.READ_TIMEOUT
     retry: RetryPolicy = field(default_factory=RetryPolicy)
-    submit_retry: RetryPolicy = field(default_factory=lambda: RetryPolicy(attempts=6, max_seconds=120))
+    submit_retry: RetryPolicy = field(default_factory=lambda: RetryPolicy().for_submit())
 
 
 @dataclass(frozen=True)

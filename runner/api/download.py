@@ -18,6 +18,7 @@ from urllib.parse import unquote, urlsplit
 
 import anyio
 
+from .. import defaults
 from ..disk import written_whole
 from ..errors import OutputHostRefused, RequestNotFound, TransportError
 from .client import error_from_answer
@@ -29,12 +30,13 @@ RUNCOMFY_OUTPUT_DOMAINS = ("runcomfy.net", "runcomfy.com")
 
 @dataclass(frozen=True)
 class DownloadConfig:
-    """Where outputs may come from and how long a silent stream is tolerated."""
+    """Where outputs may come from, how long connecting may take and how long a silent stream is
+    tolerated (a run's is built from its options by ``runner.batch.configure``)."""
 
     allowed_hosts: tuple[str, ...] = ()
     allow_any_host: bool = False
-    stall_seconds: float = 60.0
-    connect_timeout: float = 10.0
+    stall_seconds: float = defaults.STALL_TIMEOUT
+    connect_timeout: float = defaults.CONNECT_TIMEOUT
     retry: RetryPolicy = field(default_factory=RetryPolicy)
 
     def check_host(self, url: str) -> None:

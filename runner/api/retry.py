@@ -10,11 +10,12 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TypeVar
 
 import anyio
 
+from .. import defaults
 from ..errors import ApiError, RateLimited, ServerError, TransportError
 
 T = TypeVar("T")
@@ -25,16 +26,31 @@ _RNG = random.Random()
 class RetryPolicy:
     """How hard to try a call that is safe to repeat."""
 
-    attempts: int = 8
-    max_seconds: float = 300.0
-    base_delay: float = 0.5
-    max_delay: float = 30.0
+    attempts: int = defaults.RETRY_ATTEMPTS
+    max_seconds: float = defaults.RETRY_MAX_SECONDS
+    base_delay: float = defaults.RETRY_BASE_DELAY
+    max_delay: float = defaults.RETRY_MAX_DELAY
     # Tests set this to 0 so retries do not sleep; Retry-After is scaled the same way.
     sleep_scale: float = 1.0
 
     def backoff(self, attempt: int, rng: random.Random | None = None) -> float:
         """Full jitter: uniform in [0, min(max_delay, base * 2**attempt)]."""
         return (rng or _RNG).uniform(0, min(self.max_delay, self.base_delay * 2**attempt))
+
+    def for_submit(self) -> RetryPolicy:
+        """This policy as a paid submit uses it: the same backoff and sleep switch, but never more
+        than ``SUBMIT_RETRY_ATTEMPTS`` tries within ``SUBMIT_RETRY_MAX_SECONDS``."""
+        # A submit is only retried when it surely never reached RunComfy (refused, DNS, connect
+        # timeout, 429), so a retry never pays twice; what a long retry costs is elsewhere. One that
+        # gives up is not lost: the run puts its job back in line and slows its submits down. But while
+        # it backs off it holds one of the run's few HTTP slots, which the polls of running, billed jobs
+        # wait for. So it gives up sooner than a read (6 tries in 120 s against 8 in 300 s), and
+        # --retries and --retry-max-time, which lower every call's patience, lower a submit's too.
+        return replace(
+            self,
+            attempts=min(self.attempts, defaults.SUBMIT_RETRY_ATTEMPTS),
+            max_seconds=min(self.max_seconds, defaults.SUBMIT_RETRY_MAX_SECONDS),
+        )
 
 
 def is_transient(error: BaseException) -> bool:

@@ -14,10 +14,8 @@ from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from ..api.download import DownloadConfig
-from ..api.retry import RetryPolicy
+from .. import defaults
 from ..batch import BatchOptions
-from ..engine.loop import RunSettings
 from ..errors import ManifestInvalid, RunnerError, UsageError
 from . import commands
 
@@ -29,7 +27,20 @@ def parse_duration(text: str) -> float:
     match = _DURATION.match(text)
     if not match:
         raise argparse.ArgumentTypeError(f"{text!r} is not a duration like 90s, 30m or 2h")
-    return float(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2)]
+    return float(match.group(1)) * _UNITS[match.group(2)]
+
+
+_UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def duration_text(seconds: float) -> str:
+    """Seconds as ``parse_duration`` reads them back, in the largest whole unit: 10s, 60s, 5m, 2h."""
+    for unit in "dhm":
+        size = _UNITS[unit]
+        # A minute and a half is 90s, and one minute reads better as 60s beside the other 60s defaults.
+        if seconds % size == 0 and seconds >= size * (2 if unit == "m" else 1):
+            return f"{seconds // size:g}{unit}"
+    return f"{seconds:g}s"
 
 
 def _positive_int(text: str) -> int:
@@ -51,28 +62,37 @@ def _add_manifest(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output", type=Path, help="output folder (overrides the manifest's output_dir)")
 
 
+def _add_duration(p: argparse.ArgumentParser, flag: str, default: float, help: str, note: str = "") -> None:
+    """A duration flag whose help ends with its default, written as the flag reads it back."""
+    shown = f"default {duration_text(default)}" + (f"; {note}" if note else "")
+    p.add_argument(flag, type=parse_duration, default=default, help=f"{help} ({shown})")
+
+
 def _add_connection(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--base-url", help="API base URL (or RUNCOMFY_BASE_URL; default https://model-api.runcomfy.net)"
+        "--base-url", help=f"API base URL (or {defaults.BASE_URL_ENV}; default {defaults.BASE_URL})"
     )
     p.add_argument(
         "--simulate",
         action="store_true",
         help="run against an in-process simulator on loopback (no token needed; for trying it out)",
     )
-    p.add_argument("--connect-timeout", type=parse_duration, default=10.0, help="per request (default 10s)")
-    p.add_argument("--read-timeout", type=parse_duration, default=60.0, help="per request (default 60s)")
+    _add_duration(p, "--connect-timeout", defaults.CONNECT_TIMEOUT, "per request, downloads included")
+    _add_duration(p, "--read-timeout", defaults.READ_TIMEOUT, "per request")
     p.add_argument(
         "--retries",
         type=_positive_int,
-        default=8,
-        help="attempts for a call that is safe to repeat (status, result, cancel, download; default 8)",
+        default=defaults.RETRY_ATTEMPTS,
+        help="attempts for a call that is safe to repeat (status, result, cancel, download; "
+        f"default {defaults.RETRY_ATTEMPTS}; a submit that surely never arrived: at most "
+        f"{defaults.SUBMIT_RETRY_ATTEMPTS})",
     )
-    p.add_argument(
+    _add_duration(
+        p,
         "--retry-max-time",
-        type=parse_duration,
-        default=300.0,
-        help="give up retrying one call after this long (default 5m)",
+        defaults.RETRY_MAX_SECONDS,
+        "give up retrying one call after this long",
+        note=f"a submit: at most {duration_text(defaults.SUBMIT_RETRY_MAX_SECONDS)}",
     )
 
 
@@ -101,26 +121,19 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--auto-resubmit-failed",
         type=int,
-        default=0,
+        default=defaults.AUTO_RESUBMIT_FAILED,
         metavar="N",
-        help="resubmit a job RunComfy reports failed up to N times (each is paid; default 0)",
+        help="resubmit a job RunComfy reports failed up to N times "
+        f"(each is paid; default {defaults.AUTO_RESUBMIT_FAILED})",
     )
-    p.add_argument(
-        "--job-timeout",
-        type=parse_duration,
-        default=7200.0,
-        help="give up on a job this long after its submit (default 2h)",
-    )
+    _add_duration(p, "--job-timeout", defaults.JOB_TIMEOUT, "give up on a job this long after its submit")
     p.add_argument(
         "--queue-timeout",
         type=parse_duration,
         help="cancel a job still queued this long after its submit (cancelled jobs cost nothing)",
     )
-    p.add_argument(
-        "--stall-timeout",
-        type=parse_duration,
-        default=60.0,
-        help="restart a download that receives nothing for this long (default 60s)",
+    _add_duration(
+        p, "--stall-timeout", defaults.STALL_TIMEOUT, "restart a download that receives nothing for this long"
     )
     p.add_argument(
         "--allow-output-host",
@@ -217,41 +230,43 @@ def build_parser() -> argparse.ArgumentParser:
     )
     from ..simulator import add_simulator_arguments  # noqa: PLC0415 - loaded only to build this parser
 
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=8790, help="port (default 8790)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default %(default)s)")
+    p.add_argument("--port", type=int, default=8790, help="port (default %(default)s)")
     add_simulator_arguments(p)
     return parser
 
 
-def run_options(ns: argparse.Namespace) -> BatchOptions:
-    settings = RunSettings(
-        max_in_flight=ns.concurrency,
-        resubmit_unknown=ns.resubmit_unknown,
-        retry_failed=ns.retry_failed or ns.command == "retry",
-        auto_resubmit_failed=ns.auto_resubmit_failed,
-        budget_usd=ns.budget,
-        budget_partial=ns.budget_partial,
-        job_timeout=ns.job_timeout,
-        queue_timeout=ns.queue_timeout,
-        verify_hashes=ns.verify_hashes,
-        handle_signals=True,
-        download=DownloadConfig(stall_seconds=ns.stall_timeout),
-    )
+def connection_options(ns: argparse.Namespace) -> BatchOptions:
+    """The options of a command that talks to the API (run, retry, cancel)."""
     return BatchOptions(
         base_url=ns.base_url,
         state_path=ns.state,
         output_dir=ns.output,
-        prices_path=ns.prices,
-        settings=settings,
-        allowed_output_hosts=tuple(ns.allow_output_host),
         connect_timeout=ns.connect_timeout,
         read_timeout=ns.read_timeout,
-        retry=retry_policy(ns),
+        retries=ns.retries,
+        retry_max_time=ns.retry_max_time,
     )
 
 
-def retry_policy(ns: argparse.Namespace) -> RetryPolicy:
-    return RetryPolicy(attempts=ns.retries, max_seconds=ns.retry_max_time)
+def run_options(ns: argparse.Namespace) -> BatchOptions:
+    """The options of ``run`` and ``retry``."""
+    return replace(
+        connection_options(ns),
+        prices_path=ns.prices,
+        max_in_flight=ns.concurrency,
+        budget_usd=ns.budget,
+        budget_partial=ns.budget_partial,
+        resubmit_unknown=ns.resubmit_unknown,
+        retry_failed=ns.retry_failed or ns.command == "retry",
+        auto_resubmit_failed=ns.auto_resubmit_failed,
+        job_timeout=ns.job_timeout,
+        queue_timeout=ns.queue_timeout,
+        stall_timeout=ns.stall_timeout,
+        verify_hashes=ns.verify_hashes,
+        handle_signals=True,
+        allowed_output_hosts=tuple(ns.allow_output_host),
+    )
 
 
 @contextlib.contextmanager
@@ -305,15 +320,7 @@ def dispatch(ns: argparse.Namespace) -> int:
             as_json=ns.json,
         )
     if ns.command == "cancel":
-        options = BatchOptions(
-            base_url=ns.base_url,
-            state_path=ns.state,
-            output_dir=ns.output,
-            connect_timeout=ns.connect_timeout,
-            read_timeout=ns.read_timeout,
-            retry=retry_policy(ns),
-        )
-        with simulated(ns, options) as options:
+        with simulated(ns, connection_options(ns)) as options:
             return commands.cancel(ns.manifest, options)
     if ns.command == "simulate":
         from ..simulator import config_from_args, serve  # noqa: PLC0415 - only `simulate` serves

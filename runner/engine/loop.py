@@ -30,6 +30,7 @@ from typing import Any
 
 import anyio
 
+from .. import defaults
 from ..api.client import KNOWN_LIVE, RemoteState, RunComfyClient
 from ..api.download import DownloadConfig, Fsync, download, file_names
 from ..catalog.pricing import PriceTable
@@ -60,22 +61,20 @@ from .pacing import Pacer, Track
 
 @dataclass(frozen=True)
 class RunSettings:
-    """How a run behaves; every field has a command-line flag."""
+    """How a run behaves; a run's is built from its ``BatchOptions`` by ``runner.batch.configure``."""
 
     max_in_flight: int | None = None  # --concurrency: cap on submitted-but-unfinished jobs
-    # API calls at once (lowered on 429s, raised again after). 8 at a time carry ~40 calls a second at
-    # RunComfy's ~200 ms round trip, several times what a full account needs (about 3 per job).
-    http_concurrency: int = 8
-    download_concurrency: int = 4
+    http_concurrency: int = defaults.HTTP_CONCURRENCY  # API calls at once (lowered on 429s)
+    download_concurrency: int = defaults.DOWNLOAD_CONCURRENCY
     resubmit_unknown: bool = False
     retry_failed: bool = False
-    auto_resubmit_failed: int = 0  # per job, for jobs RunComfy reports failed; each one is paid
+    auto_resubmit_failed: int = defaults.AUTO_RESUBMIT_FAILED  # per job RunComfy reports failed; paid
     budget_usd: float | None = None
     budget_partial: bool = False
-    job_timeout: float | None = 2 * 3600.0
+    job_timeout: float | None = defaults.JOB_TIMEOUT
     queue_timeout: float | None = None
     verify_hashes: bool = False
-    flush_interval: float = 0.25
+    flush_interval: float = defaults.FLUSH_INTERVAL
     handle_signals: bool = False
     download: DownloadConfig = field(default_factory=DownloadConfig)
 

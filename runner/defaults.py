@@ -1,0 +1,43 @@
+"""Every default of a run, written once.
+
+The config classes (``BatchOptions``, ``RunSettings``, ``ApiConfig``, ``RetryPolicy``,
+``DownloadConfig``) take their field defaults from here, and the command line's help text prints
+them from here, so a default changed in this file is changed everywhere, ``--help`` included. It sits
+at the bottom of the layers (it imports nothing) so that every part can read it.
+
+Precedence, applied by ``runner.batch.configure``: a command-line flag (or a ``BatchOptions`` field
+set by a library caller), then the environment variable, then the manifest, then the value here.
+Durations are seconds.
+"""
+
+from __future__ import annotations
+
+# -- where the API is ----------------------------------------------------------------------------
+BASE_URL = "https://model-api.runcomfy.net"
+TOKEN_ENV = "RUNCOMFY_API_TOKEN"
+BASE_URL_ENV = "RUNCOMFY_BASE_URL"
+
+# -- each request ---------------------------------------------------------------------------------
+CONNECT_TIMEOUT = 10.0  # --connect-timeout: API calls and downloads alike
+READ_TIMEOUT = 60.0  # --read-timeout: the longest silence in an API answer
+STALL_TIMEOUT = 60.0  # --stall-timeout: the longest silence in a download before it is restarted
+
+# -- retries of a call that is safe to repeat (status, result, cancel, download) --------------------
+RETRY_ATTEMPTS = 8  # --retries
+RETRY_MAX_SECONDS = 300.0  # --retry-max-time
+RETRY_BASE_DELAY = 0.5  # full jitter: uniform in [0, min(max delay, base * 2**attempt)]
+RETRY_MAX_DELAY = 30.0
+
+# -- retries of a submit that surely never reached RunComfy (refused, DNS, connect timeout, 429);
+# fewer than a read's, and why: ``RetryPolicy.for_submit`` -----------------------------------------
+SUBMIT_RETRY_ATTEMPTS = 6
+SUBMIT_RETRY_MAX_SECONDS = 120.0
+
+# -- one run --------------------------------------------------------------------------------------
+JOB_TIMEOUT = 2 * 3600.0  # --job-timeout: give up on a job this long after its submit
+AUTO_RESUBMIT_FAILED = 0  # --auto-resubmit-failed: each resubmission is paid
+# API calls at once (lowered on 429s, raised again after). 8 at a time carry ~40 calls a second at
+# RunComfy's ~200 ms round trip, several times what a full account needs (about 3 per job).
+HTTP_CONCURRENCY = 8
+DOWNLOAD_CONCURRENCY = 4
+FLUSH_INTERVAL = 0.25  # how often the journal's pending writes are committed
