@@ -13,6 +13,7 @@ from .catalog.models import Catalog
 from .engine.loop import RunSettings
 from .errors import RunnerError
 from .manifest.loader import Job, Manifest, load_manifest
+from .reports.status import Status, status
 
 __version__ = "0.1.0"
 
@@ -24,8 +25,10 @@ __all__ = [
     "Manifest",
     "RunSettings",
     "RunnerError",
+    "Status",
     "cancel_batch",
     "load_manifest",
     "run_batch",
     "run_batch_sync",
+    "status",
 ]
