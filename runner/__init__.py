@@ -12,6 +12,7 @@ from .batch import BatchOptions, BatchResult, cancel_batch, run_batch, run_batch
 from .catalog.models import Catalog
 from .errors import RunnerError
 from .manifest.loader import Job, Manifest, load_manifest
+from .reports.status import Status, status
 
 __version__ = "0.1.0"
 
@@ -22,8 +23,10 @@ __all__ = [
     "Job",
     "Manifest",
     "RunnerError",
+    "Status",
     "cancel_batch",
     "load_manifest",
     "run_batch",
     "run_batch_sync",
+    "status",
 ]

@@ -33,10 +33,10 @@ from .catalog.pricing import PriceTable
 from .engine import store as S
 from .engine.loop import EventSink, Runner, RunResult, RunSettings, outcome, runs_now, spent
 from .engine.outputs import damaged_outputs
-from .engine.store import Store
+from .engine.store import Store, quick_state_path, state_path_for
 from .errors import RunnerError, StateError, UsageError
 from .manifest.loader import Manifest, load_manifest
-from .manifest.snapshot import META_KEY, Snapshot, quick_name
+from .manifest.snapshot import META_KEY, Snapshot
 from .reports.report import report_paths, reports_current, write_reports
 
 if TYPE_CHECKING:
@@ -168,20 +168,7 @@ class BatchResult:
 
 
 def default_state_path(manifest: Manifest, cwd: Path | None = None) -> Path:
-    return _state_file(manifest.name, cwd)
-
-
-def _state_file(name: str, cwd: Path | None = None) -> Path:
-    return (cwd or Path.cwd()) / "state" / f"{name}.sqlite"
-
-
-def quick_state_path(path: str | Path, options: BatchOptions) -> Path | None:
-    """The state file of the manifest at ``path`` without loading it (``--state``, or the name on its
-    ``name:`` line); ``None`` when that cannot be told without a full load."""
-    if options.state_path is not None:
-        return Path(options.state_path)
-    name = quick_name(path)
-    return None if name is None else _state_file(name)
+    return state_path_for(manifest.name, cwd)
 
 
 def resolve(manifest: Manifest, options: BatchOptions) -> tuple[Manifest, Path]:
@@ -231,8 +218,7 @@ async def run_batch(
     manifest, state_path, config = _setup(manifest, options, catalog)
     prices = PriceTable.load(catalog, options.prices_path)
     settings = config.settings
-    store = Store.open(state_path)
-    try:
+    with Store.open(state_path) as store:
         store.lock()
         http = open_session(options)
         try:
@@ -247,8 +233,6 @@ async def run_batch(
                 await http.aclose()
         paths = write_reports(manifest, store, if_changed=True)
         attention = store.needs_attention(ATTENTION_SHOWN)
-    finally:
-        store.close()
     return BatchResult(
         result.exit_code, result.message, result.counts, result.cost_usd, paths, state_path, attention
     )
@@ -267,14 +251,14 @@ def finished_already(path: str | Path, options: BatchOptions | None = None) -> B
     as recorded, and the reports were written for this very journal. The run is still recorded (and
     the run lock taken, so a runner at work is reported as such)."""
     options = options or BatchOptions()
-    state_path = quick_state_path(path, options)
+    state_path = quick_state_path(path, options.state_path)
     if state_path is None or not state_path.is_file():
         return None
     try:
         store = Store.open(state_path, create=False)
     except StateError:
         return None  # the real run says what is wrong with it
-    try:
+    with store:
         snapshot = Snapshot.from_json(store.get_meta(META_KEY))
         if snapshot is None or snapshot.manifest != os.path.abspath(path) or not snapshot.matches(path):
             return None
@@ -299,8 +283,6 @@ def finished_already(path: str | Path, options: BatchOptions | None = None) -> B
         store.finish_run(run_id, code, counts)
         attention = store.needs_attention(ATTENTION_SHOWN)
         cost = spent(store)
-    finally:
-        store.close()
     return BatchResult(code, message, counts, cost, paths, state_path, attention)
 
 
@@ -340,9 +322,8 @@ async def cancel_batch(
     alone (``retry`` runs them again)."""
     options = options or BatchOptions()
     manifest, state_path, config = _setup(manifest, options, catalog or Catalog.load())
-    store = Store.open(state_path, create=False)
     outcomes: list[tuple[str, str, str]] = []
-    try:
+    with Store.open(state_path, create=False) as store:
         store.lock()
         live = [r for r in store.jobs() if r.status in (S.QUEUED, S.RUNNING) and r.request_id]
         http = open_session(options)
@@ -366,6 +347,4 @@ async def cancel_batch(
         finally:
             await http.aclose()
         store.flush()
-    finally:
-        store.close()
     return outcomes

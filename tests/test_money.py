@@ -89,8 +89,8 @@ async def test_plan_on_a_half_finished_state_file(sim, write_manifest, tmp_path)
     from runner.manifest.loader import load_manifest
 
     manifest = load_manifest(more, CATALOG)
-    store = Store.open(tmp_path / "state.sqlite", create=False)
-    plan = make_plan(manifest, PRICES, lambda m: CATALOG.get(m).defaults, store, budget_usd=3.0)
+    with Store.open(tmp_path / "state.sqlite", create=False) as store:
+        plan = make_plan(manifest, PRICES, lambda m: CATALOG.get(m).defaults, store, budget_usd=3.0)
     [model] = plan.models
     assert (model.jobs, model.done, model.remaining) == (8, 4, 4)
     assert plan.estimate_usd == pytest.approx(8 * 0.42)

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from conftest import I2V, simple_manifest
 
+import runner
 from runner.batch import finished_already
-from runner.cli import commands
 from runner.engine.store import Store
 from runner.manifest.loader import load_manifest
 from runner.manifest.snapshot import META_KEY, Snapshot, quick_name
@@ -56,11 +56,8 @@ async def test_a_finished_manifest_runs_again_from_the_state_file_alone(sim, wri
     assert (await account.stats())["requests_total"] == sent
     assert {name: os.stat(p).st_mtime_ns for name, p in reports.items()} == written
     assert again.report["summary"]["succeeded"] == 5  # report.json, read on demand
-    store = Store.open(tmp_path / "state.sqlite", create=False)
-    try:
+    with Store.open(tmp_path / "state.sqlite", create=False) as store:
         assert [r["exit_code"] for r in store.runs()] == [0, 0]
-    finally:
-        store.conn.close()
 
 
 async def test_anything_left_to_do_means_a_real_run(sim, write_manifest, tmp_path):
@@ -126,18 +123,15 @@ async def test_status_reads_the_state_file_and_says_when_the_manifest_changed(si
     manifest = write_manifest(simple_manifest(4))
     await account.run(manifest)
     state = tmp_path / "state.sqlite"
-    store = Store.open(state, create=False)
-    try:
+    with Store.open(state, create=False) as store:
         snapshot = Snapshot.from_json(store.get_meta(META_KEY))
-    finally:
-        store.conn.close()
     assert snapshot is not None and snapshot.jobs == 4 and snapshot.manifest == str(manifest)
-    data = commands.status_data(manifest, state)
-    assert data["jobs"] == 4 and data["not_yet_in_state"] == 0 and data["counts"] == {"succeeded": 4}
+    answer = runner.status(manifest, state)
+    assert answer.jobs == 4 and answer.not_yet_in_state == 0 and answer.counts == {"succeeded": 4}
 
     manifest.write_text(simple_manifest(6))  # edited, not run yet: the manifest is read to count
-    edited = commands.status_data(manifest, state)
-    assert edited["jobs"] == 6 and edited["not_yet_in_state"] == 2
+    edited = runner.status(manifest, state)
+    assert edited.jobs == 6 and edited.not_yet_in_state == 2
 
 
 def test_the_state_file_is_found_by_the_name_line(tmp_path):
@@ -163,11 +157,8 @@ async def test_reports_are_written_job_by_job_and_match_the_whole_report(sim, wr
     manifest = write_manifest(simple_manifest(12))
     await account.run(manifest)
     on_disk = json.loads((tmp_path / "out" / "report.json").read_text())
-    store = Store.open(tmp_path / "state.sqlite", create=False)
-    try:
+    with Store.open(tmp_path / "state.sqlite", create=False) as store:
         in_memory = build_report(load_manifest(manifest), store)
-    finally:
-        store.conn.close()
     on_disk.pop("generated_at"), in_memory.pop("generated_at")
     assert on_disk == in_memory
     assert len(on_disk["jobs"]) == 12 and on_disk["jobs"][0]["id"] == "shot-0"

@@ -10,12 +10,14 @@ import sqlite3
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import I2V, R2V, simple_manifest
 
+import runner
 from runner.batch import run_batch
 from runner.cli import commands
 from runner.simulator import SimulatorConfig, running_server
@@ -48,10 +50,10 @@ async def test_status_of_a_finished_run_with_failures(sim, write_manifest, tmp_p
     assert lines[0].startswith(f"{manifest}: 8 job(s) · last run ") and ", exit 1 · 1 run(s)" in lines[0]
     header = next(line for line in lines if line.startswith("model"))
     assert header.split() == ["model", "succeeded", "failed", "total"]  # only the states present
-    data = commands.status_data(manifest, tmp_path / "state.sqlite")
+    answer = runner.status(manifest, tmp_path / "state.sqlite")
     for model in (I2V, R2V):
         row = next(line for line in lines if line.startswith(model))
-        by_state = data["per_model"][model]
+        by_state = answer.per_model[model]
         cells = [
             str(by_state.get("succeeded", "")),
             str(by_state.get("failed", "")),
@@ -63,7 +65,7 @@ async def test_status_of_a_finished_run_with_failures(sim, write_manifest, tmp_p
     assert total == ["total", str(counts["succeeded"]), str(counts["failed"]), "8"]
     attention = lines.index(f"needs attention ({counts['failed']})")
     failed = [line.split()[0] for line in lines[attention + 3 : attention + 3 + counts["failed"]]]
-    assert sorted(failed) == sorted(j["id"] for j in data["needs_attention"])
+    assert sorted(failed) == sorted(j["id"] for j in answer.needs_attention)
     assert all(
         line.endswith("the generation failed (simulated)")
         for line in lines[attention + 3 : attention + 3 + counts["failed"]]
@@ -76,22 +78,22 @@ async def test_status_while_a_run_is_going_on(sim, write_manifest, tmp_path, cap
     """Read mid-run from the same state file: the run shows as running, jobs in flight are counted."""
     manifest = write_manifest(simple_manifest(8))
     account = sim(concurrency=2, job_seconds=0.2)
-    seen: list[dict[str, Any]] = []
+    seen: list[runner.Status] = []
 
     def look(event: dict[str, Any]) -> None:
         if event["event"] == "succeeded" and not seen:
-            seen.append(commands.status_data(manifest, tmp_path / "state.sqlite"))
+            seen.append(runner.status(manifest, tmp_path / "state.sqlite"))
             commands.status(manifest, tmp_path / "state.sqlite")
 
     result = await run_batch(manifest, account.options(), on_event=look)
     assert result.exit_code == 0
-    [data] = seen
-    assert data["run"]["state"] == "running" and data["run"]["pid"] == os.getpid()
-    in_flight = sum(data["counts"].get(s, 0) for s in ("submitting", "queued", "running", "collecting"))
-    assert in_flight >= 1 and data["counts"].get("succeeded", 0) < 8
+    [answer] = seen
+    assert answer.run is not None and answer.run.state == "running" and answer.run.pid == os.getpid()
+    in_flight = sum(answer.counts.get(s, 0) for s in ("submitting", "queued", "running", "collecting"))
+    assert in_flight >= 1 and answer.counts.get("succeeded", 0) < 8
     out = capsys.readouterr().out
     assert f"running now (pid {os.getpid()}" in out
-    assert json.loads(json.dumps(data))  # --json prints the same dict
+    assert json.loads(json.dumps(answer.as_json()))  # --json prints it as it is
 
 
 def submitted(state: Path) -> int:
@@ -114,7 +116,7 @@ def test_status_of_an_interrupted_run_says_how_to_resume(write_manifest, tmp_pat
     env = {k: v for k, v in os.environ.items() if not k.startswith("RUNCOMFY_")}
     env["RUNCOMFY_API_TOKEN"] = "sim-token"
     with running_server(SimulatorConfig(concurrency=2, job_seconds=30)) as base_url:
-        runner = subprocess.Popen(
+        process = subprocess.Popen(
             [sys.executable, "-m", "runner", "run", "m.yaml", "--base-url", base_url, "--no-progress"],
             cwd=tmp_path,
             env=env,
@@ -127,8 +129,8 @@ def test_status_of_an_interrupted_run_says_how_to_resume(write_manifest, tmp_pat
                 assert time.monotonic() < deadline, "the runner never submitted"
                 time.sleep(0.05)
         finally:
-            runner.send_signal(signal.SIGKILL)
-            runner.wait(10)
+            process.send_signal(signal.SIGKILL)
+            process.wait(10)
 
     assert commands.status(manifest, state) == 0
     out = capsys.readouterr().out
@@ -141,5 +143,48 @@ def test_status_of_an_interrupted_run_says_how_to_resume(write_manifest, tmp_pat
         lines[-1] == f"to resume (jobs already submitted are re-attached, none is paid twice): "
         f"runcomfy-batch run {manifest}"
     )
-    data = commands.status_data(manifest, state)
-    assert data["run"]["state"] == "interrupted" and data["run"]["finished_at"] is None
+    answer = runner.status(manifest, state)
+    assert answer.run is not None and answer.run.state == "interrupted" and answer.run.finished_at is None
+
+
+STATUS_JSON_KEYS = [
+    "manifest",
+    "state",
+    "jobs",
+    "counts",
+    "per_model",
+    "needs_attention",
+    "not_yet_in_state",
+    "cost_usd",
+    "estimate_usd",
+    "run",
+]
+
+
+async def test_the_library_status_answers_from_a_real_runs_journal(
+    sim, write_manifest, tmp_path, monkeypatch, capsys
+):
+    """``runner.status`` after a run with failures: what the run said, found by the manifest's name line
+    (``state/<name>.sqlite`` under the working directory), and what ``status --json`` prints."""
+    monkeypatch.chdir(tmp_path)
+    manifest = write_manifest(two_models(4))
+    account = sim(fail_rate=0.4, seed=7)
+    options = replace(account.options(), state_path=None)  # the default: state/st.sqlite here
+    result = await run_batch(manifest, options)
+    assert result.counts.get("failed") and result.state_path == tmp_path / "state" / "st.sqlite"
+
+    answer = runner.status(manifest)
+    assert answer.state == result.state_path and answer.manifest == manifest
+    assert answer.jobs == 8 and answer.not_yet_in_state == 0
+    assert answer.counts == result.counts
+    assert {m: sum(by.values()) for m, by in answer.per_model.items()} == {I2V: 4, R2V: 4}
+    assert answer.needs_attention == result.needs_attention
+    assert answer.cost_usd == pytest.approx(result.cost_usd) and answer.cost_usd > 0
+    assert answer.run is not None
+    assert (answer.run.state, answer.run.exit_code, answer.run.runs) == ("finished", result.exit_code, 1)
+
+    assert list(answer.as_json()) == STATUS_JSON_KEYS
+    assert list(answer.as_json()["run"]) == ["state", "pid", "started_at", "finished_at", "exit_code", "runs"]
+    capsys.readouterr()
+    assert commands.status(manifest, None, as_json=True) == 0
+    assert json.loads(capsys.readouterr().out) == answer.as_json()

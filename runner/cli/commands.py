@@ -7,11 +7,9 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import anyio
 from rich import box
@@ -25,19 +23,19 @@ from ..batch import (
     _defaults,
     cancel_batch,
     finished_already,
-    quick_state_path,
     resolve,
     run_batch,
 )
 from ..catalog.models import Catalog
 from ..catalog.pricing import PriceTable
 from ..engine import store as S
-from ..errors import EXIT_JOBS_FAILED, EXIT_OK, StateError, redact
+from ..errors import EXIT_JOBS_FAILED, EXIT_OK, redact
 from ..manifest.loader import load_manifest
-from ..manifest.snapshot import META_KEY, Snapshot
 from ..reports.plan import make_plan
 from ..reports.progress import progress_sink
 from ..reports.report import write_reports
+from ..reports.status import Status
+from ..reports.status import status as read_status
 
 
 def _out(text: str = "") -> None:
@@ -134,101 +132,15 @@ def _shown(path: Path) -> str:
         return str(path)
 
 
-def _open_existing(path: Path, options: BatchOptions) -> tuple[Any, S.Store]:
-    catalog = Catalog.load()
-    manifest, state_path = resolve(load_manifest(path, catalog), options)
-    return manifest, S.Store.open(state_path, create=False)
-
-
-def status_data(path: Path, state_path: Path | None) -> dict[str, Any]:
-    """Counts per model and state, the jobs that need attention, and whether a run is going on.
-
-    Answered from the state file alone while the manifest is the one it last synced (see
-    ``snapshot.py``): a 100,000-job manifest is not read again. An edited manifest is loaded, to count
-    its jobs not yet in the state, unless a run is syncing it right now."""
-    found = quick_state_path(path, BatchOptions(state_path=state_path))
-    manifest = None
-    if found is None:
-        manifest, state = _open_existing(path, BatchOptions())
-    else:
-        state = S.Store.open(found, create=False)
-    try:
-        run = _last_run(state)
-        snapshot = Snapshot.from_json(state.get_meta(META_KEY))
-        synced = snapshot is not None and snapshot.matches(path)
-        if manifest is None and not synced and not (run and run["state"] == "running"):
-            manifest = load_manifest(path, Catalog.load())
-        # One pass over the jobs for counts, cost and estimate (100,000 rows: ~0.1 s).
-        per_model: dict[str, dict[str, int]] = {}
-        counts: dict[str, int] = {}
-        cost = estimate = 0.0
-        for model, status, n, paid, estimated in state.conn.execute(
-            "SELECT j.model, j.status, count(*), coalesce(sum(a.cost_usd), 0), "
-            "coalesce(sum(j.estimate_usd), 0) FROM jobs j "
-            "LEFT JOIN attempts a ON a.attempt_id = j.attempt_id "
-            "WHERE j.in_manifest = 1 GROUP BY j.model, j.status"
-        ):
-            per_model.setdefault(model, {})[status] = n
-            counts[status] = counts.get(status, 0) + n
-            cost, estimate = cost + paid, estimate + estimated
-        if manifest is not None:
-            known = {r[0] for r in state.conn.execute("SELECT job_id FROM jobs WHERE in_manifest = 1")}
-            jobs, not_synced = len(manifest.jobs), sum(j.id not in known for j in manifest.jobs)
-        elif synced and snapshot is not None:
-            jobs, not_synced = snapshot.jobs, 0
-        else:  # a run is syncing an edited manifest now: what the state holds so far
-            jobs, not_synced = sum(sum(by.values()) for by in per_model.values()), None
-        return {
-            "manifest": str(path),
-            "state": str(state.path),
-            "jobs": jobs,
-            "counts": counts,
-            "per_model": per_model,
-            "needs_attention": state.needs_attention(),
-            "not_yet_in_state": not_synced,
-            "cost_usd": round(cost, 6),
-            "estimate_usd": round(estimate, 6),
-            "run": run,
-        }
-    finally:
-        state.conn.close()
-
-
-def _last_run(store: S.Store) -> dict[str, Any] | None:
-    """The latest run: ``running`` (its process is alive), ``finished`` or ``interrupted`` (it died)."""
-    runs = store.runs()
-    if not runs:
-        return None
-    last = max(runs, key=lambda r: r["run_id"])
-    if last["finished_at"] is not None:
-        state = "finished"
-    else:
-        try:
-            os.kill(last["pid"], 0)
-            state = "running"
-        except ProcessLookupError:
-            state = "interrupted"
-        except PermissionError:  # alive, another user's
-            state = "running"
-    return {
-        "state": state,
-        "pid": last["pid"],
-        "started_at": last["started_at"],
-        "finished_at": last["finished_at"],
-        "exit_code": last["exit_code"],
-        "runs": len(runs),
-    }
-
-
 def status(path: Path, state_path: Path | None, *, as_json: bool = False, limit: int = 50) -> int:
-    data = status_data(path, state_path)
+    answer = read_status(path, state_path)
     if as_json:
-        _out(json.dumps(data, indent=2))
+        _out(json.dumps(answer.as_json(), indent=2))
         return EXIT_OK
     buffer = io.StringIO()
     tty = sys.stdout.isatty()
     console = Console(file=buffer, force_terminal=tty, width=None if tty else 160, highlight=False)
-    print_status(console, path, data, limit=limit)
+    print_status(console, path, answer, limit=limit)
     text = buffer.getvalue()
     if not tty:  # rich pads table lines to their width: no trailing blanks in a pipe or a file
         text = "".join(line.rstrip() + "\n" for line in text.splitlines())
@@ -236,46 +148,45 @@ def status(path: Path, state_path: Path | None, *, as_json: bool = False, limit:
     return EXIT_OK
 
 
-def print_status(console: Console, path: Path, data: dict[str, Any], *, limit: int = 50) -> None:
+def print_status(console: Console, path: Path, answer: Status, *, limit: int = 50) -> None:
     """The status as a person reads it: where the run is, a model × state table, the jobs that need
     attention."""
-    run = data.get("run")
-    line = Text(f"{data['manifest']}: {data['jobs']} job(s)", style="bold")
+    run = answer.run
+    line = Text(f"{answer.manifest}: {answer.jobs} job(s)", style="bold")
     if run is None:
         line.append(" · never run")
     else:
-        started = time.strftime("%Y-%m-%d %H:%M", time.localtime(run["started_at"]))
-        if run["state"] == "running":
-            line.append(f" · running now (pid {run['pid']}, since {started})", style="cyan")
-        elif run["state"] == "interrupted":
+        started = time.strftime("%Y-%m-%d %H:%M", time.localtime(run.started_at))
+        if run.state == "running":
+            line.append(f" · running now (pid {run.pid}, since {started})", style="cyan")
+        elif run.state == "interrupted":
             line.append(f" · interrupted (run of {started} stopped without finishing)", style="yellow")
         else:
-            ended = time.strftime("%H:%M", time.localtime(run["finished_at"]))
-            line.append(f" · last run {started}–{ended}, exit {run['exit_code']}")
-        line.append(f" · {run['runs']} run(s)", style="dim")
+            ended = time.strftime("%H:%M", time.localtime(run.finished_at))
+            line.append(f" · last run {started}–{ended}, exit {run.exit_code}")
+        line.append(f" · {run.runs} run(s)", style="dim")
     console.print(line)
 
-    states = [s for s in S.ALL_STATES if any(s in by for by in data["per_model"].values())]
-    table = Table(
-        box=box.SIMPLE_HEAD, show_footer=len(data["per_model"]) > 1, pad_edge=False, show_edge=False
-    )
+    per_model = answer.per_model
+    states = [s for s in S.ALL_STATES if any(s in by for by in per_model.values())]
+    table = Table(box=box.SIMPLE_HEAD, show_footer=len(per_model) > 1, pad_edge=False, show_edge=False)
     table.add_column("model", footer="total", no_wrap=True)
     for state in states:
-        total = sum(by.get(state, 0) for by in data["per_model"].values())
+        total = sum(by.get(state, 0) for by in per_model.values())
         table.add_column(state, justify="right", footer=str(total), style=_STATE_STYLE.get(state, ""))
-    table.add_column("total", justify="right", footer=str(sum(data["counts"].values())), style="bold")
-    for model, by_state in sorted(data["per_model"].items()):
+    table.add_column("total", justify="right", footer=str(sum(answer.counts.values())), style="bold")
+    for model, by_state in sorted(per_model.items()):
         table.add_row(Text(model), *(str(by_state.get(s, "")) for s in states), str(sum(by_state.values())))
-    if data["per_model"]:
+    if per_model:
         console.print(table)
     console.print(
-        f"cost so far ${data['cost_usd']:.2f} (estimate for the whole manifest ${data['estimate_usd']:.2f})"
+        f"cost so far ${answer.cost_usd:.2f} (estimate for the whole manifest ${answer.estimate_usd:.2f})"
     )
-    if data["not_yet_in_state"]:
-        console.print(f"{data['not_yet_in_state']} job(s) of the manifest not run yet")
-    elif data["not_yet_in_state"] is None:
+    if answer.not_yet_in_state:
+        console.print(f"{answer.not_yet_in_state} job(s) of the manifest not run yet")
+    elif answer.not_yet_in_state is None:
         console.print("the manifest was edited and the running run is reading it: counts so far")
-    attention = data["needs_attention"]
+    attention = answer.needs_attention
     if attention:
         console.print()
         jobs = Table(
@@ -300,14 +211,14 @@ def print_status(console: Console, path: Path, data: dict[str, Any], *, limit: i
         console.print(jobs)
         if len(attention) > limit:
             console.print(f"… and {len(attention) - limit} more (see --json)")
-    if run is not None and run["state"] == "interrupted":
+    if run is not None and run.state == "interrupted":
         console.print(
             f"to resume (jobs already submitted are re-attached, none is paid twice): "
             f"runcomfy-batch run {path}"
         )
     elif (
         run is not None
-        and run["state"] == "finished"
+        and run.state == "finished"
         and any(j["status"] in (S.FAILED, S.EXPIRED, S.CANCELLED) for j in attention)
     ):
         console.print(f"to run the failed jobs again: runcomfy-batch retry {path}")
@@ -328,11 +239,9 @@ _STATE_STYLE = {
 
 
 def report(path: Path, options: BatchOptions) -> int:
-    manifest, store = _open_existing(path, options)
-    try:
+    manifest, state_path = resolve(load_manifest(path, Catalog.load()), options)
+    with S.Store.open(state_path, create=False) as store:
         paths = write_reports(manifest, store)
-    finally:
-        store.conn.close()
     _out(f"wrote {paths['json']}, {paths['csv']}, {paths['html']}")
     return EXIT_OK
 
@@ -341,14 +250,11 @@ def plan(path: Path, options: BatchOptions, *, budget: float | None, as_json: bo
     catalog = Catalog.load()
     manifest, state_path = resolve(load_manifest(path, catalog), options)
     prices = PriceTable.load(catalog, options.prices_path)
-    store = S.Store.open(state_path, create=False) if state_path.exists() else None
-    try:
-        result = make_plan(manifest, prices, _defaults(catalog), store, budget)
-    except StateError:
-        raise
-    finally:
-        if store is not None:
-            store.conn.close()
+    if state_path.exists():
+        with S.Store.open(state_path, create=False) as store:
+            result = make_plan(manifest, prices, _defaults(catalog), store, budget)
+    else:
+        result = make_plan(manifest, prices, _defaults(catalog), None, budget)
     if as_json:
         _out(json.dumps(result.as_json(), indent=2))
         return EXIT_JOBS_FAILED if result.over_budget else EXIT_OK

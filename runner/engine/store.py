@@ -13,6 +13,9 @@ Why it is built this way:
 * **Idempotent upserts keyed by job id**, so syncing the same manifest twice changes nothing.
 * **A lock that dies with its process** (``flock`` on ``<state>.lock``) keeps a second runner out,
   while readers (``status``, ``report``) never take it.
+* **Every statement is here.** The tables are known to this module alone: the run, the reports and
+  ``status`` read and write through named methods, and the connection is private. A store is a
+  context manager (``with Store.open(path) as store:``) that commits and closes on the way out.
 
 Tables: ``jobs`` (one row per job id ever seen), ``attempts`` (one per paid request, with the input
 sent, ``request_id``, timings, cost, error), ``outputs`` (files on disk per attempt), ``runs``.
@@ -28,12 +31,13 @@ import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 if TYPE_CHECKING:
     import sqlite_utils
 
 from ..errors import StateError, StateLocked
+from ..manifest.snapshot import quick_name
 from .states import ALL_STATES as ALL_STATES
 from .states import IN_FLIGHT as IN_FLIGHT
 from .states import NEEDS_ATTENTION as NEEDS_ATTENTION
@@ -56,6 +60,21 @@ EXPIRED = JobState.EXPIRED
 
 def now() -> float:
     return time.time()
+
+
+def state_path_for(manifest_name: str, cwd: Path | None = None) -> Path:
+    """Where a manifest's journal lives unless ``--state`` says otherwise: ``state/<name>.sqlite`` under
+    the working directory."""
+    return (cwd or Path.cwd()) / "state" / f"{manifest_name}.sqlite"
+
+
+def quick_state_path(manifest_path: str | Path, state_path: str | Path | None = None) -> Path | None:
+    """The journal of the manifest at ``manifest_path`` without loading it (``state_path``, or the name
+    on its ``name:`` line); ``None`` when that cannot be told without a full load."""
+    if state_path is not None:
+        return Path(state_path)
+    name = quick_name(manifest_path)
+    return None if name is None else state_path_for(name)
 
 
 def _migration_1(db: sqlite_utils.Database) -> None:
@@ -161,10 +180,31 @@ class JobRow:
     submitted_at: float | None
     started_at: float | None
     remote_status: str | None
+    finished_at: float | None
+    attempt_of: str | None  # whose attempt it is: the job's own, or the twin's it adopted
+
+
+@dataclass
+class AttemptRow:
+    """One paid request (or its intent) of a job, as its history lists it."""
+
+    job_id: str
+    attempt_id: int
+    request_id: str | None
+    status: str
+    remote_status: str | None
+    cost_usd: float | None
+    estimate_usd: float | None
+    error: dict[str, Any] | None
+    resubmit_of_unknown: int
+    submitted_at: float | None
+    finished_at: float | None
 
 
 @dataclass
 class OutputRow:
+    """A file on disk from one attempt."""
+
     attempt_id: int
     idx: int
     job_id: str
@@ -173,6 +213,35 @@ class OutputRow:
     bytes: int
     sha256: str
     mtime_ns: int | None
+
+
+@dataclass
+class JobHistory:
+    """A job of the manifest with its current attempt, every attempt it made, and its current files."""
+
+    job: JobRow
+    attempts: list[AttemptRow]
+    outputs: list[OutputRow]
+
+
+@dataclass(frozen=True)
+class Totals:
+    """Sums over the manifest's jobs and the attempts they made."""
+
+    cost_usd: float  # charged by RunComfy
+    estimate_usd: float  # the jobs' estimates
+    busy_seconds: float  # time the attempts held one of the account's slots (their run spans)
+
+
+@dataclass(frozen=True)
+class StateTally:
+    """The jobs of the manifest of one model in one state, with what they cost and were estimated."""
+
+    model: str
+    status: str
+    jobs: int
+    cost_usd: float
+    estimate_usd: float
 
 
 @dataclass(frozen=True)
@@ -185,12 +254,23 @@ class SyncSummary:
     unchanged: int
 
 
+# Attempts that belong to a job of the manifest (its history; a twin's adopted attempt is its leader's).
+_HISTORY = "FROM attempts a JOIN jobs j ON j.job_id = a.job_id WHERE j.in_manifest = 1"
+# An attempt's run span: from the first poll that saw it running (else its submit) to its finish.
+_SPAN_START = "coalesce(a.started_at, a.submitted_at)"
+_SPANS = (
+    f"{_HISTORY} AND a.request_id IS NOT NULL AND {_SPAN_START} > 0 AND a.finished_at > 0 "
+    f"AND a.finished_at >= {_SPAN_START}"
+)
+
+
 class Store:
-    """The state file. Open it with :meth:`open`; hold the run lock with :meth:`lock`."""
+    """The state file. Open it with :meth:`open` (``with Store.open(path) as store:``); hold the run lock
+    with :meth:`lock`."""
 
     def __init__(self, path: Path, conn: sqlite3.Connection) -> None:
         self.path = path
-        self.conn = conn
+        self._conn = conn  # private: every statement over the journal is a method of this class
         self._in_tx = False
         self._changed = False  # the open transaction wrote a job, an attempt or an output
         self._lock_fd: int | None = None
@@ -216,21 +296,21 @@ class Store:
         return store
 
     def _migrate(self) -> None:
-        self.conn.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at REAL)")
-        done = {row[0] for row in self.conn.execute("SELECT name FROM _migrations")}
+        self._conn.execute("CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at REAL)")
+        done = {row[0] for row in self._conn.execute("SELECT name FROM _migrations")}
         for name, apply in MIGRATIONS:
             if name in done:
                 continue
-            self.conn.execute("BEGIN IMMEDIATE")
+            self._conn.execute("BEGIN IMMEDIATE")
             try:
-                if self.conn.execute("SELECT 1 FROM _migrations WHERE name=?", (name,)).fetchone() is None:
+                if self._conn.execute("SELECT 1 FROM _migrations WHERE name=?", (name,)).fetchone() is None:
                     import sqlite_utils  # noqa: PLC0415 - only to create or migrate a state file
 
-                    apply(sqlite_utils.Database(self.conn))
-                    self.conn.execute("INSERT INTO _migrations VALUES (?, ?)", (name, now()))
-                self.conn.execute("COMMIT")
+                    apply(sqlite_utils.Database(self._conn))
+                    self._conn.execute("INSERT INTO _migrations VALUES (?, ?)", (name, now()))
+                self._conn.execute("COMMIT")
             except BaseException:
-                self.conn.execute("ROLLBACK")
+                self._conn.execute("ROLLBACK")
                 raise
 
     def lock(self) -> None:
@@ -251,26 +331,33 @@ class Store:
         self._lock_fd = fd
 
     def close(self) -> None:
+        """Commit what is written, close the file, and let go of the run lock if this store holds it."""
         self.flush()
-        self.conn.close()
+        self._conn.close()
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
 
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
     # -- transactions ---------------------------------------------------------------------------
     def _write(self, sql: str, params: Iterable[Any] = (), *, journal: bool = True) -> sqlite3.Cursor:
         if not self._in_tx:
-            self.conn.execute("BEGIN IMMEDIATE")
+            self._conn.execute("BEGIN IMMEDIATE")
             self._in_tx = True
         self._changed |= journal
         self.writes += 1
-        return self.conn.execute(sql, tuple(params))
+        return self._conn.execute(sql, tuple(params))
 
     def _write_many(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         if not self._in_tx:
-            self.conn.execute("BEGIN IMMEDIATE")
+            self._conn.execute("BEGIN IMMEDIATE")
             self._in_tx = True
-        cursor = self.conn.executemany(sql, rows)
+        cursor = self._conn.executemany(sql, rows)
         self._changed |= cursor.rowcount > 0
         self.writes += max(0, cursor.rowcount)
 
@@ -279,10 +366,10 @@ class Store:
         an output also moves ``journal_version`` on."""
         if self._in_tx:
             if self._changed:
-                self.conn.execute(
+                self._conn.execute(
                     "UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'journal_version'"
                 )
-            self.conn.execute("COMMIT")
+            self._conn.execute("COMMIT")
             self.commits += 1
             self._in_tx = False
             self._changed = False
@@ -290,11 +377,11 @@ class Store:
     # -- facts about the journal ----------------------------------------------------------------
     def journal_version(self) -> int:
         """Moves on with every commit that changed what a report shows (jobs, attempts, outputs)."""
-        row = self.conn.execute("SELECT value FROM meta WHERE key = 'journal_version'").fetchone()
+        row = self._conn.execute("SELECT value FROM meta WHERE key = 'journal_version'").fetchone()
         return int(row[0]) if row else 0
 
     def get_meta(self, key: str) -> str | None:
-        row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return None if row is None else str(row[0])
 
     def set_meta(self, key: str, value: str) -> None:
@@ -308,7 +395,7 @@ class Store:
         """Upsert the manifest's jobs: new ones pending, changed ones (model/input) pending again
         with their old attempt kept as history, removed ones marked out of the manifest."""
         known = {
-            r[0]: (r[1], r[2]) for r in self.conn.execute("SELECT job_id, fingerprint, status FROM jobs")
+            r[0]: (r[1], r[2]) for r in self._conn.execute("SELECT job_id, fingerprint, status FROM jobs")
         }
         new = changed = unchanged = 0
         seen: set[str] = set()
@@ -363,7 +450,7 @@ class Store:
 
     def recover_interrupted(self) -> int:
         """Attempts left ``submitting`` by a killed run become ``unknown``: the POST may have landed."""
-        rows = self.conn.execute(
+        rows = self._conn.execute(
             "SELECT attempt_id, job_id FROM attempts WHERE status=? AND request_id IS NULL", (SUBMITTING,)
         ).fetchall()
         error = json.dumps(
@@ -388,40 +475,21 @@ class Store:
     _JOB_SELECT = (
         "SELECT j.job_id, j.fingerprint, j.model, j.status, j.attempt_id, a.request_id, j.in_manifest, "
         "j.twin_of, j.estimate_usd, a.cost_usd, j.error, a.outputs_json, a.submitted_at, a.started_at, "
-        "a.remote_status FROM jobs j LEFT JOIN attempts a ON a.attempt_id = j.attempt_id"
+        "a.remote_status, a.finished_at, a.job_id FROM jobs j "
+        "LEFT JOIN attempts a ON a.attempt_id = j.attempt_id"
     )
 
     def jobs(self, *, in_manifest_only: bool = True) -> list[JobRow]:
-        sql = (
-            self._JOB_SELECT + (" WHERE j.in_manifest=1" if in_manifest_only else "") + " ORDER BY j.position"
-        )
-        return [
-            JobRow(
-                r[0],
-                r[1],
-                r[2],
-                r[3],
-                r[4],
-                r[5],
-                bool(r[6]),
-                r[7],
-                r[8],
-                r[9],
-                json.loads(r[10]) if r[10] else None,
-                r[11],
-                r[12],
-                r[13],
-                r[14],
-            )
-            for r in self.conn.execute(sql)
-        ]
+        """Every job (of the manifest, unless asked for all), in manifest order, with its current attempt."""
+        where = " WHERE j.in_manifest=1" if in_manifest_only else ""
+        return [_job_row(r) for r in self._conn.execute(f"{self._JOB_SELECT}{where} ORDER BY j.position")]
 
     def states(self) -> dict[str, tuple[str, int | None, str | None]]:
         """Each job of the manifest: its status, current attempt and that attempt's request id. What a
         run plans from; a tuple per job, because full :class:`JobRow` s weigh ~1 KB each at 100,000 jobs."""
         return {
             r[0]: (r[1], r[2], r[3])
-            for r in self.conn.execute(
+            for r in self._conn.execute(
                 "SELECT j.job_id, j.status, j.attempt_id, a.request_id FROM jobs j "
                 "LEFT JOIN attempts a ON a.attempt_id = j.attempt_id WHERE j.in_manifest=1"
             )
@@ -431,7 +499,7 @@ class Store:
         """The files a job holds from one attempt, in order (a primary-key lookup)."""
         return [
             OutputRow(*r)
-            for r in self.conn.execute(
+            for r in self._conn.execute(
                 "SELECT attempt_id, idx, job_id, url, path, bytes, sha256, mtime_ns FROM outputs "
                 "WHERE job_id = ? AND attempt_id = ? ORDER BY idx",
                 (job_id, attempt_id),
@@ -442,7 +510,7 @@ class Store:
         """``(job_id, path, bytes, mtime_ns, sha256)`` for each file of each succeeded job of the manifest
         (one row with ``path`` None for a succeeded job that has no file recorded), read as it goes."""
         return iter(
-            self.conn.execute(
+            self._conn.execute(
                 "SELECT j.job_id, o.path, o.bytes, o.mtime_ns, o.sha256 FROM jobs j LEFT JOIN outputs o "
                 "ON o.job_id = j.job_id AND o.attempt_id = j.attempt_id "
                 "WHERE j.in_manifest = 1 AND j.status = ? AND j.attempt_id IS NOT NULL",
@@ -450,21 +518,15 @@ class Store:
             )
         )
 
-    def attempt_input(self, attempt_id: int) -> dict[str, Any] | None:
-        row = self.conn.execute(
-            "SELECT input_json FROM attempts WHERE attempt_id=?", (attempt_id,)
-        ).fetchone()
-        return json.loads(row[0]) if row and row[0] else None
-
     def current_attempt(self, job_id: str) -> int | None:
         """The job's current attempt (its own, or the one it adopted from a twin)."""
-        row = self.conn.execute("SELECT attempt_id FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
+        row = self._conn.execute("SELECT attempt_id FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
         return None if row is None else row[0]
 
     def current_outputs(self, job_id: str) -> tuple[int, list[str]] | None:
         """The job's current attempt and the output URLs RunComfy gave it (``None``: no attempt; an
         empty list: none recorded)."""
-        row = self.conn.execute(
+        row = self._conn.execute(
             "SELECT a.attempt_id, a.outputs_json FROM jobs j JOIN attempts a ON a.attempt_id = j.attempt_id "
             "WHERE j.job_id = ?",
             (job_id,),
@@ -476,7 +538,7 @@ class Store:
     def committed_usd(self) -> float:
         """Money spent or possibly spent by this state file: charged costs, else estimates of every
         attempt that may have reached RunComfy (submitted, in flight or unknown)."""
-        row = self.conn.execute(
+        row = self._conn.execute(
             "SELECT coalesce(sum(coalesce(cost_usd, estimate_usd, 0)), 0) FROM attempts "
             "WHERE request_id IS NOT NULL OR status IN (?, ?)",
             (UNKNOWN, SUBMITTING),
@@ -485,14 +547,14 @@ class Store:
 
     def spent_usd(self) -> float:
         """Money RunComfy reported charging, over every attempt in the state file."""
-        row = self.conn.execute("SELECT coalesce(sum(cost_usd), 0) FROM attempts").fetchone()
+        row = self._conn.execute("SELECT coalesce(sum(cost_usd), 0) FROM attempts").fetchone()
         return float(row[0])
 
     def needs_attention(self, limit: int | None = None) -> list[dict[str, Any]]:
         """Jobs of the manifest that are failed, unknown, expired, held or cancelled, in manifest order:
         id, status, request id and the error's message."""
         marks = ",".join("?" * len(NEEDS_ATTENTION))
-        rows = self.conn.execute(
+        rows = self._conn.execute(
             "SELECT j.job_id, j.status, a.request_id, j.error FROM jobs j "
             "LEFT JOIN attempts a ON a.attempt_id = j.attempt_id "
             f"WHERE j.in_manifest = 1 AND j.status IN ({marks}) ORDER BY j.position LIMIT ?",
@@ -512,9 +574,89 @@ class Store:
         return out
 
     def counts(self) -> dict[str, int]:
+        """How many jobs of the manifest are in each state."""
         return dict(
-            self.conn.execute("SELECT status, count(*) FROM jobs WHERE in_manifest=1 GROUP BY status")
+            self._conn.execute("SELECT status, count(*) FROM jobs WHERE in_manifest=1 GROUP BY status")
         )
+
+    # -- reading for reports and status ---------------------------------------------------------
+    def tallies(self) -> list[StateTally]:
+        """The manifest's jobs per model and state, with their current attempts' cost and their estimates
+        (one pass over the jobs: ~0.1 s at 100,000)."""
+        return [
+            StateTally(*r)
+            for r in self._conn.execute(
+                "SELECT j.model, j.status, count(*), coalesce(sum(a.cost_usd), 0), "
+                "coalesce(sum(j.estimate_usd), 0) FROM jobs j "
+                "LEFT JOIN attempts a ON a.attempt_id = j.attempt_id "
+                "WHERE j.in_manifest = 1 GROUP BY j.model, j.status"
+            )
+        ]
+
+    def job_ids(self) -> set[str]:
+        """The ids of the manifest's jobs the journal knows."""
+        return {r[0] for r in self._conn.execute("SELECT job_id FROM jobs WHERE in_manifest = 1")}
+
+    def models(self) -> list[str]:
+        """The models the manifest's jobs use, sorted."""
+        return [
+            r[0]
+            for r in self._conn.execute("SELECT DISTINCT model FROM jobs WHERE in_manifest = 1 ORDER BY 1")
+        ]
+
+    def current_output_paths(self) -> Iterator[str]:
+        """The path of every file the manifest's jobs hold from their current attempts, read as it goes."""
+        rows = self._conn.execute(
+            "SELECT o.path FROM outputs o JOIN jobs j ON j.job_id = o.job_id AND "
+            "o.attempt_id = j.attempt_id WHERE j.in_manifest = 1"
+        )
+        return (path for (path,) in rows)
+
+    def totals(self) -> Totals:
+        """What the manifest's attempts were charged, what its jobs were estimated, and how long the
+        attempts held a slot, from aggregates (nothing per job is kept)."""
+        row = self._conn.execute(
+            f"SELECT (SELECT coalesce(sum(a.cost_usd), 0) {_HISTORY}), "
+            "(SELECT coalesce(sum(estimate_usd), 0) FROM jobs WHERE in_manifest = 1), "
+            f"(SELECT coalesce(sum(a.finished_at - {_SPAN_START}), 0) {_SPANS})"
+        ).fetchone()
+        return Totals(*row)
+
+    def span_edges(self) -> Iterator[tuple[float, int]]:
+        """The starts (+1) and ends (-1) of the manifest's attempts' run spans in time order, ends first at
+        equal times (back-to-back attempts share a slot): what slot use is counted from."""
+        return iter(
+            self._conn.execute(
+                f"SELECT t, step FROM (SELECT {_SPAN_START} AS t, 1 AS step {_SPANS} "
+                f"UNION ALL SELECT a.finished_at, -1 {_SPANS}) ORDER BY t, step"
+            )
+        )
+
+    def job_histories(self) -> Iterator[JobHistory]:
+        """Each job of the manifest in manifest order with its attempts and current files, made one at a
+        time: three queries in the same order are read side by side, so memory stays flat however many
+        jobs there are."""
+        order = "ORDER BY j.position, j.job_id"
+        jobs = self._conn.execute(f"{self._JOB_SELECT} WHERE j.in_manifest = 1 {order}")
+        attempts = _by_job(
+            AttemptRow(r[0], r[1], r[2], r[3], r[4], r[5], r[6], _decoded(r[7]), r[8], r[9], r[10])
+            for r in self._conn.execute(
+                "SELECT a.job_id, a.attempt_id, a.request_id, a.status, a.remote_status, a.cost_usd, "
+                f"a.estimate_usd, a.error, a.resubmit_of_unknown, a.submitted_at, a.finished_at {_HISTORY} "
+                f"{order}, a.attempt_id"
+            )
+        )
+        outputs = _by_job(
+            OutputRow(*r)
+            for r in self._conn.execute(
+                "SELECT o.attempt_id, o.idx, o.job_id, o.url, o.path, o.bytes, o.sha256, o.mtime_ns "
+                "FROM outputs o JOIN jobs j ON j.job_id = o.job_id AND o.attempt_id = j.attempt_id "
+                f"WHERE j.in_manifest = 1 {order}, o.idx"
+            )
+        )
+        for r in jobs:
+            job = _job_row(r)
+            yield JobHistory(job, attempts.take(job.job_id), outputs.take(job.job_id))
 
     # -- writing the life of a job --------------------------------------------------------------
     def record_intent(
@@ -685,14 +827,42 @@ class Store:
                 ("jobs", "updated_at"),
             )
         )
-        row = self.conn.execute(
+        row = self._conn.execute(
             f"SELECT max(t) FROM ({spans})", {"since": since, "before": before}
         ).fetchone()
         return float(row[0]) if row and row[0] is not None else None
 
     def runs(self) -> list[dict[str, Any]]:
-        cursor = self.conn.execute(
+        cursor = self._conn.execute(
             "SELECT run_id, pid, command, started_at, finished_at, exit_code FROM runs"
         )
         names = [d[0] for d in cursor.description]
         return [dict(zip(names, r, strict=True)) for r in cursor]
+
+
+def _job_row(r: Sequence[Any]) -> JobRow:
+    """A row of ``Store._JOB_SELECT`` as a :class:`JobRow`."""
+    in_manifest, error = bool(r[6]), _decoded(r[10])
+    return JobRow(r[0], r[1], r[2], r[3], r[4], r[5], in_manifest, r[7], r[8], r[9], error, *r[11:])
+
+
+def _decoded(error: str | None) -> dict[str, Any] | None:
+    return json.loads(error) if error else None
+
+
+_Row = TypeVar("_Row", AttemptRow, OutputRow)
+
+
+class _by_job(Generic[_Row]):
+    """Rows ordered by job, taken one job's worth at a time."""
+
+    def __init__(self, rows: Iterable[_Row]) -> None:
+        self._rows: Iterator[_Row] = iter(rows)
+        self._next: _Row | None = next(self._rows, None)
+
+    def take(self, job_id: str) -> list[_Row]:
+        taken = []
+        while self._next is not None and self._next.job_id == job_id:
+            taken.append(self._next)
+            self._next = next(self._rows, None)
+        return taken

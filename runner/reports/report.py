@@ -112,29 +112,10 @@ def wall_seconds(store: S.Store, runs: list[dict[str, Any]]) -> float:
     return total
 
 
-# Attempts that belong to a job of the manifest (its history; a twin's adopted attempt is its leader's).
-_HISTORY = "FROM attempts a JOIN jobs j ON j.job_id = a.job_id WHERE j.in_manifest = 1"
-# A run span, as _run_span: from the first poll that saw it running (else its submit) to its finish.
-_SPAN_START = "coalesce(a.started_at, a.submitted_at)"
-_SPANS = (
-    f"{_HISTORY} AND a.request_id IS NOT NULL AND {_SPAN_START} > 0 AND a.finished_at > 0 "
-    f"AND a.finished_at >= {_SPAN_START}"
-)
-
-
 def report_summary(store: S.Store) -> dict[str, Any]:
     """The summary block of the report, from aggregates over the state file (nothing per job is kept)."""
-    conn = store.conn
     counts = store.counts()
-    cost = conn.execute(f"SELECT coalesce(sum(a.cost_usd), 0) {_HISTORY}").fetchone()[0]
-    estimate = conn.execute(
-        "SELECT coalesce(sum(estimate_usd), 0) FROM jobs WHERE in_manifest = 1"
-    ).fetchone()[0]
-    busy = conn.execute(f"SELECT coalesce(sum(a.finished_at - {_SPAN_START}), 0) {_SPANS}").fetchone()[0]
-    edges = conn.execute(
-        f"SELECT t, step FROM (SELECT {_SPAN_START} AS t, 1 AS step {_SPANS} "
-        f"UNION ALL SELECT a.finished_at, -1 {_SPANS}) ORDER BY t, step"
-    )
+    totals = store.totals()
     runs = store.runs()
     started = min((r["started_at"] for r in runs), default=None)
     ended = max((r["finished_at"] or 0 for r in runs), default=None) or None
@@ -143,13 +124,13 @@ def report_summary(store: S.Store) -> dict[str, Any]:
         "counts": dict(sorted(counts.items())),
         "succeeded": counts.get(S.SUCCEEDED, 0),
         "needs_attention": sum(counts.get(s, 0) for s in S.NEEDS_ATTENTION),
-        "cost_usd": round(cost, 6),
-        "estimate_usd": round(estimate, 6),
+        "cost_usd": round(totals.cost_usd, 6),
+        "estimate_usd": round(totals.estimate_usd, 6),
         "started_at": _iso(started),
         "finished_at": _iso(ended),
         "wall_seconds": round(wall_seconds(store, runs), 3),
         "runs": len(runs),
-        **_slot_use(edges, busy),
+        **_slot_use(store.span_edges(), totals.busy_seconds),
     }
 
 
@@ -165,110 +146,58 @@ def report_header(manifest: Manifest, store: S.Store) -> dict[str, Any]:
     }
 
 
-_ATTEMPT_FIELDS = (
-    "attempt_id",
-    "request_id",
-    "status",
-    "remote_status",
-    "cost_usd",
-    "estimate_usd",
-    "error",
-    "resubmit_of_unknown",
-)
-
-
 def job_entries(manifest: Manifest, store: S.Store) -> Iterator[dict[str, Any]]:
-    """One report entry per job of the manifest, in manifest order, made one at a time: three queries in
-    the same order (jobs with their current attempt, every job's attempts, the current outputs) are
-    read side by side, so memory stays flat however many jobs there are."""
+    """One report entry per job of the manifest, in manifest order, made one at a time as the journal is
+    read (:meth:`Store.job_histories`), so memory stays flat however many jobs there are."""
     jobs_by_id = {job.id: job for job in manifest.jobs}
-    conn = store.conn
-    rows = conn.execute(
-        "SELECT j.job_id, j.model, j.status, j.twin_of, j.estimate_usd, j.error, a.job_id, a.request_id, "
-        "a.submitted_at, a.started_at, a.finished_at, a.cost_usd FROM jobs j "
-        "LEFT JOIN attempts a ON a.attempt_id = j.attempt_id WHERE j.in_manifest = 1 "
-        "ORDER BY j.position, j.job_id"
-    )
-    history = _grouped(
-        conn.execute(
-            "SELECT a.job_id, a.attempt_id, a.request_id, a.status, a.remote_status, a.cost_usd, "
-            "a.estimate_usd, "
-            f"a.error, a.resubmit_of_unknown, a.submitted_at, a.finished_at {_HISTORY} "
-            "ORDER BY j.position, j.job_id, a.attempt_id"
-        )
-    )
-    outputs = _grouped(
-        conn.execute(
-            "SELECT o.job_id, o.path, o.bytes, o.sha256, o.url FROM outputs o "
-            "JOIN jobs j ON j.job_id = o.job_id AND o.attempt_id = j.attempt_id WHERE j.in_manifest = 1 "
-            "ORDER BY j.position, j.job_id, o.idx"
-        )
-    )
-    for (
-        job_id,
-        model,
-        status,
-        twin_of,
-        estimate,
-        error,
-        owner,
-        request_id,
-        submitted,
-        started,
-        finished,
-        cost,
-    ) in rows:
-        job = jobs_by_id.get(job_id)
-        attempts = [
-            dict(zip(_ATTEMPT_FIELDS, (*a[1:7], json.loads(a[7]) if a[7] else None, a[8]), strict=True))
-            | {"submitted_at": _iso(a[9]), "finished_at": _iso(a[10])}
-            for a in history.take(job_id)
-        ]
+    for history in store.job_histories():
+        row = history.job
+        job = jobs_by_id.get(row.job_id)
         run_span = _run_span(
             {
-                "started_at": started,
-                "submitted_at": submitted,
-                "finished_at": finished,
-                "request_id": request_id,
+                "started_at": row.started_at,
+                "submitted_at": row.submitted_at,
+                "finished_at": row.finished_at,
+                "request_id": row.request_id,
             }
         )
+        submitted, finished = row.submitted_at, row.finished_at
         yield {
-            "id": job_id,
-            "model": model,
-            "status": status,
-            "request_id": request_id,
-            "twin_of": twin_of if twin_of and owner is not None and owner != job_id else None,
+            "id": row.job_id,
+            "model": row.model,
+            "status": row.status,
+            "request_id": row.request_id,
+            "twin_of": row.twin_of if row.twin_of and row.attempt_of not in (None, row.job_id) else None,
             "input": {k: job.input[k] for k in INPUT_SUMMARY_FIELDS if job and k in job.input},
             "input_files": _input_files(job.input) if job else [],
             "line": job.line if job else None,
             "submitted_at": _iso(submitted),
-            "started_at": _iso(started),
+            "started_at": _iso(row.started_at),
             "finished_at": _iso(finished),
             "duration_s": round(finished - submitted, 3) if submitted and finished else None,
             "run_s": round(run_span[1] - run_span[0], 3) if run_span else None,
-            "estimate_usd": estimate,
-            "cost_usd": cost,
+            "estimate_usd": row.estimate_usd,
+            "cost_usd": row.cost_usd,
             "outputs": [
-                {"path": o[1], "bytes": o[2], "sha256": o[3], "url": o[4]} for o in outputs.take(job_id)
+                {"path": o.path, "bytes": o.bytes, "sha256": o.sha256, "url": o.url} for o in history.outputs
             ],
-            "error": json.loads(error) if error else None,
-            "attempts": attempts,
+            "error": row.error,
+            "attempts": [
+                {
+                    "attempt_id": a.attempt_id,
+                    "request_id": a.request_id,
+                    "status": a.status,
+                    "remote_status": a.remote_status,
+                    "cost_usd": a.cost_usd,
+                    "estimate_usd": a.estimate_usd,
+                    "error": a.error,
+                    "resubmit_of_unknown": a.resubmit_of_unknown,
+                    "submitted_at": _iso(a.submitted_at),
+                    "finished_at": _iso(a.finished_at),
+                }
+                for a in history.attempts
+            ],
         }
-
-
-class _grouped:
-    """Rows ordered by job, taken one job's worth at a time (the job id is each row's first column)."""
-
-    def __init__(self, rows: Iterable[tuple[Any, ...]]) -> None:
-        self._rows = iter(rows)
-        self._next = next(self._rows, None)
-
-    def take(self, job_id: str) -> list[tuple[Any, ...]]:
-        taken = []
-        while self._next is not None and self._next[0] == job_id:
-            taken.append(self._next)
-            self._next = next(self._rows, None)
-        return taken
 
 
 def build_report(manifest: Manifest, store: S.Store) -> dict[str, Any]:
@@ -279,18 +208,9 @@ def build_report(manifest: Manifest, store: S.Store) -> dict[str, Any]:
 
 def page_facts(store: S.Store) -> PageFacts:
     """What report.html's head says about all the rows, from the state file."""
-    conn = store.conn
-    statuses = tuple(sorted(store.counts()))
-    models = tuple(
-        r[0] for r in conn.execute("SELECT DISTINCT model FROM jobs WHERE in_manifest = 1 ORDER BY 1")
-    )
-    paths = conn.execute(
-        "SELECT o.path FROM outputs o JOIN jobs j ON j.job_id = o.job_id AND "
-        "o.attempt_id = j.attempt_id WHERE j.in_manifest = 1"
-    )
-    videos = sum(is_video(path) for (path,) in paths)
-    jobs = conn.execute("SELECT count(*) FROM jobs WHERE in_manifest = 1").fetchone()[0]
-    return PageFacts(jobs, videos, statuses, models)
+    counts = store.counts()
+    videos = sum(is_video(path) for path in store.current_output_paths())
+    return PageFacts(sum(counts.values()), videos, tuple(sorted(counts)), tuple(store.models()))
 
 
 CSV_FIELDS = (
