@@ -2,7 +2,8 @@
 
 Every fault has its own probability (``rate_<fault>``, 0 = never) and applies only to the endpoints
 where it makes sense (``DEFAULT_FAULT_ENDPOINTS``); ``fault_endpoints`` narrows or widens that per
-fault. The ``/_sim/*`` control endpoints never see a fault.
+fault. The ``/_sim/*`` control endpoints never see a fault. ``shapes`` names answer shapes from
+:data:`.shapes.SHAPES` (how the answers are written, never what the account does).
 """
 
 from __future__ import annotations
@@ -180,13 +181,13 @@ _HELP = {
     "rate_accepted_drop": "share of accepted submits whose connection then closes unanswered",
     "rate_accepted_5xx": "share of accepted submits then answered with a 5xx",
     "rate_unknown_status": "share of status/result answers for a live job with an unknown status word",
-    "unknown_status_word": "the status word of --rate-unknown-status",
+    "unknown_status_word": "the status word of --rate-unknown-status and --shape unknown-live-status",
     "rate_truncate": "share of downloads cut short",
     "truncate_fraction": "share of the promised bytes a cut-short download sends",
     "fault_endpoints": "FAULT=ENDPOINT[,ENDPOINT…]: where a fault applies (repeatable)",
-    "shapes": "write answers in this shape (repeatable; the names are in docs/simulator.md)",
+    "shapes": "write the answers in this shape (repeatable; a wrong name lists them all)",
     "shape_grace_answers": "a 404 or output-late shape lasts this many answers about a job or file",
-    "shape_grace_seconds": "... and at least this many seconds",
+    "shape_grace_seconds": "a 404 or output-late shape lasts at least this many seconds after it begins",
     "keepalive_timeout": "close a connection idle this many seconds",
 }
 
