@@ -18,11 +18,11 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from conftest import I2V, REPO
 
 from runner.errors import UsageError
 from runner.simulator import (
@@ -39,9 +39,7 @@ from runner.simulator import (
 
 pytestmark = pytest.mark.anyio
 
-I2V = "kling/kling-video-o3/pro/image-to-video"
 AUTH = {"Authorization": "Bearer sim-token"}
-REPO = Path(__file__).resolve().parent.parent
 BYTES = 9000
 # The account's books: what /_sim/stats must say alike whatever the shape.
 BOOKS = (
