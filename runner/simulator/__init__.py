@@ -2,7 +2,8 @@
 
 It speaks the protocol of ``shared/runcomfy-api.md`` (submit, status, result, cancel, price, output
 files), runs one account's queue exactly on an injectable clock, validates and prices inputs with the
-runner's own bundled schemas and price table, and injects faults on demand. ``GET /_sim/stats`` counts
+runner's own bundled schemas and price table, injects faults on demand, and writes its answers in any
+of the shapes of :data:`SHAPES` (the other ways a real API may write them). ``GET /_sim/stats`` counts
 what happened. Use it in-process::
 
     app = create_app(SimulatorConfig(concurrency=2), clock=ManualClock())
@@ -23,6 +24,7 @@ from .config import (
     add_simulator_arguments,
     config_from_args,
 )
+from .shapes import GRACE_SHAPES, SHAPES, Shape
 
 # The app and the server load starlette and uvicorn: only when asked for, so that the CLI (which lists
 # `simulate`'s options for every command) starts without them.
@@ -50,8 +52,11 @@ __all__ = [
     "DEFAULT_OUTPUT_BYTES",
     "ENDPOINTS",
     "FAULTS",
+    "GRACE_SHAPES",
     "Job",
     "ManualClock",
+    "SHAPES",
+    "Shape",
     "Simulation",
     "SimulatorConfig",
     "add_simulator_arguments",

@@ -7,6 +7,9 @@ through uvicorn (:mod:`.server`; end-to-end tests, benchmarks, the demo). Every 
 Every API and file request first passes :func:`_arrive`: it is counted, may be slowed, may be answered
 by a fault before anything is done, and (except for files, which a CDN serves publicly) must carry
 the bearer token. ``/_sim/*`` are the simulator's own controls: no token, no faults, not counted.
+
+Every answer of the protocol is written by the simulation's :class:`.Wire`: the documented form, or the
+answer shapes the config names (:mod:`.shapes`).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from .account import COMPLETED, FAILED, FINISHED, Job
 from .config import SimulatorConfig
 from .faults import DroppedConnection, TruncatedBody
 from .outputs import expected_output_bytes, output_index, output_name
+from .shapes import Wire
 from .simulation import Clock, Simulation
 
 _SERVER_ERRORS = (500, 502, 503)
@@ -36,27 +40,40 @@ _RANGE = re.compile(r"bytes=(\d*)-(\d*)$")
 
 
 def error(
-    status: int, error_code: int, message: str, detail: Any = None, headers: Any = None
-) -> JSONResponse:
-    """An error answer in RunComfy's shape."""
+    status: int,
+    error_code: int,
+    message: str,
+    detail: Any = None,
+    headers: Any = None,
+    wire: Wire | None = None,
+) -> Response:
+    """An error answer in RunComfy's shape (the 5xx and 429 ones as ``wire`` writes those)."""
+    faulty = wire.fault_body(status) if wire is not None and (status == 429 or status >= 500) else None
+    if faulty is not None:
+        return Response(faulty[0], status, headers=headers, media_type=faulty[1])
     body = {"error_code": error_code, "error_message": message, "detail": detail}
-    return JSONResponse(body, status_code=status, headers=headers)
+    return JSONResponse(wire.refusal(body) if wire else body, status_code=status, headers=headers)
+
+
+def _answer(request: Request, body: dict[str, Any], status: int = 200) -> JSONResponse:
+    """A successful answer, as the simulation's wire writes it."""
+    return JSONResponse(_sim(request).wire.answer(body), status_code=status)
 
 
 def _sim(request: Request) -> Simulation:
     return request.app.state.sim  # type: ignore[no-any-return]
 
 
-def _refuse(request: Request, status: int, error_code: int, message: str, detail: Any = None) -> JSONResponse:
+def _refuse(request: Request, status: int, error_code: int, message: str, detail: Any = None) -> Response:
     _sim(request).refuse(error_code)
-    return error(status, error_code, message, detail)
+    return error(status, error_code, message, detail, wire=_sim(request).wire)
 
 
 def _server_error(sim: Simulation) -> Response:
     status = sim.choose(_SERVER_ERRORS)
-    if status == 502:  # what a gateway in front of the API sends: not JSON at all
+    if status == 502 and sim.wire.fault_body(502) is None:  # a gateway in front of the API: not JSON
         return Response("<html><body><h1>502 Bad Gateway</h1></body></html>", 502, media_type="text/html")
-    return error(status, status * 1000 + 1, "simulated server error")
+    return error(status, status * 1000 + 1, "simulated server error", wire=sim.wire)
 
 
 async def _arrive(request: Request, endpoint: str, *, auth: bool = True) -> Response | None:
@@ -71,11 +88,11 @@ async def _arrive(request: Request, endpoint: str, *, auth: bool = True) -> Resp
         return _server_error(sim)
     if fault == "429":
         seconds = str(sim.config.retry_after_seconds)
-        return error(429, 429001, "rate limited (simulated)", headers={"Retry-After": seconds})
+        return error(429, 429001, "rate limited (simulated)", headers={"Retry-After": seconds}, wire=sim.wire)
     if fault == "429_bare":
-        return error(429, 429001, "rate limited (simulated)")
+        return error(429, 429001, "rate limited (simulated)", wire=sim.wire)
     if fault == "error_200":
-        return error(200, 500001, "simulated error inside an HTTP 200 answer")
+        return error(200, 500001, "simulated error inside an HTTP 200 answer", wire=sim.wire)
     if not auth:
         return None
     header = request.headers.get("authorization", "")
@@ -99,11 +116,13 @@ def _urls(base: str, request_id: str) -> dict[str, str]:
 
 
 def _status_body(request: Request, job: Job, position: int | None) -> dict[str, Any]:
-    body: dict[str, Any] = {"request_id": job.request_id, "status": job.state}
-    if job.state not in FINISHED and _sim(request).strikes("unknown_status", _endpoint(request)):
-        body["status"] = _sim(request).config.unknown_status_word
-    elif position is not None:
-        body["queue_position"] = position
+    sim = _sim(request)
+    wire = sim.wire
+    body: dict[str, Any] = {"request_id": job.request_id, "status": wire.word(job.state)}
+    if job.state not in FINISHED and sim.strikes("unknown_status", _endpoint(request)):
+        body["status"] = wire.word(sim.config.unknown_status_word)
+    elif position is not None or (job.state not in FINISHED and wire.always_queue_position()):
+        body["queue_position"] = wire.number(position)
     body.update(_urls(_base(request), job.request_id))
     return body
 
@@ -116,9 +135,12 @@ async def _job(request: Request, endpoint: str, *, auth: bool = True) -> Respons
     answered = await _arrive(request, endpoint, auth=auth)
     if answered is not None:
         return answered
-    job, position = _sim(request).lookup(request.path_params["request_id"])
+    sim = _sim(request)
+    job, position = sim.lookup(request.path_params["request_id"])
     if job is None:
         return _refuse(request, 404, 404001, "unknown or expired request id")
+    if endpoint in ("status", "result") and sim.lags("status-404-grace", job.request_id, job.submitted_at):
+        return error(404, 404001, "unknown or expired request id", wire=sim.wire)
     return job, position
 
 
@@ -157,7 +179,8 @@ async def submit(request: Request) -> Response:
         return _server_error(sim)
     urls = _urls(_base(request), job.request_id)
     cancel_url = urls["result_url"].removesuffix("result") + "cancel"
-    return JSONResponse({"request_id": job.request_id, **urls, "cancel_url": cancel_url})
+    accepted = {"request_id": job.request_id, **urls, "cancel_url": cancel_url}
+    return _answer(request, accepted, sim.wire.submit_status)
 
 
 async def status(request: Request) -> Response:
@@ -165,7 +188,7 @@ async def status(request: Request) -> Response:
     found = await _job(request, "status")
     if isinstance(found, Response):
         return found
-    return JSONResponse(_status_body(request, *found))
+    return _answer(request, _status_body(request, *found))
 
 
 async def result(request: Request) -> Response:
@@ -175,21 +198,22 @@ async def result(request: Request) -> Response:
         return found
     job, position = found
     if job.state not in FINISHED:
-        return JSONResponse(_status_body(request, job, position))
+        return _answer(request, _status_body(request, job, position))
     sim = _sim(request)
-    body: dict[str, Any] = {"request_id": job.request_id, "status": job.state}
+    wire = sim.wire
+    body: dict[str, Any] = {"request_id": job.request_id, "status": wire.word(job.state)}
     if job.state == COMPLETED:
         files = f"{_base(request)}/files/{job.request_id}/"
         urls = [files + output_name(i) for i in range(job.outputs)]
         body["model_id"] = job.model_id
-        body["output"] = {"video": urls[0]} if len(urls) == 1 else {"videos": urls}
-        body["created_at"] = sim.iso(job.submitted_at)
-        body["finished_at"] = sim.iso(job.finished_at)
+        late = sim.lags("output-late", job.request_id, job.finished_at)
+        body["output"] = None if late else wire.output(urls)
+        wire.put_times(body, created_at=sim.wall(job.submitted_at), finished_at=sim.wall(job.finished_at))
     elif job.state == FAILED:
-        body["error"] = {"error_code": 500001, "error_message": "the generation failed (simulated)"}
+        body["error"] = wire.failure("the generation failed (simulated)")
     if request.query_params.get("include_cost", "").lower() in ("true", "1"):
-        body["cost"] = job.billed_micros / 1_000_000
-    return JSONResponse(body)
+        body["cost"] = wire.number(job.billed_micros / 1_000_000)
+    return _answer(request, body)
 
 
 async def cancel(request: Request) -> Response:
@@ -198,8 +222,14 @@ async def cancel(request: Request) -> Response:
     if isinstance(found, Response):
         return found
     job = found[0]
-    outcome = _sim(request).cancel(job)
-    return JSONResponse({"request_id": job.request_id, "status": job.state, "outcome": outcome})
+    sim = _sim(request)
+    outcome = sim.cancel(job)
+    body = {
+        "request_id": job.request_id,
+        "status": sim.wire.word(job.state),
+        "outcome": sim.wire.word(outcome),
+    }
+    return _answer(request, body)
 
 
 async def price(request: Request) -> Response:
@@ -216,8 +246,8 @@ async def price(request: Request) -> Response:
     unit = rule.get("unit", "second")
     notes = [f"USD {rule['usd']} per {unit} of output"]
     notes += [f"with {t.get('name', t['when'])}: USD {t['usd']} per {unit}" for t in rule.get("tiers", [])]
-    body = {"model_id": model_id, "base_price_usd": float(rule["usd"]), "price_unit": unit}
-    return JSONResponse({**body, "pricing_note": "; ".join(notes)})
+    body = {"model_id": model_id, "base_price_usd": sim.wire.number(float(rule["usd"])), "price_unit": unit}
+    return _answer(request, {**body, "pricing_note": "; ".join(notes)})
 
 
 async def download(request: Request) -> Response:
@@ -229,6 +259,9 @@ async def download(request: Request) -> Response:
     index = output_index(request.path_params["name"])
     if job.state != COMPLETED or index is None or index >= job.outputs:
         return _refuse(request, 404, 404001, "no such file")
+    sim = _sim(request)
+    if sim.lags("file-404-grace", job.request_id, job.finished_at, file=index):
+        return error(404, 404001, "no such file", wire=sim.wire)
     content = expected_output_bytes(job.request_id, index, job.output_bytes)
     total, status_code = len(content), 200
     headers = {"Accept-Ranges": "bytes"}
@@ -241,7 +274,6 @@ async def download(request: Request) -> Response:
             return Response(status_code=416, headers={"Content-Range": f"bytes */{total}"})
         content, status_code = content[start:stop], 206
         headers["Content-Range"] = f"bytes {start}-{stop - 1}/{total}"
-    sim = _sim(request)
     if content and sim.strikes("truncate", "download"):
         sent = min(int(len(content) * sim.config.truncate_fraction), len(content) - 1)
         sim.served(sent)

@@ -2,7 +2,8 @@
 
 Every fault has its own probability (``rate_<fault>``, 0 = never) and applies only to the endpoints
 where it makes sense (``DEFAULT_FAULT_ENDPOINTS``); ``fault_endpoints`` narrows or widens that per
-fault. The ``/_sim/*`` control endpoints never see a fault.
+fault. The ``/_sim/*`` control endpoints never see a fault. ``shapes`` names answer shapes from
+:data:`.shapes.SHAPES` (how the answers are written, never what the account does).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import UsageError
+from .shapes import shape_problems
 
 # Endpoint classes, as counted in ``/_sim/stats`` and named in ``fault_endpoints``.
 ENDPOINTS = ("submit", "status", "result", "cancel", "price", "download")
@@ -71,6 +73,10 @@ class SimulatorConfig:
     rate_truncate: float = 0.0
     truncate_fraction: float = 0.5  # share of the promised bytes a cut-short download sends
     fault_endpoints: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # per-fault override
+    shapes: tuple[str, ...] = ()  # names from SHAPES: how the answers are written (none: as documented)
+    shape_grace_answers: int = 2  # a grace shape lasts this many answers about a job or file...
+    shape_grace_seconds: float = 0.0  # ...and at least this long on the account clock
+    keepalive_timeout: float = 5.0  # a served simulator closes a connection idle this long (uvicorn's 5 s)
 
     def __post_init__(self) -> None:
         problems = []
@@ -80,7 +86,18 @@ class SimulatorConfig:
             problems.append("outputs_per_job must be at least 1")
         if self.output_bytes < 0:
             problems.append("output_bytes must not be negative")
-        for name in ("job_seconds", "expire_seconds", "slow_seconds", "retry_after_seconds"):
+        if not (isinstance(self.shape_grace_answers, int) and self.shape_grace_answers >= 0):
+            problems.append(
+                f"shape_grace_answers must be a whole number >= 0, not {self.shape_grace_answers!r}"
+            )
+        seconds = (
+            "job_seconds",
+            "expire_seconds",
+            "slow_seconds",
+            "retry_after_seconds",
+            "shape_grace_seconds",
+        )
+        for name in seconds:
             value = getattr(self, name)
             if not (isinstance(value, int | float) and math.isfinite(value) and value >= 0):
                 problems.append(f"{name} must be a number of seconds >= 0, not {value!r}")
@@ -100,10 +117,17 @@ class SimulatorConfig:
             if unknown:
                 problems.append(f"fault_endpoints[{fault}]: unknown endpoint(s) {', '.join(unknown)}")
             overrides[fault] = endpoints
+        if not (isinstance(self.keepalive_timeout, int | float) and 0 < self.keepalive_timeout < math.inf):
+            problems.append(
+                f"keepalive_timeout must be a number of seconds > 0, not {self.keepalive_timeout!r}"
+            )
+        shapes = (self.shapes,) if isinstance(self.shapes, str) else tuple(self.shapes)
+        problems += shape_problems(shapes)
         if problems:
             raise UsageError("simulator config: " + "; ".join(problems))
         object.__setattr__(self, "fault_endpoints", overrides)
         object.__setattr__(self, "revoked_tokens", tuple(self.revoked_tokens))
+        object.__setattr__(self, "shapes", tuple(dict.fromkeys(shapes)))
 
     def endpoints_for(self, fault: str) -> tuple[str, ...]:
         """The endpoints where ``fault`` may strike."""
@@ -116,6 +140,7 @@ class SimulatorConfig:
         """The config as a JSON object, as ``GET /_sim/config`` shows it."""
         data = dataclasses.asdict(self)
         data["revoked_tokens"] = list(self.revoked_tokens)
+        data["shapes"] = list(self.shapes)
         data["fault_endpoints"] = {f: list(self.endpoints_for(f)) for f in FAULTS}
         return data
 
@@ -156,10 +181,14 @@ _HELP = {
     "rate_accepted_drop": "share of accepted submits whose connection then closes unanswered",
     "rate_accepted_5xx": "share of accepted submits then answered with a 5xx",
     "rate_unknown_status": "share of status/result answers for a live job with an unknown status word",
-    "unknown_status_word": "the status word of --rate-unknown-status",
+    "unknown_status_word": "the status word of --rate-unknown-status and --shape unknown-live-status",
     "rate_truncate": "share of downloads cut short",
     "truncate_fraction": "share of the promised bytes a cut-short download sends",
     "fault_endpoints": "FAULT=ENDPOINT[,ENDPOINT…]: where a fault applies (repeatable)",
+    "shapes": "write the answers in this shape (repeatable; a wrong name lists them all)",
+    "shape_grace_answers": "a 404 or output-late shape lasts this many answers about a job or file",
+    "shape_grace_seconds": "a 404 or output-late shape lasts at least this many seconds after it begins",
+    "keepalive_timeout": "close a connection idle this many seconds",
 }
 
 
@@ -174,13 +203,14 @@ def add_simulator_arguments(parser: argparse.ArgumentParser, prefix: str = "") -
         if f.name == "serve_prices":
             flag = "--" + prefix + "no-prices"
             parser.add_argument(flag, dest=dest, action="store_false", default=None, help="do not " + text)
-        elif f.name in ("revoked_tokens", "fault_endpoints"):
-            flag = flag.removesuffix("s") if f.name == "revoked_tokens" else flag
-            metavar = "TOKEN" if f.name == "revoked_tokens" else "FAULT=ENDPOINTS"
+        elif f.name in ("revoked_tokens", "fault_endpoints", "shapes"):
+            flag = flag if f.name == "fault_endpoints" else flag.removesuffix("s")
+            metavar = {"revoked_tokens": "TOKEN", "fault_endpoints": "FAULT=ENDPOINTS"}.get(f.name, "SHAPE")
             parser.add_argument(flag, dest=dest, action="append", default=None, metavar=metavar, help=text)
         else:
             kind = {"balance_usd": float, "prices_path": str}.get(f.name, type(default))
             metavar = "FILE" if f.name == "prices_path" else {int: "N", float: "X", str: "TEXT"}[kind]
+            metavar = "SECONDS" if f.name in ("shape_grace_seconds", "keepalive_timeout") else metavar
             shown = "" if default is None else f" (default: {default})"
             parser.add_argument(flag, dest=dest, type=kind, default=None, metavar=metavar, help=text + shown)
 

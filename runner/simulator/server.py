@@ -9,6 +9,10 @@ must do. :class:`_Abortable` wraps the app and hands it one in ``scope["extensio
 transport of uvicorn's request cycle (the object ``send`` is bound to). If a future uvicorn hides it,
 the app falls back to starting an answer it never finishes, which still reaches the client as a
 transport error (see :mod:`.faults`).
+
+An idle connection is closed after the config's ``keepalive_timeout``, as real servers and the load
+balancers in front of them do: a client that sends on a pooled connection the server has just closed
+sees the same failure it would in production. It is a setting of the server, fixed when it starts.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import uvicorn
+from starlette.applications import Starlette
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..errors import EXIT_USAGE, RunnerError, UsageError
@@ -70,11 +75,13 @@ def _base_url(sock: socket.socket) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
-def _server(app: ASGIApp, *, log_level: str, quiet_logging: bool) -> uvicorn.Server:
+def _server(app: Starlette, *, log_level: str, quiet_logging: bool) -> uvicorn.Server:
     options: dict[str, Any] = {"log_config": None} if quiet_logging else {}
+    keepalive: float = app.state.sim.config.keepalive_timeout
     config = uvicorn.Config(
         _Abortable(app),
         log_level=log_level,
+        timeout_keep_alive=keepalive,  # type: ignore[arg-type]  # a float works: it goes to call_later
         access_log=False,  # thousands of polls a minute; /_sim/stats counts them instead
         lifespan="off",
         server_header=False,
@@ -128,10 +135,11 @@ def running_server(
     host: str = "127.0.0.1",
     port: int = 0,
     *,
-    app: ASGIApp | None = None,
+    app: Starlette | None = None,
     log_level: str = "warning",
 ) -> Iterator[str]:
-    """Serve the simulator (or ``app``, e.g. one built with a test clock) from a background thread.
+    """Serve the simulator (or ``app``, from :func:`.create_app`, e.g. with a test clock) from a
+    background thread; the app's config says its keep-alive timeout.
 
     Yields the base URL; the server stops, and the port is released, when the block ends.
     """

@@ -15,15 +15,16 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from ..catalog.models import Catalog
 from ..catalog.pricing import PriceTable
+from ..errors import UsageError
 from .account import IN_QUEUE, STATES, Account, Job
 from .config import ENDPOINTS, FAULTS, SimulatorConfig
 from .faults import FaultDice
+from .shapes import GRACE_SHAPES, Wire
 
 Clock = Callable[[], float]
 _KEEP_INPUT_BYTES = 256 * 1024  # inputs bigger than this (inline images) are not kept for /_sim/requests
@@ -55,6 +56,7 @@ class Simulation:
         self.prices = self._load_prices(config)
         self._lock = threading.Lock()
         self._wall_at_zero = time.time() - clock()
+        self.wire = Wire(config.shapes, config.unknown_status_word)
         self.reset()
 
     def reset(self) -> None:
@@ -71,18 +73,23 @@ class Simulation:
             self.submits_accepted = 0
             self.duplicate_submissions = 0
             self.bytes_served = 0
+            self.shaped: Counter[str] = Counter()
             self._payloads: set[bytes] = set()
+            self._grace_seen: Counter[tuple[str, str, int]] = Counter()
 
     def reconfigure(self, changes: Mapping[str, Any]) -> SimulatorConfig:
         """Apply a JSON object of config changes now; running jobs keep the run times they were given."""
         with self._lock:
             old, new = self.config, self.config.updated(changes)
+            if new.keepalive_timeout != old.keepalive_timeout:
+                raise UsageError("simulator config: keepalive_timeout is fixed when the server starts")
             if new.prices_path != old.prices_path:
                 self.prices = self._load_prices(new)
             if new.seed != old.seed:
                 self.dice.rng.seed(f"faults:{new.seed}")
                 self.job_rng.seed(f"jobs:{new.seed}")
             self.dice.configure(new)
+            self.wire = Wire(new.shapes, new.unknown_status_word)
             self.account.expire_seconds = new.expire_seconds
             self.account.set_concurrency(new.concurrency, self.clock())
             self.config = new
@@ -125,6 +132,22 @@ class Simulation:
     def served(self, nbytes: int) -> None:
         with self._lock:
             self.bytes_served += nbytes
+
+    def lags(self, shape: str, request_id: str, since: float | None, file: int = 0) -> bool:
+        """Whether a grace ``shape`` answers this request about a job (or one of its files) with the
+        lagging answer: it is on, and this is one of the first ``shape_grace_answers`` such requests
+        or ``since`` (an account-clock time) is less than ``shape_grace_seconds`` ago."""
+        if shape not in self.wire:
+            return False
+        with self._lock:
+            config, key = self.config, (shape, request_id, file)
+            seen = self._grace_seen[key]
+            self._grace_seen[key] = seen + 1
+            recent = since is not None and self.clock() - since < config.shape_grace_seconds
+            lagging = seen < config.shape_grace_answers or recent
+            if lagging:
+                self.shaped[shape] += 1
+            return lagging
 
     # --- jobs
 
@@ -174,11 +197,9 @@ class Simulation:
             self.cancels[outcome] += 1
             return outcome
 
-    def iso(self, t: float | None) -> str | None:
-        """An account-clock time as the API writes it: ``2026-03-01T12:00:00Z``."""
-        if t is None:
-            return None
-        return datetime.fromtimestamp(self._wall_at_zero + t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    def wall(self, t: float | None) -> float | None:
+        """An account-clock time as Unix seconds (what the API's timestamps say)."""
+        return None if t is None else self._wall_at_zero + t
 
     def describe(self, job: Job) -> dict[str, Any]:
         """Everything the simulator knows about a job, for ``GET /_sim/requests/{id}``."""
@@ -221,6 +242,7 @@ class Simulation:
                 "errors": dict(sorted(self.errors.items())),
                 "cancels": {o: self.cancels[o] for o in ("cancelled", "not_cancellable")},
                 "bytes_served": self.bytes_served,
+                "shaped": {s: self.shaped[s] for s in GRACE_SHAPES},
                 "cost_charged_usd": charged / 1_000_000,
                 "balance_left_usd": None if balance is None else (round(balance * 1_000_000) - charged) / 1e6,
                 "clock": self.clock(),
