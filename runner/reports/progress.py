@@ -25,6 +25,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
+from enum import StrEnum
 from typing import Any, TextIO
 
 from rich.console import Console, Group, RenderableType
@@ -37,10 +38,19 @@ from ..engine.events import Event, EventKind, EventSink
 from ..engine.states import JobState
 from ..errors import redact
 
-# Where a job can be, as the display counts it. ``waiting``: not sent yet; ``queued``: in RunComfy's
-# queue; ``running``: running at RunComfy or being downloaded; ``failed``: at rest needing attention
-# (failed, unknown, expired, cancelled); ``held``: waiting for budget.
-BUCKETS = ("done", "running", "queued", "waiting", "failed", "held")
+
+class Bucket(StrEnum):
+    """Where a job is, as the displays count it (coarser than its state)."""
+
+    DONE = "done"
+    RUNNING = "running"  # running at RunComfy or being downloaded
+    QUEUED = "queued"  # in RunComfy's queue
+    WAITING = "waiting"  # not sent yet
+    FAILED = "failed"  # at rest, needing attention: failed, unknown, expired, cancelled
+    HELD = "held"  # waiting for budget
+
+
+BUCKETS = tuple(Bucket)
 _AT_REST_FAILED = (JobState.FAILED, JobState.UNKNOWN, JobState.EXPIRED, JobState.CANCELLED)
 # The events that leave a job in one of those states (each is named as the state it leaves it in).
 _ENDED_BADLY = frozenset(EventKind(state) for state in _AT_REST_FAILED)
@@ -154,7 +164,7 @@ class Tally:
         self.jobs = 0
         self.counts = dict.fromkeys(BUCKETS, 0)
         self._pool = dict.fromkeys(BUCKETS, 0)  # jobs not heard of since start, by bucket
-        self._where: dict[str, str] = {}
+        self._where: dict[str, Bucket] = {}
         self.spent_usd = 0.0
         self.http: int | None = None
         self.http_max: int | None = None
@@ -168,11 +178,11 @@ class Tally:
     # -- reading -------------------------------------------------------------------------------
     @property
     def in_flight(self) -> int:
-        return self.counts["queued"] + self.counts["running"]
+        return self.counts[Bucket.QUEUED] + self.counts[Bucket.RUNNING]
 
     @property
     def remaining(self) -> int:
-        return self.counts["waiting"] + self.in_flight
+        return self.counts[Bucket.WAITING] + self.in_flight
 
     @property
     def elapsed(self) -> float:
@@ -216,11 +226,11 @@ class Tally:
         counts = dict(event.get("counts") or {})
         self.jobs = int(event.get("jobs") or 0)
         pool = dict.fromkeys(BUCKETS, 0)
-        pool["done"] = counts.get(JobState.SUCCEEDED, 0)
-        pool["queued"] = counts.get(JobState.QUEUED, 0)
-        pool["running"] = counts.get(JobState.RUNNING, 0) + counts.get(JobState.COLLECTING, 0)
-        pool["waiting"] = int(event.get("waiting") or event.get("to_submit") or 0)
-        pool["failed"] = max(0, self.jobs - sum(pool.values()))
+        pool[Bucket.DONE] = counts.get(JobState.SUCCEEDED, 0)
+        pool[Bucket.QUEUED] = counts.get(JobState.QUEUED, 0)
+        pool[Bucket.RUNNING] = counts.get(JobState.RUNNING, 0) + counts.get(JobState.COLLECTING, 0)
+        pool[Bucket.WAITING] = int(event.get("waiting") or event.get("to_submit") or 0)
+        pool[Bucket.FAILED] = max(0, self.jobs - sum(pool.values()))
         self._pool = pool
         self.counts = dict(pool)
         self._where.clear()
@@ -234,58 +244,58 @@ class Tally:
         counts = dict(event.get("counts") or {})
         in_flight = (JobState.RUNNING, JobState.COLLECTING, JobState.SUBMITTING)
         self.counts = {
-            "done": counts.get(JobState.SUCCEEDED, 0),
-            "running": sum(counts.get(s, 0) for s in in_flight),
-            "queued": counts.get(JobState.QUEUED, 0),
-            "waiting": counts.get(JobState.PENDING, 0),
-            "failed": sum(counts.get(s, 0) for s in _AT_REST_FAILED),
-            "held": counts.get(JobState.HELD, 0),
+            Bucket.DONE: counts.get(JobState.SUCCEEDED, 0),
+            Bucket.RUNNING: sum(counts.get(s, 0) for s in in_flight),
+            Bucket.QUEUED: counts.get(JobState.QUEUED, 0),
+            Bucket.WAITING: counts.get(JobState.PENDING, 0),
+            Bucket.FAILED: sum(counts.get(s, 0) for s in _AT_REST_FAILED),
+            Bucket.HELD: counts.get(JobState.HELD, 0),
         }
         if isinstance(event.get("cost_usd"), int | float):
             self.spent_usd = float(event["cost_usd"])
         self.finished = dict(event)
 
     @staticmethod
-    def _target(kind: str, event: Event) -> str | None:
+    def _target(kind: str, event: Event) -> Bucket | None:
         if kind in (EventKind.SUBMITTED, EventKind.QUEUED):
-            return "queued"
+            return Bucket.QUEUED
         if kind in (EventKind.RUNNING, EventKind.COMPLETED):
-            return "running"
+            return Bucket.RUNNING
         if kind == EventKind.SUCCEEDED:
-            return "done"
+            return Bucket.DONE
         if kind in _ENDED_BADLY:
-            return "failed"
+            return Bucket.FAILED
         if kind == EventKind.HELD:
-            return "held"
+            return Bucket.HELD
         if kind == EventKind.RESUBMIT:
-            return "waiting"
+            return Bucket.WAITING
         return None
 
-    def _source(self, job: str, kind: str, event: Event) -> str:
+    def _source(self, job: str, kind: str, event: Event) -> Bucket:
         """The bucket ``job`` leaves: where it was last seen, or the pool its first event implies."""
         known = self._where.get(job)
         if known is not None:
             return known
         sent_now = kind in (EventKind.SUBMITTED, EventKind.HELD, EventKind.UNKNOWN)
         if sent_now or event.get("twin_of") or event.get("stage") == "submit":
-            order = ("waiting", "queued", "running", "failed")
+            order = (Bucket.WAITING, Bucket.QUEUED, Bucket.RUNNING, Bucket.FAILED)
         elif kind == EventKind.RUNNING:
-            order = ("queued", "running", "waiting", "failed")
+            order = (Bucket.QUEUED, Bucket.RUNNING, Bucket.WAITING, Bucket.FAILED)
         else:  # a re-attached or downloading job finishing
-            order = ("running", "queued", "waiting", "failed")
+            order = (Bucket.RUNNING, Bucket.QUEUED, Bucket.WAITING, Bucket.FAILED)
         for pool in order:
             if self._pool[pool] > 0:
                 self._pool[pool] -= 1
                 return pool
         return order[0]  # more events than jobs (should not happen): keep the counts non-negative below
 
-    def _move(self, job: str, source: str, target: str) -> None:
+    def _move(self, job: str, source: Bucket, target: Bucket) -> None:
         self._where[job] = target
         if source == target:
             return
         self.counts[source] = max(0, self.counts[source] - 1)
         self.counts[target] += 1
-        if target in ("done", "failed"):
+        if target in (Bucket.DONE, Bucket.FAILED):
             now = self.clock()
             if len(self._recent) == self._recent.maxlen:
                 self._rate_base = self._recent[0]
@@ -399,7 +409,7 @@ class LiveProgress:
         t = self.tally
         c = t.counts
         total = max(t.jobs, 1)
-        finished = c["done"] + c["failed"]
+        finished = c[Bucket.DONE] + c[Bucket.FAILED]
         head = Table.grid(padding=(0, 1))
         head.add_column(no_wrap=True)
         head.add_column(width=30)
@@ -414,14 +424,14 @@ class LiveProgress:
         )
         counts = Text()
         for bucket, style in (
-            ("done", "green"),
-            ("running", "cyan"),
-            ("queued", "blue"),
-            ("waiting", ""),
-            ("failed", "red"),
-            ("held", "magenta"),
+            (Bucket.DONE, "green"),
+            (Bucket.RUNNING, "cyan"),
+            (Bucket.QUEUED, "blue"),
+            (Bucket.WAITING, ""),
+            (Bucket.FAILED, "red"),
+            (Bucket.HELD, "magenta"),
         ):
-            if bucket == "held" and not c["held"]:
+            if bucket == Bucket.HELD and not c[Bucket.HELD]:
                 continue
             counts.append(f"{bucket} ", style="dim")
             counts.append(str(c[bucket]), style=style if c[bucket] else "")
