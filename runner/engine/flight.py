@@ -1,5 +1,6 @@
 """What the parts of one run share: the requests in flight, the jobs waiting to be sent or collected,
-why the run is stopping, and the one wake-up of the submit loop.
+why the run is stopping, and the one wake-up of the submit loop (:class:`Flight`); and the parts
+themselves, built once by the loop and handed to those that work with the others (:class:`Parts`).
 
 The run's parts (the loop, :mod:`.submit`, :mod:`.watch`, the collectors) are tasks of one task group
 on one thread; they meet here, so each of them reads as what it does and this says what they share.
@@ -9,16 +10,22 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
 import anyio
 
+from ..api.client import RunComfyClient
 from ..errors import AccountError, BalanceError
 from ..manifest.loader import Job
+from .budget import Budget
+from .collect import Collector
 from .events import Emit, EventKind
-from .pacing import Track
+from .pacing import Pacer, Track
 from .states import JobState
+from .store import Store
+from .throttle import Throttle
 
 StopReason = Literal["signal", "auth", "balance"]
 
@@ -111,3 +118,33 @@ class Flight:
             if self.work is not None:
                 self.work.cancel()
         self.wake()
+
+
+@dataclass(frozen=True)
+class Parts:
+    """The parts of one run, as the submitter and the watcher work with them."""
+
+    flight: Flight
+    store: Store
+    client: RunComfyClient
+    pacer: Pacer
+    throttle: Throttle
+    budget: Budget
+    collector: Collector
+    emit: Emit
+    clock: Callable[[], float]
+
+
+class Part:
+    """A part of a run that works with the others: it has them at hand under their own names."""
+
+    def __init__(self, parts: Parts) -> None:
+        self.flight = parts.flight
+        self.store = parts.store
+        self.client = parts.client
+        self.pacer = parts.pacer
+        self.throttle = parts.throttle
+        self.budget = parts.budget
+        self.collector = parts.collector
+        self._emit = parts.emit
+        self._clock = parts.clock

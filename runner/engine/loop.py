@@ -43,7 +43,7 @@ from ..manifest.snapshot import META_KEY, Snapshot
 from .budget import Budget, committed_spend, spent
 from .collect import Collector
 from .events import EventKind, EventSink, emitter
-from .flight import Flight
+from .flight import Flight, Parts
 from .outputs import damaged_outputs
 from .pacing import Pacer
 from .settings import RunResult, RunSettings, outcome, run_result, runs_now
@@ -103,30 +103,19 @@ class Runner:
         self.collector = Collector(
             store, client.http, manifest.output_dir, settings.download, emit=self.emit, on_retry=self.on_retry
         )
-        self.watcher = Watcher(
-            self.flight,
-            store,
-            client,
-            self.pacer,
-            self.throttle,
-            self.budget,
-            self.collector,
-            settings,
+        parts = Parts(
+            flight=self.flight,
+            store=store,
+            client=client,
+            pacer=self.pacer,
+            throttle=self.throttle,
+            budget=self.budget,
+            collector=self.collector,
             emit=self.emit,
             clock=clock,
         )
-        self.submitter = Submitter(
-            self.flight,
-            store,
-            client,
-            self.pacer,
-            self.throttle,
-            self.budget,
-            self.collector,
-            self.watcher,
-            emit=self.emit,
-            clock=clock,
-        )
+        self.watcher = Watcher(parts, settings)
+        self.submitter = Submitter(parts, self.watcher)
 
     def on_retry(self, error: ApiError, delay: float, attempt: int) -> None:
         """Called by the client before each retry of a safe call."""

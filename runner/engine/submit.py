@@ -17,52 +17,25 @@ event loop shares one commit, and each still returns only once its own writes ar
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 
 import anyio
 import anyio.lowlevel
 
-from ..api.client import RunComfyClient
 from ..errors import AccountError, ApiError, ErrorRecord, NeverSent, RateLimited, SubmitUnknown
 from ..manifest.loader import Job
-from .budget import Budget
-from .collect import Collector
-from .events import Emit, EventKind
-from .flight import Flight, Live
-from .pacing import Pacer, Track
+from .events import EventKind
+from .flight import Live, Part, Parts
+from .pacing import Track
 from .states import AttemptState, JobState
-from .store import Store
-from .throttle import Throttle
 from .watch import Watcher
 
 
-class Submitter:
+class Submitter(Part):
     """Starts attempts within the pacer's and the budget's limits and sends them."""
 
-    def __init__(
-        self,
-        flight: Flight,
-        store: Store,
-        client: RunComfyClient,
-        pacer: Pacer,
-        throttle: Throttle,
-        budget: Budget,
-        collector: Collector,
-        watcher: Watcher,
-        *,
-        emit: Emit,
-        clock: Callable[[], float],
-    ) -> None:
-        self.flight = flight
-        self.store = store
-        self.client = client
-        self.pacer = pacer
-        self.throttle = throttle
-        self.budget = budget
-        self.collector = collector
+    def __init__(self, parts: Parts, watcher: Watcher) -> None:
+        super().__init__(parts)
         self.watcher = watcher
-        self._emit = emit
-        self._clock = clock
 
     def start(self, job: Job, now: float) -> Live | None:
         """Take a place for the job's submit (in the pacer, and its estimate on the budget), or hold it

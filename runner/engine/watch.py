@@ -10,57 +10,31 @@ otherwise is journaled with its cause, and its twins end with it.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
 
 import anyio
 from anyio.abc import TaskGroup
 
-from ..api.client import KNOWN_LIVE, RemoteState, RunComfyClient
+from ..api.client import KNOWN_LIVE, RemoteState
 from ..errors import AccountError, ApiError, ErrorRecord, RequestNotFound
 from ..manifest.loader import Job
-from .budget import Budget
-from .collect import Collector
-from .events import Emit, EventKind
-from .flight import Flight, Live
-from .pacing import Pacer, Track
+from .events import EventKind
+from .flight import Live, Part, Parts
+from .pacing import Track
 from .polls import PollQueue
 from .settings import RunSettings
 from .states import JobState
-from .store import Store
-from .throttle import Throttle
 
 PROBE_GAP = 0.02  # seconds between probes asked for early by the slow start
 MAX_POLL_BACKOFF = 60.0  # seconds: the longest wait before polling again after failed polls
 
 
-class Watcher:
+class Watcher(Part):
     """Polls the run's requests in flight and journals how each one lands."""
 
-    def __init__(
-        self,
-        flight: Flight,
-        store: Store,
-        client: RunComfyClient,
-        pacer: Pacer,
-        throttle: Throttle,
-        budget: Budget,
-        collector: Collector,
-        settings: RunSettings,
-        *,
-        emit: Emit,
-        clock: Callable[[], float],
-    ) -> None:
-        self.flight = flight
-        self.store = store
-        self.client = client
-        self.pacer = pacer
-        self.throttle = throttle
-        self.budget = budget
-        self.collector = collector
+    def __init__(self, parts: Parts, settings: RunSettings) -> None:
+        super().__init__(parts)
         self.settings = settings
-        self._emit = emit
-        self._clock = clock
-        self.polls = PollQueue(clock)
+        self.polls = PollQueue(parts.clock)
         self.unknown_words: set[str] = set()  # status words RunComfy answered that we do not know
         self.resubmits: Counter[str] = Counter()  # per job: --auto-resubmit-failed used so far
         self._poll_due = anyio.Event()
