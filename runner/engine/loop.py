@@ -1,7 +1,7 @@
 """One run of a manifest: submit, track, collect, with the journal always ahead of the network.
 
-The runner owns one task group, the HTTP limiter and the pacer; the HTTP session is passed in
-(inside the API client). Its order of work on every start is the resume contract:
+The runner builds the run's parts and owns its task group; the HTTP session is passed in (inside the
+API client). Its order of work on every start is the resume contract:
 
 1. sync the manifest into the state (new/changed/removed jobs), turn interrupted submits into
    ``unknown``, check finished outputs on disk;
@@ -11,16 +11,16 @@ The runner owns one task group, the HTTP limiter and the pacer; the HTTP session
 Transient API trouble is retried inside the client; what is left here are the outcomes. This module
 only puts the run together and drives it; each part has a module of its own:
 
-======================  ========================================================================
-:mod:`.workplan`        what to submit, re-attach and collect, and which twins follow which leader
-:mod:`.budget`          estimates, committed spend, the cap
-:mod:`.throttle`        API calls at once, halved on 429s
-:mod:`.pacing`          when to submit and when to poll
-:mod:`.submit`          sending a job with the journal ahead of the POST
-:mod:`.watch`, polls    polling what is in flight and acting on the answers
-:mod:`.collect`         downloading outputs, copies to twins
-:mod:`.flight`          the state those parts share
-======================  ========================================================================
+=====================  =========================================================================
+:mod:`.workplan`       what to submit, re-attach and collect; which twins follow which leader
+:mod:`.submit`         sending a job with the journal ahead of the POST
+:mod:`.watch`          polling what is in flight (when: :mod:`.polls`) and acting on the answers
+:mod:`.collect`        downloading outputs, copies to twins
+:mod:`.budget`         estimates, committed spend, the cap
+:mod:`.throttle`       API calls at once, halved on 429s
+:mod:`.pacing`         when to submit and when to poll
+:mod:`.flight`         what those parts share
+=====================  =========================================================================
 """
 
 from __future__ import annotations
