@@ -56,15 +56,15 @@ async def _trace(runner: Any, base_url: str, path: Path) -> None:
                             "mean": pacer.mean_duration,
                             "q05": pacer.duration_quantile(0.05),
                             "q90": pacer.duration_quantile(0.9),
-                            "live": len(runner.live),
-                            "heap": len(runner.polls),
+                            "live": len(runner.flight.live),
+                            "heap": len(runner.watcher.polls),
                             "polls": stats["requests"]["result"],
-                            "collecting": len(runner.collecting),
+                            "collecting": len(runner.flight.collecting),
                             "submits": pacer.submits,
                             "sent": pacer.sent,
                             "started": pacer._started,
                             "exact": pacer._started_exact,
-                            "to_submit": len(runner.to_submit),
+                            "to_submit": len(runner.flight.to_submit),
                         }
                     )
                     + "\n"

@@ -20,19 +20,21 @@ for a manifest with several problems), then exits with ``error.exit_code``. Anyt
         ├── RateLimited            429: slow down
         ├── ServerError            5xx
         ├── TransportError         the connection failed or timed out
+        │   ├── NeverSent          ... before the request could leave: safe to send again
         │   └── SubmitUnknown      a submit may or may not have been accepted
         └── OutputHostRefused      an output URL points at a host not allowed
 
 Messages never contain the API token: :func:`redact` is applied to anything that echoes a
-server's answer or a URL.
+server's answer or a URL. What the journal keeps about a failure is an :class:`ErrorRecord`.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, ClassVar
 
 EXIT_OK = 0
 EXIT_JOBS_FAILED = 1
@@ -156,15 +158,10 @@ class ApiError(RunnerError):
         self.retry_after = retry_after
         super().__init__(message)
 
-    def as_record(self) -> dict[str, object]:
-        """A JSON-able record of this error for the state file and the report."""
-        return {
-            "type": type(self).__name__,
-            "http_status": self.http_status,
-            "error_code": self.error_code,
-            "message": str(self),
-            "detail": self.detail,
-        }
+    def as_record(self) -> ErrorRecord:
+        """What the journal keeps about this error (for the state file and the report)."""
+        facts = {"http_status": self.http_status, "error_code": self.error_code, "detail": self.detail}
+        return ErrorRecord(type(self).__name__, str(self), facts)
 
 
 class AccountError(ApiError):
@@ -198,8 +195,16 @@ class ServerError(ApiError):
 class TransportError(ApiError):
     """The connection failed, was closed, or timed out before an answer came."""
 
-    # True when the request cannot have reached the server (refused, DNS, connect timeout).
-    surely_not_sent = False
+    # Whether the request cannot have reached the server: it is what the type says (NeverSent), readable
+    # on any transport failure.
+    surely_not_sent: ClassVar[bool] = False
+
+
+class NeverSent(TransportError):
+    """The request surely never reached the server (refused, DNS, TLS, connect timeout): even a paid
+    submit may be sent again."""
+
+    surely_not_sent: ClassVar[bool] = True
 
 
 class SubmitUnknown(TransportError):
@@ -208,3 +213,50 @@ class SubmitUnknown(TransportError):
 
 class OutputHostRefused(ApiError):
     """An output URL points at a host the runner is not allowed to download from."""
+
+
+@dataclass(frozen=True)
+class ErrorRecord(Mapping[str, Any]):
+    """What the journal keeps about why a job or an attempt did not succeed, stored as a JSON object.
+
+    ``type`` names the failure (an :class:`ApiError`'s class, or the runner's own word: ``Timeout``,
+    ``NoOutput``, ``Twin``…), ``message`` says it to a person, and ``facts`` holds the rest as stored:
+    ``http_status``, ``error_code`` and ``detail`` for an API error, RunComfy's own keys for a job it
+    reports failed. It is a mapping of those keys, so the journal writes it, and the reports read it, as
+    the JSON objects state files have always held.
+    """
+
+    type: str
+    message: str
+    facts: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def remote(cls, error: Mapping[str, Any] | None) -> ErrorRecord:
+        """A job RunComfy reports failed, from the error object it answered (kept whole)."""
+        error = error or {"error_message": "RunComfy reported the job failed"}
+        facts = {k: v for k, v in error.items() if k not in ("type", "message")}
+        message = error["message"] if "message" in error else error.get("error_message", "failed")
+        return cls(str(error.get("type") or "RemoteFailure"), str(message), facts)
+
+    def reworded(self, message: str) -> ErrorRecord:
+        """The same failure, told in the runner's words (e.g. what the user can do about it)."""
+        return replace(self, message=message)
+
+    def for_twin(self, leader: str) -> ErrorRecord:
+        """The failure as a twin of ``leader`` (a job with the same request) records it."""
+        return replace(self, message=f"same request as {leader}: {self.message}")
+
+    def __getitem__(self, key: str) -> Any:
+        if key == "type":
+            return self.type
+        if key == "message":
+            return self.message
+        return self.facts[key]
+
+    def __iter__(self) -> Iterator[str]:
+        yield "type"
+        yield "message"
+        yield from self.facts
+
+    def __len__(self) -> int:
+        return 2 + len(self.facts)

@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
+from runner.api.retry import RetryPolicy
 from runner.batch import BatchOptions, BatchResult, run_batch
 from runner.simulator import SimulatorConfig, create_app
 
@@ -19,6 +20,8 @@ R2V = "kling/kling-video-o3/standard/reference-to-video"
 
 # Retries that do not sleep: failure paths run at full speed, with the same decisions.
 FAST_RETRY: dict[str, Any] = {"retries": 8, "retry_max_time": 60.0, "retry_sleep_scale": 0.0}
+# The same as a policy, for tests that build an ApiConfig or a DownloadConfig themselves.
+FAST_POLICY = RetryPolicy(attempts=8, max_seconds=60.0, sleep_scale=0.0)
 
 
 @pytest.fixture

@@ -30,6 +30,7 @@ from ..errors import (
     ApiError,
     BalanceError,
     InputRejected,
+    NeverSent,
     RateLimited,
     RequestNotFound,
     ServerError,
@@ -169,9 +170,8 @@ class RunComfyClient:
                 method, url, headers=self._headers, body=content, timeout=self._timeouts
             )
         except TransportError as exc:
-            error = TransportError(f"{method} {path}: {exc}")
-            error.surely_not_sent = exc.surely_not_sent
-            raise error from None
+            error = NeverSent if isinstance(exc, NeverSent) else TransportError
+            raise error(f"{method} {path}: {exc}") from None
         try:
             answer = json.loads(response.body) if response.body else None
         except ValueError:
@@ -202,9 +202,9 @@ class RunComfyClient:
                 # not reach the server.
                 with anyio.CancelScope(shield=True):
                     answer = await self._call("POST", f"/v1/models/{model_id}", body=input)
+            except NeverSent:
+                raise
             except TransportError as exc:
-                if exc.surely_not_sent:
-                    raise
                 raise SubmitUnknown(
                     f"submit of {model_id}: no answer ({exc}); the request may exist"
                 ) from None
@@ -220,7 +220,7 @@ class RunComfyClient:
             return request_id
 
         def safe_to_repeat(error: BaseException) -> bool:
-            return isinstance(error, RateLimited) or (type(error) is TransportError and error.surely_not_sent)
+            return isinstance(error, RateLimited | NeverSent)
 
         return await call_with_retry(
             once, self.config.submit_retry, retryable=safe_to_repeat, on_retry=self.on_retry

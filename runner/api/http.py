@@ -14,7 +14,7 @@ and the connection pool's scan of every idle socket are most. aiohttp does the s
 What the rest of the runner needs from a session is three things: a request with its whole answer, a
 streamed download, and a truthful account of failures. The last one is the contract that matters: a
 paid submit has no idempotency key, so every failure says whether the request **surely never left**
-(refused, DNS, TLS, connect timeout: ``TransportError.surely_not_sent``) or may have been received
+(refused, DNS, TLS, connect timeout: a :class:`~runner.errors.NeverSent`) or may have been received
 (anything after the connection was up: a read timeout, a closed connection, a cut body). The mapping
 is written out below for each library and tested against real dropped connections on loopback
 (``tests/test_http.py``). (The ``httpx-aiohttp`` package was not used for this reason: it maps every
@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
-from ..errors import TransportError
+from ..errors import NeverSent, TransportError
 
 if TYPE_CHECKING:
     import httpx
@@ -86,9 +86,8 @@ def failure(kind: str, detail: object, *, surely_not_sent: bool) -> TransportErr
     """The project's error for a failed exchange. ``kind`` names what happened in httpx's words
     (``ConnectError``, ``ReadTimeout``, ``RemoteProtocolError``…), whichever library saw it."""
     text = str(detail)
-    error = TransportError(f"{kind}: {text}" if text and text != kind else kind)
-    error.surely_not_sent = surely_not_sent
-    return error
+    error = NeverSent if surely_not_sent else TransportError
+    return error(f"{kind}: {text}" if text and text != kind else kind)
 
 
 # -- httpx (tests in-process, trio) ---------------------------------------------------------------

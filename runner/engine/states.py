@@ -1,8 +1,10 @@
-"""Where a job is, named once: the journal stores these words, and every display reads them.
+"""Where a job and each of its attempts are, named once: the journal stores these words, and every
+display reads them.
 
 ``pending`` and ``held`` wait to be submitted; ``submitting``, ``queued``, ``running`` and
 ``collecting`` are in flight; the rest are at rest until the user acts (``retry``,
-``--resubmit-unknown``, an edit of the manifest).
+``--resubmit-unknown``, an edit of the manifest). An attempt (one paid request, or one try at it) goes
+through the same words, plus two of its own for a submit that RunComfy surely did not take.
 """
 
 from __future__ import annotations
@@ -31,3 +33,19 @@ NEEDS_ATTENTION = frozenset(
     {JobState.FAILED, JobState.UNKNOWN, JobState.EXPIRED, JobState.HELD, JobState.CANCELLED}
 )
 ALL_STATES = tuple(JobState)
+
+
+class AttemptState(StrEnum):
+    """An attempt's state in the journal: a job state, or how a submit that created no request ended."""
+
+    SUBMITTING = JobState.SUBMITTING.value
+    UNKNOWN = JobState.UNKNOWN.value
+    QUEUED = JobState.QUEUED.value
+    RUNNING = JobState.RUNNING.value
+    COLLECTING = JobState.COLLECTING.value
+    SUCCEEDED = JobState.SUCCEEDED.value
+    FAILED = JobState.FAILED.value
+    CANCELLED = JobState.CANCELLED.value
+    EXPIRED = JobState.EXPIRED.value
+    NOT_SENT = "not_sent"  # its POST surely never reached RunComfy (refused, 429), or a stop came first
+    REFUSED = "refused"  # RunComfy refused the account (token, balance): the job waits for the next run

@@ -231,9 +231,7 @@ def _href(path: str) -> str:
 
 
 def _time(iso: str | None) -> str:
-    if not iso:
-        return "—"
-    return f'<time datetime="{_e(iso)}" title="{_e(iso)}">{_e(iso[11:19] or iso)}</time>'
+    return f'<time datetime="{_e(iso)}" title="{_e(iso)}">{_e(iso[11:19] or iso)}</time>' if iso else "—"
 
 
 def _media(job: Mapping[str, Any], inline_videos: bool) -> str:

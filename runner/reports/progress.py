@@ -1,5 +1,6 @@
 """What a person sees while a run goes on. Every display here is an event sink: a callable that takes
-the scheduler's event dicts (``{"event": kind, "time": …, …}``), so the scheduler holds no display code.
+the run's events (``{"event": kind, "time": …, …}``, their kinds listed in
+:mod:`runner.engine.events`), so the run holds no display code.
 
 * :class:`LiveProgress` (a terminal): a bar with done / running / queued / waiting / failed counts,
   throughput, ETA, spend so far and the current concurrency, above a short log of notable events
@@ -24,6 +25,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
+from enum import StrEnum
 from typing import Any, TextIO
 
 from rich.console import Console, Group, RenderableType
@@ -32,34 +34,40 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
+from ..engine.events import Event, EventKind, EventSink
+from ..engine.states import JobState
 from ..errors import redact
 
-Event = Mapping[str, Any]
-EventSink = Callable[[Event], None]
 
-# Where a job can be, as the display counts it. ``waiting``: not sent yet; ``queued``: in RunComfy's
-# queue; ``running``: running at RunComfy or being downloaded; ``failed``: at rest needing attention
-# (failed, unknown, expired, cancelled); ``held``: waiting for budget.
-BUCKETS = ("done", "running", "queued", "waiting", "failed", "held")
-_AT_REST_FAILED = ("failed", "unknown", "expired", "cancelled")
+class Bucket(StrEnum):
+    """Where a job is, as the displays count it (coarser than its state)."""
+
+    DONE = "done"
+    RUNNING = "running"  # running at RunComfy or being downloaded
+    QUEUED = "queued"  # in RunComfy's queue
+    WAITING = "waiting"  # not sent yet
+    FAILED = "failed"  # at rest, needing attention: failed, unknown, expired, cancelled
+    HELD = "held"  # waiting for budget
+
+
+BUCKETS = tuple(Bucket)
+_AT_REST_FAILED = (JobState.FAILED, JobState.UNKNOWN, JobState.EXPIRED, JobState.CANCELLED)
+# The events that leave a job in one of those states (each is named as the state it leaves it in).
+_ENDED_BADLY = frozenset(EventKind(state) for state in _AT_REST_FAILED)
 
 # Shown in plain mode without --verbose, and kept in the live display's log.
-NOTABLE = frozenset(
-    {
-        "failed",
-        "unknown",
-        "expired",
-        "cancelled",
-        "stopping",
-        "concurrency",
-        "unknown_status",
-        "download_error",
-        "resubmit",
-        "refetch",
-    }
-)
+NOTABLE = _ENDED_BADLY | {
+    EventKind.STOPPING,
+    EventKind.CONCURRENCY,
+    EventKind.UNKNOWN_STATUS,
+    EventKind.DOWNLOAD_ERROR,
+    EventKind.RESUBMIT,
+    EventKind.REFETCH,
+}
 # Shown in the live log (they explain a slow run), but in plain mode only with --verbose.
-WORTH_A_GLANCE = frozenset({"retry", "poll_error", "held"})
+WORTH_A_GLANCE = frozenset({EventKind.RETRY, EventKind.POLL_ERROR, EventKind.HELD})
+# Printed above the live display, so they stay on screen after it is gone.
+_KEPT_ON_SCREEN = NOTABLE - {EventKind.CONCURRENCY, EventKind.REFETCH}
 
 
 def _money(usd: float) -> str:
@@ -80,62 +88,62 @@ def describe(event: Event) -> str:
     job = event.get("job_id")
     error = event.get("error")
     twin = f" (same request as {event['twin_of']})" if event.get("twin_of") else ""
-    if kind == "start":
+    if kind == EventKind.START:
         counts = event.get("counts") or {}
         return (
             f"starting: {event.get('jobs', 0)} job(s); {event.get('to_submit', 0)} to submit, "
             f"{event.get('reattached', 0)} re-attached, {event.get('collecting', 0)} to download, "
-            f"{counts.get('succeeded', 0)} already done"
+            f"{counts.get(JobState.SUCCEEDED, 0)} already done"
         )
-    if kind == "submitted":
+    if kind == EventKind.SUBMITTED:
         return f"{job}: submitted as {event.get('request_id')}"
-    if kind in ("queued", "running"):
+    if kind in (EventKind.QUEUED, EventKind.RUNNING):
         return f"{job}: {kind} at RunComfy"
-    if kind == "completed":
+    if kind == EventKind.COMPLETED:
         cost = event.get("cost_usd")
         paid = f" ({_money(cost)})" if cost is not None else ""
         return f"{job}: finished at RunComfy{paid}, downloading"
-    if kind == "succeeded":
+    if kind == EventKind.SUCCEEDED:
         return f"{job}: done{twin}"
-    if kind == "failed":
+    if kind == EventKind.FAILED:
         where = " at submit" if event.get("stage") == "submit" else ""
         return f"{job}: failed{where}{twin}" + (f": {error}" if error else "")
-    if kind == "unknown":
+    if kind == EventKind.UNKNOWN:
         return (
             f"{job}: submit outcome unknown (it may have been accepted and billed); not resubmitted "
             f"unless you pass --resubmit-unknown" + (f": {error}" if error else "")
         )
-    if kind in ("expired", "cancelled"):
+    if kind in (EventKind.EXPIRED, EventKind.CANCELLED):
         return f"{job}: {kind}{twin}" + (f": {error}" if error else "")
-    if kind == "held":
+    if kind == EventKind.HELD:
         estimate = event.get("estimate_usd")
         guess = f" (estimate {_money(estimate)})" if estimate is not None else ""
         return f"{job}: held by the budget cap{guess}"
-    if kind == "retry":
+    if kind == EventKind.RETRY:
         who = f"{job}: " if job else ""
         delay = event.get("delay")
         after = f" in {delay:.1f}s" if isinstance(delay, int | float) else ""
         attempt = f" (attempt {event['attempt']})" if event.get("attempt") else ""
         return f"{who}retrying{after}{attempt}: {error}"
-    if kind == "poll_error":
+    if kind == EventKind.POLL_ERROR:
         return f"{job}: poll failed, will poll again: {error}"
-    if kind == "concurrency":
+    if kind == EventKind.CONCURRENCY:
         return f"HTTP concurrency now {event.get('http')}: {event.get('reason')}"
-    if kind == "stopping":
+    if kind == EventKind.STOPPING:
         return f"stopping: {event.get('reason')}"
-    if kind == "unknown_status":
+    if kind == EventKind.UNKNOWN_STATUS:
         return f"{job}: RunComfy answered an unknown status {event.get('status')!r}; treated as still running"
-    if kind == "download_error":
+    if kind == EventKind.DOWNLOAD_ERROR:
         return f"{job}: download failed; it will be downloaded on the next run: {error}"
-    if kind == "resubmit":
+    if kind == EventKind.RESUBMIT:
         return f"{job}: resubmitting after a failure (resubmit {event.get('attempt')}; each one is paid)"
-    if kind == "refetch":
+    if kind == EventKind.REFETCH:
         return f"{job}: output missing or changed on disk; downloading it again"
-    if kind == "price":
+    if kind == EventKind.PRICE:
         unit = event.get("unit")
         per = f" per {unit}" if unit else ""
         return f"price of {event.get('model')} from the API: ${event.get('usd')}{per}"
-    if kind == "finish":
+    if kind == EventKind.FINISH:
         counts = event.get("counts") or {}
         parts = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
         return f"finished ({parts}); exit code {event.get('exit_code')}"
@@ -156,7 +164,7 @@ class Tally:
         self.jobs = 0
         self.counts = dict.fromkeys(BUCKETS, 0)
         self._pool = dict.fromkeys(BUCKETS, 0)  # jobs not heard of since start, by bucket
-        self._where: dict[str, str] = {}
+        self._where: dict[str, Bucket] = {}
         self.spent_usd = 0.0
         self.http: int | None = None
         self.http_max: int | None = None
@@ -164,18 +172,17 @@ class Tally:
         self.retries = 0
         self.started_at: float | None = None
         self.finished: dict[str, Any] | None = None
-        self.done_this_run = 0
         self._recent: deque[float] = deque(maxlen=window)
         self._rate_base: float | None = None
 
     # -- reading -------------------------------------------------------------------------------
     @property
     def in_flight(self) -> int:
-        return self.counts["queued"] + self.counts["running"]
+        return self.counts[Bucket.QUEUED] + self.counts[Bucket.RUNNING]
 
     @property
     def remaining(self) -> int:
-        return self.counts["waiting"] + self.in_flight
+        return self.counts[Bucket.WAITING] + self.in_flight
 
     @property
     def elapsed(self) -> float:
@@ -197,15 +204,16 @@ class Tally:
     # -- events --------------------------------------------------------------------------------
     def apply(self, event: Event) -> None:
         kind = event["event"]
-        if kind == "start":
+        if kind == EventKind.START:
             self._start(event)
-        elif kind == "finish":
+        elif kind == EventKind.FINISH:
             self._finish(event)
-        elif kind == "concurrency" and isinstance(event.get("http"), int):
+        elif kind == EventKind.CONCURRENCY and isinstance(event.get("http"), int):
             self.http = event["http"]
-        elif kind == "retry":
+        elif kind == EventKind.RETRY:
             self.retries += 1
-        if isinstance(event.get("cost_usd"), int | float) and kind in ("completed", *_AT_REST_FAILED):
+        charged = kind == EventKind.COMPLETED or kind in _ENDED_BADLY
+        if charged and isinstance(event.get("cost_usd"), int | float):
             self.spent_usd += event["cost_usd"]
         job = event.get("job_id")
         if self.started_at is None or self.finished is not None or not isinstance(job, str):
@@ -218,11 +226,11 @@ class Tally:
         counts = dict(event.get("counts") or {})
         self.jobs = int(event.get("jobs") or 0)
         pool = dict.fromkeys(BUCKETS, 0)
-        pool["done"] = counts.get("succeeded", 0)
-        pool["queued"] = counts.get("queued", 0)
-        pool["running"] = counts.get("running", 0) + counts.get("collecting", 0)
-        pool["waiting"] = int(event.get("waiting") or event.get("to_submit") or 0)
-        pool["failed"] = max(0, self.jobs - sum(pool.values()))
+        pool[Bucket.DONE] = counts.get(JobState.SUCCEEDED, 0)
+        pool[Bucket.QUEUED] = counts.get(JobState.QUEUED, 0)
+        pool[Bucket.RUNNING] = counts.get(JobState.RUNNING, 0) + counts.get(JobState.COLLECTING, 0)
+        pool[Bucket.WAITING] = int(event.get("waiting") or event.get("to_submit") or 0)
+        pool[Bucket.FAILED] = max(0, self.jobs - sum(pool.values()))
         self._pool = pool
         self.counts = dict(pool)
         self._where.clear()
@@ -234,64 +242,64 @@ class Tally:
 
     def _finish(self, event: Event) -> None:
         counts = dict(event.get("counts") or {})
+        in_flight = (JobState.RUNNING, JobState.COLLECTING, JobState.SUBMITTING)
         self.counts = {
-            "done": counts.get("succeeded", 0),
-            "running": counts.get("running", 0) + counts.get("collecting", 0) + counts.get("submitting", 0),
-            "queued": counts.get("queued", 0),
-            "waiting": counts.get("pending", 0),
-            "failed": sum(counts.get(s, 0) for s in _AT_REST_FAILED),
-            "held": counts.get("held", 0),
+            Bucket.DONE: counts.get(JobState.SUCCEEDED, 0),
+            Bucket.RUNNING: sum(counts.get(s, 0) for s in in_flight),
+            Bucket.QUEUED: counts.get(JobState.QUEUED, 0),
+            Bucket.WAITING: counts.get(JobState.PENDING, 0),
+            Bucket.FAILED: sum(counts.get(s, 0) for s in _AT_REST_FAILED),
+            Bucket.HELD: counts.get(JobState.HELD, 0),
         }
         if isinstance(event.get("cost_usd"), int | float):
             self.spent_usd = float(event["cost_usd"])
         self.finished = dict(event)
 
     @staticmethod
-    def _target(kind: str, event: Event) -> str | None:
-        if kind in ("submitted", "queued"):
-            return "queued"
-        if kind in ("running", "completed"):
-            return "running"
-        if kind == "succeeded":
-            return "done"
-        if kind in _AT_REST_FAILED:
-            return "failed"
-        if kind == "held":
-            return "held"
-        if kind == "resubmit":
-            return "waiting"
+    def _target(kind: str, event: Event) -> Bucket | None:
+        if kind in (EventKind.SUBMITTED, EventKind.QUEUED):
+            return Bucket.QUEUED
+        if kind in (EventKind.RUNNING, EventKind.COMPLETED):
+            return Bucket.RUNNING
+        if kind == EventKind.SUCCEEDED:
+            return Bucket.DONE
+        if kind in _ENDED_BADLY:
+            return Bucket.FAILED
+        if kind == EventKind.HELD:
+            return Bucket.HELD
+        if kind == EventKind.RESUBMIT:
+            return Bucket.WAITING
         return None
 
-    def _source(self, job: str, kind: str, event: Event) -> str:
+    def _source(self, job: str, kind: str, event: Event) -> Bucket:
         """The bucket ``job`` leaves: where it was last seen, or the pool its first event implies."""
         known = self._where.get(job)
         if known is not None:
             return known
-        if kind in ("submitted", "held", "unknown") or event.get("twin_of") or event.get("stage") == "submit":
-            order = ("waiting", "queued", "running", "failed")
-        elif kind == "running":
-            order = ("queued", "running", "waiting", "failed")
+        sent_now = kind in (EventKind.SUBMITTED, EventKind.HELD, EventKind.UNKNOWN)
+        if sent_now or event.get("twin_of") or event.get("stage") == "submit":
+            order = (Bucket.WAITING, Bucket.QUEUED, Bucket.RUNNING, Bucket.FAILED)
+        elif kind == EventKind.RUNNING:
+            order = (Bucket.QUEUED, Bucket.RUNNING, Bucket.WAITING, Bucket.FAILED)
         else:  # a re-attached or downloading job finishing
-            order = ("running", "queued", "waiting", "failed")
+            order = (Bucket.RUNNING, Bucket.QUEUED, Bucket.WAITING, Bucket.FAILED)
         for pool in order:
             if self._pool[pool] > 0:
                 self._pool[pool] -= 1
                 return pool
         return order[0]  # more events than jobs (should not happen): keep the counts non-negative below
 
-    def _move(self, job: str, source: str, target: str) -> None:
+    def _move(self, job: str, source: Bucket, target: Bucket) -> None:
         self._where[job] = target
         if source == target:
             return
         self.counts[source] = max(0, self.counts[source] - 1)
         self.counts[target] += 1
-        if target in ("done", "failed"):
+        if target in (Bucket.DONE, Bucket.FAILED):
             now = self.clock()
             if len(self._recent) == self._recent.maxlen:
                 self._rate_base = self._recent[0]
             self._recent.append(now)
-            if target == "done":
-                self.done_this_run += 1
 
 
 def _redacted(value: Any) -> Any:
@@ -325,7 +333,7 @@ class LineLog:
             self.stream.flush()
             return
         kind = event["event"]
-        if kind == "held" and not self._held_shown and not self.verbose:
+        if kind == EventKind.HELD and not self._held_shown and not self.verbose:
             self._held_shown = True
             self._write(self._stamp(event) + describe(event) + " (further held jobs are not listed)")
             return
@@ -382,15 +390,14 @@ class LiveProgress:
         kind = event["event"]
         with self._lock:
             self.tally.apply(event)
-            if kind in NOTABLE or kind in WORTH_A_GLANCE or (self.verbose and kind != "finish"):
+            if kind in NOTABLE or kind in WORTH_A_GLANCE or (self.verbose and kind != EventKind.FINISH):
                 self.log.append(redact(LineLog._stamp(event) + describe(event)))
-        if kind in NOTABLE - {"concurrency", "refetch"}:
-            # Failures and stops stay on screen above the display, after it is gone.
+        if kind in _KEPT_ON_SCREEN:
             self._live.console.print(Text(redact(LineLog._stamp(event) + describe(event)), style="yellow"))
-        if kind == "stopping":
+        if kind == EventKind.STOPPING:
             # A second Ctrl-C ends the process at once (os._exit): leave the terminal's cursor visible.
             self.console.show_cursor(True)
-        if kind in ("start", "finish"):
+        if kind in (EventKind.START, EventKind.FINISH):
             self._live.refresh()  # the rest shows at the next auto-refresh: 10,000 jobs make 40,000 events
 
     def __rich__(self) -> RenderableType:
@@ -402,7 +409,7 @@ class LiveProgress:
         t = self.tally
         c = t.counts
         total = max(t.jobs, 1)
-        finished = c["done"] + c["failed"]
+        finished = c[Bucket.DONE] + c[Bucket.FAILED]
         head = Table.grid(padding=(0, 1))
         head.add_column(no_wrap=True)
         head.add_column(width=30)
@@ -417,14 +424,14 @@ class LiveProgress:
         )
         counts = Text()
         for bucket, style in (
-            ("done", "green"),
-            ("running", "cyan"),
-            ("queued", "blue"),
-            ("waiting", ""),
-            ("failed", "red"),
-            ("held", "magenta"),
+            (Bucket.DONE, "green"),
+            (Bucket.RUNNING, "cyan"),
+            (Bucket.QUEUED, "blue"),
+            (Bucket.WAITING, ""),
+            (Bucket.FAILED, "red"),
+            (Bucket.HELD, "magenta"),
         ):
-            if bucket == "held" and not c["held"]:
+            if bucket == Bucket.HELD and not c[Bucket.HELD]:
                 continue
             counts.append(f"{bucket} ", style="dim")
             counts.append(str(c[bucket]), style=style if c[bucket] else "")

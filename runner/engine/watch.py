@@ -1,0 +1,221 @@
+"""Watching the requests in flight: poll each one when the pacer says it should be done, now and then
+probe the newest for the length of RunComfy's queue, and act on what the answers say (running, done,
+failed, gone, or past its deadline).
+
+A poll asks ``/result``, which answers the live status until the request finishes and its outputs and
+cost after: most jobs cost one poll. A request that finished goes to the collectors; one that ended
+otherwise is journaled with its cause, and its twins end with it.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import anyio
+from anyio.abc import TaskGroup
+
+from ..api.client import KNOWN_LIVE, RemoteState
+from ..errors import AccountError, ApiError, ErrorRecord, RequestNotFound
+from ..manifest.loader import Job
+from .events import EventKind
+from .flight import Live, Part, Parts
+from .pacing import Track
+from .polls import PollQueue
+from .settings import RunSettings
+from .states import JobState
+
+PROBE_GAP = 0.02  # seconds between probes asked for early by the slow start
+MAX_POLL_BACKOFF = 60.0  # seconds: the longest wait before polling again after failed polls
+
+
+class Watcher(Part):
+    """Polls the run's requests in flight and journals how each one lands."""
+
+    def __init__(self, parts: Parts, settings: RunSettings) -> None:
+        super().__init__(parts)
+        self.settings = settings
+        self.polls = PollQueue(parts.clock)
+        self.unknown_words: set[str] = set()  # status words RunComfy answered that we do not know
+        self.resubmits: Counter[str] = Counter()  # per job: --auto-resubmit-failed used so far
+        self._poll_due = anyio.Event()
+        self._probe_now = anyio.Event()
+
+    # -- what to poll, when ---------------------------------------------------------------------
+    def reattach(self, job: Job, attempt_id: int, request_id: str, status: JobState) -> None:
+        """Watch a request an earlier run submitted (polled at once)."""
+        now = self._clock()
+        track = Track(job.id, now)  # no place in this run's submits: it teaches the pacer nothing
+        live = Live(job, attempt_id, request_id, track, status=status)
+        self.flight.live[job.id] = live
+        self.pacer.in_flight += 1
+        self.schedule(live, now)
+
+    def schedule(self, live: Live, when: float) -> None:
+        if self.polls.schedule(live, when):
+            self._poll_due.set()
+
+    def probe_soon(self) -> None:
+        """The slow start's window is used up: a probe's answer may open it (see :meth:`probe_loop`)."""
+        self._probe_now.set()
+
+    def drain(self, draining: bool) -> None:
+        """Once nothing is left to submit, a finish noticed late delays the end of the run (no queued
+        job takes the slot any more): the pacer polls eagerly, starting with every live job now."""
+        self.pacer.draining = draining
+        if draining:
+            now = self._clock()
+            for live in self.flight.live.values():
+                if not live.polling:
+                    self.schedule(live, self.pacer.eager_poll(live.track, now))
+
+    async def poll_loop(self, tg: TaskGroup) -> None:
+        """Start each poll when it is due, for as long as the run goes on."""
+        while True:
+            now = self._clock()
+            for live in self.polls.take_due(now, lambda live: self.flight.live.get(live.job.id) is live):
+                tg.start_soon(self._poll, live, False)
+            self._poll_due = anyio.Event()
+            first = self.polls.next_due()
+            with anyio.move_on_after(first - now if first is not None else 1.0):
+                await self._poll_due.wait()
+
+    async def probe_loop(self, tg: TaskGroup) -> None:
+        """Now and then poll the most recently submitted job RunComfy knows: its queue position (plus
+        the jobs submitted after it) is the length of the queue. During the slow start, a submit answered
+        while the window is used up asks for a probe at once (at most one per PROBE_GAP): the window
+        doubles per round trip, not per probe interval."""
+        while True:
+            with anyio.move_on_after(self.pacer.probe_interval):
+                await self._probe_now.wait()
+                await anyio.sleep(PROBE_GAP)  # at most one early probe per gap, however fast answers come
+            self._probe_now = anyio.Event()
+            for track in self.pacer.probe_candidates():
+                live = self.flight.live.get(track.job_id)
+                if live is None or live.track is not track or live.polling or live.request_id is None:
+                    continue
+                live.polling = True
+                tg.start_soon(self._poll, live, True)
+                break
+
+    # -- one poll and its answer ----------------------------------------------------------------
+    async def _poll(self, live: Live, probe: bool) -> None:
+        job = live.job
+        try:
+            async with self.throttle.limiter:
+                remote = await self.client.result(live.request_id or "")
+        except AccountError as exc:
+            live.polling = False
+            self.flight.account_refused(exc)
+            return
+        except RequestNotFound as exc:
+            # RunComfy gave us this request id, so a 404 means it expired (e.g. it finished long before
+            # this run came back to collect it): the job needs a new run, like expired outputs.
+            why = "RunComfy no longer knows this request (its results expired); run the job again"
+            self._finish(live, JobState.EXPIRED, error=exc.as_record().reworded(why))
+            return
+        except ApiError as exc:
+            live.polling = False
+            live.failed_polls += 1
+            self._emit(EventKind.POLL_ERROR, job_id=job.id, error=str(exc))
+            self.schedule(live, self._clock() + min(MAX_POLL_BACKOFF, 2.0 * live.failed_polls))
+            return
+        self.throttle.succeeded()
+        live.failed_polls = 0
+        now = self._clock()
+        if probe:
+            self.pacer.on_probe(live.track, remote.status, remote.queue_position, now)
+            self.flight.wake()
+        if remote.terminal:
+            self._landed(live, remote, now)
+            return
+        if remote.status not in KNOWN_LIVE and remote.status not in self.unknown_words:
+            self.unknown_words.add(remote.status)
+            self._emit(EventKind.UNKNOWN_STATUS, job_id=job.id, status=remote.status)
+        status = JobState.QUEUED if remote.status == "in_queue" else JobState.RUNNING
+        if status != live.status or remote.status != live.remote_status:
+            self.store.record_remote(
+                job.id, live.attempt_id, status, remote.status, started=status == JobState.RUNNING
+            )
+            if status != live.status:
+                self._emit(EventKind(status), job_id=job.id)
+            live.status, live.remote_status = status, remote.status
+        if self._deadline_passed(live, now):
+            await self._time_out(live)
+            return
+        live.polling = False
+        self.schedule(live, self.pacer.on_polled(live.track, remote.status, remote.queue_position, now))
+
+    def _deadline_passed(self, live: Live, now: float) -> bool:
+        waited = now - live.track.submitted_at
+        if self.settings.job_timeout is not None and waited > self.settings.job_timeout:
+            return True
+        return (
+            self.settings.queue_timeout is not None
+            and live.status == JobState.QUEUED
+            and waited > self.settings.queue_timeout
+        )
+
+    async def _time_out(self, live: Live) -> None:
+        outcome = "not asked"
+        if live.status == JobState.QUEUED:
+            try:
+                outcome = await self.client.cancel(live.request_id or "")
+            except ApiError as exc:
+                outcome = f"cancel failed: {exc}"
+        why = ErrorRecord("Timeout", f"job deadline passed while {live.status} (cancel: {outcome})")
+        self._finish(live, JobState.FAILED, error=why)
+
+    def _landed(self, live: Live, remote: RemoteState, now: float) -> None:
+        job = live.job
+        if remote.succeeded:
+            if not remote.outputs:
+                self._finish(
+                    live, JobState.FAILED, remote, error=ErrorRecord("NoOutput", "result has no outputs")
+                )
+                return
+            self.store.record_remote(
+                job.id,
+                live.attempt_id,
+                JobState.COLLECTING,
+                remote.status,
+                finished=True,
+                cost=remote.cost_usd,
+                outputs=remote.outputs,
+            )
+            self.budget.settle(job, remote.cost_usd)
+            self._emit(EventKind.COMPLETED, job_id=job.id, cost_usd=remote.cost_usd)
+            self.pacer.on_finished(live.track, now, remote.created_at, remote.finished_at)
+            self.flight.live.pop(job.id, None)
+            self.flight.collect(job.id)
+            return
+        if remote.status == "cancelled":
+            self._finish(
+                live, JobState.CANCELLED, remote, error=ErrorRecord("Cancelled", "cancelled at RunComfy")
+            )
+            return
+        self._finish(live, JobState.FAILED, remote, error=ErrorRecord.remote(remote.error))
+        if self.resubmits[job.id] < self.settings.auto_resubmit_failed and not self.flight.stop_reason:
+            self.resubmits[job.id] += 1
+            self.store.set_status(job.id, JobState.PENDING)
+            self.flight.to_submit.append(job.id)
+            self._emit(EventKind.RESUBMIT, job_id=job.id, attempt=self.resubmits[job.id])
+
+    def _finish(
+        self, live: Live, state: JobState, remote: RemoteState | None = None, *, error: ErrorRecord
+    ) -> None:
+        """The request ended without outputs to collect: journal why, settle its cost, free its slot."""
+        cost = remote.cost_usd if remote is not None else None
+        if remote is not None and remote.status == "cancelled":
+            cost = 0.0 if cost is None else cost
+        self.store.record_error(live.job.id, live.attempt_id, state, error, cost=cost)
+        self.budget.settle(live.job, cost)
+        self.pacer.on_finished(
+            live.track,
+            self._clock(),
+            remote.created_at if remote else None,
+            remote.finished_at if remote else None,
+        )
+        self.flight.live.pop(live.job.id, None)
+        self.collector.fail_twins(live.job.id, state, error)
+        self._emit(EventKind(state), job_id=live.job.id, error=error.message, cost_usd=cost)
+        self.flight.wake()
