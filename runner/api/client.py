@@ -7,9 +7,11 @@ and every error answer (including an HTTP 200 that carries an ``error_code``) le
 Which calls are safe to repeat is decided here, once:
 
 * result (the poll), cancel and price are reads (or idempotent): retried on transient failures;
-* a submit is paid and has no idempotency key. It is retried only when the request surely never
-  reached the server (connection refused, DNS failure, connect timeout, 429). Anything else after
-  the bytes may have left (read timeout, closed connection, 5xx) raises :class:`SubmitUnknown`.
+* a submit is paid and has no idempotency key. It is retried here only on a 429 (the server said it
+  did not take it, and when to come back). One that surely never reached the server (connection
+  refused, DNS failure, connect timeout) raises :class:`NeverSent` at once: the caller may send it
+  again, and decides when (a run waits for the API to answer first). Anything else after the bytes
+  may have left (read timeout, closed connection, 5xx) raises :class:`SubmitUnknown`.
 """
 
 from __future__ import annotations
@@ -220,7 +222,7 @@ class RunComfyClient:
             return request_id
 
         def safe_to_repeat(error: BaseException) -> bool:
-            return isinstance(error, RateLimited | NeverSent)
+            return isinstance(error, RateLimited)
 
         return await call_with_retry(
             once, self.config.submit_retry, retryable=safe_to_repeat, on_retry=self.on_retry
@@ -236,6 +238,18 @@ class RunComfyClient:
         """Ask to cancel; ``cancelled`` (was queued, never billed) or ``not_cancellable``."""
         answer = await self._read("POST", f"/v1/requests/{quote(request_id)}/cancel")
         return str(answer.get("outcome") or answer.get("status") or "unknown")
+
+    async def probe(self, model_id: str) -> None:
+        """One safe read, never retried, to learn whether the API answers at all: it returns on any
+        answer but a 5xx (a 404 or a 429 says the API is there), and raises the
+        :class:`TransportError` or :class:`ServerError` that says it does not."""
+        try:
+            await self._call("GET", f"/v1/models/{model_id}")
+        except TransportError:
+            raise
+        except ApiError as exc:
+            if isinstance(exc, ServerError) and (exc.http_status or 500) >= 500:
+                raise
 
     async def price(self, model_id: str) -> Mapping[str, Any] | None:
         """The model's price from the API (undocumented call), or ``None`` where it does not answer."""
