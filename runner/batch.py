@@ -4,15 +4,18 @@
     result = run_batch_sync("manifests/demo.yaml", BatchOptions(token="…"))
     print(result.exit_code, result.report["summary"])
 
-Everything here is a thin composition of the modules that do the work: it opens the state file
-(taking the run lock), opens the one shared HTTP session, runs the scheduler and writes
-the reports. ``run_batch`` is the async core; ``run_batch_sync`` calls ``anyio.run`` once.
+Everything here is a thin composition of the modules that do the work: it checks that the state and
+output folders can be written (before anything is paid), opens the state file (taking the run lock),
+opens the one shared HTTP session, runs the scheduler and writes the reports, whatever way the run
+ended. ``run_batch`` is the async core; ``run_batch_sync`` calls ``anyio.run`` once.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import sqlite3
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from functools import cached_property
@@ -26,15 +29,16 @@ import sniffio
 from . import defaults
 from .api.client import ApiConfig, RunComfyClient
 from .api.download import DownloadConfig
-from .api.http import AiohttpSession, HttpSession, HttpxSession
+from .api.http import AiohttpSession, HttpSession, httpx_session
 from .api.retry import RetryPolicy
 from .catalog.models import Catalog
 from .catalog.pricing import PriceTable
 from .engine import store as S
 from .engine.loop import EventSink, Runner, RunResult, RunSettings, outcome, runs_now, spent
 from .engine.outputs import damaged_outputs
+from .engine.states import NEEDS_ATTENTION
 from .engine.store import Store, quick_state_path, state_path_for
-from .errors import RunnerError, StateError, UsageError
+from .errors import EXIT_JOBS_FAILED, EXIT_OK, EXIT_STORAGE, RunnerError, StateError, StorageError, UsageError
 from .manifest.loader import Manifest, load_manifest
 from .manifest.snapshot import META_KEY, Snapshot
 from .reports.report import report_paths, reports_current, write_reports
@@ -75,6 +79,7 @@ class BatchOptions:
     stall_timeout: float = defaults.STALL_TIMEOUT
     retries: int = defaults.RETRY_ATTEMPTS  # attempts of a call that is safe to repeat
     retry_max_time: float = defaults.RETRY_MAX_SECONDS
+    outage_max_time: float | None = defaults.OUTAGE_MAX_SECONDS  # None: as long as retry_max_time
     allowed_output_hosts: tuple[str, ...] = ()  # besides RunComfy's and the API's
     # -- tuning, for tests and benchmarks ---------------------------------------------------------
     http_concurrency: int = defaults.HTTP_CONCURRENCY
@@ -134,6 +139,7 @@ def configure(options: BatchOptions, manifest: Manifest | None = None) -> RunCon
         budget_partial=options.budget_partial,
         job_timeout=options.job_timeout,
         queue_timeout=options.queue_timeout,
+        outage_max_time=_first(options.outage_max_time, options.retry_max_time) or 0.0,
         verify_hashes=options.verify_hashes,
         flush_interval=options.flush_interval,
         handle_signals=options.handle_signals,
@@ -184,10 +190,33 @@ def open_session(options: BatchOptions) -> HttpSession:
     connections = max(16, options.http_concurrency * 2)
     if options.transport is None and sniffio.current_async_library() == "asyncio":
         return AiohttpSession(max_connections=connections)
-    import httpx  # noqa: PLC0415 - only tests and trio use it
+    return httpx_session(options.transport, max_connections=connections)
 
-    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
-    return HttpxSession(httpx.AsyncClient(transport=options.transport, limits=limits))
+
+def log_path_for(state_path: Path) -> Path:
+    """The run's log (tracebacks of what it did not expect), beside its state file."""
+    return state_path.with_name(state_path.name + ".log")
+
+
+def check_writable(folder: Path, what: str) -> None:
+    """Raise :class:`StorageError` (exit 9) unless a file can be written into ``folder`` (made if need
+    be): a read-only or full folder, or a file where it should be, is said now, before anything is paid."""
+    probe = folder / f".runcomfy-batch-{os.getpid()}.probe"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(probe, "wb") as out:
+            out.write(b"ok")
+            out.flush()
+            os.fsync(out.fileno())
+    except (FileExistsError, NotADirectoryError):
+        raise StorageError(
+            f"cannot write into the {what} {folder}: a file is where a folder must be"
+        ) from None
+    except OSError as exc:
+        raise StorageError(f"cannot write into the {what} {folder}: {exc.strerror or exc}") from None
+    finally:
+        with contextlib.suppress(OSError):  # not made, or a file is where its folder should be
+            probe.unlink()
 
 
 def _setup(
@@ -218,24 +247,70 @@ async def run_batch(
     manifest, state_path, config = _setup(manifest, options, catalog)
     prices = PriceTable.load(catalog, options.prices_path)
     settings = config.settings
-    with Store.open(state_path) as store:
+    check_writable(state_path.parent, "state folder")
+    check_writable(manifest.output_dir, "output folder")
+    store = Store.open(state_path)
+    try:
         store.lock()
         http = open_session(options)
         try:
             client = RunComfyClient(http, config.api)
             runner = Runner(
-                manifest, store, client, prices, settings, defaults_for=_defaults(catalog), on_event=on_event
+                manifest,
+                store,
+                client,
+                prices,
+                settings,
+                defaults_for=_defaults(catalog),
+                on_event=on_event,
+                log_path=log_path_for(state_path),
             )
             client.on_retry = runner.on_retry
             result: RunResult = await runner.run()
         finally:
             with anyio.CancelScope(shield=True):
                 await http.aclose()
-        paths = write_reports(manifest, store, if_changed=True)
-        attention = store.needs_attention(ATTENTION_SHOWN)
+        code, message = result.exit_code, result.message
+        paths = report_paths(manifest.output_dir)
+        try:
+            paths = write_reports(manifest, store, if_changed=True)
+        except OSError as exc:
+            code = EXIT_STORAGE if code in (EXIT_OK, EXIT_JOBS_FAILED) else code
+            message += (
+                f"; the reports could not be written into {manifest.output_dir}: {exc.strerror or exc} "
+                f"(`runcomfy-batch report` writes them once it is fixed)"
+            )
+        except sqlite3.Error:
+            pass  # written, but the journal could not note it (its disk is full): rewritten next time
+        attention = _stopped_jobs(store, runner.isolation.failed) + store.needs_attention(ATTENTION_SHOWN)
+    finally:
+        _close(store)
     return BatchResult(
-        result.exit_code, result.message, result.counts, result.cost_usd, paths, state_path, attention
+        code, message, result.counts, result.cost_usd, paths, state_path, attention[:ATTENTION_SHOWN]
     )
+
+
+def _stopped_jobs(store: Store, failed: Mapping[str, str]) -> list[dict[str, Any]]:
+    """The jobs this run stopped handling on something unexpected, as ``needs_attention`` lists jobs:
+    most rest in flight (the next run picks them up), where that list does not look."""
+    if not failed:
+        return []
+    rows = store.states()
+    out = []
+    for job_id, why in list(failed.items())[:ATTENTION_SHOWN]:
+        status, _, request_id = rows.get(job_id, ("unknown", None, None))
+        if status not in NEEDS_ATTENTION:
+            out.append({"id": job_id, "status": status, "request_id": request_id, "error": why})
+    return out
+
+
+def _close(store: Store) -> None:
+    """Close the state file; one whose disk filled up cannot take its last commit, and the next run reads
+    it as it was last committed (its lock goes with this process)."""
+    try:
+        store.close()
+    except sqlite3.Error:
+        pass
 
 
 ATTENTION_SHOWN = 50

@@ -33,6 +33,17 @@ RETRY_MAX_DELAY = 30.0
 SUBMIT_RETRY_ATTEMPTS = 6
 SUBMIT_RETRY_MAX_SECONDS = 120.0
 
+# -- an API that does not answer (an outage) --------------------------------------------------------
+# --outage-max-time: how long a run waits for the API to answer again before it stops (exit 8). None:
+# as long as --retry-max-time, the patience the user gave one call.
+OUTAGE_MAX_SECONDS: float | None = None
+# Paid submits on the wire at once. A submit that meets an outage may have been accepted (it becomes
+# unknown), so this is what an outage can cost at most; 4 at a time still carry hundreds a second.
+SUBMITS_ON_WIRE = 4
+# Trial submits (one at a time, after the API answered reads again) whose outcome is unknown in a row
+# before the run stops: RunComfy answers, but not its submits, and each trial may be paid.
+OUTAGE_TRIALS = 2
+
 # -- one run --------------------------------------------------------------------------------------
 JOB_TIMEOUT = 2 * 3600.0  # --job-timeout: give up on a job this long after its submit
 AUTO_RESUBMIT_FAILED = 0  # --auto-resubmit-failed: each resubmission is paid

@@ -88,6 +88,7 @@ def test_every_flag_reaches_the_config_it_sets():
         budget_partial=True,
         job_timeout=1800.0,
         queue_timeout=600.0,
+        outage_max_time=90.0,  # as long as --retry-max-time, unless given
         verify_hashes=True,
         handle_signals=True,
         download=fetch,

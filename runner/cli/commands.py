@@ -10,6 +10,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import TextIO
 
 import anyio
 from rich import box
@@ -29,17 +30,27 @@ from ..batch import (
 from ..catalog.models import Catalog
 from ..catalog.pricing import PriceTable
 from ..engine import store as S
-from ..errors import EXIT_JOBS_FAILED, EXIT_OK, redact
+from ..engine.outage import span
+from ..errors import EXIT_INTERRUPTED, EXIT_JOBS_FAILED, EXIT_OK, EXIT_OUTAGE, EXIT_STORAGE, redact
 from ..manifest.loader import load_manifest
 from ..reports.plan import make_plan
-from ..reports.progress import progress_sink
+from ..reports.progress import let_go, progress_sink
 from ..reports.report import write_reports
 from ..reports.status import Status
 from ..reports.status import status as read_status
 
 
 def _out(text: str = "") -> None:
-    print(redact(text))
+    say(text, sys.stdout)
+
+
+def say(text: str, stream: TextIO) -> None:
+    """Print one line (redacted). A stream whose reader went away (``… | head -3``) is let go: what the
+    command did does not depend on anyone reading about it, and its exit code still says it."""
+    try:
+        print(redact(text), file=stream, flush=True)
+    except (OSError, ValueError):  # EPIPE, or a stream closed already
+        let_go(stream)
 
 
 def validate(path: Path, *, as_json: bool = False) -> int:
@@ -88,40 +99,35 @@ def print_run_summary(path: Path, result: BatchResult, seconds: float, *, limit:
     next (stderr)."""
     counts = ", ".join(f"{n} {s}" for s, n in sorted(result.counts.items()))
     stream = sys.stderr if result.exit_code else sys.stdout
-    print(
-        redact(
-            f"{result.message}; {counts}; cost ${result.cost_usd:.2f}; took {_duration(seconds)}; "
-            f"report: {_shown(result.report_paths['html'])}"
-        ),
-        file=stream,
+    say(
+        f"{result.message}; {counts}; cost ${result.cost_usd:.2f}; took {span(seconds)}; "
+        f"report: {_shown(result.report_paths['html'])}",
+        stream,
     )
     if not result.exit_code:
         return
     attention = result.needs_attention
     for job in attention[:limit]:
         why = job.get("error") or ""
-        print(redact(f"  {job['id']}: {job['status']}" + (f": {why}" if why else "")), file=stream)
+        say(f"  {job['id']}: {job['status']}" + (f": {why}" if why else ""), stream)
     total = sum(n for status, n in result.counts.items() if status in S.NEEDS_ATTENTION)
     if total > limit:
-        print(f"  … and {total - limit} more: runcomfy-batch status {path}", file=stream)
-    if result.exit_code == 130:
-        print(f"runcomfy-batch: to resume, run: runcomfy-batch run {path}", file=stream)
-        return
+        say(f"  … and {total - limit} more: runcomfy-batch status {path}", stream)
+    if result.exit_code in (EXIT_INTERRUPTED, EXIT_OUTAGE, EXIT_STORAGE):
+        say(f"runcomfy-batch: to resume, run: runcomfy-batch run {path}", stream)
+        if result.exit_code == EXIT_INTERRUPTED:
+            return
+    elif any(job["status"] in S.IN_FLIGHT for job in attention):
+        say(f"runcomfy-batch: the next run picks up the jobs it stopped: runcomfy-batch run {path}", stream)
     if any(result.counts.get(s) for s in (S.FAILED, S.EXPIRED, S.CANCELLED)):
-        print(f"runcomfy-batch: to run the failed jobs again: runcomfy-batch retry {path}", file=stream)
+        say(f"runcomfy-batch: to run the failed jobs again: runcomfy-batch retry {path}", stream)
     unknown = result.counts.get(S.UNKNOWN, 0)
     if unknown:
-        print(
+        say(
             f"runcomfy-batch: {unknown} job(s) unknown: the submit may have been accepted and billed; to "
             f"submit them again anyway (maybe paying twice): runcomfy-batch run {path} --resubmit-unknown",
-            file=stream,
+            stream,
         )
-
-
-def _duration(seconds: float) -> str:
-    minutes, secs = divmod(round(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s" if minutes else f"{seconds:.1f}s"
 
 
 def _shown(path: Path) -> str:

@@ -17,7 +17,7 @@ from typing import Literal
 import anyio
 
 from ..api.client import RunComfyClient
-from ..errors import AccountError, BalanceError
+from ..errors import AccountError, BalanceError, RunnerError
 from ..manifest.loader import Job
 from .budget import Budget
 from .collect import Collector
@@ -27,7 +27,9 @@ from .states import JobState
 from .store import Store
 from .throttle import Throttle
 
-StopReason = Literal["signal", "auth", "balance"]
+# Why a run stops before its work is done: Ctrl-C, the account (token, balance), an API that stopped
+# answering (--outage-max-time), a folder it cannot write (the journal's or the outputs').
+StopReason = Literal["signal", "auth", "balance", "outage", "storage"]
 
 
 @dataclass(eq=False)
@@ -61,6 +63,7 @@ class Flight:
         self.stop_reason: StopReason | None = None
         self.fatal: AccountError | None = None  # the token was refused: nothing more can be done
         self.balance_hit: BalanceError | None = None  # no balance: nothing more is submitted
+        self.stopped: RunnerError | None = None  # why the run stopped at once (an outage, a full disk)
         self.work: anyio.CancelScope | None = None  # the work's task group, cancelled to stop at once
         self._wake = anyio.Event()
 
@@ -98,6 +101,18 @@ class Flight:
             self.wake()  # the submit loop ends once nothing is in flight
 
     # -- stopping ------------------------------------------------------------------------------
+    def stop(self, reason: StopReason, why: RunnerError) -> None:
+        """Stop the run at once, as a Ctrl-C does: submits on the wire get their answers, jobs at
+        RunComfy stay there for the next run. The first reason given is the run's."""
+        if self.stopped is not None or self.stop_reason == "signal":
+            return
+        self.stop_reason = reason
+        self.stopped = why
+        self._emit(EventKind.STOPPING, reason=str(why))
+        if self.work is not None:
+            self.work.cancel()
+        self.wake()
+
     @property
     def refused(self) -> AccountError | None:
         """Why the account stopped the run, if it did: the token first, else the balance."""
@@ -133,6 +148,9 @@ class Parts:
     collector: Collector
     emit: Emit
     clock: Callable[[], float]
+    # What to do when handling one job raises what the code did not expect (:mod:`.isolation`): the job,
+    # its trouble, and the stage it was in (submit, poll, collect).
+    on_crash: Callable[[Live | str, Exception, str], None]
 
 
 class Part:
@@ -148,3 +166,4 @@ class Part:
         self.collector = parts.collector
         self._emit = parts.emit
         self._clock = parts.clock
+        self._on_crash = parts.on_crash

@@ -8,8 +8,10 @@ API client). Its order of work on every start is the resume contract:
 2. re-attach to every request whose ``request_id`` is recorded (never submit those again);
 3. only then submit what remains, each intent committed before its POST leaves (:mod:`.submit`).
 
-Transient API trouble is retried inside the client; what is left here are the outcomes. This module
-only puts the run together and drives it; each part has a module of its own:
+Transient API trouble is retried inside the client; what is left here are the outcomes. An API that
+stops answering holds the submits back until it answers again (:mod:`.outage`); what one job's
+handling raises unexpectedly fails that job alone (:mod:`.isolation`), so the run always ends, with
+its reports. This module only puts the run together and drives it; each part has a module of its own:
 
 =====================  =========================================================================
 :mod:`.workplan`       what to submit, re-attach and collect; which twins follow which leader
@@ -19,6 +21,8 @@ only puts the run together and drives it; each part has a module of its own:
 :mod:`.budget`         estimates, committed spend, the cap
 :mod:`.throttle`       API calls at once, halved on 429s
 :mod:`.pacing`         when to submit and when to poll
+:mod:`.outage`         the gate submits pass: few on the wire, none while the API does not answer
+:mod:`.isolation`      one job's unexpected trouble fails that job; a folder it cannot write stops the run
 :mod:`.flight`         what those parts share
 =====================  =========================================================================
 """
@@ -30,6 +34,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -37,13 +42,15 @@ from anyio.abc import TaskGroup
 
 from ..api.client import RunComfyClient
 from ..catalog.pricing import PriceTable
-from ..errors import EXIT_INTERRUPTED, ApiError, RateLimited
+from ..errors import EXIT_INTERRUPTED, EXIT_JOBS_FAILED, ApiError, RateLimited
 from ..manifest.loader import Manifest
 from ..manifest.snapshot import META_KEY, Snapshot
 from .budget import Budget, committed_spend, spent
 from .collect import Collector
-from .events import EventKind, EventSink, emitter
-from .flight import Flight, Parts
+from .events import Event, EventKind, EventSink, emitter
+from .flight import Flight, Live, Parts
+from .isolation import Isolation
+from .outage import Outage
 from .outputs import damaged_outputs
 from .pacing import Pacer
 from .settings import RunResult, RunSettings, outcome, run_result, runs_now
@@ -86,6 +93,7 @@ class Runner:
         defaults_for: Callable[[str], Mapping[str, Any]] | None = None,
         on_event: EventSink | None = None,
         clock: Callable[[], float] = time.monotonic,
+        log_path: Path | None = None,
     ) -> None:
         self.manifest = manifest
         self.store = store
@@ -93,7 +101,8 @@ class Runner:
         self.settings = settings
         self.clock = clock
         self.jobs = {job.id: job for job in manifest.jobs}
-        self.emit = emitter(on_event)
+        self._sink = on_event
+        self.emit = emitter(self._display)
         self.flight = Flight(self.emit)
         self.pacer = Pacer(max_in_flight=settings.max_in_flight)
         self.budget = Budget(
@@ -101,7 +110,20 @@ class Runner:
         )
         self.throttle = Throttle(settings.http_concurrency, clock=clock, emit=self.emit)
         self.collector = Collector(
-            store, client.http, manifest.output_dir, settings.download, emit=self.emit, on_retry=self.on_retry
+            store, client.http, manifest.output_dir, settings.download, emit=self.emit, on_retry=self._retried
+        )
+        self.isolation = Isolation(
+            self.flight, store, self.pacer, self.budget, self.collector, self.emit, log_path=log_path
+        )
+        self.outage = Outage(
+            client,
+            manifest.jobs[0].model if manifest.jobs else "",
+            policy=client.config.retry,
+            max_seconds=settings.outage_max_time,
+            stop=lambda why: self.flight.stop("outage", why),
+            wake=self.flight.wake,
+            emit=self.emit,
+            clock=clock,
         )
         parts = Parts(
             flight=self.flight,
@@ -113,15 +135,33 @@ class Runner:
             collector=self.collector,
             emit=self.emit,
             clock=clock,
+            on_crash=self.isolation.job_failed,
         )
         self.watcher = Watcher(parts, settings)
-        self.submitter = Submitter(parts, self.watcher)
+        self.submitter = Submitter(parts, self.watcher, self.outage)
 
     def on_retry(self, error: ApiError, delay: float, attempt: int) -> None:
-        """Called by the client before each retry of a safe call."""
+        """Called by the client before each retry of a call to the API: a 429 slows the calls down, an
+        API that does not answer holds the submits back."""
         if isinstance(error, RateLimited):
             self.throttle.rate_limited()
+        self.outage.call_failed(error)
+        self._retried(error, delay, attempt)
+
+    def _retried(self, error: ApiError, delay: float, attempt: int) -> None:
+        """Called before each retry of a download too (the file host is not the API)."""
         self.emit(EventKind.RETRY, error=str(error), delay=round(delay, 3), attempt=attempt)
+
+    def _display(self, event: Event) -> None:
+        """Hand an event to the run's sink. A display that fails (its terminal or pipe gone) is not the
+        run's trouble: it is dropped, and the run goes on."""
+        if self._sink is None:
+            return
+        try:
+            self._sink(event)
+        except Exception as exc:  # noqa: BLE001 - whatever a caller's sink raises
+            self._sink = None
+            self.isolation.log("the event display (dropped; the run goes on)", exc)
 
     # -- preparing ------------------------------------------------------------------------------
     def prepare(self) -> SyncSummary:
@@ -174,8 +214,44 @@ class Runner:
 
     # -- running --------------------------------------------------------------------------------
     async def run(self) -> RunResult:
+        """Run the manifest to its end, or until a stop; the result is there whatever happened (a loop
+        that raised is logged and reported as a run that did not finish, exit 1)."""
         started = time.monotonic()
         run_id = self.store.start_run("run")
+        interrupted, crashed = False, None
+        try:
+            interrupted = await self._run()
+        except Exception as exc:  # noqa: BLE001 - the run's own bug: logged, its journal kept as it is
+            if not self.isolation.storage_failed(exc):
+                crashed = self.isolation.run_failed(exc)
+        flight = self.flight
+        if flight.stop_reason == "signal":
+            interrupted = True
+        try:
+            self.store.flush()
+        except Exception as exc:  # noqa: BLE001 - a journal that cannot take the last commit
+            self.isolation.storage_failed(exc)
+        result = run_result(
+            self.store.counts(),
+            spent(self.store),
+            time.monotonic() - started,
+            interrupted=interrupted,
+            refused=flight.refused,
+            stopped=flight.stopped,
+        )
+        if crashed is not None and flight.stopped is None:
+            result.exit_code, result.message = EXIT_JOBS_FAILED, f"{crashed}; run the same command again"
+        try:
+            self.store.finish_run(run_id, result.exit_code, result.counts)
+        except Exception as exc:  # noqa: BLE001 - as above: the run's record is what is lost
+            self.isolation.storage_failed(exc)
+        self.emit(
+            EventKind.FINISH, counts=result.counts, exit_code=result.exit_code, cost_usd=result.cost_usd
+        )
+        return result
+
+    async def _run(self) -> bool:
+        """Prepare and do the work; whether a KeyboardInterrupt ended it."""
         self.prepare()
         await self._refresh_prices()
         flight = self.flight
@@ -192,7 +268,6 @@ class Runner:
             http=self.settings.http_concurrency,
             max_in_flight=self.settings.max_in_flight,
         )
-        interrupted = False
         try:
             # The signal receiver lives outside the work's task group: the first signal cancels the
             # work, and the receiver stays installed to catch a second one (never a KeyboardInterrupt
@@ -209,26 +284,13 @@ class Runner:
                         tg.start_soon(self._collector)
                     tg.start_soon(self.watcher.poll_loop, tg)
                     tg.start_soon(self.watcher.probe_loop, tg)
+                    tg.start_soon(self.outage.probe_loop)
                     await self._drive(tg)
                     tg.cancel_scope.cancel()
                 outer.cancel_scope.cancel()
         except KeyboardInterrupt:  # pragma: no cover - only without handle_signals
-            interrupted = True
-        if flight.stop_reason == "signal":
-            interrupted = True
-        self.store.flush()
-        result = run_result(
-            self.store.counts(),
-            spent(self.store),
-            time.monotonic() - started,
-            interrupted=interrupted,
-            refused=flight.refused,
-        )
-        self.store.finish_run(run_id, result.exit_code, result.counts)
-        self.emit(
-            EventKind.FINISH, counts=result.counts, exit_code=result.exit_code, cost_usd=result.cost_usd
-        )
-        return result
+            return True
+        return False
 
     async def _drive(self, tg: TaskGroup) -> None:
         """Submit while the pacer allows, until nothing is left to submit, poll or collect."""
@@ -241,26 +303,48 @@ class Runner:
                 return
             now = self.clock()
             started = 0
-            while submittable and flight.to_submit and self.pacer.may_submit(now) and started < BURST:
+            while submittable and flight.to_submit and self._may_submit(now) and started < BURST:
                 live = self.submitter.start(self.jobs[flight.to_submit.popleft()], now)
                 if live is not None:
-                    tg.start_soon(self.submitter.send, live)
+                    tg.start_soon(self._submit, live)
                     started += 1
             if started:
                 continue
             await flight.wait(self.pacer.probe_interval if submittable else 1.0)
 
+    def _may_submit(self, now: float) -> bool:
+        """Whether another submit may be lined up: the API answers (or one is to find out), and the
+        pacer wants one, or nothing of the run is in flight at all (then no queue of its own can be
+        waiting at RunComfy, whatever the pacer last believed: after submits that created nothing, say)."""
+        return self.outage.may_start and (self.pacer.may_submit(now) or not self.flight.live)
+
+    async def _submit(self, live: Live) -> None:
+        try:
+            await self.submitter.send(live)
+        except Exception as exc:  # noqa: BLE001 - one job's trouble: handed on whole
+            self.isolation.job_failed(live, exc, "submit")
+
     async def _collector(self) -> None:
         async for job_id in self.flight.collect_queue:
             try:
-                await self.collector.collect(job_id)
+                # A download that gave up while the API was down (its files are served beside it) is
+                # tried again once it answers; one that gave up otherwise waits for the next run.
+                while await self.collector.collect(job_id) == JobState.COLLECTING and self.outage.since:
+                    await self.outage.answering()
+            except Exception as exc:  # noqa: BLE001 - one job's trouble: handed on whole
+                self.isolation.job_failed(job_id, exc, "collect")
             finally:
                 self.flight.collected(job_id)
 
     async def _flusher(self) -> None:
         while True:
             await anyio.sleep(self.settings.flush_interval)
-            self.store.flush()
+            try:
+                self.store.flush()
+            except Exception as exc:
+                if not self.isolation.storage_failed(exc):
+                    raise
+                return
 
     async def _signals(self) -> None:
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:

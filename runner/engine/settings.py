@@ -16,6 +16,7 @@ from ..errors import (
     EXIT_OK,
     AccountError,
     BalanceError,
+    RunnerError,
 )
 from .states import JobState
 
@@ -34,6 +35,9 @@ class RunSettings:
     budget_partial: bool = False
     job_timeout: float | None = defaults.JOB_TIMEOUT
     queue_timeout: float | None = None
+    # --outage-max-time: how long the API may not answer before the run stops (exit 8); unset on the
+    # command line, it is --retry-max-time's (defaults.OUTAGE_MAX_SECONDS)
+    outage_max_time: float = defaults.RETRY_MAX_SECONDS
     verify_hashes: bool = False
     flush_interval: float = defaults.FLUSH_INTERVAL
     handle_signals: bool = False
@@ -76,10 +80,14 @@ def run_result(
     *,
     interrupted: bool,
     refused: AccountError | None,
+    stopped: RunnerError | None = None,
 ) -> RunResult:
     """The result of a run that ended with these counts: interrupted (exit 130), stopped by the account
-    (``refused``: the token, 6, or the balance, 7), or else as its counts say."""
-    if interrupted:
+    (``refused``: the token, 6, or the balance, 7), stopped at once for an API that does not answer or a
+    folder it cannot write (``stopped``: 8, 9), or else as its counts say."""
+    if stopped is not None:
+        code, message = stopped.exit_code, str(stopped)
+    elif interrupted:
         code, message = (
             EXIT_INTERRUPTED,
             "interrupted; run the same command again to resume "

@@ -99,6 +99,14 @@ class Watcher(Part):
 
     # -- one poll and its answer ----------------------------------------------------------------
     async def _poll(self, live: Live, probe: bool) -> None:
+        """Poll one request and act on the answer; what this code did not expect (an answer it cannot
+        read, a bug) fails that job alone, not the run (``on_crash``: :mod:`.isolation`)."""
+        try:
+            await self._ask(live, probe)
+        except Exception as exc:  # noqa: BLE001 - handed on whole, traceback and all
+            self._on_crash(live, exc, "poll")
+
+    async def _ask(self, live: Live, probe: bool) -> None:
         job = live.job
         try:
             async with self.throttle.limiter:

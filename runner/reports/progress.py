@@ -8,7 +8,8 @@ the run's events (``{"event": kind, "time": …, …}``, their kinds listed in
   after it is gone; on success the bar leaves nothing behind but the command's one-line summary.
 * :class:`LineLog` (a log file, a pipe, ``--no-progress``): one line per notable event; routine events
   (submitted, running, succeeded, retries) only with ``--verbose``. With ``--json-log`` it writes every
-  event as one JSON object per line, for pipelines.
+  event as one JSON object per line, for pipelines. A stream that goes away (a pipe whose reader
+  exited) is written to no more: the run does not depend on anyone reading it.
 
 Both read the run through :class:`Tally`, which places every job in one bucket from the ``start``
 event's counts and each job event after it. Nothing printed here can contain the API token: every line
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sys
 import threading
 import time
@@ -35,6 +37,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..engine.events import Event, EventKind, EventSink
+from ..engine.outage import span
 from ..engine.states import JobState
 from ..errors import redact
 
@@ -58,6 +61,9 @@ _ENDED_BADLY = frozenset(EventKind(state) for state in _AT_REST_FAILED)
 # Shown in plain mode without --verbose, and kept in the live display's log.
 NOTABLE = _ENDED_BADLY | {
     EventKind.STOPPING,
+    EventKind.OUTAGE,
+    EventKind.API_BACK,
+    EventKind.INTERNAL_ERROR,
     EventKind.CONCURRENCY,
     EventKind.UNKNOWN_STATUS,
     EventKind.DOWNLOAD_ERROR,
@@ -66,8 +72,9 @@ NOTABLE = _ENDED_BADLY | {
 }
 # Shown in the live log (they explain a slow run), but in plain mode only with --verbose.
 WORTH_A_GLANCE = frozenset({EventKind.RETRY, EventKind.POLL_ERROR, EventKind.HELD})
-# Printed above the live display, so they stay on screen after it is gone.
-_KEPT_ON_SCREEN = NOTABLE - {EventKind.CONCURRENCY, EventKind.REFETCH}
+# Printed above the live display, so they stay on screen after it is gone (an outage's first line and
+# its end, not each probe's).
+_KEPT_ON_SCREEN = NOTABLE - {EventKind.CONCURRENCY, EventKind.REFETCH, EventKind.OUTAGE}
 
 
 def _money(usd: float) -> str:
@@ -131,6 +138,16 @@ def describe(event: Event) -> str:
         return f"HTTP concurrency now {event.get('http')}: {event.get('reason')}"
     if kind == EventKind.STOPPING:
         return f"stopping: {event.get('reason')}"
+    if kind == EventKind.OUTAGE:
+        left = event.get("gives_up_in")
+        more = f", retrying for {span(left)} more" if isinstance(left, int | float) else ""
+        return f"{event.get('problem')}{more} (submits wait)"
+    if kind == EventKind.API_BACK:
+        unknown = event.get("unknown") or 0
+        cost = f"; {unknown} submit(s) of it unknown" if unknown else ""
+        return f"{event.get('host')} answers again after {span(event.get('after') or 0)}{cost}; going on"
+    if kind == EventKind.INTERNAL_ERROR:
+        return f"{job}: {error}" if job else str(error)
     if kind == EventKind.UNKNOWN_STATUS:
         return f"{job}: RunComfy answered an unknown status {event.get('status')!r}; treated as still running"
     if kind == EventKind.DOWNLOAD_ERROR:
@@ -263,7 +280,7 @@ class Tally:
             return Bucket.RUNNING
         if kind == EventKind.SUCCEEDED:
             return Bucket.DONE
-        if kind in _ENDED_BADLY:
+        if kind in _ENDED_BADLY or kind == EventKind.INTERNAL_ERROR:
             return Bucket.FAILED
         if kind == EventKind.HELD:
             return Bucket.HELD
@@ -324,13 +341,13 @@ class LineLog:
         self.json_lines = json_lines
         self.tally = Tally()
         self._held_shown = False
+        self.closed = False  # the stream went away (its reader exited): nothing more is written
 
     def __call__(self, event: Event) -> None:
         self.tally.apply(event)
         if self.json_lines:
             # Redact the values, not the JSON text: a redaction must not eat a closing quote.
-            self.stream.write(json.dumps(_redacted(event), default=str, ensure_ascii=False) + "\n")
-            self.stream.flush()
+            self._put(json.dumps(_redacted(event), default=str, ensure_ascii=False) + "\n")
             return
         kind = event["event"]
         if kind == EventKind.HELD and not self._held_shown and not self.verbose:
@@ -339,6 +356,8 @@ class LineLog:
             return
         if kind in NOTABLE or self.verbose:
             self._write(self._stamp(event) + describe(event))
+            if self.verbose and event.get("traceback"):
+                self._write(str(event["traceback"]).rstrip())
 
     @staticmethod
     def _stamp(event: Event) -> str:
@@ -346,8 +365,31 @@ class LineLog:
         return datetime.fromtimestamp(t).strftime("%H:%M:%S ") if isinstance(t, int | float) else ""
 
     def _write(self, line: str) -> None:
-        self.stream.write(redact(line) + "\n")
-        self.stream.flush()
+        self._put(redact(line) + "\n")
+
+    def _put(self, text: str) -> None:
+        if self.closed:
+            return
+        try:
+            self.stream.write(text)
+            self.stream.flush()
+        except (OSError, ValueError):  # a closed pipe (EPIPE), a closed file
+            self.closed = True
+            let_go(self.stream)
+
+
+def let_go(stream: TextIO) -> None:
+    """Point a stream whose reader went away at /dev/null: what is still buffered for it, and the
+    interpreter's last flush at exit, go nowhere instead of raising (or setting the exit code) again."""
+    try:
+        fd = stream.fileno()
+    except (OSError, ValueError):
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+    finally:
+        os.close(devnull)
 
 
 class LiveProgress:
@@ -392,8 +434,11 @@ class LiveProgress:
             self.tally.apply(event)
             if kind in NOTABLE or kind in WORTH_A_GLANCE or (self.verbose and kind != EventKind.FINISH):
                 self.log.append(redact(LineLog._stamp(event) + describe(event)))
-        if kind in _KEPT_ON_SCREEN:
+        first_of_outage = kind == EventKind.OUTAGE and event.get("attempt") == 1
+        if kind in _KEPT_ON_SCREEN or first_of_outage:
             self._live.console.print(Text(redact(LineLog._stamp(event) + describe(event)), style="yellow"))
+            if self.verbose and event.get("traceback"):
+                self._live.console.print(Text(redact(str(event["traceback"]).rstrip()), style="dim"))
         if kind == EventKind.STOPPING:
             # A second Ctrl-C ends the process at once (os._exit): leave the terminal's cursor visible.
             self.console.show_cursor(True)

@@ -1,0 +1,204 @@
+"""One job's trouble stays that job's: what a run does when handling one job raises something its code
+did not expect (an answer it cannot read, a bug, a path it cannot write), and when a folder the run
+writes into cannot be written at all.
+
+Each job's work (its submit, its polls, its downloads) runs under a guard that hands what it raised to
+:meth:`Isolation.job_failed`. The job stops for this run with a one-line reason in the journal, and
+rests where the next run picks it up without paying twice:
+
+* it has a request id: it rests ``queued`` or ``running`` (``collecting`` once finished), so the next
+  run polls (or downloads) it again; it is never submitted again;
+* its POST may have left without an answer: ``unknown``, resubmitted only with ``--resubmit-unknown``;
+* nothing was sent: ``failed`` (``retry`` sends it).
+
+The run goes on with the other jobs, its reports are written, and its exit code says that a job did not
+succeed. The traceback goes to the run's log file, beside the state file (``<state file>.log``), and
+rides on the ``internal_error`` event, which ``-v`` prints.
+
+Two troubles are not one job's, and stop the run at once instead (exit 9, :class:`StorageError`), as a
+Ctrl-C does: the journal cannot be written (its disk is full, it went read-only), or the output folder
+cannot (:func:`~runner.errors.folder_trouble`: full, read-only, not permitted). Every job after would
+fail the same way, each of them paid; the jobs at RunComfy wait there for the next run.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+import traceback
+from pathlib import Path
+
+from ..errors import ErrorRecord, StorageError, folder_trouble, redact
+from .budget import Budget
+from .collect import Collector
+from .events import Emit, EventKind
+from .flight import Flight, Live
+from .pacing import Pacer
+from .states import AttemptState, JobState
+from .store import Store
+
+# A journal write that failed for the file, not for the values written: its disk or its permissions.
+_BAD_VALUES = (sqlite3.IntegrityError, sqlite3.ProgrammingError, sqlite3.DataError)
+
+
+def journal_trouble(exc: BaseException) -> bool:
+    """Whether an error says the state file cannot be written (full, read-only, I/O error)."""
+    return isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, _BAD_VALUES)
+
+
+def one_line(exc: BaseException, limit: int = 300) -> str:
+    """An exception as one line a person can read (its type, the first line of its words)."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    line = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return redact(line if len(line) <= limit else line[: limit - 1] + "…")
+
+
+def leaves(exc: BaseException) -> list[BaseException]:
+    """The exceptions inside an exception group (a task group's), or the exception itself."""
+    if isinstance(exc, BaseExceptionGroup):
+        return [leaf for inner in exc.exceptions for leaf in leaves(inner)]
+    return [exc]
+
+
+class Isolation:
+    """Fails one job for the run (or stops the run, for a folder it cannot write), and keeps the log."""
+
+    def __init__(
+        self,
+        flight: Flight,
+        store: Store,
+        pacer: Pacer,
+        budget: Budget,
+        collector: Collector,
+        emit: Emit,
+        *,
+        log_path: Path | None,
+    ) -> None:
+        self.flight = flight
+        self.store = store
+        self.pacer = pacer
+        self.budget = budget
+        self.collector = collector
+        self._emit = emit
+        self.log_path = log_path
+        self.failed: dict[str, str] = {}  # job id -> why it stopped for this run
+
+    # -- one job -------------------------------------------------------------------------------
+    def job_failed(self, job: Live | str, exc: Exception, stage: str) -> None:
+        """Handling ``job`` (a request in flight, or the id of a job being collected) raised ``exc``."""
+        job_id = job if isinstance(job, str) else job.job.id
+        if self.storage_failed(exc, job_id):
+            if not isinstance(job, str) and job.request_id is not None:
+                # Paid, and the journal may not have it: say its request id where the user reads it.
+                lost = f"request {job.request_id} may not be journaled ({one_line(exc)}); RunComfy runs it"
+                self._emit(EventKind.UNKNOWN, job_id=job_id, error=lost)
+            return
+        log = self.log(f"job {job_id} ({stage})", exc)
+        if isinstance(job, str):
+            state, next_time = JobState.COLLECTING, "its outputs are downloaded again on the next run"
+            why = self._record(exc, stage, next_time, log)
+            self.store.set_status(job_id, state, why)
+        elif self.flight.live.get(job_id) is not job:
+            why = self._record(exc, stage, "", log)  # it had moved on already: the journal says where
+        else:
+            why = self._rest(job, exc, stage, log)
+        self.failed[job_id] = why.message
+        self._emit(
+            EventKind.INTERNAL_ERROR,
+            job_id=job_id,
+            stage=stage,
+            error=why.message,
+            log=str(log) if log else None,
+            traceback=_traceback(exc),
+        )
+        self.flight.wake()
+
+    def _rest(self, live: Live, exc: Exception, stage: str, log: Path | None) -> ErrorRecord:
+        """Take a request in flight out of this run, journaled where the next run picks it up."""
+        job = live.job
+        self.flight.live.pop(job.id, None)
+        try:
+            self.pacer.on_dropped(live.track)
+        except Exception:  # noqa: BLE001 - the pacer may be what raised; its count is only a guide
+            self.pacer.in_flight = max(0, self.pacer.in_flight - 1)
+        if live.request_id is not None:
+            why = self._record(exc, stage, "RunComfy has it: it is polled again on the next run", log)
+            state = live.status if live.status in (JobState.QUEUED, JobState.RUNNING) else JobState.RUNNING
+            self.store.set_status(job.id, state, why)
+        elif live.track.sent:
+            why = self._record(
+                exc,
+                stage,
+                "its submit may have been accepted: it is resubmitted only with --resubmit-unknown",
+                log,
+            )
+            self.store.record_error(job.id, live.attempt_id or None, AttemptState.UNKNOWN, why)
+            self.flight.unknown.add(job.id)
+            self.collector.fail_twins(job.id, JobState.UNKNOWN, why)
+        else:
+            why = self._record(exc, stage, "nothing was sent (`retry` sends it)", log)
+            if live.attempt_id:
+                self.store.record_error(job.id, live.attempt_id, AttemptState.NOT_SENT, why)
+            self.store.set_status(job.id, JobState.FAILED, why)
+            self.budget.refund(job)
+            self.collector.fail_twins(job.id, JobState.FAILED, why)
+        return why
+
+    @staticmethod
+    def _record(exc: Exception, stage: str, next_time: str, log: Path | None) -> ErrorRecord:
+        where = f" (traceback in {log})" if log else ""
+        then = f"; {next_time}" if next_time else ""
+        message = f"stopped in this run while {_STAGES.get(stage, stage)}: {one_line(exc)}{then}{where}"
+        return ErrorRecord("InternalError", message, {"stage": stage, "exception": type(exc).__name__})
+
+    # -- the run's folders ---------------------------------------------------------------------
+    def storage_failed(self, exc: BaseException, job_id: str | None = None) -> bool:
+        """If ``exc`` says the journal or the output folder cannot be written, stop the run (exit 9)."""
+        if isinstance(exc, StorageError):
+            error = exc
+        elif journal_trouble(exc):
+            error = StorageError(
+                f"cannot write the state file {self.store.path}: {exc}; make room (or make its folder "
+                "writable) and run the same command again: jobs already submitted are re-attached"
+            )
+        elif isinstance(exc, OSError) and folder_trouble(exc):
+            error = self.collector.cannot_write(exc, job_id)
+        else:
+            return False
+        self.log(f"job {job_id}" if job_id else "the run", exc)
+        self.flight.stop("storage", error)
+        return True
+
+    # -- the run -------------------------------------------------------------------------------
+    def run_failed(self, exc: BaseException) -> str:
+        """The run's own loop raised: log it; the one line that says so."""
+        log = self.log("the run", exc)
+        where = f" (traceback in {log})" if log else ""
+        message = f"the run stopped on an internal error: {one_line(leaves(exc)[0])}{where}"
+        self._emit(
+            EventKind.INTERNAL_ERROR,
+            stage="run",
+            error=message,
+            log=str(log) if log else None,
+            traceback=_traceback(exc),
+        )
+        return message
+
+    def log(self, what: str, exc: BaseException) -> Path | None:
+        """Append ``exc``'s traceback to the log file; its path (None when it cannot be written)."""
+        if self.log_path is None:
+            return None
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+        try:
+            with open(self.log_path, "a", encoding="utf-8") as out:
+                out.write(f"{stamp} {what}: {one_line(exc)}\n{_traceback(exc)}\n")
+        except OSError:
+            return None
+        return self.log_path
+
+
+_STAGES = {"submit": "submitting it", "poll": "polling it", "collect": "downloading its outputs"}
+
+
+def _traceback(exc: BaseException) -> str:
+    return redact("".join(traceback.format_exception(exc)))
