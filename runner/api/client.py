@@ -42,9 +42,14 @@ from .retry import OnRetry, RetryPolicy, call_with_retry
 
 USER_AGENT = "runcomfy-batch/0.1"
 
-TERMINAL = frozenset({"completed", "succeeded", "failed", "cancelled"})
-SUCCESS = frozenset({"completed", "succeeded"})
-KNOWN_LIVE = frozenset({"in_queue", "in_progress"})
+# RunComfy's status words, named once: the four it documents, and two its own clients accept too. A
+# request may answer any other word (RemoteState.status is any string): the run polls it as live. A
+# cancel answers its outcome as CANCELLED (it was queued: never billed) or ``not_cancellable``.
+IN_QUEUE, IN_PROGRESS = "in_queue", "in_progress"
+COMPLETED, SUCCEEDED, FAILED, CANCELLED = "completed", "succeeded", "failed", "cancelled"
+TERMINAL = frozenset({COMPLETED, SUCCEEDED, FAILED, CANCELLED})
+SUCCESS = frozenset({COMPLETED, SUCCEEDED})
+KNOWN_LIVE = frozenset({IN_QUEUE, IN_PROGRESS})
 
 
 @dataclass(frozen=True)
@@ -233,7 +238,7 @@ class RunComfyClient:
         return _remote_state(request_id, answer)
 
     async def cancel(self, request_id: str) -> str:
-        """Ask to cancel; ``cancelled`` (was queued, never billed) or ``not_cancellable``."""
+        """Ask to cancel; :data:`CANCELLED` (was queued, never billed) or ``not_cancellable``."""
         answer = await self._read("POST", f"/v1/requests/{quote(request_id)}/cancel")
         return str(answer.get("outcome") or answer.get("status") or "unknown")
 
