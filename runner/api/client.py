@@ -37,10 +37,12 @@ from ..errors import (
     SubmitUnknown,
     TransportError,
 )
+from ..version import __version__
 from .http import HttpSession, Timeouts
 from .retry import OnRetry, RetryPolicy, call_with_retry
 
-USER_AGENT = "runcomfy-batch/0.1"
+USER_AGENT = f"runcomfy-batch/{__version__}"
+
 
 # RunComfy's status words, named once: the four it documents, and two its own clients accept too. A
 # request may answer any other word (RemoteState.status is any string): the run polls it as live. A
@@ -136,7 +138,7 @@ def error_from_answer(status: int, body: Any, headers: Mapping[str, str] | None 
     if code == 400002 or http_status == 402:
         return BalanceError(text + " (no balance left on the account)", **kwargs)
     if code in (400004, 401001) or http_status == 401:
-        return AccountError(text + " (check RUNCOMFY_API_TOKEN)", **kwargs)
+        return AccountError(text + f" (check {defaults.TOKEN_ENV})", **kwargs)
     if http_status == 429:
         return RateLimited(text, **kwargs)
     if code == 404001 or http_status == 404:
