@@ -85,7 +85,9 @@ class ModelSpec:
                 for error in sorted(errors, key=lambda e: list(map(str, e.absolute_path)))
                 for path, message in describe(error, "input")
             ]
-        return self._sums_that_differ(value) if isinstance(value, dict) else []
+        if not self._sum_checks or not isinstance(value, dict):
+            return []
+        return self._sums_that_differ(value)
 
     @cached_property
     def _sum_checks(self) -> list[tuple[str, str, str, str]]:
