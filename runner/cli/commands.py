@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from ..api.client import CANCELLED
 from ..batch import (
     BatchOptions,
     BatchResult,
@@ -29,8 +30,9 @@ from ..batch import (
 )
 from ..catalog.models import Catalog
 from ..catalog.pricing import PriceTable
-from ..engine import store as S
 from ..engine.outage import span
+from ..engine.states import ALL_STATES, IN_FLIGHT, NEEDS_ATTENTION, RETRIED, JobState
+from ..engine.store import Store
 from ..errors import EXIT_INTERRUPTED, EXIT_JOBS_FAILED, EXIT_OK, EXIT_OUTAGE, EXIT_STORAGE, redact
 from ..manifest.loader import load_manifest
 from ..reports.plan import make_plan
@@ -110,18 +112,18 @@ def print_run_summary(path: Path, result: BatchResult, seconds: float, *, limit:
     for job in attention[:limit]:
         why = job.get("error") or ""
         say(f"  {job['id']}: {job['status']}" + (f": {why}" if why else ""), stream)
-    total = sum(n for status, n in result.counts.items() if status in S.NEEDS_ATTENTION)
+    total = sum(n for status, n in result.counts.items() if status in NEEDS_ATTENTION)
     if total > limit:
         say(f"  … and {total - limit} more: runcomfy-batch status {path}", stream)
     if result.exit_code in (EXIT_INTERRUPTED, EXIT_OUTAGE, EXIT_STORAGE):
         say(f"runcomfy-batch: to resume, run: runcomfy-batch run {path}", stream)
         if result.exit_code == EXIT_INTERRUPTED:
             return
-    elif any(job["status"] in S.IN_FLIGHT for job in attention):
+    elif any(job["status"] in IN_FLIGHT for job in attention):
         say(f"runcomfy-batch: the next run picks up the jobs it stopped: runcomfy-batch run {path}", stream)
-    if any(result.counts.get(s) for s in (S.FAILED, S.EXPIRED, S.CANCELLED)):
+    if any(result.counts.get(s) for s in RETRIED):
         say(f"runcomfy-batch: to run the failed jobs again: runcomfy-batch retry {path}", stream)
-    unknown = result.counts.get(S.UNKNOWN, 0)
+    unknown = result.counts.get(JobState.UNKNOWN, 0)
     if unknown:
         say(
             f"runcomfy-batch: {unknown} job(s) unknown: the submit may have been accepted and billed; to "
@@ -174,7 +176,7 @@ def print_status(console: Console, path: Path, answer: Status, *, limit: int = 5
     console.print(line)
 
     per_model = answer.per_model
-    states = [s for s in S.ALL_STATES if any(s in by for by in per_model.values())]
+    states = [s for s in ALL_STATES if any(s in by for by in per_model.values())]
     table = Table(box=box.SIMPLE_HEAD, show_footer=len(per_model) > 1, pad_edge=False, show_edge=False)
     table.add_column("model", footer="total", no_wrap=True)
     for state in states:
@@ -222,31 +224,27 @@ def print_status(console: Console, path: Path, answer: Status, *, limit: int = 5
             f"to resume (jobs already submitted are re-attached, none is paid twice): "
             f"runcomfy-batch run {path}"
         )
-    elif (
-        run is not None
-        and run.state == "finished"
-        and any(j["status"] in (S.FAILED, S.EXPIRED, S.CANCELLED) for j in attention)
-    ):
+    elif run is not None and run.state == "finished" and any(j["status"] in RETRIED for j in attention):
         console.print(f"to run the failed jobs again: runcomfy-batch retry {path}")
 
 
 _STATE_STYLE = {
-    S.SUCCEEDED: "green",
-    S.FAILED: "red",
-    S.EXPIRED: "red",
-    S.UNKNOWN: "red",
-    S.CANCELLED: "yellow",
-    S.HELD: "magenta",
-    S.QUEUED: "blue",
-    S.RUNNING: "cyan",
-    S.COLLECTING: "cyan",
-    S.SUBMITTING: "cyan",
+    JobState.SUCCEEDED: "green",
+    JobState.FAILED: "red",
+    JobState.EXPIRED: "red",
+    JobState.UNKNOWN: "red",
+    JobState.CANCELLED: "yellow",
+    JobState.HELD: "magenta",
+    JobState.QUEUED: "blue",
+    JobState.RUNNING: "cyan",
+    JobState.COLLECTING: "cyan",
+    JobState.SUBMITTING: "cyan",
 }
 
 
 def report(path: Path, options: BatchOptions) -> int:
     manifest, state_path = resolve(load_manifest(path, Catalog.load()), options)
-    with S.Store.open(state_path, create=False) as store:
+    with Store.open(state_path, create=False) as store:
         paths = write_reports(manifest, store)
     _out(f"wrote {paths['json']}, {paths['csv']}, {paths['html']}")
     return EXIT_OK
@@ -257,7 +255,7 @@ def plan(path: Path, options: BatchOptions, *, budget: float | None, as_json: bo
     manifest, state_path = resolve(load_manifest(path, catalog), options)
     prices = PriceTable.load(catalog, options.prices_path)
     if state_path.exists():
-        with S.Store.open(state_path, create=False) as store:
+        with Store.open(state_path, create=False) as store:
             result = make_plan(manifest, prices, _defaults(catalog), store, budget)
     else:
         result = make_plan(manifest, prices, _defaults(catalog), None, budget)
@@ -295,9 +293,9 @@ def cancel(path: Path, options: BatchOptions) -> int:
     if not outcomes:
         _out("nothing to cancel: no request of this run is queued or running")
         return EXIT_OK
-    cancelled = [o for o in outcomes if o[2] == "cancelled"]
+    cancelled = [o for o in outcomes if o[2] == CANCELLED]
     for job_id, request_id, outcome in outcomes:
-        if outcome != "cancelled":
+        if outcome != CANCELLED:
             _out(f"  {job_id} ({request_id}): {outcome} (still running; it will be billed)")
     _out(f"cancelled {len(cancelled)} of {len(outcomes)} live request(s)")
     return EXIT_OK if len(cancelled) == len(outcomes) else EXIT_JOBS_FAILED
