@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import sqlite3
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from functools import cached_property
@@ -39,7 +38,7 @@ from .engine.loop import Runner
 from .engine.outputs import damaged_outputs
 from .engine.settings import RunResult, RunSettings, outcome, runs_now
 from .engine.states import IN_FLIGHT, NEEDS_ATTENTION, JobState
-from .engine.store import Store, quick_state_path, state_path_for
+from .engine.store import Store, journal_trouble, quick_state_path, state_path_for
 from .errors import (
     EXIT_JOBS_FAILED,
     EXIT_OK,
@@ -291,8 +290,10 @@ async def run_batch(
                 f"; the reports could not be written into {manifest.output_dir}: {exc.strerror or exc} "
                 f"(`runcomfy-batch report` writes them once it is fixed)"
             )
-        except sqlite3.Error:
-            pass  # written, but the journal could not note it (its disk is full): rewritten next time
+        except Exception as exc:
+            if not journal_trouble(exc):
+                raise
+            # Written, but the journal could not note it (its disk is full): rewritten next time.
         attention = _stopped_jobs(store, runner.isolation.failed) + store.needs_attention(ATTENTION_SHOWN)
     finally:
         _close(store)
@@ -320,8 +321,9 @@ def _close(store: Store) -> None:
     it as it was last committed (its lock goes with this process)."""
     try:
         store.close()
-    except sqlite3.Error:
-        pass
+    except Exception as exc:
+        if not journal_trouble(exc):
+            raise
 
 
 ATTENTION_SHOWN = 50

@@ -28,8 +28,8 @@ RETRY_MAX_SECONDS = 300.0  # --retry-max-time
 RETRY_BASE_DELAY = 0.5  # full jitter: uniform in [0, min(max delay, base * 2**attempt)]
 RETRY_MAX_DELAY = 30.0
 
-# -- retries of a submit that surely never reached RunComfy (refused, DNS, connect timeout, 429);
-# fewer than a read's, and why: ``RetryPolicy.for_submit`` -----------------------------------------
+# -- retries of a submit answered 429 (it was surely not taken; one that never connected waits for the
+# API to answer instead: engine/outage.py); fewer than a read's, and why: ``RetryPolicy.for_submit`` --
 SUBMIT_RETRY_ATTEMPTS = 6
 SUBMIT_RETRY_MAX_SECONDS = 120.0
 

@@ -59,7 +59,7 @@ KNOWN_LIVE = frozenset({IN_QUEUE, IN_PROGRESS})
 @dataclass(frozen=True)
 class ApiConfig:
     """Where the API is and how patiently to talk to it: ``retry`` for the calls that are safe to
-    repeat, ``submit_retry`` for a paid submit that surely never arrived (``RetryPolicy.for_submit``)."""
+    repeat, ``submit_retry`` for a paid submit answered 429 (``RetryPolicy.for_submit``)."""
 
     token: str = field(repr=False)
     base_url: str = defaults.BASE_URL

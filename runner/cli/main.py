@@ -85,7 +85,7 @@ def _add_connection(p: argparse.ArgumentParser) -> None:
         type=_positive_int,
         default=defaults.RETRY_ATTEMPTS,
         help="attempts for a call that is safe to repeat (status, result, cancel, download; "
-        f"default {defaults.RETRY_ATTEMPTS}; a submit that surely never arrived: at most "
+        f"default {defaults.RETRY_ATTEMPTS}; a submit answered 429: at most "
         f"{defaults.SUBMIT_RETRY_ATTEMPTS})",
     )
     _add_duration(

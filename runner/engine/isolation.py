@@ -23,7 +23,6 @@ fail the same way, each of them paid; the jobs at RunComfy wait there for the ne
 
 from __future__ import annotations
 
-import sqlite3
 import time
 import traceback
 from pathlib import Path
@@ -35,15 +34,7 @@ from .events import Emit, EventKind
 from .flight import Flight, Live
 from .pacing import Pacer
 from .states import AttemptState, JobState
-from .store import Store
-
-# A journal write that failed for the file, not for the values written: its disk or its permissions.
-_BAD_VALUES = (sqlite3.IntegrityError, sqlite3.ProgrammingError, sqlite3.DataError)
-
-
-def journal_trouble(exc: BaseException) -> bool:
-    """Whether an error says the state file cannot be written (full, read-only, I/O error)."""
-    return isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, _BAD_VALUES)
+from .store import Store, journal_trouble
 
 
 def one_line(exc: BaseException, limit: int = 300) -> str:

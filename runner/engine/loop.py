@@ -42,7 +42,7 @@ from anyio.abc import TaskGroup
 
 from ..api.client import RunComfyClient
 from ..catalog.pricing import PriceTable
-from ..errors import EXIT_INTERRUPTED, EXIT_JOBS_FAILED, ApiError, RateLimited
+from ..errors import EXIT_INTERRUPTED, EXIT_JOBS_FAILED, ApiError, RateLimited, RunnerError
 from ..manifest.loader import Manifest
 from ..manifest.snapshot import META_KEY, Snapshot
 from .budget import Budget, committed_spend, spent
@@ -207,6 +207,8 @@ class Runner:
         interrupted, crashed = False, None
         try:
             interrupted = await self._run()
+        except RunnerError:
+            raise  # the user's to act on (over budget, say), before anything was sent: one line
         except Exception as exc:  # noqa: BLE001 - the run's own bug: logged, its journal kept as it is
             if not self.isolation.storage_failed(exc):
                 crashed = self.isolation.run_failed(exc)

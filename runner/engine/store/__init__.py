@@ -30,7 +30,7 @@ sent, ``request_id``, timings, cost, error), ``outputs`` (files on disk per atte
 
 from __future__ import annotations
 
-from .journal import quick_state_path, state_path_for
+from .journal import journal_trouble, quick_state_path, state_path_for
 from .lifecycle import JobLife
 from .reads import JournalReads
 from .rows import AttemptRow, JobHistory, JobRow, OutputRow, StateTally, SyncSummary, Totals
@@ -44,6 +44,7 @@ __all__ = [
     "Store",
     "SyncSummary",
     "Totals",
+    "journal_trouble",
     "quick_state_path",
     "state_path_for",
 ]

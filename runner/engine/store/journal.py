@@ -24,6 +24,16 @@ def now() -> float:
     return time.time()
 
 
+# A write that failed for the values written (a bug of the caller's), not for the file.
+_BAD_VALUES = (sqlite3.IntegrityError, sqlite3.ProgrammingError, sqlite3.DataError)
+
+
+def journal_trouble(exc: BaseException) -> bool:
+    """Whether an error says the state file cannot be written: its disk is full, it went read-only, an
+    I/O error (what stops a run at once, rather than failing one job)."""
+    return isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, _BAD_VALUES)
+
+
 def state_path_for(manifest_name: str, cwd: Path | None = None) -> Path:
     """Where a manifest's journal lives unless ``--state`` says otherwise: ``state/<name>.sqlite`` under
     the working directory."""
