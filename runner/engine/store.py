@@ -37,7 +37,6 @@ if TYPE_CHECKING:
     import sqlite_utils
 
 from ..errors import StateError, StateLocked
-from ..manifest.snapshot import quick_name
 from .states import ALL_STATES as ALL_STATES
 from .states import IN_FLIGHT as IN_FLIGHT
 from .states import NEEDS_ATTENTION as NEEDS_ATTENTION
@@ -60,21 +59,6 @@ EXPIRED = JobState.EXPIRED
 
 def now() -> float:
     return time.time()
-
-
-def state_path_for(manifest_name: str, cwd: Path | None = None) -> Path:
-    """Where a manifest's journal lives unless ``--state`` says otherwise: ``state/<name>.sqlite`` under
-    the working directory."""
-    return (cwd or Path.cwd()) / "state" / f"{manifest_name}.sqlite"
-
-
-def quick_state_path(manifest_path: str | Path, state_path: str | Path | None = None) -> Path | None:
-    """The journal of the manifest at ``manifest_path`` without loading it (``state_path``, or the name
-    on its ``name:`` line); ``None`` when that cannot be told without a full load."""
-    if state_path is not None:
-        return Path(state_path)
-    name = quick_name(manifest_path)
-    return None if name is None else state_path_for(name)
 
 
 def _migration_1(db: sqlite_utils.Database) -> None:
@@ -379,6 +363,16 @@ class Store:
         """Moves on with every commit that changed what a report shows (jobs, attempts, outputs)."""
         row = self._conn.execute("SELECT value FROM meta WHERE key = 'journal_version'").fetchone()
         return int(row[0]) if row else 0
+
+    def some_output_url(self) -> str | None:
+        """The URL of one downloaded output (which host a journal's results came from)."""
+        row = self._conn.execute("SELECT url FROM outputs LIMIT 1").fetchone()
+        return None if row is None else str(row[0])
+
+    def checkpoint(self) -> None:
+        """Fold the write-ahead log into the file, so the file alone is the whole journal (to move it)."""
+        self.flush()
+        self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def get_meta(self, key: str) -> str | None:
         row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()

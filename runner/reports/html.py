@@ -458,6 +458,12 @@ def write_html(
         "media-src 'self' file:; img-src 'self' file: data:"
     )
     name = _e(report["name"])
+    simulated = (
+        f'<p class="note"><strong>Simulated:</strong> these results came from {_e(report.get("api"))}, '
+        "not from RunComfy; the videos are test clips and the costs were never charged.</p>"
+        if report.get("simulated")
+        else ""
+    )
     write(f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta http-equiv="Content-Security-Policy" content="{csp}">
@@ -465,9 +471,10 @@ def write_html(
 <title>{name} — runcomfy-batch report</title>
 <style>{CSS}</style></head>
 <body>
-<h1>{name}</h1>
+<h1>{name}{" (simulated)" if report.get("simulated") else ""}</h1>
 <p class="meta">{_e(report["manifest"])} · generated {_e(report["generated_at"])} ·
 <a href="report.json">report.json</a> · <a href="report.csv">report.csv</a></p>
+{simulated}
 <section class="cards">{_cards(report)}</section>
 <div class="chips" aria-label="jobs per state">{chips}</div>
 <p class="note">Slot efficiency is how full the account's paid slots were kept: the jobs' run time added up

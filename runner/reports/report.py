@@ -20,6 +20,7 @@ from typing import Any
 
 from ..disk import written_whole
 from ..engine import store as S
+from ..engine.journal import is_simulator, recorded_owner
 from ..manifest.loader import Manifest
 from ..manifest.snapshot import reader_digest
 from .html import PageFacts, is_video, write_html
@@ -136,11 +137,15 @@ def report_summary(store: S.Store) -> dict[str, Any]:
 
 def report_header(manifest: Manifest, store: S.Store) -> dict[str, Any]:
     """Everything in report.json but its ``jobs``."""
+    owner = recorded_owner(store)
+    api = owner.api if owner is not None else ""
     return {
         "report_version": REPORT_VERSION,
         "name": manifest.name,
         "manifest": str(manifest.path),
         "output_dir": str(manifest.output_dir),
+        "api": api,
+        "simulated": is_simulator(api),
         "generated_at": _iso(time.time()),
         "summary": report_summary(store),
     }
