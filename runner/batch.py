@@ -44,7 +44,7 @@ from .engine.journal import (
 from .engine.loop import EventSink, Runner, RunResult, RunSettings, outcome, runs_now, spent
 from .engine.outputs import damaged_outputs
 from .engine.store import Store
-from .errors import RunnerError, StateError, UsageError, keep_secret
+from .errors import JournalRefused, RunnerError, StateError, UsageError, keep_secret
 from .manifest.loader import Manifest, load_manifest
 from .manifest.snapshot import META_KEY, Snapshot, quick_output_dir
 from .reports.report import report_paths, reports_current, write_reports
@@ -210,6 +210,11 @@ def open_journal(
         store.lock()
         owner = Owner.of(manifest, api_for(options))
         notices = [*located.notices, *check_owner(store, owner, record=run, api_matters=True)]
+    except JournalRefused as exc:
+        store.close()
+        if located.notices:  # the journal was just moved: say so, in the same one line
+            raise JournalRefused("; ".join([*located.notices, str(exc)])) from None
+        raise
     except BaseException:
         store.close()
         raise
