@@ -31,7 +31,7 @@ from urllib.parse import urlsplit
 
 from .. import defaults
 from ..errors import JournalRefused, StateError, StateLocked, UsageError
-from ..manifest.loader import Manifest
+from ..manifest.loader import Manifest, refuse_output_dir
 from ..manifest.snapshot import META_KEY, Snapshot
 from .store import Store
 
@@ -62,17 +62,6 @@ def run_output_dir(manifest_output_dir: Path, output: Path | None = None, *, sim
     if output is not None:
         return Path(os.path.abspath(os.path.expanduser(output)))
     return simulated_output_dir(manifest_output_dir) if simulated else Path(manifest_output_dir)
-
-
-def refuse_output_dir(output_dir: Path) -> str | None:
-    """Why ``output_dir`` cannot hold a run's outputs (the filesystem root or the home folder itself:
-    a job id would become a folder beside the user's own), or ``None``."""
-    resolved = Path(os.path.abspath(os.path.expanduser(output_dir)))
-    if resolved == Path(resolved.anchor):
-        return "is the filesystem root; give the outputs a folder of their own"
-    if resolved == Path(os.path.abspath(os.path.expanduser("~"))):
-        return "is your home folder itself; give the outputs a folder of their own"
-    return None
 
 
 def api_of(base_url: str, *, simulated: bool = False) -> str:
