@@ -333,7 +333,8 @@ def plan(path: Path, options: BatchOptions, *, budget: float | None, as_json: bo
     if as_json:
         _out(json.dumps(result.as_json(), indent=2))
         return EXIT_JOBS_FAILED if result.over_budget else EXIT_OK
-    _out(f"{path}: {result.jobs} job(s); prices read on {result.prices_read_on}")
+    simulated = " (simulated: the --simulate run's journal; nothing was charged)" if result.simulated else ""
+    _out(f"{path}: {result.jobs} job(s); prices read on {result.prices_read_on}{simulated}")
     _out(
         f"  {'model':<52} {'jobs':>5} {'paid':>5} {'seconds':>8} {'estimate':>10} {'done':>5} "
         f"{'left':>5} {'to spend':>10}"
@@ -346,8 +347,18 @@ def plan(path: Path, options: BatchOptions, *, budget: float | None, as_json: bo
         )
     _out(
         f"  total estimate ${result.estimate_usd:.2f}; already spent ${result.spent_usd:.2f}; "
-        f"a run would still spend ${result.remaining_usd:.2f}"
+        f"a run would still spend ${result.remaining_usd:.2f} on {sum(m.remaining for m in result.models)} "
+        "job(s)"
     )
+    retry = sum(m.retry for m in result.models)
+    if retry:
+        _out(f"  retry would also send {retry} failed, cancelled or expired job(s): ${result.retry_usd:.2f}")
+    unknown_jobs = sum(m.unknown for m in result.models)
+    if unknown_jobs:
+        _out(
+            f"  --resubmit-unknown would also send {unknown_jobs} unknown job(s): ${result.unknown_usd:.2f} "
+            "(each may have been paid already)"
+        )
     if result.budget_usd is not None:
         verdict = "OVER" if result.over_budget else "within"
         _out(

@@ -40,6 +40,7 @@ from ..catalog.pricing import PriceTable
 from ..errors import EXIT_INTERRUPTED, ApiError, RateLimited
 from ..manifest.loader import Manifest
 from ..manifest.snapshot import META_KEY, Snapshot
+from .adopt import adopt, adoptions
 from .budget import Budget, committed_spend, spent
 from .collect import Collector
 from .events import EventKind, EventSink, emitter
@@ -139,7 +140,11 @@ class Runner:
         ):
             self.store.set_status(job_id, JobState.COLLECTING)
             self.emit(EventKind.REFETCH, job_id=job_id)
-        self._take(plan_work(jobs, self.store.states(), twins, self.settings))
+        rows = self.store.states()
+        taken = adoptions(jobs, rows, twins, self.store)
+        for adoption in taken:  # what was already paid, under another id or an earlier input
+            adopt(self.store, adoption, self.manifest.output_dir, in_manifest=set(rows))
+        self._take(plan_work(jobs, self.store.states() if taken else rows, twins, self.settings))
         self.budget.check_start(self.jobs[job_id] for job_id in self.flight.to_submit)
         self.store.flush()
         return summary

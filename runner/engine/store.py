@@ -142,7 +142,16 @@ def _migration_2(db: sqlite_utils.Database) -> None:
     db.execute("INSERT INTO meta VALUES ('journal_version', '0')")
 
 
-MIGRATIONS: list[tuple[str, Any]] = [("0001_initial", _migration_1), ("0002_meta", _migration_2)]
+def _migration_3(db: sqlite_utils.Database) -> None:
+    """Attempts found by what they asked for: a job that asks for what was already paid adopts it."""
+    db.table("attempts").create_index(["fingerprint"], if_not_exists=True)
+
+
+MIGRATIONS: list[tuple[str, Any]] = [
+    ("0001_initial", _migration_1),
+    ("0002_meta", _migration_2),
+    ("0003_attempts_by_fingerprint", _migration_3),
+]
 
 
 @dataclass
@@ -183,6 +192,17 @@ class AttemptRow:
     resubmit_of_unknown: int
     submitted_at: float | None
     finished_at: float | None
+
+
+@dataclass(frozen=True)
+class PaidAttempt:
+    """An attempt RunComfy accepted (it has a request id) that succeeded or may still: what a job asking
+    for the same request can adopt instead of paying again."""
+
+    attempt_id: int
+    job_id: str  # the job that made it
+    model: str
+    status: str
 
 
 @dataclass
@@ -488,6 +508,37 @@ class Store:
                 "LEFT JOIN attempts a ON a.attempt_id = j.attempt_id WHERE j.in_manifest=1"
             )
         }
+
+    def paid_attempts(self, fingerprints: Iterable[str]) -> dict[str, PaidAttempt]:
+        """For each fingerprint, the best attempt of any job (removed ones included) that asked for it
+        and was accepted and not lost: a succeeded one first, else a live one, the latest first."""
+        found: dict[str, PaidAttempt] = {}
+        wanted = list(fingerprints)
+        if not wanted or self._conn.execute("SELECT 1 FROM attempts LIMIT 1").fetchone() is None:
+            return found
+        live = (SUCCEEDED, COLLECTING, QUEUED, RUNNING)
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start : start + 500]
+            rows = self._conn.execute(
+                "SELECT fingerprint, attempt_id, job_id, model, status FROM attempts "
+                f"WHERE fingerprint IN ({','.join('?' * len(chunk))}) AND request_id IS NOT NULL "
+                "AND status IN (?, ?, ?, ?) ORDER BY status = ? DESC, attempt_id DESC",
+                (*chunk, *live, SUCCEEDED),
+            )
+            for fingerprint, *rest in rows:
+                found.setdefault(fingerprint, PaidAttempt(*rest))
+        return found
+
+    def attempt_outputs(self, attempt_id: int) -> list[OutputRow]:
+        """Every file recorded from one attempt, by whichever jobs hold it, in order."""
+        return [
+            OutputRow(*r)
+            for r in self._conn.execute(
+                "SELECT attempt_id, idx, job_id, url, path, bytes, sha256, mtime_ns FROM outputs "
+                "WHERE attempt_id = ? ORDER BY idx, job_id",
+                (attempt_id,),
+            )
+        ]
 
     def outputs_of(self, job_id: str, attempt_id: int) -> list[OutputRow]:
         """The files a job holds from one attempt, in order (a primary-key lookup)."""

@@ -335,6 +335,8 @@ def _prompt(job: Mapping[str, Any]) -> str:
     facts.append(_input_files(job.get("input_files") or []))
     if job.get("twin_of"):
         facts.append(f"<div><dt>same request as</dt><dd>{_e(job['twin_of'])}</dd></div>")
+    if job.get("adopted_from"):
+        facts.append(f"<div><dt>adopted from</dt><dd>{_e(job['adopted_from'])}</dd></div>")
     parts.append(f'<dl class="params">{"".join(facts)}</dl>')
     return "".join(parts)
 

@@ -167,12 +167,16 @@ def job_entries(manifest: Manifest, store: S.Store) -> Iterator[dict[str, Any]]:
             }
         )
         submitted, finished = row.submitted_at, row.finished_at
+        twin_of = row.twin_of if row.twin_of and row.attempt_of not in (None, row.job_id) else None
         yield {
             "id": row.job_id,
             "model": row.model,
             "status": row.status,
             "request_id": row.request_id,
-            "twin_of": row.twin_of if row.twin_of and row.attempt_of not in (None, row.job_id) else None,
+            "twin_of": twin_of,
+            "adopted_from": row.attempt_of
+            if not twin_of and row.attempt_of not in (None, row.job_id)
+            else None,
             "input": {k: job.input[k] for k in INPUT_SUMMARY_FIELDS if job and k in job.input},
             "input_files": _input_files(job.input) if job else [],
             "line": job.line if job else None,
