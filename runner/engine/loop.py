@@ -37,7 +37,7 @@ from anyio.abc import TaskGroup
 
 from ..api.client import RunComfyClient
 from ..catalog.pricing import PriceTable
-from ..errors import EXIT_INTERRUPTED, ApiError, RateLimited
+from ..errors import EXIT_INTERRUPTED, ApiError, BudgetExceeded, RateLimited
 from ..manifest.loader import Manifest
 from ..manifest.snapshot import META_KEY, Snapshot
 from .adopt import adopt, adoptions
@@ -180,8 +180,13 @@ class Runner:
     # -- running --------------------------------------------------------------------------------
     async def run(self) -> RunResult:
         started = time.monotonic()
+        self.watcher.run_started = time.time()
         run_id = self.store.start_run("run")
-        self.prepare()
+        try:
+            self.prepare()
+        except BudgetExceeded as exc:  # refused before anything was sent: recorded so, not as a crash
+            self.store.finish_run(run_id, exc.exit_code, self.store.counts())
+            raise
         await self._refresh_prices()
         flight = self.flight
         # Enough for a progress display to place every job before the first job event arrives.

@@ -232,7 +232,7 @@ class JobHistory:
 class Totals:
     """Sums over the manifest's jobs and the attempts they made."""
 
-    cost_usd: float  # charged by RunComfy
+    cost_usd: float  # charged by RunComfy (as :meth:`Store.spent_usd`)
     estimate_usd: float  # the jobs' estimates
     busy_seconds: float  # time the attempts held one of the account's slots (their run spans)
 
@@ -260,6 +260,14 @@ class SyncSummary:
 
 # Attempts that belong to a job of the manifest (its history; a twin's adopted attempt is its leader's).
 _HISTORY = "FROM attempts a JOIN jobs j ON j.job_id = a.job_id WHERE j.in_manifest = 1"
+# What the manifest's jobs cost: every attempt they made (an edited job's earlier ones too) and every one they
+# adopted (a twin's leader's, a renamed job's), each once. The one sum that status, the report and a run's
+# summary all show.
+_MANIFEST_COST = (
+    "SELECT coalesce(sum(cost_usd), 0) FROM attempts WHERE job_id IN "
+    "(SELECT job_id FROM jobs WHERE in_manifest = 1) OR attempt_id IN "
+    "(SELECT attempt_id FROM jobs WHERE in_manifest = 1 AND attempt_id IS NOT NULL)"
+)
 # An attempt's run span: from the first poll that saw it running (else its submit) to its finish.
 _SPAN_START = "coalesce(a.started_at, a.submitted_at)"
 _SPANS = (
@@ -568,6 +576,13 @@ class Store:
         row = self._conn.execute("SELECT attempt_id FROM jobs WHERE job_id = ?", (job_id,)).fetchone()
         return None if row is None else row[0]
 
+    def attempt_times(self, attempt_id: int) -> tuple[float | None, float | None]:
+        """When the attempt was submitted, and first seen running (``None``: not known)."""
+        row = self._conn.execute(
+            "SELECT submitted_at, started_at FROM attempts WHERE attempt_id = ?", (attempt_id,)
+        ).fetchone()
+        return (None, None) if row is None else (row[0], row[1])
+
     def current_outputs(self, job_id: str) -> tuple[int, list[str]] | None:
         """The job's current attempt and the output URLs RunComfy gave it (``None``: no attempt; an
         empty list: none recorded)."""
@@ -591,9 +606,8 @@ class Store:
         return float(row[0])
 
     def spent_usd(self) -> float:
-        """Money RunComfy reported charging, over every attempt in the state file."""
-        row = self._conn.execute("SELECT coalesce(sum(cost_usd), 0) FROM attempts").fetchone()
-        return float(row[0])
+        """Money RunComfy reported charging for the manifest's jobs (see ``_MANIFEST_COST``)."""
+        return float(self._conn.execute(_MANIFEST_COST).fetchone()[0])
 
     def needs_attention(self, limit: int | None = None) -> list[dict[str, Any]]:
         """Jobs of the manifest that are failed, unknown, expired, held or cancelled, in manifest order:
@@ -661,7 +675,7 @@ class Store:
         """What the manifest's attempts were charged, what its jobs were estimated, and how long the
         attempts held a slot, from aggregates (nothing per job is kept)."""
         row = self._conn.execute(
-            f"SELECT (SELECT coalesce(sum(a.cost_usd), 0) {_HISTORY}), "
+            f"SELECT ({_MANIFEST_COST}), "
             "(SELECT coalesce(sum(estimate_usd), 0) FROM jobs WHERE in_manifest = 1), "
             f"(SELECT coalesce(sum(a.finished_at - {_SPAN_START}), 0) {_SPANS})"
         ).fetchone()
@@ -745,10 +759,12 @@ class Store:
         *,
         started: bool = False,
         finished: bool = False,
+        finished_at: float | None = None,
         cost: float | None = None,
         outputs: Iterable[str] | None = None,
     ) -> None:
-        """A poll's news: live status, or completion with its output URLs and charged cost."""
+        """A poll's news: live status, or completion with its output URLs and charged cost (and when it
+        finished, when that was not now: no runner saw it)."""
         t = now()
         sets = ["status=?", "remote_status=?"]
         params: list[Any] = [status, remote_status]
@@ -757,7 +773,7 @@ class Store:
             params.append(t)
         if finished:
             sets.append("finished_at=coalesce(finished_at, ?)")
-            params.append(t)
+            params.append(finished_at or t)
         if cost is not None:
             sets.append("cost_usd=?")
             params.append(cost)
@@ -775,6 +791,7 @@ class Store:
         error: Mapping[str, Any],
         *,
         cost: float | None = None,
+        finished_at: float | None = None,
     ) -> None:
         """The job ended without success (or its submit is unknown): keep the cause."""
         t = now()
@@ -783,7 +800,7 @@ class Store:
             self._write(
                 "UPDATE attempts SET status=?, error=?, finished_at=coalesce(finished_at, ?), "
                 "cost_usd=coalesce(?, cost_usd) WHERE attempt_id=?",
-                (status, text, t, cost, attempt_id),
+                (status, text, finished_at or t, cost, attempt_id),
             )
         self._write(
             "UPDATE jobs SET status=?, error=?, updated_at=? WHERE job_id=?", (status, text, t, job_id)

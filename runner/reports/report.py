@@ -239,16 +239,27 @@ CSV_FIELDS = (
 )
 
 
+# A cell starting with one of these is a formula to a spreadsheet (=1+1, +cmd, -2+3, @SUM, and a tab or
+# carriage return before one): report.csv writes it after a quote, so it is shown, never evaluated.
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: Any) -> Any:
+    """A value as report.csv writes it: text that a spreadsheet would evaluate is neutralised."""
+    return "'" + value if isinstance(value, str) and value.startswith(_FORMULA_STARTS) else value
+
+
 def csv_row(job: Mapping[str, Any]) -> dict[str, Any]:
     """A report entry as one row of report.csv."""
     error = job["error"] or {}
-    return {
+    row = {
         **{k: job.get(k) for k in CSV_FIELDS if k in job},
         "duration": job["input"].get("duration"),
         "prompt": job["input"].get("prompt"),
         "outputs": " ".join(o["path"] for o in job["outputs"]),
         "error": error.get("message") or error.get("error_message") or "",
     }
+    return {key: csv_cell(value) for key, value in row.items()}
 
 
 REPORTS_KEY = "reports_written_for"

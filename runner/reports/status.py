@@ -122,11 +122,12 @@ def status(
             manifest = load_manifest(path, Catalog.load())
         per_model: dict[str, dict[str, int]] = {}
         counts: dict[str, int] = {}
-        cost = estimate = 0.0
+        estimate = 0.0
         for tally in store.tallies():
             per_model.setdefault(tally.model, {})[tally.status] = tally.jobs
             counts[tally.status] = counts.get(tally.status, 0) + tally.jobs
-            cost, estimate = cost + tally.cost_usd, estimate + tally.estimate_usd
+            estimate += tally.estimate_usd
+        cost = store.spent_usd()  # the report's sum, from the same query
         not_synced: int | None
         if manifest is not None:
             known = store.job_ids()
