@@ -24,14 +24,15 @@ import anyio
 import sniffio
 
 from . import defaults
-from .api.client import ApiConfig, RunComfyClient
+from .api.client import CANCELLED, ApiConfig, RunComfyClient
 from .api.download import DownloadConfig
 from .api.http import AiohttpSession, HttpSession, HttpxSession
 from .api.retry import RetryPolicy
 from .catalog.models import Catalog
 from .catalog.pricing import PriceTable
-from .engine import store as S
-from .engine.journal import (
+from .engine.budget import spent
+from .engine.events import EventSink
+from .engine.home import (
     Located,
     Owner,
     api_of,
@@ -41,10 +42,12 @@ from .engine.journal import (
     recorded_owner,
     run_output_dir,
 )
-from .engine.loop import EventSink, Runner, RunResult, RunSettings, outcome, runs_now, spent
+from .engine.loop import Runner
 from .engine.outputs import damaged_outputs
+from .engine.settings import RunResult, RunSettings, outcome, runs_now
+from .engine.states import IN_FLIGHT, JobState
 from .engine.store import Store
-from .errors import JournalRefused, RunnerError, StateError, UsageError, keep_secret
+from .errors import ErrorRecord, JournalRefused, RunnerError, StateError, UsageError, keep_secret
 from .manifest.loader import Manifest, load_manifest
 from .manifest.snapshot import META_KEY, Snapshot, quick_output_dir
 from .reports.report import report_paths, reports_current, write_reports
@@ -192,7 +195,7 @@ class BatchResult:
 
 
 def resolve(manifest: Manifest, options: BatchOptions) -> tuple[Manifest, Located]:
-    """Apply option overrides to the manifest; its journal (see ``engine/journal.py``)."""
+    """Apply option overrides to the manifest; its journal (see ``engine/home.py``)."""
     manifest = replace(
         manifest,
         output_dir=run_output_dir(manifest.output_dir, options.output_dir, simulated=options.simulated),
@@ -326,7 +329,7 @@ def finished_already(path: str | Path, options: BatchOptions | None = None) -> B
         store.lock()
         counts = store.counts()
         if sum(counts.values()) != snapshot.jobs or any(
-            status in S.IN_FLIGHT or runs_now(status, settings) for status in counts
+            status in IN_FLIGHT or runs_now(status, settings) for status in counts
         ):
             return None
         if damaged_outputs(store, output_dir, verify_hashes=settings.verify_hashes, first_only=True):
@@ -382,7 +385,7 @@ async def cancel_batch(
     outcomes: list[tuple[str, str, str]] = []
     store, _ = open_journal(manifest, located, options, run=False)
     with store:
-        live = [r for r in store.jobs() if r.status in (S.QUEUED, S.RUNNING) and r.request_id]
+        live = [r for r in store.jobs() if r.status in (JobState.QUEUED, JobState.RUNNING) and r.request_id]
         http = open_session(options)
         try:
             client = RunComfyClient(http, config.api)
@@ -392,12 +395,12 @@ async def cancel_batch(
                     outcome = await client.cancel(row.request_id)
                 except RunnerError as exc:  # reported per job, never fatal
                     outcome = f"error: {exc}"
-                if outcome == "cancelled":
+                if outcome == CANCELLED:
                     store.record_error(
                         row.job_id,
                         row.attempt_id,
-                        S.CANCELLED,
-                        {"type": "Cancelled", "message": "cancelled by `runcomfy-batch cancel`"},
+                        JobState.CANCELLED,
+                        ErrorRecord("Cancelled", "cancelled by `runcomfy-batch cancel`"),
                         cost=0.0,
                     )
                 outcomes.append((row.job_id, row.request_id, outcome))

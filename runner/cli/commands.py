@@ -19,6 +19,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .. import defaults
+from ..api.client import CANCELLED
 from ..batch import (
     BatchOptions,
     BatchResult,
@@ -31,8 +32,9 @@ from ..batch import (
 )
 from ..catalog.models import Catalog
 from ..catalog.pricing import PriceTable
-from ..engine import store as S
-from ..engine.journal import DEFAULT_API, SIMULATOR, Owner, check_owner
+from ..engine.home import DEFAULT_API, SIMULATOR, Owner, check_owner
+from ..engine.states import ALL_STATES, NEEDS_ATTENTION, RETRIED, JobState
+from ..engine.store import Store
 from ..errors import EXIT_AUTH, EXIT_BALANCE, EXIT_JOBS_FAILED, EXIT_OK, redact
 from ..manifest.loader import load_manifest
 from ..reports.plan import make_plan
@@ -134,16 +136,16 @@ def print_run_summary(
     for job in attention[:limit]:
         why = job.get("error") or ""
         print(redact(f"  {job['id']}: {job['status']}" + (f": {why}" if why else "")), file=stream)
-    total = sum(n for status, n in result.counts.items() if status in S.NEEDS_ATTENTION)
+    total = sum(n for status, n in result.counts.items() if status in NEEDS_ATTENTION)
     readers = _readers(located)
     if total > limit:
         print(f"  … and {total - limit} more: {command('status', path, readers)}", file=stream)
     if result.exit_code == 130:
         print(f"runcomfy-batch: to resume, run: {command('run', path, located)}", file=stream)
         return
-    if any(result.counts.get(s) for s in (S.FAILED, S.EXPIRED, S.CANCELLED)):
+    if any(result.counts.get(s) for s in RETRIED):
         print(f"runcomfy-batch: to run the failed jobs again: {command('retry', path, located)}", file=stream)
-    unknown = result.counts.get(S.UNKNOWN, 0)
+    unknown = result.counts.get(JobState.UNKNOWN, 0)
     if unknown:
         again = command("run", path, located, "--resubmit-unknown")
         print(
@@ -219,7 +221,7 @@ def print_status(
     console.print(line)
 
     per_model = answer.per_model
-    states = [s for s in S.ALL_STATES if any(s in by for by in per_model.values())]
+    states = [s for s in ALL_STATES if any(s in by for by in per_model.values())]
     table = Table(box=box.SIMPLE_HEAD, show_footer=len(per_model) > 1, pad_edge=False, show_edge=False)
     table.add_column("model", footer="total", no_wrap=True)
     for state in states:
@@ -270,11 +272,7 @@ def print_status(
             markup=False,
             soft_wrap=True,  # a command is copied whole: never broken over lines
         )
-    elif (
-        run is not None
-        and run.state == "finished"
-        and any(j["status"] in (S.FAILED, S.EXPIRED, S.CANCELLED) for j in attention)
-    ):
+    elif run is not None and run.state == "finished" and any(j["status"] in RETRIED for j in attention):
         console.print(
             "to run the failed jobs again: " + command("retry", path, again), markup=False, soft_wrap=True
         )
@@ -291,16 +289,16 @@ def _with_api(located: list[str], api: str) -> list[str]:
 
 
 _STATE_STYLE = {
-    S.SUCCEEDED: "green",
-    S.FAILED: "red",
-    S.EXPIRED: "red",
-    S.UNKNOWN: "red",
-    S.CANCELLED: "yellow",
-    S.HELD: "magenta",
-    S.QUEUED: "blue",
-    S.RUNNING: "cyan",
-    S.COLLECTING: "cyan",
-    S.SUBMITTING: "cyan",
+    JobState.SUCCEEDED: "green",
+    JobState.FAILED: "red",
+    JobState.EXPIRED: "red",
+    JobState.UNKNOWN: "red",
+    JobState.CANCELLED: "yellow",
+    JobState.HELD: "magenta",
+    JobState.QUEUED: "blue",
+    JobState.RUNNING: "cyan",
+    JobState.COLLECTING: "cyan",
+    JobState.SUBMITTING: "cyan",
 }
 
 
@@ -312,7 +310,7 @@ def _notices(notices: tuple[str, ...] | list[str]) -> None:
 def report(path: Path, options: BatchOptions) -> int:
     manifest, located = resolve(load_manifest(path, Catalog.load()), options)
     _notices(located.notices)
-    with S.Store.open(located.path, create=False) as store:
+    with Store.open(located.path, create=False) as store:
         check_owner(store, Owner.of(manifest), record=False, api_matters=False)
         paths = write_reports(manifest, store)
     _out(f"wrote {paths['json']}, {paths['csv']}, {paths['html']}")
@@ -325,7 +323,7 @@ def plan(path: Path, options: BatchOptions, *, budget: float | None, as_json: bo
     _notices(located.notices)
     prices = PriceTable.load(catalog, options.prices_path)
     if located.path.exists():
-        with S.Store.open(located.path, create=False) as store:
+        with Store.open(located.path, create=False) as store:
             check_owner(store, Owner.of(manifest), record=False, api_matters=False)
             result = make_plan(manifest, prices, _defaults(catalog), store, budget)
     else:
@@ -375,9 +373,9 @@ def cancel(path: Path, options: BatchOptions) -> int:
     if not outcomes:
         _out("nothing to cancel: no request of this run is queued or running")
         return EXIT_OK
-    cancelled = [o for o in outcomes if o[2] == "cancelled"]
+    cancelled = [o for o in outcomes if o[2] == CANCELLED]
     for job_id, request_id, outcome in outcomes:
-        if outcome != "cancelled":
+        if outcome != CANCELLED:
             _out(f"  {job_id} ({request_id}): {outcome} (still running; it will be billed)")
     _out(f"cancelled {len(cancelled)} of {len(outcomes)} live request(s)")
     return EXIT_OK if len(cancelled) == len(outcomes) else EXIT_JOBS_FAILED

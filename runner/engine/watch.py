@@ -15,7 +15,7 @@ from collections import Counter
 import anyio
 from anyio.abc import TaskGroup
 
-from ..api.client import KNOWN_LIVE, RemoteState
+from ..api.client import CANCELLED, IN_QUEUE, KNOWN_LIVE, RemoteState
 from ..errors import AccountError, ApiError, ErrorRecord, RequestNotFound
 from ..manifest.loader import Job
 from .events import EventKind
@@ -136,7 +136,7 @@ class Watcher(Part):
         if remote.status not in KNOWN_LIVE and remote.status not in self.unknown_words:
             self.unknown_words.add(remote.status)
             self._emit(EventKind.UNKNOWN_STATUS, job_id=job.id, status=remote.status)
-        status = JobState.QUEUED if remote.status == "in_queue" else JobState.RUNNING
+        status = JobState.QUEUED if remote.status == IN_QUEUE else JobState.RUNNING
         if status != live.status or remote.status != live.remote_status:
             self.store.record_remote(
                 job.id, live.attempt_id, status, remote.status, started=status == JobState.RUNNING
@@ -214,7 +214,7 @@ class Watcher(Part):
             self.flight.live.pop(job.id, None)
             self.flight.collect(job.id)
             return
-        if remote.status == "cancelled":
+        if remote.status == CANCELLED:
             why = ErrorRecord("Cancelled", "cancelled at RunComfy")
             self._finish(live, JobState.CANCELLED, remote, error=why, ended_at=ended_at)
             return
@@ -237,7 +237,7 @@ class Watcher(Part):
         """The request ended without outputs to collect: journal why (and when it ended, if not now),
         settle its cost, free its slot."""
         cost = remote.cost_usd if remote is not None else None
-        if remote is not None and remote.status == "cancelled":
+        if remote is not None and remote.status == CANCELLED:
             cost = 0.0 if cost is None else cost
         self.store.record_error(live.job.id, live.attempt_id, state, error, cost=cost, finished_at=ended_at)
         self.budget.settle(live.job, cost)

@@ -18,9 +18,11 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..catalog.pricing import PriceTable
-from ..engine import store as S
-from ..engine.journal import is_simulator, recorded_owner
-from ..engine.loop import committed_spend, spent, twin_map
+from ..engine.budget import committed_spend, spent
+from ..engine.home import is_simulator, recorded_owner
+from ..engine.states import IN_FLIGHT, RETRIED, JobState
+from ..engine.store import Store
+from ..engine.workplan import twin_map
 from ..manifest.loader import Manifest
 
 
@@ -74,7 +76,7 @@ def make_plan(
     manifest: Manifest,
     prices: PriceTable,
     defaults_for: Callable[[str], Mapping[str, Any]],
-    store: S.Store | None = None,
+    store: Store | None = None,
     budget_usd: float | None = None,
 ) -> Plan:
     twins = twin_map(manifest.jobs)
@@ -83,7 +85,7 @@ def make_plan(
     if store is not None:
         for r in store.jobs(in_manifest_only=False):
             known[r.job_id] = (r.fingerprint, r.status)
-            if r.in_manifest and r.attempt_id is not None and r.status != S.SUCCEEDED:
+            if r.in_manifest and r.attempt_id is not None and r.status != JobState.SUCCEEDED:
                 held.add(r.attempt_id)
     paid = store.paid_attempts(_waiting(manifest, known, twins)) if store is not None else {}
     adopted: dict[str, str] = {}
@@ -105,14 +107,14 @@ def make_plan(
         else:
             plan.estimate_usd += quote.usd
         attempt = paid.get(job.fingerprint)
-        if same and status == S.SUCCEEDED:
+        if same and status == JobState.SUCCEEDED:
             plan.done += 1
-        elif same and status in S.IN_FLIGHT:
+        elif same and status in IN_FLIGHT:
             plan.in_flight += 1
-        elif same and status in (S.FAILED, S.CANCELLED, S.EXPIRED):
+        elif same and status in RETRIED:
             plan.retry += 1
             plan.retry_usd += quote.usd or 0.0
-        elif same and status == S.UNKNOWN:
+        elif same and status == JobState.UNKNOWN:
             plan.unknown += 1
             plan.unknown_usd += quote.usd or 0.0
         elif attempt is not None and attempt.model == job.model and attempt.attempt_id not in held:
@@ -168,7 +170,7 @@ def make_plan(
     return result
 
 
-def _api(store: S.Store) -> str:
+def _api(store: Store) -> str:
     owner = recorded_owner(store)
     return owner.api if owner is not None else ""
 
@@ -179,6 +181,8 @@ def _waiting(manifest: Manifest, known: Mapping[str, tuple[str, str]], twins: Ma
     waiting = set()
     for job in manifest.jobs:
         fingerprint, status = known.get(job.id, (None, None))
-        if job.id not in twins and (fingerprint != job.fingerprint or status in (S.PENDING, S.HELD)):
+        if job.id not in twins and (
+            fingerprint != job.fingerprint or status in (JobState.PENDING, JobState.HELD)
+        ):
             waiting.add(job.fingerprint)
     return waiting

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..catalog.models import Catalog
-from ..engine.journal import (
+from ..engine.home import (
     Owner,
     check_owner,
     is_simulator,
