@@ -32,12 +32,6 @@ def test_a_simulated_run_never_satisfies_a_real_one(tmp_path):
     manifest = write_jobs_manifest(tmp_path / "m.yaml", JOBS, name="demo")
     demo = run_cli(["run", "m.yaml", "--simulate", "--no-progress"], cwd=tmp_path)
     assert demo.returncode == 0, demo.stderr
-    simulated = json.loads((tmp_path / "out-simulated" / "report.json").read_text())
-    assert simulated["simulated"] is True and simulated["api"] == "the bundled simulator"
-    assert "(simulated)" in (tmp_path / "out-simulated" / "report.html").read_text()
-    status = run_cli(["status", "m.yaml", "--simulate"], cwd=tmp_path)
-    assert "simulated (the bundled simulator)" in status.stdout.splitlines()[0]
-
     with SimProcess(tmp_path / "sim", job_seconds=0.1, output_bytes=2048) as real:
         done = run_cli(["run", str(manifest), "--base-url", real.base_url, "--no-progress"], cwd=tmp_path)
         assert done.returncode == 0, done.stderr
@@ -45,6 +39,12 @@ def test_a_simulated_run_never_satisfies_a_real_one(tmp_path):
         assert real.stats()["submits_accepted"] == 3
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     assert report["simulated"] is False and report["summary"]["succeeded"] == 3
+
+    simulated = json.loads((tmp_path / "out-simulated" / "report.json").read_text())
+    assert simulated["simulated"] is True and simulated["api"] == "the bundled simulator"
+    assert "(simulated)" in (tmp_path / "out-simulated" / "report.html").read_text()
+    status = run_cli(["status", "m.yaml", "--simulate"], cwd=tmp_path)
+    assert "simulated (the bundled simulator)" in status.stdout.splitlines()[0]
 
 
 def test_results_of_one_api_are_refused_by_a_run_against_another(tmp_path):

@@ -329,7 +329,9 @@ def write_html(
 ({_seconds(summary.get("busy_seconds"))}), divided by the most jobs seen running at once
 ({_e(summary.get("peak_running", 0))}) times the time from the first job's start to the last job's end.
 A job's run time is measured by the runner's polls: from the first poll that found it running (or its submit,
-when no poll did) to the poll that found it finished, so it can include some queue time and poll latency.</p>
+when no poll did) to the poll that found it finished, so it can include some queue time and poll latency.
+A job that finished while no runner was running ends where RunComfy's own timestamps put it (else when a
+runner last saw it); one whose whole run no runner saw has no run time and is left out of these figures.</p>
 <div class="controls">
 <label>Status <select id="f-status"><option value="">all</option>{status_options}</select></label>
 <label>Model <select id="f-model"><option value="">all</option>{model_options}</select></label>

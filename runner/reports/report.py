@@ -69,6 +69,8 @@ def _input_files(input: Mapping[str, Any]) -> list[dict[str, Any]]:
 def _run_span(attempt: Mapping[str, Any]) -> tuple[float, float] | None:
     """When an attempt held one of the account's slots, as the runner saw it: from the first poll that
     found it running (or its submit, if no poll did) to the poll that found it finished."""
+    if attempt.get("end_unseen") and not attempt["started_at"]:
+        return None  # it ran and ended while no runner watched: when it ran is not known
     start = attempt["started_at"] or attempt["submitted_at"]
     end = attempt["finished_at"]
     return (start, end) if attempt["request_id"] and start and end and end >= start else None
@@ -165,6 +167,7 @@ def job_entries(manifest: Manifest, store: Store) -> Iterator[dict[str, Any]]:
                 "submitted_at": row.submitted_at,
                 "finished_at": row.finished_at,
                 "request_id": row.request_id,
+                "end_unseen": row.end_unseen,
             }
         )
         submitted, finished = row.submitted_at, row.finished_at

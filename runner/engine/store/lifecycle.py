@@ -183,6 +183,8 @@ class JobLife(Journal):
         if finished:
             sets.append("finished_at=coalesce(finished_at, ?)")
             params.append(finished_at or t)
+        if finished_at is not None:
+            sets.append("end_unseen=1")
         if cost is not None:
             sets.append("cost_usd=?")
             params.append(cost)
@@ -209,8 +211,8 @@ class JobLife(Journal):
         if attempt_id is not None:
             self._write(
                 "UPDATE attempts SET status=?, error=?, finished_at=coalesce(finished_at, ?), "
-                "cost_usd=coalesce(?, cost_usd) WHERE attempt_id=?",
-                (status, text, finished_at or t, cost, attempt_id),
+                "cost_usd=coalesce(?, cost_usd), end_unseen=coalesce(?, end_unseen) WHERE attempt_id=?",
+                (status, text, finished_at or t, cost, 1 if finished_at is not None else None, attempt_id),
             )
         self._write(
             "UPDATE jobs SET status=?, error=?, updated_at=? WHERE job_id=?", (status, text, t, job_id)

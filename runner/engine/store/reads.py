@@ -17,7 +17,8 @@ from .rows import AttemptRow, JobHistory, JobRow, OutputRow, PaidAttempt, StateT
 
 # Attempts that belong to a job of the manifest (its history; a twin's adopted attempt is its leader's).
 _HISTORY = "FROM attempts a JOIN jobs j ON j.job_id = a.job_id WHERE j.in_manifest = 1"
-# An attempt's run span: from the first poll that saw it running (else its submit) to its finish.
+# An attempt's run span: from the first poll that saw it running (else its submit) to its finish. An attempt
+# that no runner saw either run or end has none: when it ran is not known, only that it did.
 _SPAN_START = "coalesce(a.started_at, a.submitted_at)"
 # What the manifest's jobs cost: every attempt they made (an edited job's earlier ones too) and every one they
 # adopted (a twin's leader's, a renamed job's), each once. The one sum that status, the report and a run's
@@ -29,7 +30,7 @@ _MANIFEST_COST = (
 )
 _SPANS = (
     f"{_HISTORY} AND a.request_id IS NOT NULL AND {_SPAN_START} > 0 AND a.finished_at > 0 "
-    f"AND a.finished_at >= {_SPAN_START}"
+    f"AND a.finished_at >= {_SPAN_START} AND NOT (a.end_unseen = 1 AND a.started_at IS NULL)"
 )
 
 
@@ -39,7 +40,7 @@ class JournalReads(Journal):
     _JOB_SELECT = (
         "SELECT j.job_id, j.fingerprint, j.model, j.status, j.attempt_id, a.request_id, j.in_manifest, "
         "j.twin_of, j.estimate_usd, a.cost_usd, j.error, a.outputs_json, a.submitted_at, a.started_at, "
-        "a.remote_status, a.finished_at, a.job_id FROM jobs j "
+        "a.remote_status, a.finished_at, a.job_id, a.end_unseen FROM jobs j "
         "LEFT JOIN attempts a ON a.attempt_id = j.attempt_id"
     )
 

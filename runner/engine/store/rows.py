@@ -27,6 +27,7 @@ class JobRow:
     remote_status: str | None
     finished_at: float | None
     attempt_of: str | None  # whose attempt it is: the job's own, or the twin's it adopted
+    end_unseen: bool | None = None  # it ended while no runner watched (see schema's migration 3)
 
 
 @dataclass
