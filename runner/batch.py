@@ -305,11 +305,15 @@ def finished_already(path: str | Path, options: BatchOptions | None = None) -> B
     as recorded, and the reports were written for this very journal. The run is still recorded (and
     the run lock taken, so a runner at work is reported as such)."""
     options = options or BatchOptions()
-    manifest_output = quick_output_dir(path)
-    if manifest_output is None:
-        return None
-    output_dir = run_output_dir(manifest_output, options.output_dir, simulated=options.simulated)
-    state_path = Path(options.state_path) if options.state_path else journal_path(output_dir)
+    output_dir: Path | None = None  # with --state alone: the synced one, below
+    if options.output_dir is not None:
+        output_dir = run_output_dir(Path(), options.output_dir)
+    elif options.state_path is None:
+        quick = quick_output_dir(path)  # the manifest's own output_dir line: nothing is parsed
+        if quick is None:
+            return None
+        output_dir = run_output_dir(quick, simulated=options.simulated)
+    state_path = Path(options.state_path) if options.state_path else journal_path(output_dir or Path())
     if not state_path.is_file():
         return None
     try:
@@ -320,6 +324,8 @@ def finished_already(path: str | Path, options: BatchOptions | None = None) -> B
         snapshot = Snapshot.from_json(store.get_meta(META_KEY))
         if snapshot is None or snapshot.manifest != os.path.abspath(path) or not snapshot.matches(path):
             return None
+        # With --state alone, the manifest's output folder is the synced one (the snapshot matches it).
+        output_dir = output_dir or Path(snapshot.output_dir)
         if str(output_dir) != snapshot.output_dir:
             return None
         settings = configure(options).settings  # no token: the same error as a real run gives

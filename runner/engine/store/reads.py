@@ -30,7 +30,7 @@ _MANIFEST_COST = (
 )
 _SPANS = (
     f"{_HISTORY} AND a.request_id IS NOT NULL AND {_SPAN_START} > 0 AND a.finished_at > 0 "
-    f"AND a.finished_at >= {_SPAN_START} AND NOT (a.end_unseen = 1 AND a.started_at IS NULL)"
+    f"AND a.finished_at >= {_SPAN_START} AND (coalesce(a.end_unseen, 0) = 0 OR a.started_at IS NOT NULL)"
 )
 
 
