@@ -30,7 +30,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from .. import defaults
-from ..errors import JournalRefused, StateError, StateLocked, UsageError
+from ..errors import JournalRefused, StateLocked, UsageError
 from ..manifest.loader import Manifest, refuse_output_dir
 from ..manifest.snapshot import META_KEY, Snapshot
 from .store import Store
@@ -146,7 +146,7 @@ def check_owner(store: Store, owner: Owner, *, record: bool, api_matters: bool) 
         if recorded.manifest and Path(recorded.manifest).exists():
             raise JournalRefused(
                 f"{where} is the journal of {recorded.manifest}, not of {owner.manifest or owner.name}: "
-                "two manifests cannot share one output folder; give this one its own output_dir "
+                "two manifests cannot share one journal or output folder; give this one its own output_dir "
                 "(or --output DIR)"
             )
         notices.append(
@@ -154,10 +154,11 @@ def check_owner(store: Store, owner: Owner, *, record: bool, api_matters: bool) 
             f"taken over by {owner.manifest or owner.name} (renamed or moved)"
         )
     if api_matters and recorded is not None and recorded.api and recorded.api != owner.api:
+        beside_outputs = where.name == JOURNAL_FILE and where.parent.name == JOURNAL_FOLDER
         raise JournalRefused(
             f"{where} holds results from {recorded.shown_api}, not from {owner.api}: they cannot "
             f"satisfy this run; give it its own folder with --output DIR (or --state FILE), or remove "
-            f"{where.parent.parent} to start over"
+            f"{where.parent.parent if beside_outputs else where} to start over"
         )
     if record:
         api = owner.api or (recorded.api if recorded else "")
@@ -214,11 +215,7 @@ def _old_journals(manifest: Manifest, cwd: Path | None) -> list[Path]:
 
 def _belongs(path: Path, manifest: Manifest) -> bool:
     """Whether the old journal at ``path`` was this manifest's, for this very output folder."""
-    try:
-        with Store.open(path, create=False) as store:
-            snapshot = Snapshot.from_json(store.get_meta(META_KEY))
-    except StateError:  # an unreadable old file is simply not ours
-        return False
+    snapshot = Snapshot.from_json(Store.peek_meta(path, META_KEY))
     return (
         snapshot is not None
         and snapshot.manifest == str(manifest.path)

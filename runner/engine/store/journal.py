@@ -139,6 +139,20 @@ class Journal:
         row = self._conn.execute("SELECT value FROM meta WHERE key = 'journal_version'").fetchone()
         return int(row[0]) if row else 0
 
+    @staticmethod
+    def peek_meta(path: Path, key: str) -> str | None:
+        """A fact of the journal at ``path``, read without migrating or writing it (it may be another
+        version's, or another manifest's); ``None`` when it has none or is not a journal."""
+        try:
+            conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+            try:
+                row = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+            finally:
+                conn.close()
+        except sqlite3.DatabaseError:
+            return None
+        return None if row is None else str(row[0])
+
     def checkpoint(self) -> None:
         """Fold the write-ahead log into the file, so the file alone is the whole journal (to move it)."""
         self.flush()
