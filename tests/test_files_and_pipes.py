@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 from conftest import simple_manifest
-from helpers import SimProcess, check_books, cli_env, job_statuses, query
+from helpers import SimProcess, check_books, cli_env, job_statuses, journal, query
 
 JOBS = {f"shot-{i}": {"prompt": f"shot number {i}", "duration": 5} for i in range(6)}
 
@@ -92,8 +92,8 @@ def test_a_read_only_output_folder_is_one_line_before_anything_is_sent(tmp_path,
 
 def test_a_read_only_state_folder_is_one_line_before_anything_is_sent(tmp_path, manifest, sim, immutable):
     immutable(tmp_path / "state")
-    done = run(tmp_path, sim)
-    one_clear_line(done, f"cannot write into the state folder {tmp_path / 'state'}")
+    done = run(tmp_path, sim, "--state", "state/journal.sqlite")
+    one_clear_line(done, "cannot write into the state folder state", "Operation not permitted")
     assert sim.stats()["requests"]["submit"] == 0
 
 
@@ -104,39 +104,38 @@ def test_a_file_where_the_output_folder_must_be_is_one_line(tmp_path, manifest, 
 
 
 def test_an_output_folder_that_fills_up_stops_the_run_and_loses_nothing(tmp_path, manifest):
-    """Outputs of 2 MB against a 1 MB limit on the runner's files: the downloads of paid jobs fail, the
-    run stops at once (exit 9, the path and the resume command), and the next run downloads every one
-    of them without submitting anything again."""
-    with SimProcess(tmp_path / "sim", job_seconds=0.2, concurrency=3, output_bytes=2_000_000) as big:
-        done = run(tmp_path, big, file_limit=1_000_000)
+    """Outputs of 10 MB against a 5 MB limit on the runner's files (its journal stays below it): the
+    downloads of paid jobs fail, the run stops at once (exit 9, the path and the resume command), and
+    the next run downloads every one of them without submitting anything again."""
+    with SimProcess(tmp_path / "sim", job_seconds=0.2, concurrency=3, output_bytes=10_000_000) as big:
+        done = run(tmp_path, big, file_limit=5_000_000)
         one_clear_line(done, f"cannot write into the output folder {tmp_path / 'out'}", "File too large")
         assert "to resume, run: runcomfy-batch run m.yaml" in done.stderr
         paid = big.stats()["submits_accepted"]
         assert paid > 0
-        assert "succeeded" not in set(job_statuses(tmp_path / "state" / "batch.sqlite").values())
+        assert "succeeded" not in set(job_statuses(journal(tmp_path)).values())
 
         again = run(tmp_path, big)
         assert again.returncode == 0, again.stderr
-        books = check_books(
-            tmp_path / "state" / "batch.sqlite", tmp_path / "out", JOBS, big, output_bytes=2_000_000
-        )
+        books = check_books(journal(tmp_path), tmp_path / "out", JOBS, big, output_bytes=10_000_000)
     assert not books.problems, books.problems
     assert books.accepted == len(JOBS) and books.duplicates == 0 and books.unknown_attempts == 0
 
 
 def test_a_state_folder_that_fills_up_stops_the_run_and_loses_nothing(tmp_path, manifest, sim):
-    """The journal cannot grow past 100 KB: the run stops (exit 9, the state file named); every paid
+    """The journal cannot grow past 250 KB: the run stops (exit 9, the state file named); every paid
     request is journaled or reported unknown, and the next runs (one knowing --resubmit-unknown at
     most) finish every job."""
-    done = run(tmp_path, sim, file_limit=100_000)
-    one_clear_line(done, f"cannot write the state file {tmp_path / 'state' / 'batch.sqlite'}")
+    done = run(tmp_path, sim, file_limit=250_000)
+    one_clear_line(done, f"cannot write the state file {journal(tmp_path)}")
+    assert sim.stats()["submits_accepted"] > 0  # it filled up with jobs paid and in flight
     assert "to resume, run: runcomfy-batch run m.yaml" in done.stderr
     again = run(tmp_path, sim)
     if again.returncode != 0:
         assert "--resubmit-unknown" in again.stderr, again.stderr
         again = run(tmp_path, sim, "--resubmit-unknown")
     assert again.returncode == 0, again.stderr
-    books = check_books(tmp_path / "state" / "batch.sqlite", tmp_path / "out", JOBS, sim, output_bytes=4096)
+    books = check_books(journal(tmp_path), tmp_path / "out", JOBS, sim, output_bytes=4096)
     assert not books.problems, books.problems
 
 
@@ -153,7 +152,7 @@ def test_a_closed_stderr_pipe_neither_stops_the_run_nor_makes_a_job_unknown(tmp_
     head, _ = reader.communicate(timeout=60)
     assert len(head.splitlines()) == 3
     assert runner.wait(120) == 0
-    state = tmp_path / "state" / "batch.sqlite"
+    state = journal(tmp_path)
     assert set(job_statuses(state).values()) == {"succeeded"}
     assert query(state, "SELECT count(*) FROM attempts WHERE status != 'succeeded'") == [(0,)]
     assert sim.stats()["submits_accepted"] == len(JOBS)
@@ -171,4 +170,4 @@ def test_a_closed_stdout_pipe_does_not_change_the_outcome(tmp_path, manifest, si
     os.close(write_end)
     assert done.returncode == 0, done.stderr
     assert "Traceback" not in done.stderr and "BrokenPipe" not in done.stderr
-    assert set(job_statuses(tmp_path / "state" / "batch.sqlite").values()) == {"succeeded"}
+    assert set(job_statuses(journal(tmp_path)).values()) == {"succeeded"}

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from conftest import simple_manifest
-from helpers import SimProcess, query, run_cli
+from helpers import SimProcess, journal, query, run_cli
 
 from runner.batch import run_batch
 from runner.reports.progress import LineLog
@@ -117,7 +117,7 @@ def test_verbose_shows_the_traceback_and_the_plain_run_one_line(tmp_path):
         assert "Traceback" not in plain.stderr
         assert "shot-1: collecting: stopped in this run while downloading its outputs" in plain.stderr
         assert "the next run picks up the jobs it stopped: runcomfy-batch run m.yaml" in plain.stderr
-        log = tmp_path / "state" / "batch.sqlite.log"
+        log = journal(tmp_path).with_name("journal.sqlite.log")
         assert "Traceback (most recent call last)" in log.read_text()
 
         verbose = run_cli(["run", "m.yaml", "--base-url", sim.base_url, "--no-progress", "-v"], cwd=tmp_path)

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 from conftest import InProcess, simple_manifest
-from helpers import SimProcess, check_books, cli_env, job_statuses, query, run_cli, wait_for
+from helpers import SimProcess, check_books, cli_env, job_statuses, journal, query, run_cli, wait_for
 
 from runner.batch import BatchResult, run_batch
 
@@ -196,7 +196,7 @@ def test_nothing_listening_stops_after_the_outage_bound_and_says_why(tmp_path, f
     assert "rate limited" not in err and "429" not in err and "Traceback" not in err
     assert "longer than --outage-max-time" in err
     assert "to resume, run: runcomfy-batch run m.yaml" in err
-    state = tmp_path / "state" / "batch.sqlite"
+    state = journal(tmp_path)
     assert set(job_statuses(state).values()) == {"pending"}
     assert query(state, "SELECT count(*) FROM attempts WHERE status='unknown'") == [(0,)]
 
@@ -258,8 +258,6 @@ def test_an_api_that_hangs_mid_run_and_comes_back(tmp_path, runners):
         if unknown:
             again = run_cli([*args, "--resubmit-unknown"], cwd=tmp_path, timeout=120)
             assert again.returncode == 0, again.stderr
-        books = check_books(
-            tmp_path / "state" / "batch.sqlite", tmp_path / "out", jobs, sim, output_bytes=4096
-        )
+        books = check_books(journal(tmp_path), tmp_path / "out", jobs, sim, output_bytes=4096)
     assert not books.problems, books.problems
     assert books.duplicates <= unknown

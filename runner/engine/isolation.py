@@ -23,18 +23,29 @@ fail the same way, each of them paid; the jobs at RunComfy wait there for the ne
 
 from __future__ import annotations
 
+import contextlib
+import os
 import time
 import traceback
 from pathlib import Path
+from typing import Any
 
 from ..errors import ErrorRecord, StorageError, folder_trouble, redact
 from .budget import Budget
 from .collect import Collector
-from .events import Emit, EventKind
+from .events import Emit, Event, EventKind, EventSink
 from .flight import Flight, Live
 from .pacing import Pacer
-from .states import AttemptState, JobState
+from .states import NEEDS_ATTENTION, AttemptState, JobState
 from .store import Store, journal_trouble
+
+
+def journal_unwritable(path: Path, exc: BaseException) -> StorageError:
+    """The error that stops a run whose state file cannot be written."""
+    return StorageError(
+        f"cannot write the state file {path}: {exc}; make room (or make its folder writable) and run "
+        "the same command again: jobs already submitted are re-attached"
+    )
 
 
 def one_line(exc: BaseException, limit: int = 300) -> str:
@@ -49,6 +60,23 @@ def leaves(exc: BaseException) -> list[BaseException]:
     if isinstance(exc, BaseExceptionGroup):
         return [leaf for inner in exc.exceptions for leaf in leaves(inner)]
     return [exc]
+
+
+class Display:
+    """The run's event sink, let go of the first time it raises (its terminal or pipe gone, a caller's
+    bug): what shows the run is not the run's trouble. ``failure`` says why, for the log."""
+
+    def __init__(self, sink: EventSink | None) -> None:
+        self.sink = sink
+        self.failure: Exception | None = None
+
+    def __call__(self, event: Event) -> None:
+        if self.sink is None:
+            return
+        try:
+            self.sink(event)
+        except Exception as exc:  # noqa: BLE001 - whatever a display raises
+            self.sink, self.failure = None, exc
 
 
 class Isolation:
@@ -142,16 +170,26 @@ class Isolation:
         message = f"stopped in this run while {_STAGES.get(stage, stage)}: {one_line(exc)}{then}{where}"
         return ErrorRecord("InternalError", message, {"stage": stage, "exception": type(exc).__name__})
 
+    def stopped_jobs(self, limit: int) -> list[dict[str, Any]]:
+        """The jobs this run stopped handling, as ``Store.needs_attention`` lists jobs: most rest in
+        flight (the next run picks them up), where that list does not look."""
+        if not self.failed:
+            return []
+        rows = self.store.states()
+        out = []
+        for job_id, why in list(self.failed.items())[:limit]:
+            status, _, request_id = rows.get(job_id, ("unknown", None, None))
+            if status not in NEEDS_ATTENTION:
+                out.append({"id": job_id, "status": status, "request_id": request_id, "error": why})
+        return out
+
     # -- the run's folders ---------------------------------------------------------------------
     def storage_failed(self, exc: BaseException, job_id: str | None = None) -> bool:
         """If ``exc`` says the journal or the output folder cannot be written, stop the run (exit 9)."""
         if isinstance(exc, StorageError):
             error = exc
         elif journal_trouble(exc):
-            error = StorageError(
-                f"cannot write the state file {self.store.path}: {exc}; make room (or make its folder "
-                "writable) and run the same command again: jobs already submitted are re-attached"
-            )
+            error = journal_unwritable(self.store.path, exc)
         elif isinstance(exc, OSError) and folder_trouble(exc):
             error = self.collector.cannot_write(exc, job_id)
         else:
@@ -186,6 +224,32 @@ class Isolation:
         except OSError:
             return None
         return self.log_path
+
+
+def log_path_for(state_path: Path) -> Path:
+    """The run's log (tracebacks of what it did not expect), beside its state file."""
+    return state_path.with_name(state_path.name + ".log")
+
+
+def check_writable(folder: Path, what: str) -> None:
+    """Raise :class:`StorageError` (exit 9) unless a file can be written into ``folder`` (made if need
+    be): a read-only or full folder, or a file where it should be, is said before anything is paid."""
+    probe = folder / f".runcomfy-batch-{os.getpid()}.probe"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(probe, "wb") as out:
+            out.write(b"ok")
+            out.flush()
+            os.fsync(out.fileno())
+    except (FileExistsError, NotADirectoryError):
+        raise StorageError(
+            f"cannot write into the {what} {folder}: a file is where a folder must be"
+        ) from None
+    except OSError as exc:
+        raise StorageError(f"cannot write into the {what} {folder}: {exc.strerror or exc}") from None
+    finally:
+        with contextlib.suppress(OSError):  # not made, or a file is where its folder should be
+            probe.unlink()
 
 
 _STAGES = {"submit": "submitting it", "poll": "polling it", "collect": "downloading its outputs"}

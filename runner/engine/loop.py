@@ -42,14 +42,15 @@ from anyio.abc import TaskGroup
 
 from ..api.client import RunComfyClient
 from ..catalog.pricing import PriceTable
-from ..errors import EXIT_INTERRUPTED, EXIT_JOBS_FAILED, ApiError, RateLimited, RunnerError
+from ..errors import EXIT_INTERRUPTED, EXIT_JOBS_FAILED, ApiError, BudgetExceeded, RateLimited, RunnerError
 from ..manifest.loader import Manifest
 from ..manifest.snapshot import META_KEY, Snapshot
+from .adopt import adopt, adoptions
 from .budget import Budget, committed_spend, spent
 from .collect import Collector
-from .events import Event, EventKind, EventSink, emitter
+from .events import EventKind, EventSink, emitter
 from .flight import Flight, Live, Parts
-from .isolation import Isolation
+from .isolation import Display, Isolation
 from .outage import Outage
 from .outputs import damaged_outputs
 from .pacing import Pacer
@@ -87,8 +88,8 @@ class Runner:
         self.settings = settings
         self.clock = clock
         self.jobs = {job.id: job for job in manifest.jobs}
-        self._sink = on_event
-        self.emit = emitter(self._display)
+        self.display = Display(on_event)
+        self.emit = emitter(self.display)
         self.flight = Flight(self.emit)
         self.pacer = Pacer(max_in_flight=settings.max_in_flight)
         self.budget = Budget(
@@ -138,17 +139,6 @@ class Runner:
         """Called before each retry of a download too (the file host is not the API)."""
         self.emit(EventKind.RETRY, error=str(error), delay=round(delay, 3), attempt=attempt)
 
-    def _display(self, event: Event) -> None:
-        """Hand an event to the run's sink. A display that fails (its terminal or pipe gone) is not the
-        run's trouble: it is dropped, and the run goes on."""
-        if self._sink is None:
-            return
-        try:
-            self._sink(event)
-        except Exception as exc:  # noqa: BLE001 - whatever a caller's sink raises
-            self._sink = None
-            self.isolation.log("the event display (dropped; the run goes on)", exc)
-
     # -- preparing ------------------------------------------------------------------------------
     def prepare(self) -> SyncSummary:
         """Sync the manifest, recover interrupted submits, check outputs, and plan the work."""
@@ -165,7 +155,11 @@ class Runner:
         ):
             self.store.set_status(job_id, JobState.COLLECTING)
             self.emit(EventKind.REFETCH, job_id=job_id)
-        self._take(plan_work(jobs, self.store.states(), twins, self.settings))
+        rows = self.store.states()
+        taken = adoptions(jobs, rows, twins, self.store)
+        for adoption in taken:  # what was already paid, under another id or an earlier input
+            adopt(self.store, adoption, self.manifest.output_dir, in_manifest=set(rows))
+        self._take(plan_work(jobs, self.store.states() if taken else rows, twins, self.settings))
         self.budget.check_start(self.jobs[job_id] for job_id in self.flight.to_submit)
         self.store.flush()
         return summary
@@ -203,10 +197,11 @@ class Runner:
         """Run the manifest to its end, or until a stop; the result is there whatever happened (a loop
         that raised is logged and reported as a run that did not finish, exit 1)."""
         started = time.monotonic()
+        self.watcher.run_started = time.time()
         run_id = self.store.start_run("run")
         interrupted, crashed = False, None
         try:
-            interrupted = await self._run()
+            interrupted = await self._run(run_id)
         except RunnerError:
             raise  # the user's to act on (over budget, say), before anything was sent: one line
         except Exception as exc:  # noqa: BLE001 - the run's own bug: logged, its journal kept as it is
@@ -236,11 +231,17 @@ class Runner:
         self.emit(
             EventKind.FINISH, counts=result.counts, exit_code=result.exit_code, cost_usd=result.cost_usd
         )
+        if self.display.failure is not None:
+            self.isolation.log("the event display (let go of; the run went on)", self.display.failure)
         return result
 
-    async def _run(self) -> bool:
+    async def _run(self, run_id: int) -> bool:
         """Prepare and do the work; whether a KeyboardInterrupt ended it."""
-        self.prepare()
+        try:
+            self.prepare()
+        except BudgetExceeded as exc:  # refused before anything was sent: recorded so, not as a crash
+            self.store.finish_run(run_id, exc.exit_code, self.store.counts())
+            raise
         await self._refresh_prices()
         flight = self.flight
         # Enough for a progress display to place every job before the first job event arrives.

@@ -1,4 +1,4 @@
-"""The state file itself: where it lives, opening it (migrations, WAL), the run lock, the one open
+"""The state file itself: opening it (migrations, WAL), the run lock, the one open
 transaction that :meth:`Journal.flush` commits (the group commit), the facts kept about the journal as
 a whole, and the runs that wrote it. What a job's life writes and what the reports read are the two
 halves built on this (:mod:`.lifecycle`, :mod:`.reads`).
@@ -11,12 +11,12 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, Self
 
 from ...errors import StateError, StateLocked
-from ...manifest.snapshot import quick_name
 from .schema import MIGRATIONS
 
 
@@ -34,21 +34,6 @@ def journal_trouble(exc: BaseException) -> bool:
     return isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, _BAD_VALUES)
 
 
-def state_path_for(manifest_name: str, cwd: Path | None = None) -> Path:
-    """Where a manifest's journal lives unless ``--state`` says otherwise: ``state/<name>.sqlite`` under
-    the working directory."""
-    return (cwd or Path.cwd()) / "state" / f"{manifest_name}.sqlite"
-
-
-def quick_state_path(manifest_path: str | Path, state_path: str | Path | None = None) -> Path | None:
-    """The journal of the manifest at ``manifest_path`` without loading it (``state_path``, or the name
-    on its ``name:`` line); ``None`` when that cannot be told without a full load."""
-    if state_path is not None:
-        return Path(state_path)
-    name = quick_name(manifest_path)
-    return None if name is None else state_path_for(name)
-
-
 class Journal:
     """One open state file and its transaction. Open it with :meth:`open` (``with Store.open(path) as
     store:``); hold the run lock with :meth:`lock`."""
@@ -58,6 +43,7 @@ class Journal:
         self._conn = conn  # private: every statement over the journal is a method of the store
         self._in_tx = False
         self._changed = False  # the open transaction wrote a job, an attempt or an output
+        self._broken: BaseException | None = None  # why the file stopped taking writes (full, read-only)
         self._lock_fd: int | None = None
         self.commits = 0  # transactions committed, and statements written: how grouped the writes are
         self.writes = 0
@@ -116,12 +102,15 @@ class Journal:
         self._lock_fd = fd
 
     def close(self) -> None:
-        """Commit what is written, close the file, and let go of the run lock if this store holds it."""
-        self.flush()
-        self._conn.close()
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)
-            self._lock_fd = None
+        """Commit what is written, close the file, and let go of the run lock if this store holds it
+        (also when the last commit fails: it raises once the file is closed)."""
+        try:
+            self.flush()
+        finally:
+            self._conn.close()
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)
+                self._lock_fd = None
 
     def __enter__(self) -> Self:
         return self
@@ -131,39 +120,82 @@ class Journal:
 
     # -- transactions ---------------------------------------------------------------------------
     def _write(self, sql: str, params: Iterable[Any] = (), *, journal: bool = True) -> sqlite3.Cursor:
-        if not self._in_tx:
-            self._conn.execute("BEGIN IMMEDIATE")
-            self._in_tx = True
-        self._changed |= journal
-        self.writes += 1
-        return self._conn.execute(sql, tuple(params))
+        with self._writing():
+            if not self._in_tx:
+                self._conn.execute("BEGIN IMMEDIATE")
+                self._in_tx = True
+            self._changed |= journal
+            self.writes += 1
+            return self._conn.execute(sql, tuple(params))
 
     def _write_many(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
-        if not self._in_tx:
-            self._conn.execute("BEGIN IMMEDIATE")
-            self._in_tx = True
-        cursor = self._conn.executemany(sql, rows)
-        self._changed |= cursor.rowcount > 0
-        self.writes += max(0, cursor.rowcount)
+        with self._writing():
+            if not self._in_tx:
+                self._conn.execute("BEGIN IMMEDIATE")
+                self._in_tx = True
+            cursor = self._conn.executemany(sql, rows)
+            self._changed |= cursor.rowcount > 0
+            self.writes += max(0, cursor.rowcount)
 
     def flush(self) -> None:
         """Commit everything written so far (group commit); a commit that changed a job, an attempt or
-        an output also moves ``journal_version`` on."""
-        if self._in_tx:
-            if self._changed:
-                self._conn.execute(
-                    "UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'journal_version'"
-                )
-            self._conn.execute("COMMIT")
+        an output also moves ``journal_version`` on. Once the file failed a write, it raises even
+        with nothing open: what another task wrote into the lost transaction is not durable."""
+        if self._in_tx or self._broken is not None:
+            with self._writing():
+                if self._changed:
+                    self._conn.execute(
+                        "UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'journal_version'"
+                    )
+                self._conn.execute("COMMIT")
             self.commits += 1
             self._in_tx = False
             self._changed = False
+
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        """A write, or the commit. Once the file fails one (its disk is full, it went read-only), the
+        open transaction is rolled back and every later write fails alike: SQLite may have ended the
+        transaction itself, and writes after that would each commit alone, half a job's update at a
+        time. What was committed before stays whole."""
+        if self._broken is not None:
+            raise sqlite3.OperationalError(f"the state file takes no more writes ({self._broken})")
+        try:
+            yield
+        except sqlite3.DatabaseError as exc:
+            if not journal_trouble(exc):
+                raise
+            self._broken = exc
+            with suppress(sqlite3.Error):
+                self._conn.rollback()
+            self._in_tx = False
+            self._changed = False
+            raise
 
     # -- facts about the journal ----------------------------------------------------------------
     def journal_version(self) -> int:
         """Moves on with every commit that changed what a report shows (jobs, attempts, outputs)."""
         row = self._conn.execute("SELECT value FROM meta WHERE key = 'journal_version'").fetchone()
         return int(row[0]) if row else 0
+
+    @staticmethod
+    def peek_meta(path: Path, key: str) -> str | None:
+        """A fact of the journal at ``path``, read without migrating or writing it (it may be another
+        version's, or another manifest's); ``None`` when it has none or is not a journal."""
+        try:
+            conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+            try:
+                row = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+            finally:
+                conn.close()
+        except sqlite3.DatabaseError:
+            return None
+        return None if row is None else str(row[0])
+
+    def checkpoint(self) -> None:
+        """Fold the write-ahead log into the file, so the file alone is the whole journal (to move it)."""
+        self.flush()
+        self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def get_meta(self, key: str) -> str | None:
         row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
