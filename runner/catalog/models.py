@@ -15,11 +15,9 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:  # jsonschema loads only where inputs are checked (status and re-runs need it not)
-    from jsonschema import Draft202012Validator
-    from jsonschema.exceptions import ValidationError
+from .schema import Schema, describe
 
 
 def schema_dir() -> Path:
@@ -49,19 +47,6 @@ def format_path(parts: Iterator[Any] | list[Any]) -> str:
     return out
 
 
-def _describe(error: ValidationError) -> str:
-    """A jsonschema error in words a manifest author understands."""
-    if error.validator == "maxItems":
-        return f"has {len(error.instance)} items, more than the maximum of {error.validator_value}"
-    if error.validator == "pattern":
-        if "data:" in str(error.validator_value):
-            return f"{error.instance!r} is not an http(s) URL, data: URI or local file"
-        return f"{error.instance!r} is not an http(s) URL (a public URL is needed here)"
-    if error.validator == "required":
-        return str(error.message).replace("is a required property", "is required")
-    return str(error.message)
-
-
 @dataclass(frozen=True)
 class ModelSpec:
     """One model: its id, input schema and the checks a schema cannot express."""
@@ -71,10 +56,9 @@ class ModelSpec:
     source: Path
 
     @cached_property
-    def validator(self) -> Draft202012Validator:
-        from jsonschema import Draft202012Validator  # noqa: PLC0415
-
-        return Draft202012Validator(self.schema)
+    def input_schema(self) -> Schema:
+        """The input schema's validators, built when the model's first input is checked."""
+        return Schema(self.schema)
 
     @cached_property
     def defaults(self) -> dict[str, Any]:
@@ -92,36 +76,40 @@ class ModelSpec:
         return out
 
     def check_input(self, value: Any) -> list[InputProblem]:
-        """Every problem with an input object: the schema first, then the ``x-checks``."""
-        problems: list[InputProblem] = []
-        for e in sorted(self.validator.iter_errors(value), key=lambda e: list(map(str, e.absolute_path))):
-            path = list(e.absolute_path)
-            if e.validator == "additionalProperties" and isinstance(e.instance, dict):
-                allowed = set(e.schema.get("properties", {}))
-                for key in sorted(k for k in e.instance if k not in allowed):
-                    known = ", ".join(sorted(allowed))
-                    problems.append(
-                        InputProblem(format_path([*path, key]), f"unknown field (known: {known})")
-                    )
-                continue
-            problems.append(InputProblem(format_path(path), _describe(e)))
-        if not problems and isinstance(value, dict):
-            problems.extend(self._extra_checks(value))
-        return problems
+        """Every problem with an input object (none, in about a µs, for a valid one): the schema
+        first, then the ``x-checks``."""
+        errors = self.input_schema.errors(value)
+        if errors:
+            return [
+                InputProblem(format_path(list(path)), message)
+                for error in sorted(errors, key=lambda e: list(map(str, e.absolute_path)))
+                for path, message in describe(error, "input")
+            ]
+        if not self._sum_checks or not isinstance(value, dict):
+            return []
+        return self._sums_that_differ(value)
 
-    def _extra_checks(self, value: dict[str, Any]) -> Iterator[InputProblem]:
+    @cached_property
+    def _sum_checks(self) -> list[tuple[str, str, str, str]]:
+        """The ``x-checks`` saying a list's items add up to a field: (list, item field, field, message)."""
+        out = []
         for check in self.schema.get("x-checks", []):
             if "sum_of" in check:
                 array_name, _, item_field = check["sum_of"].partition("[].")
-                items = value.get(array_name) or []
-                if not items:
-                    continue
-                total_field = check["equals"]
-                total = value.get(total_field, self.defaults.get(total_field))
-                got = sum(item.get(item_field, 0) for item in items)
-                if got != total:
-                    message = check["message"].format(sum=got, total=total)
-                    yield InputProblem(array_name, message)
+                out.append((array_name, item_field, check["equals"], check["message"]))
+        return out
+
+    def _sums_that_differ(self, value: dict[str, Any]) -> list[InputProblem]:
+        problems = []
+        for array_name, item_field, total_field, message in self._sum_checks:
+            items = value.get(array_name)
+            if not items:
+                continue
+            total = value.get(total_field, self.defaults.get(total_field))
+            got = sum(item.get(item_field, 0) for item in items)
+            if got != total:
+                problems.append(InputProblem(array_name, message.format(sum=got, total=total)))
+        return problems
 
 
 @dataclass

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ..catalog.models import Catalog, ModelSpec
+from ..catalog.schema import show, suggest, type_word
 from ..errors import ManifestInvalid, ManifestTooLarge
 from .inputs import LocalFiles
 from .validate import (
@@ -34,9 +35,6 @@ from .validate import (
     ManifestSchema,
     ProblemLog,
     check_model,
-    show,
-    suggest,
-    type_word,
 )
 from .yamldoc import parse_yaml
 

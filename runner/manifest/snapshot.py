@@ -30,9 +30,9 @@ _READERS = (
     "manifest/loader.py",
     "manifest/validate.py",
     "manifest/yamldoc.py",
-    "manifest/fastschema.py",
     "manifest/inputs.py",
     "catalog/models.py",
+    "catalog/schema.py",
 )
 
 
