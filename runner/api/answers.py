@@ -1,8 +1,8 @@
 """Reading RunComfy's answers: one tolerant reader, total, with every rule written down.
 
 RunComfy documents one shape per answer; its own clients accept many more (``shared/runcomfy-api.md``,
-"Answers vary"), and so does this reader. Each rule is one line of ``docs/api-answers.md``; the
-functions below are those rules, in the same order. Two promises hold for every input:
+"Answers vary"), and so does this reader. Each rule is one line of ``docs/api-answers.md``, which
+names the function below that applies it. Two promises hold for every input:
 
 * **Total.** Whatever bytes come back, reading them returns a value or raises one of the project's
   :class:`~runner.errors.ApiError` subclasses, never anything else: a malformed answer is a
