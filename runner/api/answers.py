@@ -32,6 +32,7 @@ from http import HTTPStatus
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+from .. import defaults
 from ..errors import (
     AccountError,
     ApiError,
@@ -201,7 +202,7 @@ def error_from_answer(
     if code == 400002 or http_status == 402:
         return BalanceError(text + " (no balance left on the account)", **kwargs)
     if code in (400004, 401001) or http_status == 401:
-        return AccountError(text + " (check RUNCOMFY_API_TOKEN)", **kwargs)
+        return AccountError(text + f" (check {defaults.TOKEN_ENV})", **kwargs)
     if http_status == 429:
         return RateLimited(text, **kwargs)
     if code == 404001 or http_status == 404:

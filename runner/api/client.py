@@ -29,13 +29,37 @@ import anyio
 
 from .. import defaults
 from ..errors import ApiError, NeverSent, RateLimited, ServerError, SubmitUnknown, TransportError
-from .answers import RemoteState, read_body, read_outcome, read_price, read_request_id, read_state
+from ..version import __version__
+from .answers import (
+    CANCELLED,
+    COMPLETED,
+    FAILED,
+    IN_PROGRESS,
+    IN_QUEUE,
+    RemoteState,
+    read_body,
+    read_outcome,
+    read_price,
+    read_request_id,
+    read_state,
+)
 from .http import HttpSession, Timeouts
 from .retry import OnRetry, RetryPolicy, call_with_retry
 
-USER_AGENT = "runcomfy-batch/0.1"
+USER_AGENT = f"runcomfy-batch/{__version__}"
 
-__all__ = ["ApiConfig", "RemoteState", "RunComfyClient"]
+# RunComfy's status words are named once, in the reader (.answers: every spelling it knows of each);
+# the ones the rest of the runner names are had from here, with the client that answers them.
+__all__ = [
+    "CANCELLED",
+    "COMPLETED",
+    "FAILED",
+    "IN_PROGRESS",
+    "IN_QUEUE",
+    "ApiConfig",
+    "RemoteState",
+    "RunComfyClient",
+]
 
 
 @dataclass(frozen=True)
