@@ -377,10 +377,20 @@ def read_error(value: Any, answer: Mapping[str, Any] | None = None) -> Mapping[s
         return {str(k): v for k, v in value.items()}
     if isinstance(value, str) and value.strip():
         return {"error_message": _one_line(value)}
-    if value not in (None, "", [], False):
+    if not _blank(value):
         return {"error_message": _one_line(json.dumps(value, default=str))}
     text = _error_message(answer or {})
     return {"error_message": text} if text else None
+
+
+def _blank(value: Any) -> bool:
+    """Whether a value says nothing: null, false, 0 (as an ``error_code`` of 0 is no error), blank
+    text, an empty list or object."""
+    if isinstance(value, str):
+        return not value.strip()
+    if isinstance(value, list | Mapping):
+        return not value
+    return value is None or value is False or (isinstance(value, int | float) and value == 0)
 
 
 def read_request_id(answer: Any) -> str | None:
@@ -441,7 +451,7 @@ def read_state(request_id: str, answer: Any) -> RemoteState:
     known = status is not None
     if status is None and word == NO_WORD and outputs:
         status, known = COMPLETED, True
-    elif status is None and word == NO_WORD and raw_error not in (None, "", [], {}, False):
+    elif status is None and word == NO_WORD and not _blank(raw_error):
         status, known = FAILED, True
     elif status is None:
         status = IN_QUEUE if position is not None else IN_PROGRESS
