@@ -4,6 +4,11 @@ A download streams into ``<name>.part`` beside its target, is checked against ``
 hashed on the way, fsynced, and renamed into place, so a file under its final name is always
 complete. A stalled stream (no bytes for ``stall_seconds``) or a short one is retried. Downloads
 never carry the API token, and only allowed hosts are fetched from.
+
+A 404 means the outputs expired (RunComfy keeps them about 7 days), except just after the finish: a
+file may not be on the CDN yet for a moment after its result announced it, so a caller that has just
+seen the job finish gives a grace (``not_found_grace``) during which a 404 is retried like a 5xx
+(``docs/api-answers.md``).
 """
 
 from __future__ import annotations
@@ -21,9 +26,9 @@ import anyio
 from .. import defaults
 from ..disk import written_whole
 from ..errors import OutputHostRefused, RequestNotFound, TransportError
-from .client import error_from_answer
+from .answers import error_from_answer
 from .http import HttpSession, Timeouts
-from .retry import OnRetry, RetryPolicy, call_with_retry
+from .retry import OnRetry, RetryPolicy, call_with_retry, is_transient
 
 RUNCOMFY_OUTPUT_DOMAINS = ("runcomfy.net", "runcomfy.com")
 
@@ -38,10 +43,15 @@ class DownloadConfig:
     stall_seconds: float = defaults.STALL_TIMEOUT
     connect_timeout: float = defaults.CONNECT_TIMEOUT
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    # How long a 404 on a file of a job just seen finishing is retried rather than taken for expiry.
+    not_found_grace: float = defaults.FILE_NOT_FOUND_GRACE
 
     def check_host(self, url: str) -> None:
-        parsed = urlsplit(url)
-        host = parsed.hostname or ""
+        try:
+            parsed = urlsplit(url)
+            host = parsed.hostname or ""
+        except ValueError:
+            raise OutputHostRefused(f"output URL {url!r} cannot be read as a URL") from None
         if parsed.scheme not in ("http", "https"):
             raise OutputHostRefused(f"output URL {url!r} is not http(s)")
         if self.allow_any_host or host in self.allowed_hosts:
@@ -65,6 +75,7 @@ class Downloaded:
 
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_NAME_LIMIT = 120  # characters: well inside every file system's 255 bytes, with room for "-2" and ".part"
 
 
 def file_names(urls: list[str]) -> list[str]:
@@ -76,6 +87,10 @@ def file_names(urls: list[str]) -> list[str]:
         stem, dot, suffix = base.rpartition(".")
         if not dot:
             stem, suffix = base, ""
+        if len(base) > _NAME_LIMIT:
+            suffix = suffix[:16]
+            stem = stem[: _NAME_LIMIT - len(suffix) - 1]
+            base = f"{stem}.{suffix}" if suffix else stem
         candidate, n = base, 1
         while candidate in names:
             n += 1
@@ -112,11 +127,21 @@ async def download(
     *,
     on_retry: OnRetry | None = None,
     fsync: Fsync | None = None,
+    not_found_grace: float = 0.0,
 ) -> Downloaded:
-    """Fetch ``url`` into ``target`` completely, or raise; never leaves a partial file at ``target``."""
+    """Fetch ``url`` into ``target`` completely, or raise; never leaves a partial file at ``target``.
+
+    For ``not_found_grace`` seconds from now a 404 is retried (within the retry policy's attempts);
+    after that it raises :class:`RequestNotFound` (the outputs expired)."""
     fsync = fsync or Fsync()
     config.check_host(url)
     timeout = Timeouts(config.connect_timeout, config.stall_seconds)
+    grace_until = time.monotonic() + not_found_grace
+
+    def worth_repeating(error: BaseException) -> bool:
+        if isinstance(error, RequestNotFound):
+            return time.monotonic() < grace_until
+        return is_transient(error)
 
     async def once() -> Downloaded:
         digest = hashlib.sha256()
@@ -125,20 +150,20 @@ async def download(
             async with http.stream(url, timeout=timeout) as response:
                 if response.status == 404:
                     raise RequestNotFound(
-                        f"output {url} is gone (404): its results have expired", http_status=404
+                        f"output {url} answered 404 (not there yet, or expired)", http_status=404
                     )
                 if response.status >= 400:
                     raise error_from_answer(response.status, None, response.headers)
                 # Content-Length counts encoded bytes: compare it only where nothing was encoded.
                 encoded = response.headers.get("content-encoding", "identity") != "identity"
-                expected = None if encoded else response.headers.get("content-length")
+                expected = None if encoded else _length(response.headers.get("content-length"))
                 # fsync is ours (it may go to a thread), before the file is renamed into place.
                 with written_whole(target, sync=False) as handle:
                     async for chunk in response.chunks():
                         handle.write(chunk)
                         digest.update(chunk)
                         size += len(chunk)
-                    if expected is not None and int(expected) != size:
+                    if expected is not None and expected != size:
                         raise TransportError(f"got {size} of {expected} bytes")
                     handle.flush()
                     await fsync(handle.fileno())
@@ -146,4 +171,10 @@ async def download(
             raise TransportError(f"download of {url}: {exc}") from None
         return Downloaded(target, size, digest.hexdigest(), target.stat().st_mtime_ns)
 
-    return await call_with_retry(once, config.retry, on_retry=on_retry)
+    return await call_with_retry(once, config.retry, retryable=worth_repeating, on_retry=on_retry)
+
+
+def _length(value: str | None) -> int | None:
+    """A ``Content-Length`` to check the body against; ``None`` where it is missing or not a number."""
+    text = (value or "").strip()
+    return int(text) if text.isdigit() else None

@@ -42,6 +42,9 @@ class Collector:
         self._emit = emit
         self._fsync = Fsync()  # one per run: it learns how fast this disk syncs
         self.followers: dict[str, list[str]] = {}  # leader -> twins waiting for its outputs
+        # Jobs this run saw finish: a 404 on their files may only mean "not on the CDN yet", so it is
+        # retried for a grace (a job collected on a later run gets none: its 404 is expiry).
+        self.seen_finishing: set[str] = set()
 
     async def collect(self, job_id: str) -> JobState:
         """Download the outputs of the job's current attempt; the state the job is left in
@@ -52,10 +55,18 @@ class Collector:
             return JobState.FAILED
         attempt_id, urls = attempt
         folder = self.output_dir / job_id
+        grace = self.config.not_found_grace if job_id in self.seen_finishing else 0.0
+        self.seen_finishing.discard(job_id)
         try:
             for idx, (url, name) in enumerate(zip(urls, file_names(urls), strict=True)):
                 got = await download(
-                    self.http, url, folder / name, self.config, on_retry=self.on_retry, fsync=self._fsync
+                    self.http,
+                    url,
+                    folder / name,
+                    self.config,
+                    on_retry=self.on_retry,
+                    fsync=self._fsync,
+                    not_found_grace=grace,
                 )
                 rel = got.path.relative_to(self.output_dir).as_posix()
                 self.store.record_output(

@@ -120,7 +120,7 @@ class LocalFiles:
             try:
                 st = os.stat(full)
                 self.read[full] = (st.st_size, st.st_mtime_ns)
-            except OSError:
+            except (OSError, ValueError):  # ValueError: a NUL byte in the path
                 pass  # data_uri says why
             try:
                 known = data_uri(Path(full), value)
