@@ -237,6 +237,11 @@ class RunComfyClient:
         answer = await self._read("POST", f"/v1/requests/{quote(request_id)}/cancel")
         return str(answer.get("outcome") or answer.get("status") or "unknown")
 
+    async def catalog_page(self, path: str = "/v1/models", query: str = "include_schema=true") -> Any:
+        """One page of the model catalog (``GET /v1/models?include_schema=true``), as the API wrote it;
+        :mod:`.catalog` follows the pages."""
+        return await self._read("GET", path, query=query)
+
     async def price(self, model_id: str) -> Mapping[str, Any] | None:
         """The model's price from the API (undocumented call), or ``None`` where it does not answer."""
         try:

@@ -9,6 +9,7 @@ job ids with their files.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from ..api.download import DownloadConfig, Fsync, download, file_names
@@ -33,12 +34,14 @@ class Collector:
         *,
         emit: Emit,
         on_retry: OnRetry | None = None,
+        output_kind_of: Callable[[str], str | None] | None = None,
     ) -> None:
         self.store = store
         self.http = http
         self.output_dir = output_dir
         self.config = config
         self.on_retry = on_retry
+        self.output_kind_of = output_kind_of or (lambda job_id: None)  # names files without an extension
         self._emit = emit
         self._fsync = Fsync()  # one per run: it learns how fast this disk syncs
         self.followers: dict[str, list[str]] = {}  # leader -> twins waiting for its outputs
@@ -52,10 +55,17 @@ class Collector:
             return JobState.FAILED
         attempt_id, urls = attempt
         folder = self.output_dir / job_id
+        kind = self.output_kind_of(job_id)
         try:
             for idx, (url, name) in enumerate(zip(urls, file_names(urls), strict=True)):
                 got = await download(
-                    self.http, url, folder / name, self.config, on_retry=self.on_retry, fsync=self._fsync
+                    self.http,
+                    url,
+                    folder / name,
+                    self.config,
+                    on_retry=self.on_retry,
+                    fsync=self._fsync,
+                    kind=kind,
                 )
                 rel = got.path.relative_to(self.output_dir).as_posix()
                 self.store.record_output(

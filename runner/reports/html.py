@@ -21,10 +21,11 @@ from urllib.parse import quote
 
 VIDEO_SUFFIXES = (".mp4", ".webm", ".mov", ".m4v")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".gif")
+AUDIO_SUFFIXES = (".mp3", ".wav", ".ogg", ".flac", ".aac", ".m4a")
 PARAMETERS = ("duration", "aspect_ratio", "sound", "keep_original_sound", "shot_type")
-# Up to this many videos the page holds real players (they work without the script too); past it, each
-# is a placeholder the script turns into a player when its row is first shown, so that a report of
-# 10,000 jobs opens in seconds, not minutes.
+# Up to this many videos and audio tracks the page holds real players (they work without the script
+# too); past it, each is a placeholder the script turns into a player when its row is first shown, so
+# that a report of 10,000 jobs opens in seconds, not minutes.
 INLINE_VIDEO_LIMIT = 60
 PAGE_ROWS = 100  # rows shown at once
 
@@ -67,6 +68,8 @@ background:#eef1f5}
 .s-queued,.s-running,.s-collecting,.s-submitting{background:#ddf4ff;color:var(--run)}
 .player{width:240px;height:135px;border-radius:6px;background:#222}
 video,.media img{width:240px;max-width:100%;border-radius:6px;background:#000;display:block}
+.media audio{width:240px;max-width:100%;display:block}
+.player.audio{height:40px}
 .media{width:256px}
 .prompt{white-space:pre-wrap;margin:0 0 6px;max-width:44em}
 .params{display:flex;flex-wrap:wrap;gap:4px 12px;margin:0;color:var(--dim);font-size:12px}
@@ -102,14 +105,14 @@ JS = """
   var chips = Array.prototype.slice.call(document.querySelectorAll(".chip"));
   var matching = rows, page = 0;
 
-  function player(slot) {  // a large report's videos are made when their row is first shown
-    var video = document.createElement("video");
-    video.src = slot.dataset.src;
-    video.controls = true;
-    video.preload = "metadata";
-    video.playsInline = true;
-    video.title = slot.dataset.src;
-    slot.replaceWith(video);
+  function player(slot) {  // a large report's players are made when their row is first shown
+    var media = document.createElement(slot.dataset.kind === "audio" ? "audio" : "video");
+    media.src = slot.dataset.src;
+    media.controls = true;
+    media.preload = "metadata";
+    media.playsInline = true;
+    media.title = slot.dataset.src;
+    slot.replaceWith(media);
   }
 
   function render() {
@@ -246,6 +249,12 @@ def _media(job: Mapping[str, Any], inline_videos: bool) -> str:
             )
         elif lower.endswith(VIDEO_SUFFIXES):
             parts.append(f'<div class="player" data-src="{_href(path)}"></div>')
+        elif lower.endswith(AUDIO_SUFFIXES) and inline_videos:
+            parts.append(
+                f'<audio src="{_href(path)}" controls preload="metadata" title="{_e(path)}"></audio>'
+            )
+        elif lower.endswith(AUDIO_SUFFIXES):
+            parts.append(f'<div class="player audio" data-kind="audio" data-src="{_href(path)}"></div>')
         elif lower.endswith(IMAGE_SUFFIXES):
             parts.append(f'<img src="{_href(path)}" alt="{_e(path)}" loading="lazy">')
         parts.append(
@@ -397,7 +406,9 @@ def _cards(report: Mapping[str, Any]) -> str:
 
 
 def is_video(path: str) -> bool:
-    return path.lower().endswith(VIDEO_SUFFIXES)
+    """Whether the page plays the file (a video or an audio track): it counts toward
+    :data:`INLINE_VIDEO_LIMIT`."""
+    return path.lower().endswith(VIDEO_SUFFIXES + AUDIO_SUFFIXES)
 
 
 @dataclass(frozen=True)
