@@ -117,8 +117,14 @@ def describe_field(prop: Mapping[str, Any]) -> str:
     names = declared if isinstance(declared, list) else [declared] if declared else []
     words = " or ".join(_TYPE_WORDS.get(n, str(n)) for n in names) or "any value"
     if "enum" in prop:
-        choices = ", ".join(_shown(v) for v in prop["enum"])
-        return f"one of: {choices}"
+        values = prop["enum"]
+        if (
+            len(values) > 4
+            and all(type(v) is int for v in values)
+            and values == list(range(values[0], values[-1] + 1))
+        ):
+            return f"whole number, {values[0]}–{values[-1]}"
+        return f"one of: {', '.join(_shown(v) for v in values)}"
     if "const" in prop:
         return f"exactly {_shown(prop['const'])}"
     if declared == "array":

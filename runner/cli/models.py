@@ -122,9 +122,7 @@ def _price_line(prices: PriceTable, model_id: str, row: dict[str, Any]) -> str:
     rule = prices.rule_for(model_id) or {}
     if row["price_usd"] is None:
         unit = f" per {row['price_unit']}" if row["price_unit"] else ""
-        return (
-            f"unknown{unit}: a run asks the API's price call; under a budget, give one with --prices FILE"
-        )
+        return f"unknown{unit}: a run asks the API's price call; under a budget, give one with --prices FILE"
     tiers = []
     for tier in rule.get("tiers", []):
         name = tier.get("name") or tier.get("when")

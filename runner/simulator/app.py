@@ -256,7 +256,8 @@ async def price(request: Request) -> Response:
 async def model_list(request: Request) -> Response:
     """GET /v1/models?include_schema=true: the models this simulator serves, a page at a time, linked
     as ``catalog_paging`` says (``cursor``: ``next_cursor`` and ``has_more``; ``next-url``: a ``next``
-    URL; ``page``: ``page`` and ``total_pages``; ``none``: every model in one answer)."""
+    URL; ``page``: ``page`` and ``total_pages``; ``none``: every model in one answer;
+    ``cursor-loop``: the first page, again and again, each saying more follows)."""
     answered = await _arrive(request, "catalog")
     if answered is not None:
         return answered
@@ -266,6 +267,8 @@ async def model_list(request: Request) -> Response:
         listing = [{k: v for k, v in entry.items() if k != "input_schema"} for entry in listing]
     if paging == "none":
         return _answer(request, {"models": listing})
+    if paging == "cursor-loop":
+        return _answer(request, {"models": listing[:size], "has_more": True, "next_cursor": "again"})
     params = request.query_params
     try:
         page = int(params.get("page", "1")) if paging == "page" else 1

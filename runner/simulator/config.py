@@ -21,8 +21,9 @@ from .shapes import shape_problems
 # Endpoint classes, as counted in ``/_sim/stats`` and named in ``fault_endpoints``.
 ENDPOINTS = ("submit", "status", "result", "cancel", "price", "catalog", "download")
 _API = ("submit", "status", "result", "cancel", "price", "catalog")
-# How the pages of GET /v1/models link (the API does not document it; a client must follow any).
-CATALOG_PAGING = ("cursor", "next-url", "page", "none")
+# How the pages of GET /v1/models link (the API does not document it; a client must follow any), and
+# a broken one: every page says more follows, under the same cursor.
+CATALOG_PAGING = ("cursor", "next-url", "page", "none", "cursor-loop")
 
 # Where each fault applies unless the config says otherwise. The fault's name is its config field
 # without the ``rate_`` prefix, and its key in the ``faults`` counters of ``/_sim/stats``.
