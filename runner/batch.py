@@ -416,10 +416,10 @@ async def sync_models(options: BatchOptions | None = None, *, cache: Path | None
         fresh = {e.get("model_id") for e in entries if isinstance(e, Mapping)}
         entries += [e for e in previous.entries if isinstance(e, Mapping) and e.get("model_id") not in fresh]
     when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-    synced = Synced(when, api.base_url, read.complete, entries, read.notes, read.pages, path)
+    synced = Synced(when, api.base_url, read.complete, entries, read.notes, read.pages, path=path)
     specs, left_out = synced_specs(synced)
     changes = catalog_changes(baseline(schema_dir(), previous), {m: s.schema for m, s in specs.items()})
     if not read.complete:  # what an incomplete read did not see is not gone
         changes = replace(changes, removed=[])
-    write_synced(synced, path)
+    write_synced(replace(synced, removed=changes.removed), path)
     return ModelsSynced(path, len(specs), read.pages, read.complete, changes, [*read.notes, *left_out])

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .models import Catalog, ModelSpec
-from .pricing import PriceTable
+from .pricing import PriceTable, unit_of
 
 _TYPE_WORDS = {
     "string": "text",
@@ -35,7 +35,7 @@ def model_row(spec: ModelSpec, prices: PriceTable) -> dict[str, Any]:
         "output_kinds": list(spec.output_kinds),
         "categories": list(spec.categories),
         "max_outputs": spec.max_outputs,
-        "price_unit": rule.get("unit") or spec.price_unit,
+        "price_unit": unit_of(rule) if isinstance(usd, int | float) else rule.get("unit") or spec.price_unit,
         "price_usd": float(usd) if isinstance(usd, int | float) else None,
         "price_source": rule.get("source") if isinstance(usd, int | float) else None,
         "price_read_on": rule.get("read_on") if isinstance(usd, int | float) else None,
@@ -128,7 +128,8 @@ def describe_field(prop: Mapping[str, Any]) -> str:
     if "const" in prop:
         return f"exactly {_shown(prop['const'])}"
     if declared == "array":
-        items = prop.get("items") if isinstance(prop.get("items"), Mapping) else {}
+        found = prop.get("items")
+        items: Mapping[str, Any] = found if isinstance(found, Mapping) else {}
         count = _range(prop.get("minItems"), prop.get("maxItems"), " items")
         if isinstance(items.get("x-file"), str):
             inner = _media_words(items["x-file"], plural=True)

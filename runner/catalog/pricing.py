@@ -5,7 +5,8 @@ maybe a price, tiers as factors of the base price; dated by the catalog), the bu
 ``schemas/prices.json`` (dated by its ``read_on``), a user's file (``--prices``), and during a run
 the API's price call (``GET /v1/models/{id}``, dated the day it answered). A rule is priced per
 ``second`` of output (``duration``, or the schema's default) or per ``output`` (times the files the
-input asks for, e.g. ``num_images``). Where nothing states a price, or a tier changes it by an amount
+input asks for, e.g. ``num_images``); a rule without a unit prices an image model per output and
+any other per second. Where nothing states a price, or a tier changes it by an amount
 nobody published, the price is unknown (``None``) and every estimate says so rather than guess.
 """
 
@@ -87,7 +88,7 @@ class PriceTable:
         if not isinstance(base, int | float) or isinstance(base, bool) or base <= 0:
             return self
         rule = self.models.get(model_id, {})
-        unit = str(answer.get("price_unit") or rule.get("unit") or "second")
+        unit = str(answer.get("price_unit") or unit_of(rule))
         old = rule.get("usd")
         ratio = float(base) / float(old) if isinstance(old, int | float) and old > 0 else None
         tiers = []
@@ -107,7 +108,7 @@ class PriceTable:
         if rule is None:
             return Quote(None)
         defaults = defaults or {}
-        unit = str(rule.get("unit") or "second")
+        unit = unit_of(rule)
         facts = {"unit": unit, "source": rule.get("source"), "read_on": rule.get("read_on")}
         base = rule.get("usd")
         usd, tier = (float(base) if isinstance(base, int | float) else None), "base"
@@ -152,11 +153,22 @@ def catalog_rules(catalog: Catalog) -> dict[str, dict[str, Any]]:
             rule["unit"] = spec.price_unit
         if spec.outputs_field:
             rule["count_field"] = spec.outputs_field
-        if not rule:
+        if spec.output_kind:
+            rule["kind"] = spec.output_kind
+        if rule.keys() <= {"kind"}:
             continue
         read_on = synced_on if spec.origin == "synced" else catalog.read_on
         out[model_id] = {**rule, "source": CATALOG_SOURCE, "read_on": read_on}
     return out
+
+
+def unit_of(rule: Mapping[str, Any]) -> str:
+    """What a rule prices: its ``unit``, else per output for a model that makes images, else per
+    second (a user's price file may leave the unit out)."""
+    unit = rule.get("unit")
+    if unit in ("second", "output"):
+        return str(unit)
+    return "output" if rule.get("kind") == "image" else "second"
 
 
 def _applies(tier: Mapping[str, Any], input: Mapping[str, Any], defaults: Mapping[str, Any]) -> bool:

@@ -8,8 +8,9 @@ own way. Each normalised schema is checked against JSON Schema's metaschema (jso
 0.1 ms); one that fails is left out, with a note.
 
 The synced entries win over the bundled ones. A complete sync (its pages ended cleanly) also
-replaces the bundled list: a bundled model it did not find is set aside (``Catalog.unlisted``),
-since RunComfy no longer offers it. An incomplete one only adds and updates.
+replaces the bundled list: a bundled model it did not find is set aside (``Catalog.unlisted``, with
+the models the sync before listed and this one did not), since RunComfy no longer offers it. An
+incomplete one only adds and updates.
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ class Synced:
     entries: Sequence[Any]
     notes: Sequence[str] = ()
     pages: int = 0
+    removed: Sequence[str] = ()  # models the sync before listed and this one does not
     path: Path | None = field(default=None, compare=False)
 
     def to_json(self) -> str:
@@ -73,6 +75,7 @@ class Synced:
             "complete": self.complete,
             "pages": self.pages,
             "notes": list(self.notes),
+            "removed": list(self.removed),
             "models": list(self.entries),
         }
         return json.dumps(data, indent=1, ensure_ascii=False) + "\n"
@@ -99,6 +102,7 @@ def read_synced(path: Path) -> tuple[Synced | None, str | None]:
         entries=data["models"],
         notes=[str(n) for n in data.get("notes", []) if isinstance(n, str)],
         pages=int(data["pages"]) if isinstance(data.get("pages"), int) else 0,
+        removed=[str(m) for m in data.get("removed", []) if isinstance(m, str)],
         path=path,
     )
     return synced, None
@@ -145,7 +149,7 @@ def apply_synced(catalog: Catalog, path: Path | None = None) -> None:
         unlisted = {m for m, spec in catalog.models.items() if m not in specs and spec.origin != "manifest"}
         for model_id in unlisted:
             del catalog.models[model_id]
-        catalog.unlisted = frozenset(unlisted)
+        catalog.unlisted = frozenset(unlisted | set(synced.removed))
     catalog.models.update(specs)
     catalog.synced = synced
     catalog.notes = (*catalog.notes, *notes)

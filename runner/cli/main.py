@@ -238,7 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_models(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def _add_models(sub: argparse._SubParsersAction[_Parser]) -> None:
     p = sub.add_parser(
         "models",
         help="the models the runner knows (models show ID; models sync)",

@@ -207,7 +207,7 @@ class _Loader:
         self.sha256 = ""
         self.local_files: dict[str, tuple[int, int]] = {}
         self.own_models: dict[str, ModelSpec] = {}
-        self._model_problems: dict[str, str | None] = {}
+        self._model_problems: dict[str, str | None] = {}  # a schema named under models: that failed: None
 
     def fail(self, message: str, line: int | None = None, *, too_large: bool = False) -> ManifestInvalid:
         self.log.add(message, line=line)
@@ -235,6 +235,8 @@ class _Loader:
             self.own_models, schema_files = read_own_models(data["models"], self.folder, self.log)
             self.catalog = self.catalog.with_models(self.own_models)
             self.local_files.update(schema_files)
+            # The schema's problem is told; its jobs are not checked, nor told "unknown model" too.
+            self._model_problems.update((m, None) for m in data["models"] if m not in self.own_models)
         defaults = data.get("defaults", {})
         jobs: list[Any] = data["jobs"] if isinstance(data.get("jobs"), list) else []
         # With a broken defaults block, every job's input would be judged without it: say nothing of them.

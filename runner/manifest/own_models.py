@@ -36,7 +36,7 @@ def read_own_models(
     specs: dict[str, ModelSpec] = {}
     read: dict[str, tuple[int, int]] = {}
     for model_id, value in entries.items():
-        if not isinstance(value, str):
+        if not isinstance(value, str) or not value:
             continue  # the manifest schema has said so
         where = ("models", model_id)
         path = Path(os.path.normpath(folder / os.path.expanduser(value)))

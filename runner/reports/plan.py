@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ..catalog.pricing import PriceTable
+from ..catalog.pricing import PriceTable, unit_of
 from ..engine import store as S
 from ..engine.loop import committed_spend, spent, twin_map
 from ..manifest.loader import Manifest
@@ -67,8 +67,8 @@ def _model_plan(model: str, prices: PriceTable) -> ModelPlan:
     known = isinstance(usd, int | float)
     return ModelPlan(
         model,
-        price_unit=rule.get("unit"),
-        usd_per_unit=float(usd) if known else None,
+        price_unit=unit_of(rule) if known else rule.get("unit"),
+        usd_per_unit=float(usd) if isinstance(usd, int | float) else None,
         price_source=rule.get("source") if known else None,
         price_read_on=rule.get("read_on") if known else None,
     )

@@ -117,7 +117,10 @@ class Simulation:
             path = Path(config.extra_models_path)
             problem = f"simulator config: extra_models_path {path}"
             try:
-                entries, notes = catalog_entries(json.loads(path.read_text(encoding="utf-8")))
+                found = json.loads(path.read_text(encoding="utf-8"))
+                entries, notes = catalog_entries(
+                    [found] if isinstance(found, dict) and "model_id" in found else found
+                )
             except (OSError, ValueError) as exc:
                 raise UsageError(f"{problem}: cannot be read ({exc})") from None
             for entry in entries:
