@@ -14,8 +14,10 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..catalog.pricing import PriceTable, unit_of
-from ..engine import store as S
-from ..engine.loop import committed_spend, spent, twin_map
+from ..engine.budget import committed_spend, spent
+from ..engine.states import IN_FLIGHT, JobState
+from ..engine.store import Store
+from ..engine.workplan import twin_map
 from ..manifest.loader import Manifest
 
 
@@ -78,7 +80,7 @@ def make_plan(
     manifest: Manifest,
     prices: PriceTable,
     defaults_for: Callable[[str], Mapping[str, Any]],
-    store: S.Store | None = None,
+    store: Store | None = None,
     budget_usd: float | None = None,
 ) -> Plan:
     twins = twin_map(manifest.jobs)
@@ -105,9 +107,9 @@ def make_plan(
             unknown = True
         else:
             plan.estimate_usd += quote.usd
-        if same and status == S.SUCCEEDED:
+        if same and status == JobState.SUCCEEDED:
             plan.done += 1
-        elif same and status in S.IN_FLIGHT:
+        elif same and status in IN_FLIGHT:
             plan.in_flight += 1
         else:
             plan.remaining += 1
