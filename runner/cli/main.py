@@ -156,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="runcomfy-batch",
         description=(
-            "Run batches of RunComfy Model API jobs (Kling Video O3 and siblings) from a YAML manifest. "
+            "Run batches of RunComfy Model API jobs (video, image and audio models) from a YAML manifest. "
             "Resumable: run the same command again after any stop."
         ),
     )

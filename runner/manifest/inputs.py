@@ -3,10 +3,12 @@
 RunComfy fetches file inputs from public URLs and has no upload endpoint, but it takes images inline
 as ``data:image/<type>;base64,…`` (about 6 MiB each, 64 MiB per request). So a manifest may say
 ``image: ./refs/woman.png`` in any field its model schema marks with ``x-file``: a small PNG, JPEG,
-WebP or GIF becomes a data URI; a video, a larger image or any other file is a problem that says a
-public URL is needed. The type comes from the file's first bytes, never its name. Each file is read
-once per manifest however many jobs name it, and the same bytes always give the same URI, so job
-fingerprints do not change from one load to the next.
+WebP or GIF becomes a data URI; a video, an audio file, a larger image or any other file is a problem
+that says a public URL is needed. The type comes from the file's first bytes, never its name. An
+inlined image is also held to the rules the catalog states for its field (``x-checks``: file size,
+width/height, pixel bounds), measured from its bytes and header, since RunComfy would refuse it only
+after the run started. Each file is read once per manifest however many jobs name it, and the same
+bytes always give the same URI, so job fingerprints do not change from one load to the next.
 """
 
 from __future__ import annotations
