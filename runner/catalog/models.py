@@ -129,8 +129,7 @@ class ModelSpec:
     @cached_property
     def output_kinds(self) -> tuple[str, ...]:
         """The kinds of file a request makes (``video``, ``image``, ``audio``), as its categories say."""
-        kinds = self.schema.get("x-output")
-        return tuple(k for k in kinds if isinstance(k, str)) if isinstance(kinds, list) else ()
+        return self._words("x-output")
 
     @property
     def output_kind(self) -> str | None:
@@ -139,8 +138,12 @@ class ModelSpec:
 
     @property
     def categories(self) -> tuple[str, ...]:
-        found = self.schema.get("x-categories")
-        return tuple(c for c in found if isinstance(c, str)) if isinstance(found, list) else ()
+        """The catalog's categories (``image-to-video``…)."""
+        return self._words("x-categories")
+
+    def _words(self, key: str) -> tuple[str, ...]:
+        found = self.schema.get(key)
+        return tuple(w for w in found if isinstance(w, str)) if isinstance(found, list) else ()
 
     @property
     def price_unit(self) -> str | None:

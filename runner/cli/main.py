@@ -68,15 +68,16 @@ def _add_duration(p: argparse.ArgumentParser, flag: str, default: float, help: s
     p.add_argument(flag, type=parse_duration, default=default, help=f"{help} ({shown})")
 
 
-def _add_connection(p: argparse.ArgumentParser) -> None:
+def _add_connection(p: argparse.ArgumentParser, *, simulate: bool = True) -> None:
     p.add_argument(
         "--base-url", help=f"API base URL (or {defaults.BASE_URL_ENV}; default {defaults.BASE_URL})"
     )
-    p.add_argument(
-        "--simulate",
-        action="store_true",
-        help="run against an in-process simulator on loopback (no token needed; for trying it out)",
-    )
+    if simulate:
+        p.add_argument(
+            "--simulate",
+            action="store_true",
+            help="run against an in-process simulator on loopback (no token needed; for trying it out)",
+        )
     _add_duration(p, "--connect-timeout", defaults.CONNECT_TIMEOUT, "per request, downloads included")
     _add_duration(p, "--read-timeout", defaults.READ_TIMEOUT, "per request")
     p.add_argument(
@@ -268,17 +269,7 @@ def _add_models(sub: argparse._SubParsersAction[_Parser]) -> None:
         f"with your token (${defaults.TOKEN_ENV}) into the user's cache folder, print what was added, "
         "removed or changed, and use it from then on: it wins over the bundled catalog.",
     )
-    s.add_argument(
-        "--base-url", help=f"API base URL (or {defaults.BASE_URL_ENV}; default {defaults.BASE_URL})"
-    )
-    _add_duration(s, "--connect-timeout", defaults.CONNECT_TIMEOUT, "per request")
-    _add_duration(s, "--read-timeout", defaults.READ_TIMEOUT, "per request")
-    s.add_argument(
-        "--retries",
-        type=_positive_int,
-        default=defaults.RETRY_ATTEMPTS,
-        help=f"attempts per page (default {defaults.RETRY_ATTEMPTS})",
-    )
+    _add_connection(s, simulate=False)
 
 
 def connection_options(ns: argparse.Namespace) -> BatchOptions:
@@ -376,6 +367,7 @@ def dispatch(ns: argparse.Namespace) -> int:
                 connect_timeout=ns.connect_timeout,
                 read_timeout=ns.read_timeout,
                 retries=ns.retries,
+                retry_max_time=ns.retry_max_time,
             )
             return models.sync(options)
         return models.list_models(kind=ns.kind, search=ns.search, prices_path=ns.prices, as_json=ns.json)
