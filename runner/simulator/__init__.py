@@ -1,8 +1,8 @@
 """A stateful simulator of RunComfy's Model API, for tests, benchmarks and the demo.
 
-It speaks the protocol of ``shared/runcomfy-api.md`` (submit, status, result, cancel, price, output
-files), runs one account's queue exactly on an injectable clock, validates and prices inputs with the
-runner's own bundled schemas and price table, injects faults on demand, and writes its answers in any
+It speaks the protocol of ``shared/runcomfy-api.md`` (submit, status, result, cancel, price, the model
+catalog in pages, output files of each model's kind), runs one account's queue exactly on an
+injectable clock, validates and prices inputs with the runner's own bundled catalog and price table, injects faults on demand, and writes its answers in any
 of the shapes of :data:`SHAPES` (the other ways a real API may write them). ``GET /_sim/stats`` counts
 what happened. Use it in-process::
 

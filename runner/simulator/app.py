@@ -368,7 +368,9 @@ def create_app(
     """The simulator as an ASGI app; ``app.state.sim`` is its :class:`.Simulation` (for tests).
 
     ``clock`` is a monotonic clock in seconds (a :class:`.ManualClock` makes tests exact); ``catalog``
-    replaces the bundled models (default: ``Catalog.load()``, the schemas the runner validates with).
+    replaces the bundled models it accepts (default: the bundled catalog the runner validates with,
+    never a user's synced one); what ``GET /v1/models`` lists is the newest saved catalog answer in
+    ``schemas/catalog/source/`` and ``extra_models_path``'s entries.
     """
     routes = [
         Route("/v1/models", model_list, methods=["GET"]),
