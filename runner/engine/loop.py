@@ -37,9 +37,10 @@ from anyio.abc import TaskGroup
 
 from ..api.client import RunComfyClient
 from ..catalog.pricing import PriceTable
-from ..errors import EXIT_INTERRUPTED, ApiError, RateLimited
+from ..errors import EXIT_INTERRUPTED, ApiError, BudgetExceeded, RateLimited
 from ..manifest.loader import Manifest
 from ..manifest.snapshot import META_KEY, Snapshot
+from .adopt import adopt, adoptions
 from .budget import Budget, committed_spend, spent
 from .collect import Collector
 from .events import EventKind, EventSink, emitter
@@ -138,7 +139,11 @@ class Runner:
         ):
             self.store.set_status(job_id, JobState.COLLECTING)
             self.emit(EventKind.REFETCH, job_id=job_id)
-        self._take(plan_work(jobs, self.store.states(), twins, self.settings))
+        rows = self.store.states()
+        taken = adoptions(jobs, rows, twins, self.store)
+        for adoption in taken:  # what was already paid, under another id or an earlier input
+            adopt(self.store, adoption, self.manifest.output_dir, in_manifest=set(rows))
+        self._take(plan_work(jobs, self.store.states() if taken else rows, twins, self.settings))
         self.store.flush()
         return summary
 
@@ -185,9 +190,14 @@ class Runner:
     # -- running --------------------------------------------------------------------------------
     async def run(self) -> RunResult:
         started = time.monotonic()
+        self.watcher.run_started = time.time()
         run_id = self.store.start_run("run")
-        self.prepare()
-        await self._check_prices()
+        try:
+            self.prepare()
+            await self._check_prices()
+        except BudgetExceeded as exc:  # refused before anything was paid: recorded so, not as a crash
+            self.store.finish_run(run_id, exc.exit_code, self.store.counts())
+            raise
         flight = self.flight
         # Enough for a progress display to place every job before the first job event arrives.
         self.emit(

@@ -89,9 +89,13 @@ class Manifest:
 _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
-def fingerprint(model: str, input: dict[str, Any]) -> str:
-    """sha256 of the canonical JSON of the request: equal fingerprints are the same paid request."""
-    canonical = _CANONICAL.encode({"model": model, "input": input})
+def fingerprint(model: str, input: dict[str, Any], take: int = 1) -> str:
+    """sha256 of the canonical JSON of the request: equal fingerprints are the same paid request. A take
+    past the first (``takes:``) is another paid request of the same body, so its number is part of it."""
+    request: dict[str, Any] = {"model": model, "input": input}
+    if take > 1:
+        request["take"] = take
+    canonical = _CANONICAL.encode(request)
     return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
 
 
@@ -161,6 +165,27 @@ def expand_matrix(job_id: str, matrix: dict[str, list[Any]]) -> Iterator[tuple[s
             yield job_id + "".join(f"--{key}-{token}" for key, token in chosen.items()), pick
         else:
             yield "".join(chosen[p] if n % 2 else p for n, p in enumerate(parts)), pick
+
+
+def refuse_output_dir(output_dir: Path) -> str | None:
+    """Why ``output_dir`` cannot hold a run's outputs (the filesystem root or the home folder itself:
+    a job id would become a folder beside the user's own), or ``None``."""
+    resolved = Path(os.path.abspath(os.path.expanduser(output_dir)))
+    if resolved == Path(resolved.anchor):
+        return "is the filesystem root; give the outputs a folder of their own"
+    if resolved == Path(os.path.abspath(os.path.expanduser("~"))):
+        return "is your home folder itself; give the outputs a folder of their own"
+    return None
+
+
+def take_ids(job_id: str, takes: int) -> list[str]:
+    """The ids of a job's takes: the id itself for one, else ``<id>--take-1`` … ``<id>--take-N``."""
+    return [job_id] if takes == 1 else [f"{job_id}--take-{n}" for n in range(1, takes + 1)]
+
+
+def _takes(value: Any) -> int:
+    """A ``takes`` value the schema let through, else 1 (a bad one is reported by the schema)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 100 else 1
 
 
 def template_problem(job_id: str, matrix: dict[str, list[Any]]) -> str | None:
@@ -245,8 +270,9 @@ class _Loader:
         if isinstance(default_model, str) and self.model_problem(default_model):
             self.log.at(("defaults", "model"), self.model_problem(default_model) or "")
         default_input = defaults.get("input", {}) if defaults_usable else {}
+        default_takes = _takes(defaults.get("takes")) if isinstance(defaults, dict) else 1
         good = [(i, job) for i, job in enumerate(jobs) if isinstance(job, dict) and i not in bad_jobs]
-        self.check_size(good)
+        self.check_size(good, default_takes)
         built = self.build_jobs(
             jobs,
             bad_jobs,
@@ -254,7 +280,11 @@ class _Loader:
             default_input,
             doc.lines.get(id(jobs), []),
             check_inputs=defaults_usable,
+            default_takes=default_takes,
         )
+        refused = refuse_output_dir(self.output_dir(data))
+        if refused:
+            self.log.at(("output_dir",), f"{show(data.get('output_dir'))} {refused}")
         if self.log:
             raise self.fail_now(len(built))
         return self.manifest(data, built)
@@ -314,10 +344,15 @@ class _Loader:
                 f"the file is not UTF-8 text (byte 0x{byte:02x} on this line): save it as UTF-8", line
             ) from None
 
-    def check_size(self, sources: list[tuple[int, dict[str, Any]]]) -> None:
-        """Refuse a manifest whose matrices expand beyond :data:`MAX_JOBS`, before expanding anything."""
+    def check_size(self, sources: list[tuple[int, dict[str, Any]]], default_takes: int = 1) -> None:
+        """Refuse a manifest whose matrices (and takes) expand beyond :data:`MAX_JOBS`, before expanding
+        anything."""
         sizes = [
-            (matrix_size(job["matrix"]) if isinstance(job.get("matrix"), dict) else 1, index)
+            (
+                (matrix_size(job["matrix"]) if isinstance(job.get("matrix"), dict) else 1)
+                * _takes(job.get("takes", default_takes)),
+                index,
+            )
             for index, job in sources
         ]
         total = sum(size for size, _ in sizes)
@@ -344,6 +379,7 @@ class _Loader:
         job_lines: list[int],
         *,
         check_inputs: bool,
+        default_takes: int = 1,
     ) -> list[Job]:
         checker = InputChecker(self.log)
         files = LocalFiles(self.folder)
@@ -369,7 +405,10 @@ class _Loader:
             spec = self.catalog.get(model) if isinstance(model, str) and check_inputs else None
             own = job.get("input") or {}
             keys = tuple(job.get("matrix") or ())
-            for job_id, pick, combo in self.expand(index, job):
+            takes = _takes(job.get("takes", default_takes))
+            for expanded_id, pick, combo in self.expand(index, job):
+                ids = take_ids(expanded_id, takes)
+                job_id = ids[-1]  # the longest: if it is safe, every take's is
                 if not SAFE_ID.fullmatch(job_id):
                     message = (
                         f"{show(job_id, 140)} is not a safe job id: ids are 1-128 letters, digits, "
@@ -384,7 +423,8 @@ class _Loader:
                         ("id", index), message, line=line, job_id=None, field=f"jobs[{index}].id", scope=""
                     )
                     continue
-                self.note_id(job_id, line, index, seen)
+                for one in ids:
+                    self.note_id(one, line, index, seen)
                 if spec is None:
                     continue
                 base = inherited.get(spec.model_id)
@@ -394,8 +434,11 @@ class _Loader:
                 input, file_problems = files.inline_input(input, spec.file_fields, spec.file_checks)
                 if file_problems or not checker.is_valid(spec, input):
                     source = InputSource(index, base, own, keys, pick)
-                    checker.explain(job_id, spec, input, source, file_problems)
-                built.append(Job(job_id, spec.model_id, input, line, fingerprint(spec.model_id, input)))
+                    checker.explain(ids[0], spec, input, source, file_problems)
+                for take, one in enumerate(ids, start=1):
+                    built.append(
+                        Job(one, spec.model_id, input, line, fingerprint(spec.model_id, input, take))
+                    )
         self.check_defaults_used(default_input, inherited)
         return built
 
@@ -444,15 +487,25 @@ class _Loader:
             combo = {key: matrix[key][i] for key, i in zip(keys, pick, strict=True)}
             yield expanded_id, pick, combo
 
+    def output_dir(self, data: dict[str, Any]) -> Path:
+        """The output folder the manifest names: ``output_dir`` (relative to its folder), else out/<name>."""
+        output = data.get("output_dir")
+        if not isinstance(output, str) or not output:
+            name = data.get("name")
+            return Path(
+                os.path.abspath(
+                    self.folder / "out" / (name if isinstance(name, str) and name else self.path.stem)
+                )
+            )
+        return Path(os.path.abspath(self.folder / os.path.expanduser(output)))
+
     def manifest(self, data: dict[str, Any], jobs: list[Job]) -> Manifest:
         name = data.get("name") or self.path.stem
-        output = data.get("output_dir")
-        output_dir = (self.folder / os.path.expanduser(output)) if output else self.folder / "out" / name
         budget = data.get("budget_usd")
         return Manifest(
             path=self.path,
             name=name,
-            output_dir=Path(os.path.abspath(output_dir)),
+            output_dir=self.output_dir(data),
             jobs=jobs,
             budget_usd=float(budget) if budget is not None else None,
             concurrency=int(data["concurrency"]) if data.get("concurrency") is not None else None,

@@ -1,5 +1,10 @@
 """The cost of a run before it starts: per model, in total, and what is left given the state file.
 
+What is left is told as the commands would spend it: what a plain ``run`` would submit (new, edited,
+pending and held jobs), and apart from it what ``retry`` would send again (failed, cancelled, expired)
+and what ``--resubmit-unknown`` would (unknown: maybe paid already). A job that can adopt an attempt
+already paid under another id (a rename; see ``engine/adopt.py``) costs nothing and is named.
+
 A job's estimate is its model's tier price times its seconds of output, or times the files it asks
 for (``pricing.py``). Each model's line says its price, where it was read and when. Jobs with the
 same model and input are one paid request (the runner submits the first and copies its outputs),
@@ -15,7 +20,8 @@ from typing import Any
 
 from ..catalog.pricing import PriceTable, unit_of
 from ..engine.budget import committed_spend, spent
-from ..engine.states import IN_FLIGHT, JobState
+from ..engine.home import is_simulator, recorded_owner
+from ..engine.states import IN_FLIGHT, RETRIED, JobState
 from ..engine.store import Store
 from ..engine.workplan import twin_map
 from ..manifest.loader import Manifest
@@ -38,8 +44,13 @@ class ModelPlan:
     unknown_price_jobs: int = 0
     done: int = 0
     in_flight: int = 0
-    remaining: int = 0
+    remaining: int = 0  # what a plain `run` would submit
     remaining_usd: float = 0.0
+    adopted: int = 0  # take what was already paid under another id
+    retry: int = 0  # failed, cancelled or expired: what `retry` would submit besides
+    retry_usd: float = 0.0
+    unknown: int = 0  # sent again only with --resubmit-unknown
+    unknown_usd: float = 0.0
 
 
 @dataclass
@@ -50,7 +61,7 @@ class Plan:
     jobs: int
     twins: dict[str, str]
     estimate_usd: float
-    remaining_usd: float
+    remaining_usd: float  # what a plain `run` would still spend
     spent_usd: float
     committed_usd: float
     unknown_price: bool
@@ -58,6 +69,10 @@ class Plan:
     budget_usd: float | None = None
     over_budget: bool = False
     notes: list[str] = field(default_factory=list)
+    retry_usd: float = 0.0  # what `retry` would spend besides (failed, cancelled, expired jobs)
+    unknown_usd: float = 0.0  # what `--resubmit-unknown` would spend besides (maybe paying twice)
+    adopted: dict[str, str] = field(default_factory=dict)  # job -> the id whose paid request it takes
+    simulated: bool = False  # the journal's results came from a simulator (never charged)
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -85,8 +100,14 @@ def make_plan(
 ) -> Plan:
     twins = twin_map(manifest.jobs)
     known: dict[str, tuple[str, str]] = {}
+    held: set[int] = set()
     if store is not None:
-        known = {r.job_id: (r.fingerprint, r.status) for r in store.jobs(in_manifest_only=False)}
+        for r in store.jobs(in_manifest_only=False):
+            known[r.job_id] = (r.fingerprint, r.status)
+            if r.in_manifest and r.attempt_id is not None and r.status != JobState.SUCCEEDED:
+                held.add(r.attempt_id)
+    paid = store.paid_attempts(_waiting(manifest, known, twins)) if store is not None else {}
+    adopted: dict[str, str] = {}
     by_model: dict[str, ModelPlan] = {}
     unknown = False
     for job in manifest.jobs:
@@ -107,10 +128,20 @@ def make_plan(
             unknown = True
         else:
             plan.estimate_usd += quote.usd
+        attempt = paid.get(job.fingerprint)
         if same and status == JobState.SUCCEEDED:
             plan.done += 1
         elif same and status in IN_FLIGHT:
             plan.in_flight += 1
+        elif same and status in RETRIED:
+            plan.retry += 1
+            plan.retry_usd += quote.usd or 0.0
+        elif same and status == JobState.UNKNOWN:
+            plan.unknown += 1
+            plan.unknown_usd += quote.usd or 0.0
+        elif attempt is not None and attempt.model == job.model and attempt.attempt_id not in held:
+            plan.adopted += 1
+            adopted[job.id] = attempt.job_id
         else:
             plan.remaining += 1
             plan.remaining_usd += quote.usd or 0.0
@@ -118,6 +149,8 @@ def make_plan(
     for p in models:
         p.estimate_usd = round(p.estimate_usd, 6)
         p.remaining_usd = round(p.remaining_usd, 6)
+        p.retry_usd = round(p.retry_usd, 6)
+        p.unknown_usd = round(p.unknown_usd, 6)
     remaining = round(sum(p.remaining_usd for p in models), 6)
     committed = committed_spend(store) if store is not None else 0.0
     budget = budget_usd if budget_usd is not None else manifest.budget_usd
@@ -132,6 +165,10 @@ def make_plan(
         unknown,
         prices.read_on,
         budget,
+        retry_usd=round(sum(p.retry_usd for p in models), 6),
+        unknown_usd=round(sum(p.unknown_usd for p in models), 6),
+        adopted=adopted,
+        simulated=store is not None and is_simulator(_api(store)),
     )
     if budget is not None:
         result.over_budget = committed + remaining > budget + 1e-9
@@ -142,8 +179,32 @@ def make_plan(
             + ", ".join(f"{a} = {b}" for a, b in list(twins.items())[:10])
             + (" …" if len(twins) > 10 else "")
         )
+    if adopted:
+        result.notes.append(
+            f"{len(adopted)} job(s) take what was already paid under another id, without a new submit: "
+            + ", ".join(f"{a} adopted from {b}" for a, b in list(adopted.items())[:10])
+            + (" …" if len(adopted) > 10 else "")
+        )
     if unknown:
         result.notes.append(
             "some models have no known price: the estimate leaves them out (add a --prices file)"
         )
     return result
+
+
+def _api(store: Store) -> str:
+    owner = recorded_owner(store)
+    return owner.api if owner is not None else ""
+
+
+def _waiting(manifest: Manifest, known: Mapping[str, tuple[str, str]], twins: Mapping[str, str]) -> set[str]:
+    """The fingerprints of the jobs a run would submit (new, edited, pending, held; no twin): those that
+    may adopt what was already paid."""
+    waiting = set()
+    for job in manifest.jobs:
+        fingerprint, status = known.get(job.id, (None, None))
+        if job.id not in twins and (
+            fingerprint != job.fingerprint or status in (JobState.PENDING, JobState.HELD)
+        ):
+            waiting.add(job.fingerprint)
+    return waiting
