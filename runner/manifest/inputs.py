@@ -170,12 +170,12 @@ def _too_large(shown: str, size: int, limit: int) -> LocalInputError:
 class LocalFiles:
     """Turns local paths in a job's file fields into data URIs, each file read once."""
 
-    def __init__(self, base: Path) -> None:
+    def __init__(self, base: Path, read: dict[str, tuple[int, int]] | None = None) -> None:
         self.base = base
         self._seen: dict[str, tuple[str, dict[str, float]] | LocalInputError] = {}
         # Every file read, with its size and mtime taken before reading (a file changed while it was
         # read then looks changed next time, never the other way round): see ``snapshot.py``.
-        self.read: dict[str, tuple[int, int]] = {}
+        self.read: dict[str, tuple[int, int]] = {} if read is None else read
 
     def inline(self, value: str, kind: str) -> str:
         """The data URI for the local file ``value`` (relative to ``base``) of the given kind."""

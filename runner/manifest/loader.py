@@ -1,11 +1,11 @@
 """The manifest: a YAML file listing the jobs of a batch, read into :class:`Manifest` and its :class:`Job` s.
 
 :func:`load_manifest` is the one entry point. It reads the file (capped in size), parses it with
-lines (:mod:`runner.yamldoc`), checks it against the manifest schema, reads the model schemas it names
-of its own (``models:``, :mod:`.own_models`), expands matrices into jobs with
-stable, file-safe ids, builds each job's input (defaults, then the job's input, then its matrix
-combination; local images inlined by :mod:`runner.inputs`), and checks every input against its model
-(:mod:`runner.validate`). It either returns a manifest whose every job can be sent as is, or raises
+lines (:mod:`runner.yamldoc`), checks it against the manifest schema, reads its own model schemas
+(:mod:`.own_models`), expands matrices into jobs with stable, file-safe ids, builds each job's input
+(defaults, then the job's input, then its matrix combination; local images inlined by
+:mod:`runner.inputs`), and checks every input against its model (:mod:`runner.validate`). It
+either returns a manifest whose every job can be sent as is, or raises
 :class:`~runner.errors.ManifestInvalid` listing all the problems, one line each; no other exception
 escapes for any file content. The format is documented in ``docs/manifest.md``.
 """
@@ -35,8 +35,8 @@ from .validate import (
     InputChecker,
     InputSource,
     ManifestSchema,
+    ModelCheck,
     ProblemLog,
-    check_model,
 )
 from .yamldoc import parse_yaml
 
@@ -63,9 +63,8 @@ class Job:
 
 @dataclass(frozen=True)
 class Source:
-    """What a manifest was built from: its file's sha256, and each local file inlined into an input or
-    named as a model schema (absolute path, size, mtime in ns). The same source with the same
-    schemas gives the same jobs."""
+    """What a manifest was built from: its file's sha256, and each local file inlined or named as a
+    model schema (absolute path, size, mtime in ns). The same source and schemas give the same jobs."""
 
     sha256: str
     local_files: tuple[tuple[str, int, int], ...] = ()
@@ -231,8 +230,7 @@ class _Loader:
         self.log = ProblemLog(shown)
         self.sha256 = ""
         self.local_files: dict[str, tuple[int, int]] = {}
-        self.own_models: dict[str, ModelSpec] = {}
-        self._model_problems: dict[str, str | None] = {}  # a schema named under models: that failed: None
+        self.own_models: dict[str, ModelSpec] = {}  # the manifest's own model schemas (``models:``)
 
     def fail(self, message: str, line: int | None = None, *, too_large: bool = False) -> ManifestInvalid:
         self.log.add(message, line=line)
@@ -256,12 +254,10 @@ class _Loader:
             )
         bad_jobs = ManifestSchema.load(self.catalog).check(data, self.log)
         self.check_name(data.get("name"))
-        if isinstance(data.get("models"), dict):
-            self.own_models, schema_files = read_own_models(data["models"], self.folder, self.log)
-            self.catalog = self.catalog.with_models(self.own_models)
-            self.local_files.update(schema_files)
-            # The schema's problem is told; its jobs are not checked, nor told "unknown model" too.
-            self._model_problems.update((m, None) for m in data["models"] if m not in self.own_models)
+        own = data["models"] if isinstance(data.get("models"), dict) else {}
+        self.own_models = read_own_models(own, self.folder, self.log, self.local_files)
+        self.catalog = self.catalog.with_models(self.own_models)
+        self.model_problem = ModelCheck(self.catalog, excused=set(own) - set(self.own_models))
         defaults = data.get("defaults", {})
         jobs: list[Any] = data["jobs"] if isinstance(data.get("jobs"), list) else []
         # With a broken defaults block, every job's input would be judged without it: say nothing of them.
@@ -288,15 +284,6 @@ class _Loader:
         if self.log:
             raise self.fail_now(len(built))
         return self.manifest(data, built)
-
-    def model_problem(self, model: Any) -> str | None:
-        """Why ``model`` cannot be used, or None; worked out once per model (finding the closest ids
-        of an unknown one takes a millisecond, and 100,000 jobs may name it)."""
-        if not isinstance(model, str):
-            return check_model(model, self.catalog)
-        if model not in self._model_problems:
-            self._model_problems[model] = check_model(model, self.catalog)
-        return self._model_problems[model]
 
     def check_name(self, name: Any) -> None:
         # The schema's pattern lets "name\n" through (Python's $ matches before a final newline).
@@ -382,9 +369,7 @@ class _Loader:
         default_takes: int = 1,
     ) -> list[Job]:
         checker = InputChecker(self.log)
-        files = LocalFiles(self.folder)
-        files.read.update(self.local_files)  # the schema files, read already
-        self.local_files = files.read
+        files = LocalFiles(self.folder, read=self.local_files)  # the schema files are in it already
         inherited: dict[str, dict[str, Any]] = {}  # model id -> the defaults.input fields it has
         seen: dict[str, tuple[int, int]] = {}  # id -> (line, index of its job in the manifest)
         built: list[Job] = []

@@ -29,12 +29,11 @@ MAX_SCHEMA_BYTES = 5 * 1000 * 1000
 
 
 def read_own_models(
-    entries: Mapping[str, Any], folder: Path, log: ProblemLog
-) -> tuple[dict[str, ModelSpec], dict[str, tuple[int, int]]]:
-    """The models the manifest's ``models:`` names, and each file read (absolute path -> size and
-    mtime in ns, for the state file's snapshot); every problem goes into ``log``."""
+    entries: Mapping[str, Any], folder: Path, log: ProblemLog, read: dict[str, tuple[int, int]]
+) -> dict[str, ModelSpec]:
+    """The models the manifest's ``models:`` names; each file read goes into ``read`` (absolute path
+    -> size and mtime in ns, for the state file's snapshot), every problem into ``log``."""
     specs: dict[str, ModelSpec] = {}
-    read: dict[str, tuple[int, int]] = {}
     for model_id, value in entries.items():
         if not isinstance(value, str) or not value:
             continue  # the manifest schema has said so
@@ -59,7 +58,7 @@ def read_own_models(
             log.at(where, f"{value}: {problem}")
             continue
         specs[model_id] = ModelSpec(model_id, schema, path, "manifest")
-    return specs, read
+    return specs
 
 
 def _model_schema(model_id: str, data: Any, shown: str) -> tuple[dict[str, Any] | None, str]:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from dataclasses import field as default
 from typing import Any
@@ -284,6 +284,24 @@ class InputChecker:
                 field=shown,
                 scope="matrix",
             )
+
+
+class ModelCheck:
+    """Why a model a manifest names cannot be used, or None; worked out once per model (finding the
+    closest ids of an unknown one takes a millisecond, and 100,000 jobs may name it). An ``excused``
+    model is one whose own schema (``models:``) failed to load: that was told, so its jobs are
+    neither checked nor told "unknown model" too."""
+
+    def __init__(self, catalog: Catalog, excused: Iterable[str] = ()) -> None:
+        self.catalog = catalog
+        self._found: dict[str, str | None] = dict.fromkeys(excused)
+
+    def __call__(self, model: Any) -> str | None:
+        if not isinstance(model, str):
+            return check_model(model, self.catalog)
+        if model not in self._found:
+            self._found[model] = check_model(model, self.catalog)
+        return self._found[model]
 
 
 def check_model(model: Any, catalog: Catalog) -> str | None:
