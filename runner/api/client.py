@@ -162,6 +162,11 @@ class RunComfyClient:
         answer = await self._read("POST", f"/v1/requests/{_segment(request_id)}/cancel")
         return read_outcome(answer)
 
+    async def catalog_page(self, path: str = "/v1/models", query: str = "include_schema=true") -> Any:
+        """One page of the model catalog (``GET /v1/models?include_schema=true``), as the API wrote it;
+        :mod:`.catalog` follows the pages."""
+        return await self._read("GET", path, query=query)
+
     async def price(self, model_id: str) -> Mapping[str, Any] | None:
         """The model's price from the API (undocumented call), or ``None`` where it does not answer."""
         try:

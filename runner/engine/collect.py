@@ -9,6 +9,7 @@ job ids with their files.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from ..api.download import DownloadConfig, Fsync, download, file_names
@@ -33,12 +34,14 @@ class Collector:
         *,
         emit: Emit,
         on_retry: OnRetry | None = None,
+        output_kind_of: Callable[[str], str | None] | None = None,
     ) -> None:
         self.store = store
         self.http = http
         self.output_dir = output_dir
         self.config = config
         self.on_retry = on_retry
+        self.output_kind_of = output_kind_of or (lambda job_id: None)  # names files without an extension
         self._emit = emit
         self._fsync = Fsync()  # one per run: it learns how fast this disk syncs
         self.followers: dict[str, list[str]] = {}  # leader -> twins waiting for its outputs
@@ -57,6 +60,7 @@ class Collector:
         folder = self.output_dir / job_id
         grace = self.config.not_found_grace if job_id in self.seen_finishing else 0.0
         self.seen_finishing.discard(job_id)
+        kind = self.output_kind_of(job_id)
         try:
             for idx, (url, name) in enumerate(zip(urls, file_names(urls), strict=True)):
                 got = await download(
@@ -67,6 +71,7 @@ class Collector:
                     on_retry=self.on_retry,
                     fsync=self._fsync,
                     not_found_grace=grace,
+                    kind=kind,
                 )
                 rel = got.path.relative_to(self.output_dir).as_posix()
                 self.store.record_output(
