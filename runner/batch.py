@@ -12,6 +12,7 @@ ended. ``run_batch`` is the async core; ``run_batch_sync`` calls ``anyio.run`` o
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 from collections.abc import Callable, Mapping
@@ -25,12 +26,23 @@ import anyio
 import sniffio
 
 from . import defaults
+from .api.catalog import read_catalog
 from .api.client import CANCELLED, ApiConfig, RunComfyClient
 from .api.download import DownloadConfig
 from .api.http import AiohttpSession, HttpSession, httpx_session
 from .api.retry import RetryPolicy
-from .catalog.models import Catalog
+from .catalog.models import Catalog, schema_dir
 from .catalog.pricing import PriceTable
+from .catalog.synced import (
+    CatalogChanges,
+    Synced,
+    baseline,
+    cache_path,
+    catalog_changes,
+    read_synced,
+    synced_specs,
+    write_synced,
+)
 from .engine.budget import spent
 from .engine.events import EventSink
 from .engine.home import (
@@ -43,26 +55,16 @@ from .engine.home import (
     recorded_owner,
     run_output_dir,
 )
-from .engine.isolation import check_writable, journal_unwritable, log_path_for
+from .engine.isolation import check_writable, close_kept, journal_kept, log_path_for
 from .engine.loop import Runner
 from .engine.outputs import damaged_outputs
 from .engine.settings import RunResult, RunSettings, outcome, runs_now
 from .engine.states import IN_FLIGHT, JobState
-from .engine.store import Store, journal_trouble
-from .errors import (
-    EXIT_JOBS_FAILED,
-    EXIT_OK,
-    EXIT_STORAGE,
-    ErrorRecord,
-    JournalRefused,
-    RunnerError,
-    StateError,
-    UsageError,
-    keep_secret,
-)
+from .engine.store import Store
+from .errors import ApiError, ErrorRecord, JournalRefused, RunnerError, StateError, UsageError, keep_secret
 from .manifest.loader import Manifest, load_manifest
 from .manifest.snapshot import META_KEY, Snapshot, quick_output_dir
-from .reports.report import report_paths, reports_current, write_reports
+from .reports.report import report_paths, reports_current, write_reports_kept
 
 if TYPE_CHECKING:
     import httpx
@@ -233,7 +235,7 @@ def open_journal(
             raise JournalRefused("; ".join([*located.notices, str(exc)])) from None
         raise
     except BaseException:
-        _close(store)  # a journal that could not be written cannot take this commit either
+        close_kept(store)
         raise
     return store, notices
 
@@ -274,16 +276,13 @@ async def run_batch(
             return done
     catalog = catalog or Catalog.load()
     manifest, located, config = _setup(manifest, options, catalog)
+    catalog = catalog.with_models(manifest.models)
     prices = PriceTable.load(catalog, options.prices_path)
     settings = config.settings
     check_writable(manifest.output_dir, "output folder")
     check_writable(located.path.parent, "state folder")
-    try:
+    with journal_kept(located.path):
         store, notices = open_journal(manifest, located, options, run=True)
-    except Exception as exc:
-        if not journal_trouble(exc):
-            raise
-        raise journal_unwritable(located.path, exc) from None
     try:
         http = open_session(options)
         try:
@@ -295,6 +294,7 @@ async def run_batch(
                 prices,
                 settings,
                 defaults_for=_defaults(catalog),
+                output_kind_for=_output_kinds(catalog),
                 on_event=on_event,
                 log_path=log_path_for(located.path),
             )
@@ -303,43 +303,12 @@ async def run_batch(
         finally:
             with anyio.CancelScope(shield=True):
                 await http.aclose()
-        code, message = result.exit_code, result.message
-        paths = report_paths(manifest.output_dir)
-        try:
-            paths = write_reports(manifest, store, if_changed=True)
-        except OSError as exc:
-            code = EXIT_STORAGE if code in (EXIT_OK, EXIT_JOBS_FAILED) else code
-            message += (
-                f"; the reports could not be written into {manifest.output_dir}: {exc.strerror or exc} "
-                f"(`runcomfy-batch report` writes them once it is fixed)"
-            )
-        except Exception as exc:
-            if not journal_trouble(exc):
-                raise
-            # Written, but the journal could not note it (its disk is full): rewritten next time.
+        paths, code, message = write_reports_kept(manifest, store, result.exit_code, result.message)
         attention = runner.isolation.stopped_jobs(ATTENTION_SHOWN) + store.needs_attention(ATTENTION_SHOWN)
+        attention = attention[:ATTENTION_SHOWN]
     finally:
-        _close(store)
-    return BatchResult(
-        code,
-        message,
-        result.counts,
-        result.cost_usd,
-        paths,
-        located.path,
-        attention[:ATTENTION_SHOWN],
-        notices,
-    )
-
-
-def _close(store: Store) -> None:
-    """Close the state file; one whose disk filled up cannot take its last commit, and the next run reads
-    it as it was last committed (its lock goes with this process)."""
-    try:
-        store.close()
-    except Exception as exc:
-        if not journal_trouble(exc):
-            raise
+        close_kept(store)
+    return BatchResult(code, message, result.counts, result.cost_usd, paths, located.path, attention, notices)
 
 
 ATTENTION_SHOWN = 50
@@ -417,12 +386,21 @@ def _defaults(catalog: Catalog) -> Callable[[str], Mapping[str, Any]]:
     return defaults_for
 
 
+def _output_kinds(catalog: Catalog) -> Callable[[str], str | None]:
+    def output_kind_for(model_id: str) -> str | None:
+        spec = catalog.get(model_id)
+        return spec.output_kind if spec else None
+
+    return output_kind_for
+
+
 __all__ = [
     "BatchOptions",
     "BatchResult",
     "RunConfig",
     "configure",
     "load_manifest",
+    "sync_models",
     "run_batch",
     "run_batch_sync",
 ]
@@ -464,3 +442,49 @@ async def cancel_batch(
             await http.aclose()
         store.flush()
     return outcomes
+
+
+@dataclass(frozen=True)
+class ModelsSynced:
+    """What ``models sync`` did: where the catalog is kept now, how many models and pages it read,
+    whether the pages ended cleanly, what changed against what the runner knew before, and notes."""
+
+    path: Path
+    models: int
+    pages: int
+    complete: bool
+    changes: CatalogChanges
+    notes: list[str]
+
+
+async def sync_models(options: BatchOptions | None = None, *, cache: Path | None = None) -> ModelsSynced:
+    """Read every page of RunComfy's live catalog with the user's token and keep it in the user's cache
+    folder (``cache`` elsewhere), where every later catalog load finds it. An incomplete read keeps
+    the previous sync's models beside the new ones."""
+    options = options or BatchOptions()
+    api = configure(options).api
+    path = cache or cache_path()
+    previous, _ = read_synced(path)
+    http = open_session(options)
+    try:
+        read = await read_catalog(RunComfyClient(http, api))
+    finally:
+        with anyio.CancelScope(shield=True):
+            await http.aclose()
+    if not read.entries:
+        raise ApiError(
+            "RunComfy's catalog answer held no models: the synced catalog is left as it was"
+            + (f" ({'; '.join(read.notes)})" if read.notes else "")
+        )
+    entries = list(read.entries)
+    if not read.complete and previous is not None:
+        fresh = {e.get("model_id") for e in entries if isinstance(e, Mapping)}
+        entries += [e for e in previous.entries if isinstance(e, Mapping) and e.get("model_id") not in fresh]
+    when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    synced = Synced(when, api.base_url, read.complete, entries, read.notes, read.pages, path=path)
+    specs, left_out = synced_specs(synced)
+    changes = catalog_changes(baseline(schema_dir(), previous), {m: s.schema for m, s in specs.items()})
+    if not read.complete:  # what an incomplete read did not see is not gone
+        changes = replace(changes, removed=[])
+    write_synced(replace(synced, removed=changes.removed), path)
+    return ModelsSynced(path, len(specs), read.pages, read.complete, changes, [*read.notes, *left_out])

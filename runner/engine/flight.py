@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import anyio
@@ -53,7 +53,7 @@ class Flight:
     """The state of one run that its parts share, with the few things any of them may do to it."""
 
     def __init__(self, emit: Emit) -> None:
-        self._emit = emit
+        self.emit = emit  # the run's events, for the parts that tell them
         self.live: dict[str, Live] = {}
         self.to_submit: deque[str] = deque()
         self.collecting: set[str] = set()
@@ -109,7 +109,7 @@ class Flight:
             return
         self.stop_reason = reason
         self.stopped = why
-        self._emit(EventKind.STOPPING, reason=str(why))
+        self.emit(EventKind.STOPPING, reason=str(why))
         if self.work is not None:
             self.work.cancel()
         self.wake()
@@ -124,12 +124,12 @@ class Flight:
         a refused token stops everything."""
         if isinstance(exc, BalanceError):
             if self.balance_hit is None:
-                self._emit(EventKind.STOPPING, reason=str(exc))
+                self.emit(EventKind.STOPPING, reason=str(exc))
             self.balance_hit = exc
             self.stop_reason = self.stop_reason or "balance"
         else:
             if self.fatal is None:  # told once, however many requests were refused with it
-                self._emit(EventKind.STOPPING, reason=str(exc))
+                self.emit(EventKind.STOPPING, reason=str(exc))
             self.fatal = exc
             self.stop_reason = "auth"
             if self.work is not None:
@@ -151,8 +151,15 @@ class Parts:
     emit: Emit
     clock: Callable[[], float]
     # What to do when handling one job raises what the code did not expect (:mod:`.isolation`): the job,
-    # its trouble, and the stage it was in (submit, poll, collect).
-    on_crash: Callable[[Live | str, Exception, str], None]
+    # its trouble, and the stage it was in (submit, poll, collect). Parts driven on their own (a unit's
+    # test) hear of it as the exception itself.
+    on_crash: Callable[[Live | str, Exception, str], None] = field(
+        default=lambda job, exc, stage: _reraise(exc)
+    )
+
+
+def _reraise(exc: Exception) -> None:
+    raise exc
 
 
 class Part:

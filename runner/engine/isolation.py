@@ -27,6 +27,8 @@ import contextlib
 import os
 import time
 import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +48,25 @@ def journal_unwritable(path: Path, exc: BaseException) -> StorageError:
         f"cannot write the state file {path}: {exc}; make room (or make its folder writable) and run "
         "the same command again: jobs already submitted are re-attached"
     )
+
+
+@contextmanager
+def journal_kept(path: Path) -> Iterator[None]:
+    """A state file that cannot be written inside the block (its disk full, read-only) raises the one
+    line of :func:`journal_unwritable` instead."""
+    try:
+        yield
+    except Exception as exc:
+        if not journal_trouble(exc):
+            raise
+        raise journal_unwritable(path, exc) from None
+
+
+def close_kept(store: Store) -> None:
+    """Close the state file; one whose disk filled up cannot take its last commit, and the next run reads
+    it as it was last committed."""
+    with contextlib.suppress(StorageError), journal_kept(store.path):
+        store.close()
 
 
 def one_line(exc: BaseException, limit: int = 300) -> str:
@@ -197,6 +218,14 @@ class Isolation:
         self.log(f"job {job_id}" if job_id else "the run", exc)
         self.flight.stop("storage", error)
         return True
+
+    def kept(self, write: Callable[..., object], *args: Any) -> None:
+        """Write to the journal; one that cannot be written stops the run (exit 9), nothing more."""
+        try:
+            write(*args)
+        except Exception as exc:
+            if not self.storage_failed(exc):
+                raise
 
     # -- the run -------------------------------------------------------------------------------
     def run_failed(self, exc: BaseException) -> str:

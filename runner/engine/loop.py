@@ -34,6 +34,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Mapping
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +49,7 @@ from ..manifest.snapshot import META_KEY, Snapshot
 from .adopt import adopt, adoptions
 from .budget import Budget, committed_spend, spent
 from .collect import Collector
-from .events import EventKind, EventSink, emitter
+from .events import Emit, EventKind, EventSink, emitter
 from .flight import Flight, Live, Parts
 from .isolation import Display, Isolation
 from .outage import Outage
@@ -66,6 +67,11 @@ from .workplan import WorkPlan, plan_work, twin_map
 BURST = 64
 
 
+def retried(emit: Emit, error: ApiError, delay: float, attempt: int) -> None:
+    """Tell the displays a call is retried (a download's, or one to the API)."""
+    emit(EventKind.RETRY, error=str(error), delay=round(delay, 3), attempt=attempt)
+
+
 class Runner:
     """Runs one manifest against one state file through one API client."""
 
@@ -78,6 +84,7 @@ class Runner:
         settings: RunSettings,
         *,
         defaults_for: Callable[[str], Mapping[str, Any]] | None = None,
+        output_kind_for: Callable[[str], str | None] | None = None,
         on_event: EventSink | None = None,
         clock: Callable[[], float] = time.monotonic,
         log_path: Path | None = None,
@@ -96,21 +103,22 @@ class Runner:
             prices, settings.budget_usd, partial=settings.budget_partial, defaults_for=defaults_for
         )
         self.throttle = Throttle(settings.http_concurrency, clock=clock, emit=self.emit)
+        self._output_kind_for = output_kind_for or (lambda model: None)
         self.collector = Collector(
-            store, client.http, manifest.output_dir, settings.download, emit=self.emit, on_retry=self._retried
+            store,
+            client.http,
+            manifest.output_dir,
+            settings.download,
+            emit=self.emit,
+            on_retry=partial(retried, self.emit),  # the file host is not the API: no outage from it
+            output_kind_of=self.output_kind_of,
         )
         self.isolation = Isolation(
             self.flight, store, self.pacer, self.budget, self.collector, self.emit, log_path=log_path
         )
+        probe_model = manifest.jobs[0].model if manifest.jobs else ""
         self.outage = Outage(
-            client,
-            manifest.jobs[0].model if manifest.jobs else "",
-            policy=client.config.retry,
-            max_seconds=settings.outage_max_time,
-            stop=lambda why: self.flight.stop("outage", why),
-            wake=self.flight.wake,
-            emit=self.emit,
-            clock=clock,
+            client, self.flight, probe_model, max_seconds=settings.outage_max_time, clock=clock
         )
         parts = Parts(
             flight=self.flight,
@@ -127,17 +135,18 @@ class Runner:
         self.watcher = Watcher(parts, settings)
         self.submitter = Submitter(parts, self.watcher, self.outage)
 
+    def output_kind_of(self, job_id: str) -> str | None:
+        """The kind of file the job's model makes (``image``, ``video``, ``audio``; None: unknown)."""
+        job = self.jobs.get(job_id)
+        return self._output_kind_for(job.model) if job is not None else None
+
     def on_retry(self, error: ApiError, delay: float, attempt: int) -> None:
         """Called by the client before each retry of a call to the API: a 429 slows the calls down, an
         API that does not answer holds the submits back."""
         if isinstance(error, RateLimited):
             self.throttle.rate_limited()
         self.outage.call_failed(error)
-        self._retried(error, delay, attempt)
-
-    def _retried(self, error: ApiError, delay: float, attempt: int) -> None:
-        """Called before each retry of a download too (the file host is not the API)."""
-        self.emit(EventKind.RETRY, error=str(error), delay=round(delay, 3), attempt=attempt)
+        retried(self.emit, error, delay, attempt)
 
     # -- preparing ------------------------------------------------------------------------------
     def prepare(self) -> SyncSummary:
@@ -160,7 +169,6 @@ class Runner:
         for adoption in taken:  # what was already paid, under another id or an earlier input
             adopt(self.store, adoption, self.manifest.output_dir, in_manifest=set(rows))
         self._take(plan_work(jobs, self.store.states() if taken else rows, twins, self.settings))
-        self.budget.check_start(self.jobs[job_id] for job_id in self.flight.to_submit)
         self.store.flush()
         return summary
 
@@ -178,10 +186,22 @@ class Runner:
         for leader in plan.copy:  # these leaders succeeded already: their twins get copies now
             self.collector.copy_to_twins(leader)
 
-    async def _refresh_prices(self) -> None:
+    async def _check_prices(self) -> None:
         """Ask the API for the price of each model about to be submitted (one call per model): where it
-        answers, it is fresher than the bundled table. Estimates already journaled stay as they were."""
-        for model in sorted({self.jobs[j].model for j in self.flight.to_submit}):
+        answers, it is fresher than any table. Under a budget, the models nothing here prices are asked
+        first, so that the check before the start knows them; the others only once it passed, so that
+        a run refused by its budget sends nothing but those. Estimates already journaled stay."""
+        to_submit = [self.jobs[job_id] for job_id in self.flight.to_submit]
+        models = {job.model for job in to_submit}
+        unpriced = set()
+        if self.budget.cap_usd is not None:
+            unpriced = {job.model for job in to_submit if self.budget.estimate(job) is None}
+        await self._refresh_prices(unpriced)
+        self.budget.check_start(to_submit)
+        await self._refresh_prices(models - unpriced)
+
+    async def _refresh_prices(self, models: set[str]) -> None:
+        for model in sorted(models):
             answer = await self.client.price(model)
             if answer is not None:
                 self.budget.reprice(model, answer)
@@ -210,10 +230,7 @@ class Runner:
         flight = self.flight
         if flight.stop_reason == "signal":
             interrupted = True
-        try:
-            self.store.flush()
-        except Exception as exc:  # noqa: BLE001 - a journal that cannot take the last commit
-            self.isolation.storage_failed(exc)
+        self.isolation.kept(self.store.flush)  # a journal that cannot take it stops nothing more
         result = run_result(
             self.store.counts(),
             spent(self.store),
@@ -224,10 +241,7 @@ class Runner:
         )
         if crashed is not None and flight.stopped is None:
             result.exit_code, result.message = EXIT_JOBS_FAILED, f"{crashed}; run the same command again"
-        try:
-            self.store.finish_run(run_id, result.exit_code, result.counts)
-        except Exception as exc:  # noqa: BLE001 - as above: the run's record is what is lost
-            self.isolation.storage_failed(exc)
+        self.isolation.kept(self.store.finish_run, run_id, result.exit_code, result.counts)
         self.emit(
             EventKind.FINISH, counts=result.counts, exit_code=result.exit_code, cost_usd=result.cost_usd
         )
@@ -239,10 +253,10 @@ class Runner:
         """Prepare and do the work; whether a KeyboardInterrupt ended it."""
         try:
             self.prepare()
-        except BudgetExceeded as exc:  # refused before anything was sent: recorded so, not as a crash
+            await self._check_prices()
+        except BudgetExceeded as exc:  # refused before anything was paid: recorded so, not as a crash
             self.store.finish_run(run_id, exc.exit_code, self.store.counts())
             raise
-        await self._refresh_prices()
         flight = self.flight
         # Enough for a progress display to place every job before the first job event arrives.
         self.emit(

@@ -32,9 +32,9 @@ import anyio
 
 from .. import defaults
 from ..api.client import RunComfyClient
-from ..api.retry import RetryPolicy
 from ..errors import ApiError, ApiUnreachable, NeverSent, RateLimited, ServerError, TransportError
-from .events import Emit, EventKind
+from .events import EventKind
+from .flight import Flight
 
 # The shortest wait between probes, whatever the retry policy's sleep scale (tests run it at 0).
 MIN_PROBE_GAP = 0.05
@@ -78,25 +78,21 @@ class Outage:
     def __init__(
         self,
         client: RunComfyClient,
+        flight: Flight,
         probe_model: str,
         *,
-        policy: RetryPolicy,
         max_seconds: float,
-        stop: Callable[[ApiUnreachable], None],
-        wake: Callable[[], None],
-        emit: Emit,
         clock: Callable[[], float],
         on_wire: int = defaults.SUBMITS_ON_WIRE,
         trials: int = defaults.OUTAGE_TRIALS,
     ) -> None:
         self.client = client
         self.host = client.base_url.split("://", 1)[-1].split("/", 1)[0]
-        self.probe_model = probe_model
-        self.policy = policy
+        self.probe_model = probe_model  # any model of the run: its price is the read that asks
+        self.policy = client.config.retry  # the backoff of the run's other safe calls
         self.max_seconds = max_seconds
-        self._stop = stop
-        self._wake = wake
-        self._emit = emit
+        self.flight = flight
+        self._emit = flight.emit
         self._clock = clock
         self.wire_limit = on_wire
         self.trials = trials
@@ -142,7 +138,7 @@ class Outage:
     def _changed_now(self) -> None:
         self._changed.set()
         self._changed = anyio.Event()
-        self._wake()
+        self.flight.wake()
 
     async def answering(self) -> None:
         """Wait until the API answers again (returns at once when it does)."""
@@ -235,7 +231,7 @@ class Outage:
 
     def _stopping(self, why: ApiUnreachable) -> None:
         self.stopped = True
-        self._stop(why)
+        self.flight.stop("outage", why)
 
     def _give_up(self) -> None:
         assert self.since is not None

@@ -1,10 +1,11 @@
 """The manifest: a YAML file listing the jobs of a batch, read into :class:`Manifest` and its :class:`Job` s.
 
 :func:`load_manifest` is the one entry point. It reads the file (capped in size), parses it with
-lines (:mod:`runner.yamldoc`), checks it against the manifest schema, expands matrices into jobs with
-stable, file-safe ids, builds each job's input (defaults, then the job's input, then its matrix
-combination; local images inlined by :mod:`runner.inputs`), and checks every input against its model
-(:mod:`runner.validate`). It either returns a manifest whose every job can be sent as is, or raises
+lines (:mod:`runner.yamldoc`), checks it against the manifest schema, reads its own model schemas
+(:mod:`.own_models`), expands matrices into jobs with stable, file-safe ids, builds each job's input
+(defaults, then the job's input, then its matrix combination; local images inlined by
+:mod:`runner.inputs`), and checks every input against its model (:mod:`runner.validate`). It
+either returns a manifest whose every job can be sent as is, or raises
 :class:`~runner.errors.ManifestInvalid` listing all the problems, one line each; no other exception
 escapes for any file content. The format is documented in ``docs/manifest.md``.
 """
@@ -20,7 +21,7 @@ import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,13 +29,14 @@ from ..catalog.models import Catalog, ModelSpec
 from ..catalog.schema import show, suggest, type_word
 from ..errors import ManifestInvalid, ManifestTooLarge
 from .inputs import LocalFiles
+from .own_models import read_own_models
 from .validate import (
     SAFE_ID,
     InputChecker,
     InputSource,
     ManifestSchema,
+    ModelCheck,
     ProblemLog,
-    check_model,
 )
 from .yamldoc import parse_yaml
 
@@ -61,8 +63,8 @@ class Job:
 
 @dataclass(frozen=True)
 class Source:
-    """What a manifest was built from: its file's sha256, and each local file inlined into an input
-    (absolute path, size, mtime in ns). The same source with the same schemas gives the same jobs."""
+    """What a manifest was built from: its file's sha256, and each local file inlined or named as a
+    model schema (absolute path, size, mtime in ns). The same source and schemas give the same jobs."""
 
     sha256: str
     local_files: tuple[tuple[str, int, int], ...] = ()
@@ -80,6 +82,7 @@ class Manifest:
     concurrency: int | None
     raw_settings: dict[str, Any]
     source: Source | None = None  # None for a manifest built in code
+    models: dict[str, ModelSpec] = field(default_factory=dict)  # its own schemas (``models:``)
 
 
 _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
@@ -227,6 +230,7 @@ class _Loader:
         self.log = ProblemLog(shown)
         self.sha256 = ""
         self.local_files: dict[str, tuple[int, int]] = {}
+        self.own_models: dict[str, ModelSpec] = {}  # the manifest's own model schemas (``models:``)
 
     def fail(self, message: str, line: int | None = None, *, too_large: bool = False) -> ManifestInvalid:
         self.log.add(message, line=line)
@@ -250,13 +254,17 @@ class _Loader:
             )
         bad_jobs = ManifestSchema.load(self.catalog).check(data, self.log)
         self.check_name(data.get("name"))
+        own = data["models"] if isinstance(data.get("models"), dict) else {}
+        self.own_models = read_own_models(own, self.folder, self.log, self.local_files)
+        self.catalog = self.catalog.with_models(self.own_models)
+        self.model_problem = ModelCheck(self.catalog, excused=set(own) - set(self.own_models))
         defaults = data.get("defaults", {})
         jobs: list[Any] = data["jobs"] if isinstance(data.get("jobs"), list) else []
         # With a broken defaults block, every job's input would be judged without it: say nothing of them.
         defaults_usable = isinstance(defaults, dict) and isinstance(defaults.get("input", {}), dict)
         default_model = defaults.get("model") if defaults_usable else None
-        if isinstance(default_model, str) and check_model(default_model, self.catalog):
-            self.log.at(("defaults", "model"), check_model(default_model, self.catalog) or "")
+        if isinstance(default_model, str) and self.model_problem(default_model):
+            self.log.at(("defaults", "model"), self.model_problem(default_model) or "")
         default_input = defaults.get("input", {}) if defaults_usable else {}
         default_takes = _takes(defaults.get("takes")) if isinstance(defaults, dict) else 1
         good = [(i, job) for i, job in enumerate(jobs) if isinstance(job, dict) and i not in bad_jobs]
@@ -361,8 +369,7 @@ class _Loader:
         default_takes: int = 1,
     ) -> list[Job]:
         checker = InputChecker(self.log)
-        files = LocalFiles(self.folder)
-        self.local_files = files.read
+        files = LocalFiles(self.folder, read=self.local_files)  # the schema files are in it already
         inherited: dict[str, dict[str, Any]] = {}  # model id -> the defaults.input fields it has
         seen: dict[str, tuple[int, int]] = {}  # id -> (line, index of its job in the manifest)
         built: list[Job] = []
@@ -378,8 +385,8 @@ class _Loader:
             model = job.get("model", default_model)
             if model is None and check_inputs:
                 self.log.at(("jobs", index), "no model: set `model` on the job or in `defaults`")
-            elif "model" in job and check_model(model, self.catalog):
-                self.log.at(("jobs", index, "model"), check_model(model, self.catalog) or "")
+            elif "model" in job and self.model_problem(model):
+                self.log.at(("jobs", index, "model"), self.model_problem(model) or "")
             spec = self.catalog.get(model) if isinstance(model, str) and check_inputs else None
             own = job.get("input") or {}
             keys = tuple(job.get("matrix") or ())
@@ -409,7 +416,7 @@ class _Loader:
                 if base is None:
                     base = inherited[spec.model_id] = fields_for(spec, default_input)
                 input = {**base, **own, **combo} if combo else {**base, **own}
-                input, file_problems = files.inline_input(input, spec.file_fields)
+                input, file_problems = files.inline_input(input, spec.file_fields, spec.file_checks)
                 if file_problems or not checker.is_valid(spec, input):
                     source = InputSource(index, base, own, keys, pick)
                     checker.explain(ids[0], spec, input, source, file_problems)
@@ -489,4 +496,5 @@ class _Loader:
             concurrency=int(data["concurrency"]) if data.get("concurrency") is not None else None,
             raw_settings={key: data[key] for key in SETTINGS if key in data},
             source=Source(self.sha256, tuple(sorted((p, *st) for p, st in self.local_files.items()))),
+            models=self.own_models,
         )
