@@ -35,7 +35,7 @@ from .engine.loop import EventSink, Runner, RunResult, RunSettings, outcome, run
 from .engine.outputs import damaged_outputs
 from .engine.store import Store, quick_state_path, state_path_for
 from .errors import RunnerError, StateError, UsageError
-from .manifest.loader import Manifest, load_manifest
+from .manifest.loader import Manifest, is_stdin, load_manifest
 from .manifest.snapshot import META_KEY, Snapshot
 from .reports.report import report_paths, reports_current, write_reports
 
@@ -69,6 +69,9 @@ class BatchOptions:
     queue_timeout: float | None = None
     verify_hashes: bool = False
     handle_signals: bool = False  # the command line's: Ctrl-C and SIGTERM stop the run gracefully
+    only: tuple[str, ...] = ()  # --only GLOB (repeatable): send only the jobs whose ids match
+    limit: int | None = None  # --limit N: send at most the first N jobs still to do
+    halt_after: int | None = None  # --halt-after N: stop submitting once N jobs failed in this run
     # -- how patiently ----------------------------------------------------------------------------
     connect_timeout: float = defaults.CONNECT_TIMEOUT  # API calls and downloads
     read_timeout: float = defaults.READ_TIMEOUT  # API calls; a download's is stall_timeout
@@ -138,6 +141,9 @@ def configure(options: BatchOptions, manifest: Manifest | None = None) -> RunCon
         flush_interval=options.flush_interval,
         handle_signals=options.handle_signals,
         download=download,
+        only=tuple(options.only),
+        limit=options.limit,
+        halt_after=options.halt_after,
     )
     return RunConfig(api, settings)
 
@@ -173,6 +179,16 @@ def default_state_path(manifest: Manifest, cwd: Path | None = None) -> Path:
 
 def resolve(manifest: Manifest, options: BatchOptions) -> tuple[Manifest, Path]:
     """Apply option overrides to the manifest; the state file's path."""
+    if (
+        manifest.source is not None
+        and manifest.source.stdin
+        and not (options.state_path or options.output_dir)
+    ):
+        # Its default place would come from the working folder, where any other piped manifest's is too.
+        raise UsageError(
+            "a manifest read from standard input has no place of its own for its journal: "
+            "give --state FILE or --output DIR"
+        )
     if options.output_dir is not None:
         manifest = replace(manifest, output_dir=Path(options.output_dir).resolve())
     return manifest, Path(options.state_path or default_state_path(manifest))
@@ -251,6 +267,8 @@ def finished_already(path: str | Path, options: BatchOptions | None = None) -> B
     as recorded, and the reports were written for this very journal. The run is still recorded (and
     the run lock taken, so a runner at work is reported as such)."""
     options = options or BatchOptions()
+    if is_stdin(path):
+        return None  # standard input cannot be read twice: the run reads it
     state_path = quick_state_path(path, options.state_path)
     if state_path is None or not state_path.is_file():
         return None

@@ -29,8 +29,10 @@ from ..batch import (
 from ..catalog.models import Catalog
 from ..catalog.pricing import PriceTable
 from ..engine import store as S
-from ..errors import EXIT_JOBS_FAILED, EXIT_OK, redact
-from ..manifest.loader import load_manifest
+from ..engine.settings import RunSettings
+from ..engine.states import JobState
+from ..errors import EXIT_HALTED, EXIT_JOBS_FAILED, EXIT_OK, ManifestInvalid, redact
+from ..manifest.loader import is_stdin, load_manifest
 from ..reports.plan import make_plan
 from ..reports.progress import progress_sink
 from ..reports.report import write_reports
@@ -43,24 +45,30 @@ def _out(text: str = "") -> None:
 
 
 def validate(path: Path, *, as_json: bool = False) -> int:
-    manifest = load_manifest(path, Catalog.load())
+    try:
+        manifest = load_manifest(path, Catalog.load())
+    except ManifestInvalid as error:
+        if not as_json:
+            raise
+        problems = [
+            {"file": p.file, "line": p.line, "job": p.job_id, "field": p.field, "message": p.message}
+            for p in error.problems
+        ]
+        _out(json.dumps({"ok": False, "problems": problems}, indent=2, ensure_ascii=False))
+        return error.exit_code
     if as_json:
-        _out(
-            json.dumps(
-                [
-                    {
-                        "id": j.id,
-                        "model": j.model,
-                        "input": j.input,
-                        "line": j.line,
-                        "fingerprint": j.fingerprint,
-                    }
-                    for j in manifest.jobs
-                ],
-                indent=2,
-                ensure_ascii=False,
-            )
-        )
+        jobs = [
+            {
+                "id": j.id,
+                "model": j.model,
+                "input": j.input,
+                "line": j.line,
+                "fingerprint": j.fingerprint,
+                "after": list(j.needs),
+            }
+            for j in manifest.jobs
+        ]
+        _out(json.dumps({"ok": True, "problems": [], "jobs": jobs}, indent=2, ensure_ascii=False))
     else:
         models = sorted({j.model for j in manifest.jobs})
         _out(f"{path}: ok: {len(manifest.jobs)} job(s) across {len(models)} model(s)")
@@ -107,8 +115,21 @@ def print_run_summary(path: Path, result: BatchResult, seconds: float, *, limit:
     if result.exit_code == 130:
         print(f"runcomfy-batch: to resume, run: runcomfy-batch run {path}", file=stream)
         return
+    if result.exit_code == EXIT_HALTED:
+        print(
+            f"runcomfy-batch: stopped submitting (--halt-after); to send the rest once the cause is fixed: "
+            f"runcomfy-batch run {path}",
+            file=stream,
+        )
     if any(result.counts.get(s) for s in (S.FAILED, S.EXPIRED, S.CANCELLED)):
         print(f"runcomfy-batch: to run the failed jobs again: runcomfy-batch retry {path}", file=stream)
+    blocked = result.counts.get(JobState.BLOCKED, 0)
+    if blocked:
+        print(
+            f"runcomfy-batch: {blocked} chained job(s) blocked: a job whose output each needs did not "
+            "succeed; they are sent once it does (retry runs the failed ones again)",
+            file=stream,
+        )
     unknown = result.counts.get(S.UNKNOWN, 0)
     if unknown:
         print(
@@ -231,6 +252,7 @@ _STATE_STYLE = {
     S.UNKNOWN: "red",
     S.CANCELLED: "yellow",
     S.HELD: "magenta",
+    JobState.BLOCKED: "yellow",
     S.QUEUED: "blue",
     S.RUNNING: "cyan",
     S.COLLECTING: "cyan",
@@ -248,13 +270,17 @@ def report(path: Path, options: BatchOptions) -> int:
 
 def plan(path: Path, options: BatchOptions, *, budget: float | None, as_json: bool) -> int:
     catalog = Catalog.load()
-    manifest, state_path = resolve(load_manifest(path, catalog), options)
+    manifest = load_manifest(path, catalog)
+    state_path: Path | None = None
+    if not is_stdin(path) or options.state_path or options.output_dir:  # a piped one may have no journal
+        manifest, state_path = resolve(manifest, options)
     prices = PriceTable.load(catalog, options.prices_path)
-    if state_path.exists():
+    subset = RunSettings(only=options.only, limit=options.limit)
+    if state_path is not None and state_path.exists():
         with S.Store.open(state_path, create=False) as store:
-            result = make_plan(manifest, prices, _defaults(catalog), store, budget)
+            result = make_plan(manifest, prices, _defaults(catalog), store, budget, subset)
     else:
-        result = make_plan(manifest, prices, _defaults(catalog), None, budget)
+        result = make_plan(manifest, prices, _defaults(catalog), None, budget, subset)
     if as_json:
         _out(json.dumps(result.as_json(), indent=2))
         return EXIT_JOBS_FAILED if result.over_budget else EXIT_OK
@@ -279,6 +305,7 @@ def plan(path: Path, options: BatchOptions, *, budget: float | None, as_json: bo
             f"  budget ${result.budget_usd:.2f}: committed ${result.committed_usd:.2f} + "
             f"remaining ${result.remaining_usd:.2f} is {verdict} budget"
         )
+    _out(f"  a run would send {result.would_submit} job(s)")
     for note in result.notes:
         _out(f"  note: {note}")
     return EXIT_JOBS_FAILED if result.over_budget else EXIT_OK

@@ -36,6 +36,7 @@ class Budget:
         self.cap_usd = cap_usd
         self.partial = partial  # --budget-partial: start even when the estimate is over the cap
         self.committed_usd = 0.0
+        self.reserved_usd = 0.0  # the estimates of chained jobs waiting for another job's output
         self._defaults_for = defaults_for or (lambda model: {})
         self._estimates: dict[str, float | None] = {}
 
@@ -64,7 +65,7 @@ class Budget:
                 "a budget is set but some models have no known price; "
                 "add them to a --prices file or run with --budget-partial"
             )
-        total = self.committed_usd + sum(e or 0.0 for e in remaining)
+        total = self.committed_usd + self.reserved_usd + sum(e or 0.0 for e in remaining)
         if total > self.cap_usd + _SLACK:
             raise BudgetExceeded(
                 f"the estimate for this run is ${total:.2f} (${self.committed_usd:.2f} already committed), "
@@ -76,11 +77,20 @@ class Budget:
         pass the cap or, under a cap, its price is unknown: the job is then held."""
         estimate = self.estimate(job)
         if self.cap_usd is not None and (
-            estimate is None or self.committed_usd + estimate > self.cap_usd + _SLACK
+            estimate is None or self.committed_usd + self.reserved_usd + estimate > self.cap_usd + _SLACK
         ):
             return False
         self.committed_usd += estimate or 0.0
         return True
+
+    def reserve(self, job: Job) -> None:
+        """Keep room for a chained job while it waits for another job's output: the jobs after it
+        cannot take that money (its submit then takes its hold, :meth:`unreserve` first)."""
+        self.reserved_usd += self.estimate(job) or 0.0
+
+    def unreserve(self, job: Job) -> None:
+        """The chained job is about to be sent, or will not be: its room is given back."""
+        self.reserved_usd -= self.estimate(job) or 0.0
 
     def refund(self, job: Job) -> None:
         """The job's submit created no request: its hold is lifted."""

@@ -40,6 +40,8 @@ class EventKind(StrEnum):
     EXPIRED = "expired"  # error, cost_usd, twin_of: RunComfy no longer has its results
     CANCELLED = "cancelled"  # error, cost_usd, twin_of
     HELD = "held"  # estimate_usd: it would take committed spend over the budget
+    READY = "ready"  # after: the jobs whose outputs its input names succeeded; it is submitted next
+    BLOCKED = "blocked"  # error, after: a job whose output its input names did not succeed
     RESUBMIT = "resubmit"  # attempt: a failed job sent again (--auto-resubmit-failed)
     POLL_ERROR = "poll_error"  # error: a poll failed; the job is polled again later
     DOWNLOAD_ERROR = "download_error"  # error: its outputs are downloaded on the next run

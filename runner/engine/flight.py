@@ -27,7 +27,7 @@ from .states import JobState
 from .store import Store
 from .throttle import Throttle
 
-StopReason = Literal["signal", "auth", "balance"]
+StopReason = Literal["signal", "auth", "balance", "halted"]
 
 
 @dataclass(eq=False)
@@ -98,6 +98,12 @@ class Flight:
             self.wake()  # the submit loop ends once nothing is in flight
 
     # -- stopping ------------------------------------------------------------------------------
+    def halt(self, reason: str) -> None:
+        """Too many jobs failed (``--halt-after``): nothing more is submitted; what is in flight lands."""
+        self.stop_reason = "halted"
+        self._emit(EventKind.STOPPING, reason=reason)
+        self.wake()
+
     @property
     def refused(self) -> AccountError | None:
         """Why the account stopped the run, if it did: the token first, else the balance."""

@@ -13,6 +13,7 @@ only puts the run together and drives it; each part has a module of its own:
 
 =====================  =========================================================================
 :mod:`.workplan`       what to submit, re-attach and collect; which twins follow which leader
+:mod:`.chains`         chained jobs: sent once the jobs whose outputs they name succeed, or blocked
 :mod:`.submit`         sending a job with the journal ahead of the POST
 :mod:`.watch`          polling what is in flight (when: :mod:`.polls`) and acting on the answers
 :mod:`.collect`        downloading outputs, copies to twins
@@ -25,6 +26,7 @@ only puts the run together and drives it; each part has a module of its own:
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
@@ -41,8 +43,9 @@ from ..errors import EXIT_INTERRUPTED, ApiError, RateLimited
 from ..manifest.loader import Manifest
 from ..manifest.snapshot import META_KEY, Snapshot
 from .budget import Budget, committed_spend, spent
+from .chains import Chains, outdated_chains
 from .collect import Collector
-from .events import EventKind, EventSink, emitter
+from .events import Event, EventKind, EventSink, emitter
 from .flight import Flight, Parts
 from .outputs import damaged_outputs
 from .pacing import Pacer
@@ -70,6 +73,7 @@ __all__ = [
 
 # Submits started per turn of the submit loop before it lets other tasks run.
 BURST = 64
+HALTED_KEY = "halted"  # journal meta: how the last run was halted by --halt-after (empty: it was not)
 
 
 class Runner:
@@ -93,7 +97,10 @@ class Runner:
         self.settings = settings
         self.clock = clock
         self.jobs = {job.id: job for job in manifest.jobs}
-        self.emit = emitter(on_event)
+        self._sink = on_event
+        self.emit = emitter(self._observe)
+        self.failed_jobs = 0  # paid requests that failed in this run (what --halt-after counts)
+        self.plan = WorkPlan()
         self.flight = Flight(self.emit)
         self.pacer = Pacer(max_in_flight=settings.max_in_flight)
         self.budget = Budget(
@@ -116,6 +123,22 @@ class Runner:
         )
         self.watcher = Watcher(parts, settings)
         self.submitter = Submitter(parts, self.watcher)
+        self.chains = Chains(self.jobs, store, self.flight, self.budget, self.collector, self.emit)
+
+    def _observe(self, event: Event) -> None:
+        """Every event of the run: to the displays, then to the parts that follow the run through them
+        (the chains; the count of failed jobs that ``--halt-after`` stops at)."""
+        if self._sink is not None:
+            self._sink(event)
+        self.chains.observe(event)
+        if event["event"] == EventKind.FAILED and not event.get("twin_of"):
+            self.failed_jobs += 1
+            limit = self.settings.halt_after
+            if limit is not None and self.failed_jobs >= limit and self.flight.stop_reason is None:
+                self.flight.halt(
+                    f"{self.failed_jobs} job(s) failed (--halt-after {limit}): no more submits; "
+                    "the jobs in flight are still collected"
+                )
 
     def on_retry(self, error: ApiError, delay: float, attempt: int) -> None:
         """Called by the client before each retry of a safe call."""
@@ -130,8 +153,9 @@ class Runner:
         twins = twin_map(jobs)
         summary = self.store.sync_manifest(jobs, {job.id: self.budget.estimate(job) for job in jobs}, twins)
         snapshot = Snapshot.of(self.manifest)
-        if snapshot is not None:  # the state's jobs are now this manifest's: status can trust them
-            self.store.set_meta(META_KEY, snapshot.to_json())
+        # The state's jobs are now this manifest's: status can trust them (a piped manifest, read once,
+        # leaves nothing to compare with, and an older snapshot must not be trusted either).
+        self.store.set_meta(META_KEY, snapshot.to_json() if snapshot is not None else "")
         self.store.recover_interrupted()
         self.budget.committed_usd = committed_spend(self.store)
         for job_id in damaged_outputs(
@@ -139,13 +163,17 @@ class Runner:
         ):
             self.store.set_status(job_id, JobState.COLLECTING)
             self.emit(EventKind.REFETCH, job_id=job_id)
-        self._take(plan_work(jobs, self.store.states(), twins, self.settings))
+        rows = self.store.states()
+        outdated = outdated_chains(jobs, self.store, rows) if any(job.after for job in jobs) else set()
+        self.plan = plan_work(jobs, rows, twins, self.settings, outdated)
+        self._take(self.plan, rows)
         self.budget.check_start(self.jobs[job_id] for job_id in self.flight.to_submit)
         self.store.flush()
         return summary
 
-    def _take(self, plan: WorkPlan) -> None:
-        """Make the plan the run's own: jobs in line, requests watched, twins' copies and rests."""
+    def _take(self, plan: WorkPlan, rows: Mapping[str, tuple[str, int | None, str | None]]) -> None:
+        """Make the plan the run's own: jobs in line, requests watched, chains waiting or blocked,
+        twins' copies and rests."""
         flight = self.flight
         flight.unknown = plan.unknown
         flight.to_submit.extend(plan.submit)
@@ -154,6 +182,12 @@ class Runner:
             self.watcher.reattach(self.jobs[r.job_id], r.attempt_id, r.request_id, r.status)
         for twin, (state, why) in plan.rest.items():
             self.store.set_status(twin, state, why)
+        for job_id, why in plan.blocked.items():
+            self.store.set_status(job_id, JobState.BLOCKED, why)
+        for job_id in plan.chained:  # waiting again (the old attempt of one that runs again stays history)
+            if rows[job_id][0] != JobState.PENDING:
+                self.store.set_status(job_id, JobState.PENDING)
+        self.chains.take(plan.chained)
         self.collector.followers = {**plan.follow, **plan.copy}
         for leader in plan.copy:  # these leaders succeeded already: their twins get copies now
             self.collector.copy_to_twins(leader)
@@ -178,6 +212,7 @@ class Runner:
         run_id = self.store.start_run("run")
         self.prepare()
         await self._refresh_prices()
+        await self.chains.check_outputs(self.client.http, self.settings.download)
         flight = self.flight
         # Enough for a progress display to place every job before the first job event arrives.
         self.emit(
@@ -186,7 +221,11 @@ class Runner:
             to_submit=len(flight.to_submit),
             reattached=len(flight.live),
             collecting=len(flight.collecting),
-            waiting=len(flight.to_submit) + sum(len(f) for f in self.collector.followers.values()),
+            waiting=len(flight.to_submit)
+            + len(self.chains.waiting)
+            + sum(len(f) for f in self.collector.followers.values()),
+            chained=len(self.chains.waiting),
+            left_out=self.plan.left_out,
             counts=self.store.counts(),
             spent_usd=spent(self.store),
             http=self.settings.http_concurrency,
@@ -216,6 +255,7 @@ class Runner:
             interrupted = True
         if flight.stop_reason == "signal":
             interrupted = True
+        self.chains.finish()
         self.store.flush()
         result = run_result(
             self.store.counts(),
@@ -223,17 +263,34 @@ class Runner:
             time.monotonic() - started,
             interrupted=interrupted,
             refused=flight.refused,
+            judged=self._scope_counts(),
+            left_out=self.plan.left_out,
+            halted=self.failed_jobs if flight.stop_reason == "halted" else None,
         )
+        halted = {"failed": self.failed_jobs, "after": self.settings.halt_after}
+        self.store.set_meta(HALTED_KEY, json.dumps(halted) if flight.stop_reason == "halted" else "")
         self.store.finish_run(run_id, result.exit_code, result.counts)
         self.emit(
             EventKind.FINISH, counts=result.counts, exit_code=result.exit_code, cost_usd=result.cost_usd
         )
         return result
 
+    def _scope_counts(self) -> dict[str, int] | None:
+        """Per state, the jobs ``--only`` / ``--limit`` chose (what the run's outcome is judged on)."""
+        scope = self.plan.scope
+        if scope is None:
+            return None
+        counts: dict[str, int] = {}
+        for job_id, (status, _, _) in self.store.states().items():
+            if job_id in scope:
+                counts[status] = counts.get(status, 0) + 1
+        return counts
+
     async def _drive(self, tg: TaskGroup) -> None:
         """Submit while the pacer allows, until nothing is left to submit, poll or collect."""
         flight = self.flight
         while flight.fatal is None:
+            self.chains.settle()  # jobs that ended without success block the chained jobs that need them
             submittable = bool(flight.to_submit) and not flight.stop_reason
             if self.pacer.draining == submittable:
                 self.watcher.drain(not submittable)

@@ -225,6 +225,15 @@ class JobHistory:
 
 
 @dataclass(frozen=True)
+class SentRequest:
+    """A job's current attempt as a chain reads it: the input it sent, its output URLs, when it finished."""
+
+    input: dict[str, Any] | None
+    outputs: list[str]
+    finished_at: float | None
+
+
+@dataclass(frozen=True)
 class Totals:
     """Sums over the manifest's jobs and the attempts they made."""
 
@@ -534,6 +543,20 @@ class Store:
         if row is None:
             return None
         return int(row[0]), json.loads(row[1]) if row[1] else []
+
+    def current_request(self, job_id: str) -> SentRequest | None:
+        """What the job's current attempt sent and got back: the input as sent, the output URLs (empty
+        until it finished) and when it finished (what a chained job is resolved and checked from)."""
+        row = self._conn.execute(
+            "SELECT a.input_json, a.outputs_json, a.finished_at FROM jobs j "
+            "JOIN attempts a ON a.attempt_id = j.attempt_id WHERE j.job_id = ?",
+            (job_id,),
+        ).fetchone()
+        if row is None:
+            return None
+        return SentRequest(
+            json.loads(row[0]) if row[0] else None, json.loads(row[1]) if row[1] else [], row[2]
+        )
 
     def committed_usd(self) -> float:
         """Money spent or possibly spent by this state file: charged costs, else estimates of every

@@ -1,10 +1,12 @@
 """The manifest: a YAML file listing the jobs of a batch, read into :class:`Manifest` and its :class:`Job` s.
 
-:func:`load_manifest` is the one entry point. It reads the file (capped in size), parses it with
-lines (:mod:`runner.yamldoc`), checks it against the manifest schema, expands matrices into jobs with
-stable, file-safe ids, builds each job's input (defaults, then the job's input, then its matrix
-combination; local images inlined by :mod:`runner.inputs`), and checks every input against its model
-(:mod:`runner.validate`). It either returns a manifest whose every job can be sent as is, or raises
+:func:`load_manifest` is the one entry point. It reads the file (capped in size; ``-`` is standard
+input), parses it with lines (:mod:`runner.yamldoc`), checks it against the manifest schema, adds the
+rows of its ``jobs_from`` tables (:mod:`.tables`), expands matrices into jobs with stable, file-safe
+ids, builds each job's input (defaults, then the job's input, then its matrix combination; local
+images inlined by :mod:`runner.inputs`), checks every input against its model (:mod:`runner.validate`)
+and links the jobs whose inputs name another job's output (:mod:`.chains`). It either returns a
+manifest whose every job can be sent as is (a chained one once its references are resolved), or raises
 :class:`~runner.errors.ManifestInvalid` listing all the problems, one line each; no other exception
 escapes for any file content. The format is documented in ``docs/manifest.md``.
 """
@@ -18,16 +20,20 @@ import json
 import math
 import os
 import re
-from collections.abc import Iterator
+import sys
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from ..catalog.models import Catalog, ModelSpec
+from ..catalog.models import Catalog, ModelSpec, format_path
 from ..catalog.schema import show, suggest, type_word
 from ..errors import ManifestInvalid, ManifestTooLarge
+from . import chains
+from .chains import OutputRef
 from .inputs import LocalFiles
+from .tables import Row, read_table, table_kind
 from .validate import (
     SAFE_ID,
     InputChecker,
@@ -40,6 +46,7 @@ from .yamldoc import parse_yaml
 
 MAX_FILE_BYTES = 50 * 1000 * 1000
 MAX_JOBS = 200_000
+STDIN = "-"  # the manifest's path that means standard input
 SETTINGS = ("description",)  # optional top-level keys kept in Manifest.raw_settings
 
 _Expanded = tuple[str, tuple[int, ...], dict[str, Any]]  # id, pick, matrix combination
@@ -54,9 +61,15 @@ class Job:
 
     id: str
     model: str
-    input: dict[str, Any]
+    input: dict[str, Any]  # a chained job's holds its references (``job:<id>#<k>``) until they are resolved
     line: int
     fingerprint: str
+    after: tuple[OutputRef, ...] = ()  # the other jobs' outputs its input names (a chained job)
+
+    @property
+    def needs(self) -> tuple[str, ...]:
+        """The ids of the jobs whose outputs this job's input names, each once, in the input's order."""
+        return tuple(dict.fromkeys(ref.job_id for ref in self.after))
 
 
 @dataclass(frozen=True)
@@ -65,7 +78,8 @@ class Source:
     (absolute path, size, mtime in ns). The same source with the same schemas gives the same jobs."""
 
     sha256: str
-    local_files: tuple[tuple[str, int, int], ...] = ()
+    local_files: tuple[tuple[str, int, int], ...] = ()  # jobs_from tables too
+    stdin: bool = False  # read from standard input: there is no file to read again
 
 
 @dataclass(frozen=True)
@@ -92,12 +106,19 @@ def fingerprint(model: str, input: dict[str, Any]) -> str:
 
 
 def load_manifest(path: str | Path, catalog: Catalog | None = None) -> Manifest:
-    """Read, expand and check a manifest; :class:`ManifestInvalid` lists everything wrong with it."""
+    """Read, expand and check a manifest (``-``: from standard input, its relative paths then taken
+    from the working folder); :class:`ManifestInvalid` lists everything wrong with it."""
     shown = os.fspath(path)
-    absolute = Path(os.path.abspath(shown))
+    stdin = shown == STDIN
+    absolute = Path(STDIN) if stdin else Path(os.path.abspath(shown))
     catalog = catalog or Catalog.load()
     with _gc_paused():
-        return _Loader(shown, absolute, catalog).load()
+        return _Loader(shown, absolute, catalog, stdin=stdin).load()
+
+
+def is_stdin(path: str | Path) -> bool:
+    """Whether a manifest path means standard input."""
+    return os.fspath(path) == STDIN
 
 
 @contextmanager
@@ -191,17 +212,35 @@ def _count(n: int) -> str:
     return f"{n:,}" if n < 10**15 else f"about 10^{len(str(n)) - 1}"
 
 
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    """One job entry as written: in the manifest's ``jobs`` (at ``index``), or a table's row."""
+
+    index: int  # its place among all entries: the manifest's jobs, then each table's rows
+    job: dict[str, Any]
+    line: int
+    row: Row | None = None
+
+    @property
+    def where(self) -> tuple[str, int] | None:
+        return (self.row.file, self.row.line) if self.row is not None else None
+
+
 class _Loader:
     """One load: the file, its document, the problems found, the jobs built."""
 
-    def __init__(self, shown: str, path: Path, catalog: Catalog) -> None:
-        self.shown = shown
+    def __init__(self, shown: str, path: Path, catalog: Catalog, *, stdin: bool = False) -> None:
+        self.shown = "<stdin>" if stdin else shown
         self.path = path
-        self.folder = path.parent
+        self.stdin = stdin
+        self.folder = Path.cwd() if stdin else path.parent
         self.catalog = catalog
-        self.log = ProblemLog(shown)
+        self.log = ProblemLog(self.shown)
         self.sha256 = ""
         self.local_files: dict[str, tuple[int, int]] = {}
+        self.inlined: dict[str, tuple[int, int]] = {}  # local files inlined into inputs
+        self.sources: dict[str, tuple[InputSource, ModelSpec]] = {}  # chained job id -> where it was written
+        self.seen: dict[str, tuple[str | None, int, int]] = {}  # every job id: (file, line, entry index)
 
     def fail(self, message: str, line: int | None = None, *, too_large: bool = False) -> ManifestInvalid:
         self.log.add(message, line=line)
@@ -223,8 +262,11 @@ class _Loader:
             raise self.fail(
                 f"the top level must be a mapping (version: 1, jobs: …), not {type_word(data)}", line=1
             )
-        bad_jobs = ManifestSchema.load(self.catalog).check(data, self.log)
+        schema = ManifestSchema.load(self.catalog)
+        bad_jobs = schema.check(data, self.log)
         self.check_name(data.get("name"))
+        if "jobs" not in data and "jobs_from" not in data:
+            self.log.add("no jobs: write a list of `jobs`, or `jobs_from: FILE` (a .csv or .jsonl table)")
         defaults = data.get("defaults", {})
         jobs: list[Any] = data["jobs"] if isinstance(data.get("jobs"), list) else []
         # With a broken defaults block, every job's input would be judged without it: say nothing of them.
@@ -233,19 +275,92 @@ class _Loader:
         if isinstance(default_model, str) and check_model(default_model, self.catalog):
             self.log.at(("defaults", "model"), check_model(default_model, self.catalog) or "")
         default_input = defaults.get("input", {}) if defaults_usable else {}
-        good = [(i, job) for i, job in enumerate(jobs) if isinstance(job, dict) and i not in bad_jobs]
-        self.check_size(good)
-        built = self.build_jobs(
-            jobs,
-            bad_jobs,
-            default_model,
-            default_input,
-            doc.lines.get(id(jobs), []),
-            check_inputs=defaults_usable,
-        )
+        lines = doc.lines.get(id(jobs), [])
+        entries = [
+            _Entry(i, job, lines[i] if i < len(lines) else 0)
+            for i, job in enumerate(jobs)
+            if isinstance(job, dict)
+        ]
+        entries += self.table_entries(data.get("jobs_from"), len(jobs), schema, default_model, bad_jobs)
+        self.check_size([e for e in entries if e.index not in bad_jobs])
+        built = self.build_jobs(entries, bad_jobs, default_model, default_input, check_inputs=defaults_usable)
+        built = self.link_chains(built)
         if self.log:
             raise self.fail_now(len(built))
         return self.manifest(data, built)
+
+    def table_entries(
+        self, jobs_from: Any, first: int, schema: ManifestSchema, default_model: Any, bad_jobs: set[int]
+    ) -> list[_Entry]:
+        """The rows of the ``jobs_from`` tables as job entries (indexes from ``first`` on); a row whose
+        entry breaks the job schema is told at its line and joins ``bad_jobs``."""
+        names = (
+            [jobs_from] if isinstance(jobs_from, str) else jobs_from if isinstance(jobs_from, list) else []
+        )
+        entries: list[_Entry] = []
+        for n, name in enumerate(names):
+            if not isinstance(name, str):
+                continue  # the manifest schema says so
+            path = ("jobs_from", n) if isinstance(jobs_from, list) else ("jobs_from",)
+            rows = self.read_table(name, path, default_model)
+            for row in rows:
+                index = first + len(entries)
+                entry = _Entry(index, row.job, row.line, row)
+                for where, message in schema.job_problems(row.job):
+                    self.at_entry(entry, where, message)
+                    bad_jobs.add(index)
+                entries.append(entry)
+        return entries
+
+    def read_table(self, name: str, doc_path: tuple[str | int, ...], default_model: Any) -> list[Row]:
+        kind = table_kind(Path(name))
+        if kind is None:
+            self.log.at(doc_path, f"{name!r} is not a .csv or .jsonl file (its name says which it is)")
+            return []
+        full = Path(os.path.normpath(self.folder / os.path.expanduser(name)))
+        shown = name if self.stdin else os.path.normpath(os.path.join(os.path.dirname(self.shown), name))
+        self.log.tables.append(shown)
+        try:
+            with full.open("rb") as handle:
+                st = os.fstat(handle.fileno())
+                data = handle.read(MAX_FILE_BYTES + 1)
+        except OSError as error:
+            self.log.at(doc_path, f"{name}: cannot be read ({error.strerror or error}; looked for {full})")
+            return []
+        if len(data) > MAX_FILE_BYTES:
+            self.log.at(doc_path, f"{name}: more than {MAX_FILE_BYTES / 1e6:.0f} MB, the most a table may be")
+            return []
+        self.local_files[str(full)] = (st.st_size, st.st_mtime_ns)
+        try:
+            text = data.decode("utf-8-sig")
+        except UnicodeDecodeError as error:
+            line = data.count(b"\n", 0, error.start) + 1
+            self.log.add("the file is not UTF-8 text: save it as UTF-8", file=shown, line=line)
+            return []
+
+        def schema_for(model: Any) -> dict[str, Any] | None:
+            spec = self.catalog.get(model) if isinstance(model, str) else None
+            return dict(spec.schema) if spec is not None else None
+
+        rows, problems = read_table(text, shown, kind, schema_for, default_model)
+        for problem in problems:
+            self.log.add(problem.message, file=problem.file, line=problem.line)
+        return rows
+
+    def at_entry(self, entry: _Entry, path: tuple[str | int, ...], message: str) -> None:
+        """A problem with the value at ``path`` inside one job entry, told where that entry was written."""
+        if entry.row is None:
+            self.log.at(("jobs", entry.index, *path), message)
+            return
+        job_id = entry.job.get("id")
+        usable = isinstance(job_id, str) and SAFE_ID.fullmatch(job_id)
+        self.log.add(
+            message,
+            file=entry.row.file,
+            line=entry.row.line,
+            job_id=job_id if usable else None,
+            field=format_path(list(path)) or None,
+        )
 
     def check_name(self, name: Any) -> None:
         # The schema's pattern lets "name\n" through (Python's $ matches before a final newline).
@@ -261,6 +376,10 @@ class _Loader:
         return error(self.log.problems(total_jobs))
 
     def read(self) -> str:
+        if self.stdin:
+            data = sys.stdin.buffer.read(MAX_FILE_BYTES + 1)
+            self.sha256 = hashlib.sha256(data).hexdigest()
+            return self.decode(data)
         try:
             with self.path.open("rb") as handle:
                 size = os.fstat(handle.fileno()).st_size
@@ -278,6 +397,9 @@ class _Loader:
             raise self.fail("is a folder, not a manifest file") from None
         except (OSError, ValueError) as error:  # ValueError: a NUL in the path
             raise self.fail(f"cannot be read ({getattr(error, 'strerror', None) or error})") from None
+        return self.decode(data)
+
+    def decode(self, data: bytes) -> str:
         if len(data) > MAX_FILE_BYTES:
             raise self.fail(
                 f"the file is over {MAX_FILE_BYTES / 1e6:.0f} MB, the most a manifest may be", too_large=True
@@ -293,11 +415,11 @@ class _Loader:
                 f"the file is not UTF-8 text (byte 0x{byte:02x} on this line): save it as UTF-8", line
             ) from None
 
-    def check_size(self, sources: list[tuple[int, dict[str, Any]]]) -> None:
+    def check_size(self, entries: Sequence[_Entry]) -> None:
         """Refuse a manifest whose matrices expand beyond :data:`MAX_JOBS`, before expanding anything."""
         sizes = [
-            (matrix_size(job["matrix"]) if isinstance(job.get("matrix"), dict) else 1, index)
-            for index, job in sources
+            (matrix_size(e.job["matrix"]) if isinstance(e.job.get("matrix"), dict) else 1, e.index)
+            for e in entries
         ]
         total = sum(size for size, _ in sizes)
         if total <= MAX_JOBS:
@@ -305,8 +427,10 @@ class _Loader:
         self.log.too_large = True
         biggest, index = max(sizes)
         if biggest > 1:
-            self.log.at(
-                ("jobs", index, "matrix"),
+            entry = next(e for e in entries if e.index == index)
+            self.at_entry(
+                entry,
+                ("matrix",),
                 f"expands to {_count(biggest)} jobs, and the manifest to "
                 f"{_count(total)}: more than the {MAX_JOBS:,} a manifest may hold",
             )
@@ -316,38 +440,35 @@ class _Loader:
 
     def build_jobs(
         self,
-        jobs: list[Any],
+        entries: Sequence[_Entry],
         bad_jobs: set[int],
         default_model: Any,
         default_input: dict[str, Any],
-        job_lines: list[int],
         *,
         check_inputs: bool,
     ) -> list[Job]:
         checker = InputChecker(self.log)
         files = LocalFiles(self.folder)
-        self.local_files = files.read
+        self.inlined = files.read
         inherited: dict[str, dict[str, Any]] = {}  # model id -> the defaults.input fields it has
-        seen: dict[str, tuple[int, int]] = {}  # id -> (line, index of its job in the manifest)
+        seen = self.seen
         built: list[Job] = []
-        for index, job in enumerate(jobs):
-            if not isinstance(job, dict):
-                continue
-            line = job_lines[index] if index < len(job_lines) else 0
+        for entry in entries:
+            index, job, line = entry.index, entry.job, entry.line
             if index in bad_jobs:  # its problems are told; its id still counts for duplicates
                 job_id = job.get("id")
                 if isinstance(job_id, str) and SAFE_ID.fullmatch(job_id) and "matrix" not in job:
-                    self.note_id(job_id, line, index, seen)
+                    self.note_id(job_id, entry, seen)
                 continue
             model = job.get("model", default_model)
             if model is None and check_inputs:
-                self.log.at(("jobs", index), "no model: set `model` on the job or in `defaults`")
+                self.at_entry(entry, (), "no model: set `model` on the job or in `defaults`")
             elif "model" in job and check_model(model, self.catalog):
-                self.log.at(("jobs", index, "model"), check_model(model, self.catalog) or "")
+                self.at_entry(entry, ("model",), check_model(model, self.catalog) or "")
             spec = self.catalog.get(model) if isinstance(model, str) and check_inputs else None
             own = job.get("input") or {}
             keys = tuple(job.get("matrix") or ())
-            for job_id, pick, combo in self.expand(index, job):
+            for job_id, pick, combo in self.expand(entry):
                 if not SAFE_ID.fullmatch(job_id):
                     message = (
                         f"{show(job_id, 140)} is not a safe job id: ids are 1-128 letters, digits, "
@@ -358,11 +479,18 @@ class _Loader:
                             f"the expanded id {show(job_id)} is longer than 128 characters: shorten "
                             "the id or use an id template such as shot-{duration}"
                         )
+                    where = entry.where
                     self.log.grouped(
-                        ("id", index), message, line=line, job_id=None, field=f"jobs[{index}].id", scope=""
+                        ("id", index),
+                        message,
+                        line=where[1] if where else line,
+                        job_id=None,
+                        field="id" if where else f"jobs[{index}].id",
+                        scope="",
+                        file=where[0] if where else None,
                     )
                     continue
-                self.note_id(job_id, line, index, seen)
+                self.note_id(job_id, entry, seen)
                 if spec is None:
                     continue
                 base = inherited.get(spec.model_id)
@@ -370,12 +498,71 @@ class _Loader:
                     base = inherited[spec.model_id] = fields_for(spec, default_input)
                 input = {**base, **own, **combo} if combo else {**base, **own}
                 input, file_problems = files.inline_input(input, spec.file_fields)
-                if file_problems or not checker.is_valid(spec, input):
-                    source = InputSource(index, base, own, keys, pick)
-                    checker.explain(job_id, spec, input, source, file_problems)
-                built.append(Job(job_id, spec.model_id, input, line, fingerprint(spec.model_id, input)))
+                refs, ref_problems = (
+                    chains.find_refs(input, spec.file_fields) if spec.file_fields else ((), [])
+                )
+                checked = chains.with_placeholders(input, refs) if refs else input
+                source = None
+                if file_problems or ref_problems or not checker.is_valid(spec, checked):
+                    source = InputSource(index, base, own, keys, pick, entry.where)
+                    checker.explain(job_id, spec, checked, source, [*file_problems, *ref_problems])
+                if refs:
+                    source = source or InputSource(index, base, own, keys, pick, entry.where)
+                    self.sources[job_id] = (source, spec)
+                job_line = entry.row.line if entry.row else line
+                built.append(
+                    Job(job_id, spec.model_id, input, job_line, fingerprint(spec.model_id, input), refs)
+                )
         self.check_defaults_used(default_input, inherited)
         return built
+
+    def link_chains(self, built: list[Job]) -> list[Job]:
+        """Check every reference to another job's output (that job exists, can make that output, of a
+        kind the field takes, and no chain loops), then give each chained job a fingerprint that holds
+        its upstream jobs' own: a job whose upstream changes is a changed job."""
+        chained = [job for job in built if job.after]
+        if not chained:
+            return built
+        checker = InputChecker(self.log)
+        by_id = {job.id: job for job in built}
+        ids: list[str] | None = None
+        for job in chained:
+            source, spec = self.sources[job.id]
+            for ref in job.after:
+                upstream = by_id.get(ref.job_id)
+                if upstream is not None:
+                    problem = chains.ref_problem(
+                        ref, spec.file_fields[str(ref.path[0])], self.catalog.models[upstream.model]
+                    )
+                elif ref.job_id in self.seen:
+                    continue  # that job has problems of its own, told already
+                else:
+                    ids = ids if ids is not None else list(by_id)
+                    hint = suggest(ref.job_id, [i for i in ids if i != job.id]) if len(ids) <= 5000 else ""
+                    problem = f"{ref} names no job of this manifest{hint}"
+                if problem:
+                    checker.report(job.id, ref.path, problem, source)
+        order, cycles = chains.order({job.id: job.needs for job in chained})
+        for cycle in cycles:
+            job = by_id[cycle[0]]
+            ref = next(r for r in job.after if r.job_id == cycle[1])
+            loop = " -> ".join(cycle)
+            checker.report(
+                job.id,
+                ref.path,
+                f"{ref} makes a loop ({loop}): a chain cannot come back to a job",
+                self.sources[job.id][0],
+            )
+        if self.log:
+            return built
+        for job_id in order:  # upstream first: each fingerprint is made from its upstream jobs' final ones
+            job = by_id[job_id]
+            if job.after:
+                stand_in = {ref.path: f"job:{by_id[ref.job_id].fingerprint}#{ref.index}" for ref in job.after}
+                by_id[job_id] = replace(
+                    job, fingerprint=fingerprint(job.model, chains.substituted(job.input, stand_in))
+                )
+        return [by_id[job.id] for job in built]
 
     def check_defaults_used(
         self, default_input: dict[str, Any], inherited: dict[str, dict[str, Any]]
@@ -399,23 +586,31 @@ class _Loader:
                     f"no job's model has this field{hint} (known: {', '.join(known)})",
                 )
 
-    def note_id(self, job_id: str, line: int, index: int, seen: dict[str, tuple[int, int]]) -> None:
-        first = seen.setdefault(job_id, (line, index))
-        if first[1] != index:
-            message = f"duplicate job id (first used at line {first[0]})"
+    def note_id(self, job_id: str, entry: _Entry, seen: dict[str, tuple[str | None, int, int]]) -> None:
+        file, line = entry.where or (None, entry.line)
+        first = seen.setdefault(job_id, (file, line, entry.index))
+        if first[2] != entry.index:
+            at = f"line {first[1]}" if first[0] == file else f"{first[0] or self.shown}:{first[1]}"
             self.log.grouped(
-                ("duplicate", index, first[1]), message, line=line, job_id=job_id, field="id", scope="matrix"
+                ("duplicate", entry.index, first[2]),
+                f"duplicate job id (first used at {at})",
+                line=line,
+                job_id=job_id,
+                field="id",
+                scope="matrix",
+                file=file,
             )
 
-    def expand(self, index: int, job: dict[str, Any]) -> Iterator[_Expanded]:
+    def expand(self, entry: _Entry) -> Iterator[_Expanded]:
         """(id, pick, matrix combination) for each job a manifest entry stands for."""
+        job = entry.job
         job_id, matrix = job["id"], job.get("matrix")
         if not matrix:
             yield job_id, (), {}
             return
         problem = template_problem(job_id, matrix)
         if problem:
-            self.log.at(("jobs", index, "id"), problem)
+            self.at_entry(entry, ("id",), problem)
             return
         keys = tuple(matrix)
         for expanded_id, pick in expand_matrix(job_id, matrix):
@@ -423,7 +618,7 @@ class _Loader:
             yield expanded_id, pick, combo
 
     def manifest(self, data: dict[str, Any], jobs: list[Job]) -> Manifest:
-        name = data.get("name") or self.path.stem
+        name = data.get("name") or ("stdin" if self.stdin else self.path.stem)
         output = data.get("output_dir")
         output_dir = (self.folder / os.path.expanduser(output)) if output else self.folder / "out" / name
         budget = data.get("budget_usd")
@@ -435,5 +630,9 @@ class _Loader:
             budget_usd=float(budget) if budget is not None else None,
             concurrency=int(data["concurrency"]) if data.get("concurrency") is not None else None,
             raw_settings={key: data[key] for key in SETTINGS if key in data},
-            source=Source(self.sha256, tuple(sorted((p, *st) for p, st in self.local_files.items()))),
+            source=Source(
+                self.sha256,
+                tuple(sorted((p, *st) for p, st in {**self.local_files, **self.inlined}.items())),
+                stdin=self.stdin,
+            ),
         )

@@ -28,6 +28,8 @@ META_KEY = "manifest_snapshot"
 # The modules whose code decides what a manifest expands into.
 _READERS = (
     "manifest/loader.py",
+    "manifest/chains.py",
+    "manifest/tables.py",
     "manifest/validate.py",
     "manifest/yamldoc.py",
     "manifest/inputs.py",
@@ -61,7 +63,7 @@ class Snapshot:
 
     @classmethod
     def of(cls, manifest: Manifest) -> Snapshot | None:
-        if manifest.source is None:
+        if manifest.source is None or manifest.source.stdin:  # nothing to read again and compare
             return None
         return cls(
             str(manifest.path),

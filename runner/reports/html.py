@@ -63,7 +63,7 @@ td.num{text-align:right;white-space:nowrap;font-variant-numeric:tabular-nums}
 background:#eef1f5}
 .s-succeeded{background:#dafbe1;color:var(--ok)}
 .s-failed,.s-expired,.s-unknown{background:#ffebe9;color:var(--bad)}
-.s-cancelled,.s-held{background:#fff8c5;color:var(--warn)}
+.s-cancelled,.s-held,.s-blocked{background:#fff8c5;color:var(--warn)}
 .s-queued,.s-running,.s-collecting,.s-submitting{background:#ddf4ff;color:var(--run)}
 .player{width:240px;height:135px;border-radius:6px;background:#222}
 video,.media img{width:240px;max-width:100%;border-radius:6px;background:#000;display:block}
@@ -335,6 +335,8 @@ def _prompt(job: Mapping[str, Any]) -> str:
     facts.append(_input_files(job.get("input_files") or []))
     if job.get("twin_of"):
         facts.append(f"<div><dt>same request as</dt><dd>{_e(job['twin_of'])}</dd></div>")
+    if job.get("after"):
+        facts.append(f"<div><dt>made from the output of</dt><dd>{_e(', '.join(job['after']))}</dd></div>")
     parts.append(f'<dl class="params">{"".join(facts)}</dl>')
     return "".join(parts)
 
@@ -393,6 +395,11 @@ def _cards(report: Mapping[str, Any]) -> str:
             f"slot efficiency (peak {s.get('peak_running', 0)} running)",
         ),
     ]
+    halted = s.get("halted")
+    if halted:
+        cards.append(
+            (f"halted after {halted.get('failed')}", "failed jobs (--halt-after): the rest not sent")
+        )
     return "".join(f'<div class="card"><b>{_e(v)}</b><span>{_e(label)}</span></div>' for v, label in cards)
 
 

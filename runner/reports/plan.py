@@ -4,6 +4,10 @@ A job's estimate is its model's tier price times its seconds of output (``pricin
 the same model and input are one paid request (the runner submits the first and copies its
 outputs), so twins are counted once. A model without a known price makes the estimate
 "unknown", which the plan says, rather than a guess.
+
+Each job is listed too (``plan --json``), with its estimate and whether a run would send it, as the run
+itself decides it (:func:`~runner.engine.workplan.plan_work` over the journal): a chained job (its input
+names another job's output) is sent once that job succeeds, and its estimate counts from the start.
 """
 
 from __future__ import annotations
@@ -14,7 +18,11 @@ from typing import Any
 
 from ..catalog.pricing import PriceTable
 from ..engine import store as S
+from ..engine.chains import outdated_chains
 from ..engine.loop import committed_spend, spent, twin_map
+from ..engine.settings import RunSettings
+from ..engine.states import JobState
+from ..engine.workplan import Row, plan_work
 from ..manifest.loader import Manifest
 
 
@@ -35,6 +43,20 @@ class ModelPlan:
 
 
 @dataclass
+class JobPlan:
+    """One job as a run would see it: its estimate, where it stands, and whether a run sends it."""
+
+    id: str
+    model: str
+    estimate_usd: float | None
+    status: str  # in the journal (``pending`` for a job it does not know or that changed)
+    would_submit: bool  # now, or (a chained job) once the jobs it names succeed
+    twin_of: str | None = None  # same model and input as this job: one paid request
+    after: list[str] = field(default_factory=list)  # the jobs whose outputs its input names
+    why: str | None = None  # why it is not sent (blocked: the job it needs did not succeed)
+
+
+@dataclass
 class Plan:
     """A dry run: what the manifest costs and what a run would still spend."""
 
@@ -50,6 +72,10 @@ class Plan:
     budget_usd: float | None = None
     over_budget: bool = False
     notes: list[str] = field(default_factory=list)
+    chained: int = 0  # jobs whose input names another job's output (twins counted once)
+    chained_usd: float = 0.0  # what they are estimated to cost
+    would_submit: int = 0  # jobs a run would send (chained ones included)
+    job_list: list[JobPlan] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -61,11 +87,29 @@ def make_plan(
     defaults_for: Callable[[str], Mapping[str, Any]],
     store: S.Store | None = None,
     budget_usd: float | None = None,
+    settings: RunSettings | None = None,
 ) -> Plan:
     twins = twin_map(manifest.jobs)
     known: dict[str, tuple[str, str]] = {}
+    rows: dict[str, Row] = {}
     if store is not None:
-        known = {r.job_id: (r.fingerprint, r.status) for r in store.jobs(in_manifest_only=False)}
+        for r in store.jobs(in_manifest_only=False):
+            known[r.job_id] = (r.fingerprint, r.status)
+            rows[r.job_id] = (r.status, r.attempt_id, r.request_id)
+    # What a run would do, as the run decides it: a job the journal does not know, or knows with another
+    # model or input, is new (pending).
+    rows = {
+        job.id: rows[job.id]
+        if known.get(job.id, ("",))[0] == job.fingerprint
+        else (JobState.PENDING, None, None)
+        for job in manifest.jobs
+    }
+    outdated = outdated_chains(manifest.jobs, store, rows) if store is not None else set()
+    work = plan_work(manifest.jobs, rows, twins, settings or RunSettings(), outdated)
+    sends = set(work.sends)
+    details: list[JobPlan] = []
+    chained = 0
+    chained_usd = 0.0
     by_model: dict[str, ModelPlan] = {}
     unknown = False
     for job in manifest.jobs:
@@ -74,8 +118,24 @@ def make_plan(
         quote = prices.quote(job.model, job.input, defaults_for(job.model))
         fingerprint, status = known.get(job.id, (None, None))
         same = fingerprint == job.fingerprint
+        blocked = work.blocked.get(job.id)
+        details.append(
+            JobPlan(
+                job.id,
+                job.model,
+                quote.usd,
+                JobState.BLOCKED if blocked else rows[job.id][0],
+                job.id in sends or any(job.id in ts for ts in work.follow.values()),
+                twins.get(job.id),
+                list(job.needs),
+                blocked.message if blocked else None,
+            )
+        )
         if job.id in twins:
             continue  # one paid request with its leader
+        if job.after:
+            chained += 1
+            chained_usd += quote.usd or 0.0
         plan.paid_requests += 1
         plan.seconds += quote.units or 0.0
         if quote.usd is None:
@@ -109,6 +169,21 @@ def make_plan(
         prices.read_on,
         budget,
     )
+    result.chained, result.chained_usd = chained, round(chained_usd, 6)
+    result.would_submit, result.job_list = len(sends), details
+    if work.chained:
+        waiting = sum(d.estimate_usd or 0.0 for d in details if d.id in work.chained)
+        result.notes.append(
+            f"{len(work.chained)} of them are chained (${waiting:.2f}): each is sent once the jobs whose "
+            "outputs it names have succeeded, and its estimate counts from the start"
+        )
+    if work.blocked:
+        result.notes.append(
+            f"{len(work.blocked)} chained job(s) are blocked: a job whose output they need did not "
+            "succeed (see job_list in --json)"
+        )
+    if work.left_out:
+        result.notes.append(f"{work.left_out} job(s) still to do are left out by --only/--limit")
     if budget is not None:
         result.over_budget = committed + remaining > budget + 1e-9
     if twins:

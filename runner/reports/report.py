@@ -20,6 +20,7 @@ from typing import Any
 
 from ..disk import written_whole
 from ..engine import store as S
+from ..engine.loop import HALTED_KEY
 from ..manifest.loader import Manifest
 from ..manifest.snapshot import reader_digest
 from .html import PageFacts, is_video, write_html
@@ -131,6 +132,7 @@ def report_summary(store: S.Store) -> dict[str, Any]:
         "wall_seconds": round(wall_seconds(store, runs), 3),
         "runs": len(runs),
         **_slot_use(store.span_edges(), totals.busy_seconds),
+        "halted": json.loads(store.get_meta(HALTED_KEY) or "null"),
     }
 
 
@@ -168,6 +170,7 @@ def job_entries(manifest: Manifest, store: S.Store) -> Iterator[dict[str, Any]]:
             "status": row.status,
             "request_id": row.request_id,
             "twin_of": row.twin_of if row.twin_of and row.attempt_of not in (None, row.job_id) else None,
+            "after": list(job.needs) if job else [],
             "input": {k: job.input[k] for k in INPUT_SUMMARY_FIELDS if job and k in job.input},
             "input_files": _input_files(job.input) if job else [],
             "line": job.line if job else None,

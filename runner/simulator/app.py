@@ -308,11 +308,18 @@ async def sim_config(request: Request) -> Response:
 
 
 async def sim_request(request: Request) -> Response:
-    """GET /_sim/requests/{id}: everything the simulator knows about one job."""
+    """GET /_sim/requests/{id}: everything the simulator knows about one job: the input it was sent,
+    when (``submitted_at``, ``finished_at``: the account clock's seconds) and its output URLs."""
     job, _ = _sim(request).lookup(request.path_params["request_id"])
     if job is None:
         return error(404, 404001, "unknown or expired request id")
-    return JSONResponse(_sim(request).describe(job))
+    described = _sim(request).describe(job)
+    # The URLs its result names once it completed, as this same base URL hands them out.
+    files = f"{_base(request)}/files/{job.request_id}/"
+    described["output_urls"] = (
+        [files + output_name(i) for i in range(job.outputs)] if job.state == COMPLETED else []
+    )
+    return JSONResponse(described)
 
 
 async def _no_route(request: Request, exc: Exception) -> Response:

@@ -1,0 +1,177 @@
+"""Chains: a file field of a job's input may name another job's output instead of a file.
+
+``job:<id>`` is that job's first output, ``job:<id>#<k>`` its k-th (from 1): a still made by an image
+model feeds an image-to-video job, a clip feeds the next shot's reference ``video``. Reading a manifest,
+a reference is a promise, checked as far as it can be before anything is paid for: the job it names
+exists, no chain loops back on itself, the model of that job can produce that many outputs, and of a
+kind the field takes (an image field is not fed a video). The input is checked against its model's
+schema with each reference standing in as a URL (:func:`with_placeholders`), so every other rule still
+applies.
+
+A reference is *resolved* only when the run is about to send the job: each one becomes the URL RunComfy
+returned for that output, exactly (RunComfy fetches it; nothing is uploaded), see :func:`resolved`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ..catalog.models import ModelSpec
+
+PREFIX = "job:"
+_REF = re.compile(r"job:([A-Za-z0-9][A-Za-z0-9._-]{0,127})(?:#([1-9][0-9]{0,5}))?")
+# What a reference stands in as while the input is checked: a URL as the schema's file fields want one.
+_PLACEHOLDER = "https://chained.invalid/{job}/{index}"
+DEFAULT_OUTPUT_KIND = "video"  # the seed models (Kling O3) make one video per request
+
+InputPath = tuple[str | int, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class OutputRef:
+    """One place in a job's input that names another job's output: ``job:<job_id>#<index>``."""
+
+    path: InputPath  # where in the input: ("video",) or ("images", 1)
+    job_id: str
+    index: int  # from 1, as written
+
+    def __str__(self) -> str:
+        return f"{PREFIX}{self.job_id}" + (f"#{self.index}" if self.index > 1 else "")
+
+
+def is_ref(value: Any) -> bool:
+    """Whether a value is written as a reference to another job's output."""
+    return isinstance(value, str) and value.startswith(PREFIX)
+
+
+def find_refs(
+    input: Mapping[str, Any], file_fields: Mapping[str, str]
+) -> tuple[tuple[OutputRef, ...], list[tuple[InputPath, str]]]:
+    """The references in an input's file fields, and the problems with those that do not parse."""
+    refs: list[OutputRef] = []
+    problems: list[tuple[InputPath, str]] = []
+    for name in file_fields:
+        value = input.get(name)
+        places: Iterable[tuple[InputPath, Any]]
+        if isinstance(value, list):
+            places = (((name, i), v) for i, v in enumerate(value))
+        else:
+            places = (((name,), value),)
+        for path, item in places:
+            if not is_ref(item):
+                continue
+            match = _REF.fullmatch(item)
+            if match is None:
+                problems.append(
+                    (
+                        path,
+                        f"{item!r} is not a reference to a job's output: write job:<id> (its first "
+                        "output) or job:<id>#<k> (its k-th, from 1)",
+                    )
+                )
+                continue
+            refs.append(OutputRef(path, match.group(1), int(match.group(2) or 1)))
+    return tuple(refs), problems
+
+
+def substituted(input: Mapping[str, Any], values: Mapping[InputPath, str]) -> dict[str, Any]:
+    """A copy of ``input`` with the values at these paths replaced (lists copied, never changed)."""
+    out = dict(input)
+    copied: set[str | int] = set()
+    for path, value in values.items():
+        name = path[0]
+        if len(path) == 1:
+            out[str(name)] = value
+            continue
+        if name not in copied:
+            out[str(name)] = list(out[str(name)])
+            copied.add(name)
+        out[str(name)][int(path[1])] = value
+    return out
+
+
+def with_placeholders(input: Mapping[str, Any], refs: Sequence[OutputRef]) -> dict[str, Any]:
+    """The input as its model's schema checks it before the run: each reference as a URL."""
+    return substituted(
+        input, {ref.path: _PLACEHOLDER.format(job=ref.job_id, index=ref.index) for ref in refs}
+    )
+
+
+def resolved(
+    input: Mapping[str, Any], refs: Sequence[OutputRef], outputs: Mapping[str, Sequence[str]]
+) -> dict[str, Any]:
+    """The input as it is sent: each reference replaced by the output URL of the job it names
+    (``outputs``: job id -> its output URLs, in RunComfy's order). ``KeyError``/``IndexError`` when one
+    is missing; :func:`missing_output` says which."""
+    return substituted(input, {ref.path: outputs[ref.job_id][ref.index - 1] for ref in refs})
+
+
+def missing_output(refs: Sequence[OutputRef], outputs: Mapping[str, Sequence[str]]) -> OutputRef | None:
+    """The first reference whose output is not among ``outputs``, if any."""
+    for ref in refs:
+        if len(outputs.get(ref.job_id, ())) < ref.index:
+            return ref
+    return None
+
+
+def output_facts(spec: ModelSpec) -> tuple[tuple[str, ...], int]:
+    """The kinds of file a model produces (``video``, ``image``, ``audio``) and the most outputs one
+    request can have, from its schema's ``x-output`` and ``x-max-outputs`` (one video without them)."""
+    kinds = spec.schema.get("x-output") or [DEFAULT_OUTPUT_KIND]
+    if isinstance(kinds, str):
+        kinds = [kinds]
+    most = spec.schema.get("x-max-outputs")
+    return tuple(str(k) for k in kinds), most if isinstance(most, int) and most >= 1 else 1
+
+
+def ref_problem(ref: OutputRef, field_kind: str, upstream: ModelSpec) -> str | None:
+    """What is wrong with feeding the output ``ref`` names, of a job of model ``upstream``, into a field
+    that takes files of ``field_kind``, if anything."""
+    kinds, most = output_facts(upstream)
+    if ref.index > most:
+        made = "one output" if most == 1 else f"at most {most} outputs"
+        return f"{ref} names output {ref.index}, but {upstream.model_id} makes {made} per request"
+    if field_kind not in kinds:
+        made = _a(" or ".join(kinds))
+        return f"{ref} is {made} (made by {upstream.model_id}), but this field takes {_a(field_kind)}"
+    return None
+
+
+def _a(kind: str) -> str:
+    return f"an {kind}" if kind[:1] in "aeiou" else f"a {kind}"
+
+
+def order(needs: Mapping[str, Sequence[str]]) -> tuple[list[str], list[list[str]]]:
+    """The chained jobs upstream first (every job after the jobs it needs), and the cycles found (each
+    as the ids along it, back to its first). ``needs``: job id -> the ids its input names; ids that are
+    not keys need nothing."""
+    done: set[str] = set()
+    on_path: dict[str, int] = {}
+    ordered: list[str] = []
+    cycles: list[list[str]] = []
+    for start in needs:
+        if start in done:
+            continue
+        # An explicit stack, not recursion: a chain may be thousands of jobs long.
+        path: list[str] = [start]
+        on_path[start] = 0
+        pending: list[Iterator[str]] = [iter(needs.get(start, ()))]
+        while pending:
+            upstream = next(pending[-1], None)
+            if upstream is None:
+                pending.pop()
+                finished = path.pop()
+                del on_path[finished]
+                done.add(finished)
+                ordered.append(finished)
+                continue
+            if upstream in on_path:
+                cycles.append([*path[on_path[upstream] :], upstream])
+            elif upstream not in done:
+                on_path[upstream] = len(path)
+                path.append(upstream)
+                pending.append(iter(needs.get(upstream, ())))
+    return ordered, cycles
