@@ -227,8 +227,10 @@ def test_validate_tells_every_broken_reference_with_its_line(tmp_path):
         "m.yaml:8 job clip-2: input.video: job:clip-l names no job of this manifest (did you mean 'clip-1'?)",
         "m.yaml:10 job loop-a: input.video: job:loop-b makes a loop (loop-a -> loop-b -> loop-a): a chain "
         "cannot come back to a job",
-        f"m.yaml:14 job second: input.video: job:clip-1#2 names output 2, but {R2V} makes one output per request",
-        f"m.yaml:17 job still: input.image: job:clip-1 is a video (made by {R2V}), but this field takes an image",
+        f"m.yaml:14 job second: input.video: job:clip-1#2 names output 2, but {R2V} makes one output "
+        "per request",
+        f"m.yaml:17 job still: input.image: job:clip-1 is a video (made by {R2V}), but this field takes "
+        "an image",
         "m.yaml:19 job bad: input.images[0]: 'job:' is not a reference to a job's output: write job:<id> "
         "(its first output) or job:<id>#<k> (its k-th, from 1)",
         f"m.yaml:19 job bad: input.images[1]: job:clip-1 is a video (made by {R2V}), but this field takes "
