@@ -24,17 +24,20 @@ import anyio
 import sniffio
 
 from . import defaults
-from .api.client import ApiConfig, RunComfyClient
+from .api.client import CANCELLED, ApiConfig, RunComfyClient
 from .api.download import DownloadConfig
 from .api.http import AiohttpSession, HttpSession, HttpxSession
 from .api.retry import RetryPolicy
 from .catalog.models import Catalog
 from .catalog.pricing import PriceTable
-from .engine import store as S
-from .engine.loop import EventSink, Runner, RunResult, RunSettings, outcome, runs_now, spent
+from .engine.budget import spent
+from .engine.events import EventSink
+from .engine.loop import Runner
 from .engine.outputs import damaged_outputs
+from .engine.settings import RunResult, RunSettings, outcome, runs_now
+from .engine.states import IN_FLIGHT, JobState
 from .engine.store import Store, quick_state_path, state_path_for
-from .errors import RunnerError, StateError, UsageError
+from .errors import ErrorRecord, RunnerError, StateError, UsageError
 from .manifest.loader import Manifest, is_stdin, load_manifest
 from .manifest.snapshot import META_KEY, Snapshot
 from .reports.report import report_paths, reports_current, write_reports
@@ -287,7 +290,7 @@ def finished_already(path: str | Path, options: BatchOptions | None = None) -> B
         store.lock()
         counts = store.counts()
         if sum(counts.values()) != snapshot.jobs or any(
-            status in S.IN_FLIGHT or runs_now(status, settings) for status in counts
+            status in IN_FLIGHT or runs_now(status, settings) for status in counts
         ):
             return None
         if damaged_outputs(store, output_dir, verify_hashes=settings.verify_hashes, first_only=True):
@@ -343,7 +346,7 @@ async def cancel_batch(
     outcomes: list[tuple[str, str, str]] = []
     with Store.open(state_path, create=False) as store:
         store.lock()
-        live = [r for r in store.jobs() if r.status in (S.QUEUED, S.RUNNING) and r.request_id]
+        live = [r for r in store.jobs() if r.status in (JobState.QUEUED, JobState.RUNNING) and r.request_id]
         http = open_session(options)
         try:
             client = RunComfyClient(http, config.api)
@@ -353,12 +356,12 @@ async def cancel_batch(
                     outcome = await client.cancel(row.request_id)
                 except RunnerError as exc:  # reported per job, never fatal
                     outcome = f"error: {exc}"
-                if outcome == "cancelled":
+                if outcome == CANCELLED:
                     store.record_error(
                         row.job_id,
                         row.attempt_id,
-                        S.CANCELLED,
-                        {"type": "Cancelled", "message": "cancelled by `runcomfy-batch cancel`"},
+                        JobState.CANCELLED,
+                        ErrorRecord("Cancelled", "cancelled by `runcomfy-batch cancel`"),
                         cost=0.0,
                     )
                 outcomes.append((row.job_id, row.request_id, outcome))

@@ -36,6 +36,8 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
+from . import defaults
+
 EXIT_OK = 0
 EXIT_JOBS_FAILED = 1
 EXIT_USAGE = 2
@@ -53,7 +55,7 @@ _BEARER = re.compile(r"(Bearer\s+)\S+", re.IGNORECASE)
 def redact(text: str) -> str:
     """Remove the API token (and any bearer credential) from text meant for a user or a log."""
     text = _BEARER.sub(r"\1***", text)
-    token = os.environ.get("RUNCOMFY_API_TOKEN", "")
+    token = os.environ.get(defaults.TOKEN_ENV, "")
     if len(token) >= 4:
         text = text.replace(token, "***")
     return text

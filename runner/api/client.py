@@ -37,14 +37,21 @@ from ..errors import (
     SubmitUnknown,
     TransportError,
 )
+from ..version import __version__
 from .http import HttpSession, Timeouts
 from .retry import OnRetry, RetryPolicy, call_with_retry
 
-USER_AGENT = "runcomfy-batch/0.1"
+USER_AGENT = f"runcomfy-batch/{__version__}"
 
-TERMINAL = frozenset({"completed", "succeeded", "failed", "cancelled"})
-SUCCESS = frozenset({"completed", "succeeded"})
-KNOWN_LIVE = frozenset({"in_queue", "in_progress"})
+
+# RunComfy's status words, named once: the four it documents, and two its own clients accept too. A
+# request may answer any other word (RemoteState.status is any string): the run polls it as live. A
+# cancel answers its outcome as CANCELLED (it was queued: never billed) or ``not_cancellable``.
+IN_QUEUE, IN_PROGRESS = "in_queue", "in_progress"
+COMPLETED, SUCCEEDED, FAILED, CANCELLED = "completed", "succeeded", "failed", "cancelled"
+TERMINAL = frozenset({COMPLETED, SUCCEEDED, FAILED, CANCELLED})
+SUCCESS = frozenset({COMPLETED, SUCCEEDED})
+KNOWN_LIVE = frozenset({IN_QUEUE, IN_PROGRESS})
 
 
 @dataclass(frozen=True)
@@ -131,7 +138,7 @@ def error_from_answer(status: int, body: Any, headers: Mapping[str, str] | None 
     if code == 400002 or http_status == 402:
         return BalanceError(text + " (no balance left on the account)", **kwargs)
     if code in (400004, 401001) or http_status == 401:
-        return AccountError(text + " (check RUNCOMFY_API_TOKEN)", **kwargs)
+        return AccountError(text + f" (check {defaults.TOKEN_ENV})", **kwargs)
     if http_status == 429:
         return RateLimited(text, **kwargs)
     if code == 404001 or http_status == 404:
@@ -233,7 +240,7 @@ class RunComfyClient:
         return _remote_state(request_id, answer)
 
     async def cancel(self, request_id: str) -> str:
-        """Ask to cancel; ``cancelled`` (was queued, never billed) or ``not_cancellable``."""
+        """Ask to cancel; :data:`CANCELLED` (was queued, never billed) or ``not_cancellable``."""
         answer = await self._read("POST", f"/v1/requests/{quote(request_id)}/cancel")
         return str(answer.get("outcome") or answer.get("status") or "unknown")
 

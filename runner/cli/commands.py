@@ -17,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from ..api.client import CANCELLED
 from ..batch import (
     BatchOptions,
     BatchResult,
@@ -28,9 +29,9 @@ from ..batch import (
 )
 from ..catalog.models import Catalog
 from ..catalog.pricing import PriceTable
-from ..engine import store as S
 from ..engine.settings import RunSettings
-from ..engine.states import JobState
+from ..engine.states import ALL_STATES, NEEDS_ATTENTION, RETRIED, JobState
+from ..engine.store import Store
 from ..errors import EXIT_HALTED, EXIT_JOBS_FAILED, EXIT_OK, ManifestInvalid, redact
 from ..manifest.loader import is_stdin, load_manifest
 from ..reports.plan import make_plan
@@ -109,7 +110,7 @@ def print_run_summary(path: Path, result: BatchResult, seconds: float, *, limit:
     for job in attention[:limit]:
         why = job.get("error") or ""
         print(redact(f"  {job['id']}: {job['status']}" + (f": {why}" if why else "")), file=stream)
-    total = sum(n for status, n in result.counts.items() if status in S.NEEDS_ATTENTION)
+    total = sum(n for status, n in result.counts.items() if status in NEEDS_ATTENTION)
     if total > limit:
         print(f"  … and {total - limit} more: runcomfy-batch status {path}", file=stream)
     if result.exit_code == 130:
@@ -121,7 +122,7 @@ def print_run_summary(path: Path, result: BatchResult, seconds: float, *, limit:
             f"runcomfy-batch run {path}",
             file=stream,
         )
-    if any(result.counts.get(s) for s in (S.FAILED, S.EXPIRED, S.CANCELLED)):
+    if any(result.counts.get(s) for s in RETRIED):
         print(f"runcomfy-batch: to run the failed jobs again: runcomfy-batch retry {path}", file=stream)
     blocked = result.counts.get(JobState.BLOCKED, 0)
     if blocked:
@@ -130,7 +131,7 @@ def print_run_summary(path: Path, result: BatchResult, seconds: float, *, limit:
             "succeed; they are sent once it does (retry runs the failed ones again)",
             file=stream,
         )
-    unknown = result.counts.get(S.UNKNOWN, 0)
+    unknown = result.counts.get(JobState.UNKNOWN, 0)
     if unknown:
         print(
             f"runcomfy-batch: {unknown} job(s) unknown: the submit may have been accepted and billed; to "
@@ -189,7 +190,7 @@ def print_status(console: Console, path: Path, answer: Status, *, limit: int = 5
     console.print(line)
 
     per_model = answer.per_model
-    states = [s for s in S.ALL_STATES if any(s in by for by in per_model.values())]
+    states = [s for s in ALL_STATES if any(s in by for by in per_model.values())]
     table = Table(box=box.SIMPLE_HEAD, show_footer=len(per_model) > 1, pad_edge=False, show_edge=False)
     table.add_column("model", footer="total", no_wrap=True)
     for state in states:
@@ -237,32 +238,28 @@ def print_status(console: Console, path: Path, answer: Status, *, limit: int = 5
             f"to resume (jobs already submitted are re-attached, none is paid twice): "
             f"runcomfy-batch run {path}"
         )
-    elif (
-        run is not None
-        and run.state == "finished"
-        and any(j["status"] in (S.FAILED, S.EXPIRED, S.CANCELLED) for j in attention)
-    ):
+    elif run is not None and run.state == "finished" and any(j["status"] in RETRIED for j in attention):
         console.print(f"to run the failed jobs again: runcomfy-batch retry {path}")
 
 
 _STATE_STYLE = {
-    S.SUCCEEDED: "green",
-    S.FAILED: "red",
-    S.EXPIRED: "red",
-    S.UNKNOWN: "red",
-    S.CANCELLED: "yellow",
-    S.HELD: "magenta",
+    JobState.SUCCEEDED: "green",
+    JobState.FAILED: "red",
+    JobState.EXPIRED: "red",
+    JobState.UNKNOWN: "red",
+    JobState.CANCELLED: "yellow",
+    JobState.HELD: "magenta",
     JobState.BLOCKED: "yellow",
-    S.QUEUED: "blue",
-    S.RUNNING: "cyan",
-    S.COLLECTING: "cyan",
-    S.SUBMITTING: "cyan",
+    JobState.QUEUED: "blue",
+    JobState.RUNNING: "cyan",
+    JobState.COLLECTING: "cyan",
+    JobState.SUBMITTING: "cyan",
 }
 
 
 def report(path: Path, options: BatchOptions) -> int:
     manifest, state_path = resolve(load_manifest(path, Catalog.load()), options)
-    with S.Store.open(state_path, create=False) as store:
+    with Store.open(state_path, create=False) as store:
         paths = write_reports(manifest, store)
     _out(f"wrote {paths['json']}, {paths['csv']}, {paths['html']}")
     return EXIT_OK
@@ -277,7 +274,7 @@ def plan(path: Path, options: BatchOptions, *, budget: float | None, as_json: bo
     prices = PriceTable.load(catalog, options.prices_path)
     subset = RunSettings(only=options.only, limit=options.limit)
     if state_path is not None and state_path.exists():
-        with S.Store.open(state_path, create=False) as store:
+        with Store.open(state_path, create=False) as store:
             result = make_plan(manifest, prices, _defaults(catalog), store, budget, subset)
     else:
         result = make_plan(manifest, prices, _defaults(catalog), None, budget, subset)
@@ -316,9 +313,9 @@ def cancel(path: Path, options: BatchOptions) -> int:
     if not outcomes:
         _out("nothing to cancel: no request of this run is queued or running")
         return EXIT_OK
-    cancelled = [o for o in outcomes if o[2] == "cancelled"]
+    cancelled = [o for o in outcomes if o[2] == CANCELLED]
     for job_id, request_id, outcome in outcomes:
-        if outcome != "cancelled":
+        if outcome != CANCELLED:
             _out(f"  {job_id} ({request_id}): {outcome} (still running; it will be billed)")
     _out(f"cancelled {len(cancelled)} of {len(outcomes)} live request(s)")
     return EXIT_OK if len(cancelled) == len(outcomes) else EXIT_JOBS_FAILED

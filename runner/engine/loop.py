@@ -49,7 +49,7 @@ from .events import Event, EventKind, EventSink, emitter
 from .flight import Flight, Parts
 from .outputs import damaged_outputs
 from .pacing import Pacer
-from .settings import RunResult, RunSettings, outcome, run_result, runs_now
+from .settings import HALTED_KEY, RunResult, RunSettings, run_result
 from .states import JobState
 from .store import Store, SyncSummary
 from .submit import Submitter
@@ -57,23 +57,8 @@ from .throttle import Throttle
 from .watch import Watcher
 from .workplan import WorkPlan, plan_work, twin_map
 
-# Imported from here by modules written before the parts above had modules of their own (to go once
-# they import them from where they live).
-__all__ = [
-    "EventSink",
-    "RunResult",
-    "RunSettings",
-    "Runner",
-    "committed_spend",
-    "outcome",
-    "runs_now",
-    "spent",
-    "twin_map",
-]
-
 # Submits started per turn of the submit loop before it lets other tasks run.
 BURST = 64
-HALTED_KEY = "halted"  # journal meta: how the last run was halted by --halt-after (empty: it was not)
 
 
 class Runner:

@@ -34,6 +34,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from ..api.client import COMPLETED, IN_QUEUE
+
 
 @dataclass(eq=False, slots=True)
 class Track:
@@ -217,7 +219,7 @@ class Pacer:
         if (
             self.saturated
             and not self.draining
-            and status != "in_queue"
+            and status != IN_QUEUE
             and self.start_rate
             and self.submits - track.seq < self.target_queue
         ):
@@ -231,7 +233,7 @@ class Pacer:
         ``position``, exactly ``seq - position`` of ours have started; running or done, at least ``seq``."""
         if not track.seq:
             return
-        if status == "in_queue":
+        if status == IN_QUEUE:
             started, exact = float(track.seq - (position if position is not None else 1)), True
             self.saturated = True
         else:
@@ -257,7 +259,7 @@ class Pacer:
         track.polls += 1
         track.last_live = now
         self.observe(track, status, position, now)
-        if status == "in_queue":
+        if status == IN_QUEUE:
             rate = self.start_rate or 0.0
             track.est_start = now + ((position or 1) / rate if rate else 0.0)
             track.live_polls = 0
@@ -286,7 +288,7 @@ class Pacer:
         created, finished = _parse_time(created_at), _parse_time(finished_at)
         if not track.seq or not (track.running_at or (created is not None and finished is not None)):
             return  # re-attached (when it started is unknown), or never seen to run (cancelled while queued)
-        self.observe(track, "completed", None, now)
+        self.observe(track, COMPLETED, None, now)
         # When it finished: between our last poll that found it live and this one, if that window is
         # narrow; else from RunComfy's timestamps (whole seconds: their difference is up to a second
         # off either way, but right on average); else the middle of what we know.

@@ -18,7 +18,9 @@ from ..errors import (
     AccountError,
     BalanceError,
 )
-from .states import JobState
+from .states import RETRIED, JobState
+
+HALTED_KEY = "halted"  # journal meta: how the last run was halted by --halt-after (empty: it was not)
 
 
 @dataclass(frozen=True)
@@ -60,7 +62,7 @@ def runs_now(status: str, settings: RunSettings) -> bool:
     return (
         status in (JobState.PENDING, JobState.HELD)
         or (status == JobState.UNKNOWN and settings.resubmit_unknown)
-        or (status in (JobState.FAILED, JobState.CANCELLED, JobState.EXPIRED) and settings.retry_failed)
+        or (status in RETRIED and settings.retry_failed)
     )
 
 

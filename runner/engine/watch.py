@@ -14,7 +14,7 @@ from collections import Counter
 import anyio
 from anyio.abc import TaskGroup
 
-from ..api.client import KNOWN_LIVE, RemoteState
+from ..api.client import CANCELLED, IN_QUEUE, KNOWN_LIVE, RemoteState
 from ..errors import AccountError, ApiError, ErrorRecord, RequestNotFound
 from ..manifest.loader import Job
 from .events import EventKind
@@ -131,7 +131,7 @@ class Watcher(Part):
         if remote.status not in KNOWN_LIVE and remote.status not in self.unknown_words:
             self.unknown_words.add(remote.status)
             self._emit(EventKind.UNKNOWN_STATUS, job_id=job.id, status=remote.status)
-        status = JobState.QUEUED if remote.status == "in_queue" else JobState.RUNNING
+        status = JobState.QUEUED if remote.status == IN_QUEUE else JobState.RUNNING
         if status != live.status or remote.status != live.remote_status:
             self.store.record_remote(
                 job.id, live.attempt_id, status, remote.status, started=status == JobState.RUNNING
@@ -188,7 +188,7 @@ class Watcher(Part):
             self.flight.live.pop(job.id, None)
             self.flight.collect(job.id)
             return
-        if remote.status == "cancelled":
+        if remote.status == CANCELLED:
             self._finish(
                 live, JobState.CANCELLED, remote, error=ErrorRecord("Cancelled", "cancelled at RunComfy")
             )
@@ -205,7 +205,7 @@ class Watcher(Part):
     ) -> None:
         """The request ended without outputs to collect: journal why, settle its cost, free its slot."""
         cost = remote.cost_usd if remote is not None else None
-        if remote is not None and remote.status == "cancelled":
+        if remote is not None and remote.status == CANCELLED:
             cost = 0.0 if cost is None else cost
         self.store.record_error(live.job.id, live.attempt_id, state, error, cost=cost)
         self.budget.settle(live.job, cost)

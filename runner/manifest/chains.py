@@ -15,31 +15,19 @@ returned for that output, exactly (RunComfy fetches it; nothing is uploaded), se
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
-from ..catalog.models import ModelSpec
+from ..catalog.models import Catalog, ModelSpec
+from ..catalog.schema import suggest
+from .job import PREFIX, InputPath, Job, OutputRef, fingerprint
+from .validate import InputChecker, InputSource, ProblemLog
 
-PREFIX = "job:"
 _REF = re.compile(r"job:([A-Za-z0-9][A-Za-z0-9._-]{0,127})(?:#([1-9][0-9]{0,5}))?")
 # What a reference stands in as while the input is checked: a URL as the schema's file fields want one.
 _PLACEHOLDER = "https://chained.invalid/{job}/{index}"
 DEFAULT_OUTPUT_KIND = "video"  # the seed models (Kling O3) make one video per request
-
-InputPath = tuple[str | int, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class OutputRef:
-    """One place in a job's input that names another job's output: ``job:<job_id>#<index>``."""
-
-    path: InputPath  # where in the input: ("video",) or ("images", 1)
-    job_id: str
-    index: int  # from 1, as written
-
-    def __str__(self) -> str:
-        return f"{PREFIX}{self.job_id}" + (f"#{self.index}" if self.index > 1 else "")
 
 
 def is_ref(value: Any) -> bool:
@@ -175,3 +163,56 @@ def order(needs: Mapping[str, Sequence[str]]) -> tuple[list[str], list[list[str]
                 path.append(upstream)
                 pending.append(iter(needs.get(upstream, ())))
     return ordered, cycles
+
+
+def link_chains(
+    built: list[Job],
+    sources: Mapping[str, tuple[InputSource, ModelSpec]],
+    known_ids: Collection[str],
+    log: ProblemLog,
+    catalog: Catalog,
+) -> list[Job]:
+    """Check every reference to another job's output (that job exists, can make that output, of a
+    kind the field takes, and no chain loops), then give each chained job a fingerprint that holds
+    its upstream jobs' own: a job whose upstream changes is a changed job."""
+    chained = [job for job in built if job.after]
+    if not chained:
+        return built
+    checker = InputChecker(log)
+    by_id = {job.id: job for job in built}
+    ids: list[str] | None = None
+    for job in chained:
+        source, spec = sources[job.id]
+        for ref in job.after:
+            upstream = by_id.get(ref.job_id)
+            if upstream is not None:
+                problem = ref_problem(ref, spec.file_fields[str(ref.path[0])], catalog.models[upstream.model])
+            elif ref.job_id in known_ids:
+                continue  # that job has problems of its own, told already
+            else:
+                ids = ids if ids is not None else list(by_id)
+                hint = suggest(ref.job_id, [i for i in ids if i != job.id]) if len(ids) <= 5000 else ""
+                problem = f"{ref} names no job of this manifest{hint}"
+            if problem:
+                checker.report(job.id, ref.path, problem, source)
+    upstream_first, cycles = order({job.id: job.needs for job in chained})
+    for cycle in cycles:
+        job = by_id[cycle[0]]
+        ref = next(r for r in job.after if r.job_id == cycle[1])
+        loop = " -> ".join(cycle)
+        checker.report(
+            job.id,
+            ref.path,
+            f"{ref} makes a loop ({loop}): a chain cannot come back to a job",
+            sources[job.id][0],
+        )
+    if log:
+        return built
+    for (
+        job_id
+    ) in upstream_first:  # upstream first: each fingerprint is made from its upstream jobs' final ones
+        job = by_id[job_id]
+        if job.after:
+            stand_in = {ref.path: f"job:{by_id[ref.job_id].fingerprint}#{ref.index}" for ref in job.after}
+            by_id[job_id] = replace(job, fingerprint=fingerprint(job.model, substituted(job.input, stand_in)))
+    return [by_id[job.id] for job in built]

@@ -15,15 +15,11 @@ from __future__ import annotations
 
 import gc
 import hashlib
-import itertools
-import json
-import math
 import os
-import re
 import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +27,10 @@ from ..catalog.models import Catalog, ModelSpec, format_path
 from ..catalog.schema import show, suggest, type_word
 from ..errors import ManifestInvalid, ManifestTooLarge
 from . import chains
-from .chains import OutputRef
 from .inputs import LocalFiles
-from .tables import Row, read_table, table_kind
+from .job import Job, fingerprint
+from .matrix import expand_matrix, matrix_size, template_problem, value_tokens
+from .tables import Row, read_table_file
 from .validate import (
     SAFE_ID,
     InputChecker,
@@ -44,32 +41,25 @@ from .validate import (
 )
 from .yamldoc import parse_yaml
 
+# Job, its fingerprint and the matrix helpers live in modules of their own; loader's names stay.
+__all__ = [
+    "MAX_FILE_BYTES",
+    "Job",
+    "Manifest",
+    "Source",
+    "expand_matrix",
+    "fingerprint",
+    "is_stdin",
+    "load_manifest",
+    "value_tokens",
+]
+
 MAX_FILE_BYTES = 50 * 1000 * 1000
 MAX_JOBS = 200_000
 STDIN = "-"  # the manifest's path that means standard input
 SETTINGS = ("description",)  # optional top-level keys kept in Manifest.raw_settings
 
 _Expanded = tuple[str, tuple[int, ...], dict[str, Any]]  # id, pick, matrix combination
-_PLACEHOLDER = re.compile(r"\{([^{}]*)\}")
-_UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9._-]+")
-_MAX_TOKEN = 32
-
-
-@dataclass(frozen=True, slots=True)
-class Job:
-    """One request to send: its model, its exact input, and where the manifest wrote it."""
-
-    id: str
-    model: str
-    input: dict[str, Any]  # a chained job's holds its references (``job:<id>#<k>``) until they are resolved
-    line: int
-    fingerprint: str
-    after: tuple[OutputRef, ...] = ()  # the other jobs' outputs its input names (a chained job)
-
-    @property
-    def needs(self) -> tuple[str, ...]:
-        """The ids of the jobs whose outputs this job's input names, each once, in the input's order."""
-        return tuple(dict.fromkeys(ref.job_id for ref in self.after))
 
 
 @dataclass(frozen=True)
@@ -94,15 +84,6 @@ class Manifest:
     concurrency: int | None
     raw_settings: dict[str, Any]
     source: Source | None = None  # None for a manifest built in code
-
-
-_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-
-
-def fingerprint(model: str, input: dict[str, Any]) -> str:
-    """sha256 of the canonical JSON of the request: equal fingerprints are the same paid request."""
-    canonical = _CANONICAL.encode({"model": model, "input": input})
-    return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def load_manifest(path: str | Path, catalog: Catalog | None = None) -> Manifest:
@@ -134,72 +115,6 @@ def _gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def matrix_size(matrix: dict[str, list[Any]]) -> int:
-    """How many jobs a matrix expands into."""
-    return math.prod(len(values) for values in matrix.values())
-
-
-def value_tokens(values: list[Any]) -> list[str]:
-    """How each value of one matrix field appears in ids: ``16:9`` -> ``16x9``, ``5`` -> ``5``.
-
-    Values that are long, structured, or would collide with a sibling once made file-safe appear as
-    their 1-based position in the list instead, so ids stay short and unique.
-    """
-    tokens = [_token(value) for value in values]
-    if any(t is None for t in tokens) or len(set(tokens)) != len(tokens):
-        return [str(i) for i in range(1, len(values) + 1)]
-    return tokens  # type: ignore[return-value]
-
-
-def _token(value: Any) -> str | None:
-    if isinstance(value, bool) or value is None:
-        return json.dumps(value)
-    if isinstance(value, int | float):
-        text = repr(value)
-    elif isinstance(value, str):
-        text = _UNSAFE_CHARS.sub("_", value.replace(":", "x")).strip("_")
-    else:
-        return None
-    return text if 0 < len(text) <= _MAX_TOKEN and not _UNSAFE_CHARS.search(text) else None
-
-
-def expand_matrix(job_id: str, matrix: dict[str, list[Any]]) -> Iterator[tuple[str, tuple[int, ...]]]:
-    """Each combination's id and pick (the index of each field's value), first field varying slowest.
-
-    A plain id is extended field by field (``hero--duration-5--aspect_ratio-16x9``); an id with
-    ``{field}`` placeholders is a template (``hero-{duration}s-{aspect_ratio}`` -> ``hero-5s-16x9``).
-    """
-    keys = list(matrix)
-    tokens = [value_tokens(matrix[key]) for key in keys]
-    parts = _PLACEHOLDER.split(job_id)  # literal, name, literal, name, ..., literal
-    for pick in itertools.product(*(range(len(matrix[key])) for key in keys)):
-        chosen = {key: tokens[k][i] for k, (key, i) in enumerate(zip(keys, pick, strict=True))}
-        if len(parts) == 1:
-            yield job_id + "".join(f"--{key}-{token}" for key, token in chosen.items()), pick
-        else:
-            yield "".join(chosen[p] if n % 2 else p for n, p in enumerate(parts)), pick
-
-
-def template_problem(job_id: str, matrix: dict[str, list[Any]]) -> str | None:
-    """What is wrong with an id template for this matrix, if anything."""
-    if "{" not in job_id and "}" not in job_id:
-        return None
-    parts = _PLACEHOLDER.split(job_id)
-    names, literals = parts[1::2], parts[0::2]
-    if any("{" in text or "}" in text for text in literals):
-        return f"{job_id!r} has unbalanced braces"
-    unknown = [n for n in names if n not in matrix]
-    if unknown:
-        return f"{{{unknown[0]}}} in the id template is not a matrix field (matrix: {', '.join(matrix)})"
-    missing = [key for key in matrix if key not in names]
-    if missing:
-        return (
-            f"the id template must name every matrix field so ids are unique; add "
-            f"{', '.join('{' + key + '}' for key in missing)}"
-        )
-    return None
-
-
 def fields_for(spec: ModelSpec, default_input: dict[str, Any]) -> dict[str, Any]:
     """The defaults.input fields a model has: shared defaults serve jobs of several models."""
     properties = spec.schema.get("properties")
@@ -210,6 +125,24 @@ def fields_for(spec: ModelSpec, default_input: dict[str, Any]) -> dict[str, Any]
 
 def _count(n: int) -> str:
     return f"{n:,}" if n < 10**15 else f"about 10^{len(str(n)) - 1}"
+
+
+def check_defaults_used(
+    log: ProblemLog, catalog: Catalog, default_input: dict[str, Any], inherited: dict[str, dict[str, Any]]
+) -> None:
+    """A defaults.input field that no job's model has is a typo, not a field for other models."""
+    if not inherited:
+        return
+    known = sorted(
+        {name for spec in map(catalog.get, inherited) if spec for name in spec.schema.get("properties", {})}
+    )
+    for name in default_input:
+        if not any(name in fields for fields in inherited.values()):
+            hint = suggest(name, known)
+            log.at(
+                ("defaults", "input", name),
+                f"no job's model has this field{hint} (known: {', '.join(known)})",
+            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,6 +158,21 @@ class _Entry:
     def where(self) -> tuple[str, int] | None:
         return (self.row.file, self.row.line) if self.row is not None else None
 
+    def tell(self, log: ProblemLog, path: tuple[str | int, ...], message: str) -> None:
+        """A problem with the value at ``path`` inside this entry, told where the entry was written."""
+        if self.row is None:
+            log.at(("jobs", self.index, *path), message)
+            return
+        job_id = self.job.get("id")
+        usable = isinstance(job_id, str) and SAFE_ID.fullmatch(job_id)
+        log.add(
+            message,
+            file=self.row.file,
+            line=self.row.line,
+            job_id=job_id if usable else None,
+            field=format_path(list(path)) or None,
+        )
+
 
 class _Loader:
     """One load: the file, its document, the problems found, the jobs built."""
@@ -237,7 +185,6 @@ class _Loader:
         self.catalog = catalog
         self.log = ProblemLog(self.shown)
         self.sha256 = ""
-        self.local_files: dict[str, tuple[int, int]] = {}
         self.inlined: dict[str, tuple[int, int]] = {}  # local files inlined into inputs
         self.sources: dict[str, tuple[InputSource, ModelSpec]] = {}  # chained job id -> where it was written
         self.seen: dict[str, tuple[str | None, int, int]] = {}  # every job id: (file, line, entry index)
@@ -284,7 +231,7 @@ class _Loader:
         entries += self.table_entries(data.get("jobs_from"), len(jobs), schema, default_model, bad_jobs)
         self.check_size([e for e in entries if e.index not in bad_jobs])
         built = self.build_jobs(entries, bad_jobs, default_model, default_input, check_inputs=defaults_usable)
-        built = self.link_chains(built)
+        built = chains.link_chains(built, self.sources, self.seen, self.log, self.catalog)
         if self.log:
             raise self.fail_now(len(built))
         return self.manifest(data, built)
@@ -302,65 +249,23 @@ class _Loader:
             if not isinstance(name, str):
                 continue  # the manifest schema says so
             path = ("jobs_from", n) if isinstance(jobs_from, list) else ("jobs_from",)
-            rows = self.read_table(name, path, default_model)
+            rows = read_table_file(
+                name,
+                path,
+                self.folder,
+                None if self.stdin else self.shown,
+                self.log,
+                self.catalog,
+                default_model,
+            )
             for row in rows:
                 index = first + len(entries)
                 entry = _Entry(index, row.job, row.line, row)
                 for where, message in schema.job_problems(row.job):
-                    self.at_entry(entry, where, message)
+                    entry.tell(self.log, where, message)
                     bad_jobs.add(index)
                 entries.append(entry)
         return entries
-
-    def read_table(self, name: str, doc_path: tuple[str | int, ...], default_model: Any) -> list[Row]:
-        kind = table_kind(Path(name))
-        if kind is None:
-            self.log.at(doc_path, f"{name!r} is not a .csv or .jsonl file (its name says which it is)")
-            return []
-        full = Path(os.path.normpath(self.folder / os.path.expanduser(name)))
-        shown = name if self.stdin else os.path.normpath(os.path.join(os.path.dirname(self.shown), name))
-        self.log.tables.append(shown)
-        try:
-            with full.open("rb") as handle:
-                st = os.fstat(handle.fileno())
-                data = handle.read(MAX_FILE_BYTES + 1)
-        except OSError as error:
-            self.log.at(doc_path, f"{name}: cannot be read ({error.strerror or error}; looked for {full})")
-            return []
-        if len(data) > MAX_FILE_BYTES:
-            self.log.at(doc_path, f"{name}: more than {MAX_FILE_BYTES / 1e6:.0f} MB, the most a table may be")
-            return []
-        self.local_files[str(full)] = (st.st_size, st.st_mtime_ns)
-        try:
-            text = data.decode("utf-8-sig")
-        except UnicodeDecodeError as error:
-            line = data.count(b"\n", 0, error.start) + 1
-            self.log.add("the file is not UTF-8 text: save it as UTF-8", file=shown, line=line)
-            return []
-
-        def schema_for(model: Any) -> dict[str, Any] | None:
-            spec = self.catalog.get(model) if isinstance(model, str) else None
-            return dict(spec.schema) if spec is not None else None
-
-        rows, problems = read_table(text, shown, kind, schema_for, default_model)
-        for problem in problems:
-            self.log.add(problem.message, file=problem.file, line=problem.line)
-        return rows
-
-    def at_entry(self, entry: _Entry, path: tuple[str | int, ...], message: str) -> None:
-        """A problem with the value at ``path`` inside one job entry, told where that entry was written."""
-        if entry.row is None:
-            self.log.at(("jobs", entry.index, *path), message)
-            return
-        job_id = entry.job.get("id")
-        usable = isinstance(job_id, str) and SAFE_ID.fullmatch(job_id)
-        self.log.add(
-            message,
-            file=entry.row.file,
-            line=entry.row.line,
-            job_id=job_id if usable else None,
-            field=format_path(list(path)) or None,
-        )
 
     def check_name(self, name: Any) -> None:
         # The schema's pattern lets "name\n" through (Python's $ matches before a final newline).
@@ -428,8 +333,8 @@ class _Loader:
         biggest, index = max(sizes)
         if biggest > 1:
             entry = next(e for e in entries if e.index == index)
-            self.at_entry(
-                entry,
+            entry.tell(
+                self.log,
                 ("matrix",),
                 f"expands to {_count(biggest)} jobs, and the manifest to "
                 f"{_count(total)}: more than the {MAX_JOBS:,} a manifest may hold",
@@ -462,9 +367,9 @@ class _Loader:
                 continue
             model = job.get("model", default_model)
             if model is None and check_inputs:
-                self.at_entry(entry, (), "no model: set `model` on the job or in `defaults`")
+                entry.tell(self.log, (), "no model: set `model` on the job or in `defaults`")
             elif "model" in job and check_model(model, self.catalog):
-                self.at_entry(entry, ("model",), check_model(model, self.catalog) or "")
+                entry.tell(self.log, ("model",), check_model(model, self.catalog) or "")
             spec = self.catalog.get(model) if isinstance(model, str) and check_inputs else None
             own = job.get("input") or {}
             keys = tuple(job.get("matrix") or ())
@@ -513,78 +418,8 @@ class _Loader:
                 built.append(
                     Job(job_id, spec.model_id, input, job_line, fingerprint(spec.model_id, input), refs)
                 )
-        self.check_defaults_used(default_input, inherited)
+        check_defaults_used(self.log, self.catalog, default_input, inherited)
         return built
-
-    def link_chains(self, built: list[Job]) -> list[Job]:
-        """Check every reference to another job's output (that job exists, can make that output, of a
-        kind the field takes, and no chain loops), then give each chained job a fingerprint that holds
-        its upstream jobs' own: a job whose upstream changes is a changed job."""
-        chained = [job for job in built if job.after]
-        if not chained:
-            return built
-        checker = InputChecker(self.log)
-        by_id = {job.id: job for job in built}
-        ids: list[str] | None = None
-        for job in chained:
-            source, spec = self.sources[job.id]
-            for ref in job.after:
-                upstream = by_id.get(ref.job_id)
-                if upstream is not None:
-                    problem = chains.ref_problem(
-                        ref, spec.file_fields[str(ref.path[0])], self.catalog.models[upstream.model]
-                    )
-                elif ref.job_id in self.seen:
-                    continue  # that job has problems of its own, told already
-                else:
-                    ids = ids if ids is not None else list(by_id)
-                    hint = suggest(ref.job_id, [i for i in ids if i != job.id]) if len(ids) <= 5000 else ""
-                    problem = f"{ref} names no job of this manifest{hint}"
-                if problem:
-                    checker.report(job.id, ref.path, problem, source)
-        order, cycles = chains.order({job.id: job.needs for job in chained})
-        for cycle in cycles:
-            job = by_id[cycle[0]]
-            ref = next(r for r in job.after if r.job_id == cycle[1])
-            loop = " -> ".join(cycle)
-            checker.report(
-                job.id,
-                ref.path,
-                f"{ref} makes a loop ({loop}): a chain cannot come back to a job",
-                self.sources[job.id][0],
-            )
-        if self.log:
-            return built
-        for job_id in order:  # upstream first: each fingerprint is made from its upstream jobs' final ones
-            job = by_id[job_id]
-            if job.after:
-                stand_in = {ref.path: f"job:{by_id[ref.job_id].fingerprint}#{ref.index}" for ref in job.after}
-                by_id[job_id] = replace(
-                    job, fingerprint=fingerprint(job.model, chains.substituted(job.input, stand_in))
-                )
-        return [by_id[job.id] for job in built]
-
-    def check_defaults_used(
-        self, default_input: dict[str, Any], inherited: dict[str, dict[str, Any]]
-    ) -> None:
-        """A defaults.input field that no job's model has is a typo, not a field for other models."""
-        if not inherited:
-            return
-        known = sorted(
-            {
-                name
-                for spec in map(self.catalog.get, inherited)
-                if spec
-                for name in spec.schema.get("properties", {})
-            }
-        )
-        for name in default_input:
-            if not any(name in fields for fields in inherited.values()):
-                hint = suggest(name, known)
-                self.log.at(
-                    ("defaults", "input", name),
-                    f"no job's model has this field{hint} (known: {', '.join(known)})",
-                )
 
     def note_id(self, job_id: str, entry: _Entry, seen: dict[str, tuple[str | None, int, int]]) -> None:
         file, line = entry.where or (None, entry.line)
@@ -610,7 +445,7 @@ class _Loader:
             return
         problem = template_problem(job_id, matrix)
         if problem:
-            self.at_entry(entry, ("id",), problem)
+            entry.tell(self.log, ("id",), problem)
             return
         keys = tuple(matrix)
         for expanded_id, pick in expand_matrix(job_id, matrix):
@@ -632,7 +467,7 @@ class _Loader:
             raw_settings={key: data[key] for key in SETTINGS if key in data},
             source=Source(
                 self.sha256,
-                tuple(sorted((p, *st) for p, st in {**self.local_files, **self.inlined}.items())),
+                tuple(sorted((p, *st) for p, st in {**self.log.read_files, **self.inlined}.items())),
                 stdin=self.stdin,
             ),
         )

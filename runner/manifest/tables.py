@@ -21,13 +21,16 @@ import csv
 import io
 import json
 import math
+import os
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..catalog.models import Catalog
 from ..errors import Problem
+from .validate import DocPath, ProblemLog
 
 _INTEGER = re.compile(r"[+-]?[0-9]+")
 _TRUE = frozenset({"true", "yes", "on", "1"})
@@ -35,6 +38,7 @@ _FALSE = frozenset({"false", "no", "off", "0"})
 # Tried in this order when a field's schema allows several types: text is what a cell already is.
 _TYPE_ORDER = ("integer", "number", "boolean", "array", "object", "string")
 SUFFIXES = (".csv", ".jsonl")
+MAX_TABLE_BYTES = 50 * 1000 * 1000  # as a manifest
 
 
 @dataclass(frozen=True)
@@ -223,3 +227,50 @@ def table_kind(path: Path) -> str | None:
     """``.csv`` or ``.jsonl`` for a table file's name; None for any other."""
     suffix = path.suffix.lower()
     return suffix if suffix in SUFFIXES else None
+
+
+def read_table_file(
+    name: str,
+    doc_path: DocPath,
+    folder: Path,
+    manifest_shown: str | None,
+    log: ProblemLog,
+    catalog: Catalog,
+    default_model: Any,
+) -> list[Row]:
+    """The rows of the table ``name`` (as ``jobs_from`` at ``doc_path`` writes it, relative to ``folder``);
+    its problems go into ``log``, named by the table's path beside the manifest's (``manifest_shown``;
+    None: the manifest came from standard input)."""
+    kind = table_kind(Path(name))
+    if kind is None:
+        log.at(doc_path, f"{name!r} is not a .csv or .jsonl file (its name says which it is)")
+        return []
+    full = Path(os.path.normpath(folder / os.path.expanduser(name)))
+    shown = os.path.normpath(os.path.join(os.path.dirname(manifest_shown), name)) if manifest_shown else name
+    log.tables.append(shown)
+    try:
+        with full.open("rb") as handle:
+            st = os.fstat(handle.fileno())
+            data = handle.read(MAX_TABLE_BYTES + 1)
+    except OSError as error:
+        log.at(doc_path, f"{name}: cannot be read ({error.strerror or error}; looked for {full})")
+        return []
+    if len(data) > MAX_TABLE_BYTES:
+        log.at(doc_path, f"{name}: more than {MAX_TABLE_BYTES / 1e6:.0f} MB, the most a table may be")
+        return []
+    log.read_files[str(full)] = (st.st_size, st.st_mtime_ns)
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        log.add("the file is not UTF-8 text: save it as UTF-8", file=shown, line=line)
+        return []
+
+    def schema_for(model: Any) -> dict[str, Any] | None:
+        spec = catalog.get(model) if isinstance(model, str) else None
+        return dict(spec.schema) if spec is not None else None
+
+    rows, problems = read_table(text, shown, kind, schema_for, default_model)
+    for problem in problems:
+        log.add(problem.message, file=problem.file, line=problem.line)
+    return rows

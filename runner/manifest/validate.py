@@ -64,6 +64,7 @@ class ProblemLog:
         self._groups: dict[tuple[Any, ...], _Entry] = {}
         self._covered: set[tuple[int | None, str | None]] = set()  # (line, field) already told in full
         self.tables: list[str] = []  # the other files jobs were read from, in the order they are told
+        self.read_files: dict[str, tuple[int, int]] = {}  # those tables: absolute path -> (size, mtime ns)
 
     def __bool__(self) -> bool:
         return bool(self._entries)

@@ -17,12 +17,12 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..catalog.pricing import PriceTable
-from ..engine import store as S
+from ..engine.budget import committed_spend, spent
 from ..engine.chains import outdated_chains
-from ..engine.loop import committed_spend, spent, twin_map
 from ..engine.settings import RunSettings
-from ..engine.states import JobState
-from ..engine.workplan import Row, plan_work
+from ..engine.states import IN_FLIGHT, JobState
+from ..engine.store import Store
+from ..engine.workplan import Row, plan_work, twin_map
 from ..manifest.loader import Manifest
 
 
@@ -85,7 +85,7 @@ def make_plan(
     manifest: Manifest,
     prices: PriceTable,
     defaults_for: Callable[[str], Mapping[str, Any]],
-    store: S.Store | None = None,
+    store: Store | None = None,
     budget_usd: float | None = None,
     settings: RunSettings | None = None,
 ) -> Plan:
@@ -143,9 +143,9 @@ def make_plan(
             unknown = True
         else:
             plan.estimate_usd += quote.usd
-        if same and status == S.SUCCEEDED:
+        if same and status == JobState.SUCCEEDED:
             plan.done += 1
-        elif same and status in S.IN_FLIGHT:
+        elif same and status in IN_FLIGHT:
             plan.in_flight += 1
         else:
             plan.remaining += 1

@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from ..disk import written_whole
-from ..engine import store as S
-from ..engine.loop import HALTED_KEY
+from ..engine.settings import HALTED_KEY
+from ..engine.states import NEEDS_ATTENTION, JobState
+from ..engine.store import Store
 from ..manifest.loader import Manifest
 from ..manifest.snapshot import reader_digest
 from .html import PageFacts, is_video, write_html
@@ -98,7 +99,7 @@ def _slot_use(edges: Iterable[tuple[float, int]], busy: float) -> dict[str, floa
     return {"busy_seconds": round(busy, 3), "peak_running": peak, "slot_efficiency": efficiency}
 
 
-def wall_seconds(store: S.Store, runs: list[dict[str, Any]]) -> float:
+def wall_seconds(store: Store, runs: list[dict[str, Any]]) -> float:
     """Seconds the runner ran, over every run. A run that was killed has no end of its own: it ended
     before the next run started, and no earlier than the last thing it journaled. (Counting it until
     now would grow the figure every time the report is written.)"""
@@ -113,7 +114,7 @@ def wall_seconds(store: S.Store, runs: list[dict[str, Any]]) -> float:
     return total
 
 
-def report_summary(store: S.Store) -> dict[str, Any]:
+def report_summary(store: Store) -> dict[str, Any]:
     """The summary block of the report, from aggregates over the state file (nothing per job is kept)."""
     counts = store.counts()
     totals = store.totals()
@@ -123,8 +124,8 @@ def report_summary(store: S.Store) -> dict[str, Any]:
     return {
         "jobs": sum(counts.values()),
         "counts": dict(sorted(counts.items())),
-        "succeeded": counts.get(S.SUCCEEDED, 0),
-        "needs_attention": sum(counts.get(s, 0) for s in S.NEEDS_ATTENTION),
+        "succeeded": counts.get(JobState.SUCCEEDED, 0),
+        "needs_attention": sum(counts.get(s, 0) for s in NEEDS_ATTENTION),
         "cost_usd": round(totals.cost_usd, 6),
         "estimate_usd": round(totals.estimate_usd, 6),
         "started_at": _iso(started),
@@ -136,7 +137,7 @@ def report_summary(store: S.Store) -> dict[str, Any]:
     }
 
 
-def report_header(manifest: Manifest, store: S.Store) -> dict[str, Any]:
+def report_header(manifest: Manifest, store: Store) -> dict[str, Any]:
     """Everything in report.json but its ``jobs``."""
     return {
         "report_version": REPORT_VERSION,
@@ -148,7 +149,7 @@ def report_header(manifest: Manifest, store: S.Store) -> dict[str, Any]:
     }
 
 
-def job_entries(manifest: Manifest, store: S.Store) -> Iterator[dict[str, Any]]:
+def job_entries(manifest: Manifest, store: Store) -> Iterator[dict[str, Any]]:
     """One report entry per job of the manifest, in manifest order, made one at a time as the journal is
     read (:meth:`Store.job_histories`), so memory stays flat however many jobs there are."""
     jobs_by_id = {job.id: job for job in manifest.jobs}
@@ -203,13 +204,13 @@ def job_entries(manifest: Manifest, store: S.Store) -> Iterator[dict[str, Any]]:
         }
 
 
-def build_report(manifest: Manifest, store: S.Store) -> dict[str, Any]:
+def build_report(manifest: Manifest, store: Store) -> dict[str, Any]:
     """The whole report as one dict, as report.json holds it (fine for a few thousand jobs; the files
     themselves are written job by job)."""
     return {**report_header(manifest, store), "jobs": list(job_entries(manifest, store))}
 
 
-def page_facts(store: S.Store) -> PageFacts:
+def page_facts(store: Store) -> PageFacts:
     """What report.html's head says about all the rows, from the state file."""
     counts = store.counts()
     videos = sum(is_video(path) for path in store.current_output_paths())
@@ -252,21 +253,21 @@ def report_paths(folder: Path) -> dict[str, Path]:
     return {"json": folder / "report.json", "csv": folder / "report.csv", "html": folder / "report.html"}
 
 
-def _reports_key(store: S.Store, manifest_sha256: str, output_dir: Path) -> str:
+def _reports_key(store: Store, manifest_sha256: str, output_dir: Path) -> str:
     """What the reports were written from: the journal's version, the manifest, and this runner."""
     return ":".join(
         (str(store.journal_version()), manifest_sha256, str(output_dir), reader_digest(), _report_code())
     )
 
 
-def reports_current(store: S.Store, manifest_sha256: str, output_dir: Path) -> bool:
+def reports_current(store: Store, manifest_sha256: str, output_dir: Path) -> bool:
     """Whether the reports on disk were written for this very journal, manifest and runner."""
     return store.get_meta(REPORTS_KEY) == _reports_key(store, manifest_sha256, output_dir) and all(
         p.exists() for p in report_paths(output_dir).values()
     )
 
 
-def write_reports(manifest: Manifest, store: S.Store, *, if_changed: bool = False) -> dict[str, Path]:
+def write_reports(manifest: Manifest, store: Store, *, if_changed: bool = False) -> dict[str, Path]:
     """Write report.json, report.csv and report.html into the output folder, job by job; their paths.
 
     With ``if_changed``, reports already written for this very journal (``journal_version``), manifest
