@@ -166,3 +166,57 @@ def test_two_chained_jobs_with_the_same_input_are_one_paid_request(tmp_path):
 )
 def test_a_csv_cell_becomes_the_type_its_field_asks_for(cell, schema, value):
     assert convert(cell, schema) == value
+
+
+CHAIN = f"""
+version: 1
+output_dir: ./out
+defaults: {{model: {R2V}, input: {{duration: 3}}}}
+jobs:
+  - {{id: b, input: {{prompt: second, video: "job:a"}}}}
+  - {{id: a, input: {{prompt: first}}}}
+  - {{id: x, input: {{prompt: alone}}}}
+"""
+
+
+@pytest.mark.anyio
+async def test_the_displays_follow_a_chain_waiting_ready_and_blocked(sim, write_manifest):
+    """The tally counts a chained job apart while it waits, and as blocked when its upstream fails; the
+    plain log says which job is ready and which is blocked, and why."""
+    from io import StringIO
+
+    from rich.console import Console
+
+    from runner.reports.progress import LineLog, LiveProgress, Tally
+
+    manifest = write_manifest(CHAIN)
+    events: list[dict[str, Any]] = []
+    result = await sim().run(manifest, events)
+    assert result.counts == {"succeeded": 3}
+    start = next(e for e in events if e["event"] == "start")
+    assert start["chained"] == 1 and start["to_submit"] == 2
+    ready = next(e for e in events if e["event"] == "ready")
+    assert ready["job_id"] == "b" and ready["after"] == ["a"]
+    tally = Tally()
+    tally.apply(start)
+    assert tally.counts["chained"] == 1 and tally.counts["waiting"] == 2
+    display = LiveProgress(Console(file=StringIO(), width=120), title="chain")
+    for event in events[:-1]:
+        display.tally.apply(event)
+        if display.tally.started_at is not None:
+            assert sum(display.tally.counts.values()) == 3, (event, display.tally.counts)
+    assert display.tally.counts["done"] == 3
+
+    failing = write_manifest(CHAIN.replace("prompt: ", "prompt: failing "), name="failing.yaml")
+    events = []
+    failed = await sim(fail_rate=1.0).run(failing, events)
+    assert failed.exit_code == 1
+    assert failed.counts == {"failed": 2, "blocked": 1}
+    assert [j["status"] for j in failed.needs_attention] == ["blocked", "failed", "failed"]
+    log = StringIO()
+    plain = LineLog(log)
+    for event in events:
+        plain(event)
+    assert "b: blocked, not sent: needs the output of job a, which is failed" in log.getvalue()
+    assert plain.tally.counts["blocked"] == 1 and plain.tally.counts["failed"] == 2
+    assert (failed.report["jobs"][0]["status"], failed.report["jobs"][0]["after"]) == ("blocked", ["a"])
