@@ -276,21 +276,29 @@ def test_plan_json_lists_each_job_its_estimate_and_whether_a_run_sends_it(tmp_pa
 
 def test_only_sends_the_matching_jobs_and_what_they_need(tmp_path):
     """``--only`` (repeatable, shell-style) sends the matching jobs and the job a chained one needs; the
-    rest stay pending for another run, and the exit code is about the chosen ones."""
-    manifest = shots(5) + "  - id: follow-up\n    input: {prompt: next, video: 'job:shot-5'}\n"
-    write(tmp_path, manifest)
+    rest stay pending for another run, and the exit code is about the chosen ones. A job chained to one
+    made in that earlier run is sent later with its output (RunComfy still serves it)."""
+    chained = (
+        "  - id: follow-up\n    input: {prompt: next, video: 'job:shot-5'}\n"
+        "  - id: later\n    input: {prompt: later, video: 'job:shot-1'}\n"
+    )
+    write(tmp_path, shots(5) + chained)
     state = tmp_path / "state.sqlite"
     with SimProcess(tmp_path / "sim", job_seconds=0.1) as sim:
         args = ["run", "m.yaml", "--base-url", sim.base_url, "--state", str(state), "--no-progress"]
         done = run_cli([*args, "--only", "shot-1", "--only", "follow-*"], cwd=tmp_path)
         assert done.returncode == 0, done.stderr
-        assert "all 3 job(s) succeeded" in done.stdout and "3 job(s) left for another run" in done.stdout
+        assert "all 3 job(s) succeeded" in done.stdout and "4 job(s) left for another run" in done.stdout
         statuses = job_statuses(state)
         assert sorted(j for j, s in statuses.items() if s == "succeeded") == ["follow-up", "shot-1", "shot-5"]
         assert sim.stats()["submits_accepted"] == 3
         rest = run_cli(args, cwd=tmp_path)
         assert rest.returncode == 0, rest.stderr
-        assert sim.stats()["submits_accepted"] == 6
+        assert sim.stats()["submits_accepted"] == 7
+        requests = dict(query(state, "SELECT job_id, request_id FROM attempts"))
+        shot_1, later = sim.request(requests["shot-1"]), sim.request(requests["later"])
+        assert shot_1 is not None and later is not None
+        assert later["input"]["video"] == shot_1["output_urls"][0]
 
 
 def test_limit_sends_the_first_n_still_to_do(tmp_path):

@@ -28,7 +28,7 @@ from ..catalog.schema import show, suggest, type_word
 from ..errors import ManifestInvalid, ManifestTooLarge
 from . import chains
 from .inputs import LocalFiles
-from .job import Job, fingerprint
+from .job import PREFIX, Job, fingerprint
 from .matrix import expand_matrix, matrix_size, template_problem, value_tokens
 from .tables import Row, read_table_file
 from .validate import (
@@ -195,7 +195,12 @@ class _Loader:
         return error(self.log.problems())
 
     def load(self) -> Manifest:
-        doc = parse_yaml(self.read())  # the text is dropped as soon as it is parsed
+        text = self.read()
+        # Only a manifest that writes "job:" somewhere can hold a reference (a value slipping by in
+        # YAML escapes still fails its field's URL pattern): the others skip the search, per input.
+        self.log.may_chain = PREFIX in text
+        doc = parse_yaml(text)
+        del text  # dropped as soon as it is parsed
         self.log.doc = doc
         for problem in doc.problems:
             self.log.at(problem.path, problem.message, line=problem.line, covers_value=problem.covers_value)
@@ -404,7 +409,9 @@ class _Loader:
                 input = {**base, **own, **combo} if combo else {**base, **own}
                 input, file_problems = files.inline_input(input, spec.file_fields)
                 refs, ref_problems = (
-                    chains.find_refs(input, spec.file_fields) if spec.file_fields else ((), [])
+                    chains.find_refs(input, spec.file_fields)
+                    if spec.file_fields and self.log.may_chain
+                    else ((), [])
                 )
                 checked = chains.with_placeholders(input, refs) if refs else input
                 source = None

@@ -270,6 +270,7 @@ def read_table_file(
         spec = catalog.get(model) if isinstance(model, str) else None
         return dict(spec.schema) if spec is not None else None
 
+    log.may_chain |= "job:" in text
     rows, problems = read_table(text, shown, kind, schema_for, default_model)
     for problem in problems:
         log.add(problem.message, file=problem.file, line=problem.line)

@@ -65,6 +65,7 @@ class ProblemLog:
         self._covered: set[tuple[int | None, str | None]] = set()  # (line, field) already told in full
         self.tables: list[str] = []  # the other files jobs were read from, in the order they are told
         self.read_files: dict[str, tuple[int, int]] = {}  # those tables: absolute path -> (size, mtime ns)
+        self.may_chain = False  # some file read holds "job:": inputs are searched for references
 
     def __bool__(self) -> bool:
         return bool(self._entries)
