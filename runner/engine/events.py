@@ -21,9 +21,9 @@ class EventKind(StrEnum):
     """Every kind of event a run emits, with the fields it carries (besides ``event`` and ``time``)."""
 
     # The run as a whole.
-    START = (
-        "start"  # jobs, to_submit, reattached, collecting, waiting, counts, spent_usd, http, max_in_flight
-    )
+    # jobs, to_submit, reattached, collecting, waiting, chained (of those waiting: for another job's
+    # output), left_out (by --only / --limit), counts, spent_usd, http, max_in_flight
+    START = "start"
     FINISH = "finish"  # counts, exit_code, cost_usd
     STOPPING = "stopping"  # reason
     PRICE = "price"  # model, usd, unit: a price the API answered, fresher than the table

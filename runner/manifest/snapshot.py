@@ -114,6 +114,8 @@ def quick_name(path: str | Path) -> str | None:
     """The manifest's ``name`` read off its top-level ``name:`` line (or the file's stem when a
     block-style manifest has none), without parsing the YAML; ``None`` when that cannot be told
     for sure. Used only to find the state file; what is found there is then checked by sha256."""
+    if os.fspath(path) == "-":
+        return None  # standard input: read once, by the full load
     try:
         data = Path(path).read_bytes()
     except OSError:

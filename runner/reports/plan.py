@@ -125,7 +125,7 @@ def make_plan(
                 job.model,
                 quote.usd,
                 JobState.BLOCKED if blocked else rows[job.id][0],
-                job.id in sends or any(job.id in ts for ts in work.follow.values()),
+                job.id in sends,
                 twins.get(job.id),
                 list(job.needs),
                 blocked.message if blocked else None,
