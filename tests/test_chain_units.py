@@ -220,3 +220,18 @@ async def test_the_displays_follow_a_chain_waiting_ready_and_blocked(sim, write_
     assert "b: blocked, not sent: needs the output of job a, which is failed" in log.getvalue()
     assert plain.tally.counts["blocked"] == 1 and plain.tally.counts["failed"] == 2
     assert (failed.report["jobs"][0]["status"], failed.report["jobs"][0]["after"]) == ("blocked", ["a"])
+
+
+@pytest.mark.anyio
+async def test_a_run_counts_a_chained_jobs_cost_before_its_upstream_finishes(sim, write_manifest):
+    """The start check sees the chain's whole cost: a budget that covers the first step alone refuses the
+    run (nothing sent); with --budget-partial the chain keeps its room and the job after it is held."""
+    manifest = write_manifest(CHAIN)  # a $0.25, then b $0.38 from its clip; x $0.25
+    account = sim()
+    with pytest.raises(BudgetExceeded, match="the estimate for this run is \\$0.88"):
+        await account.run(manifest, budget_usd=0.7)
+    assert (await account.stats())["submits_accepted"] == 0
+    result = await account.run(manifest, budget_usd=0.7, budget_partial=True)
+    assert result.counts == {"succeeded": 2, "held": 1}
+    statuses = {job["id"]: job["status"] for job in result.report["jobs"]}
+    assert statuses == {"b": "succeeded", "a": "succeeded", "x": "held"}
