@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import textwrap
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from helpers import stop_leftovers
 
 from runner.api.retry import RetryPolicy
 from runner.batch import BatchOptions, BatchResult, run_batch
@@ -22,6 +23,14 @@ R2V = "kling/kling-video-o3/standard/reference-to-video"
 FAST_RETRY: dict[str, Any] = {"retries": 8, "retry_max_time": 60.0, "retry_sleep_scale": 0.0}
 # The same as a policy, for tests that build an ApiConfig or a DownloadConfig themselves.
 FAST_POLICY = RetryPolicy(attempts=8, max_seconds=60.0, sleep_scale=0.0)
+
+
+@pytest.fixture
+def no_runner_outlives_its_test() -> Iterator[None]:
+    """Runners a test started in the background (``helpers.start_cli``) are stopped when it ends
+    (``pytestmark = pytest.mark.usefixtures("no_runner_outlives_its_test")``)."""
+    yield
+    stop_leftovers()
 
 
 @pytest.fixture

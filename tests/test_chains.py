@@ -5,29 +5,27 @@ the judge of what was sent, with what, and when."""
 from __future__ import annotations
 
 import json
-import textwrap
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import SimProcess, job_statuses, query, run_cli, start_cli, stop_leftovers, wait_for
+from helpers import (
+    SimProcess,
+    job_statuses,
+    query,
+    run_cli,
+    start_cli,
+    wait_for,
+    write_text,
+)
 
 R2V = "kling/kling-video-o3/standard/reference-to-video"
 I2V = "kling/kling-video-o3/pro/image-to-video"
 
 
-@pytest.fixture(autouse=True)
-def _no_runner_outlives_its_test() -> Iterator[None]:
-    yield
-    stop_leftovers()
-
-
-def write(folder: Path, text: str, name: str = "m.yaml") -> Path:
-    path = folder / name
-    path.write_text(textwrap.dedent(text).lstrip(), encoding="utf-8")
-    return path
+pytestmark = pytest.mark.usefixtures("no_runner_outlives_its_test")
+write = write_text
 
 
 CHAIN = f"""

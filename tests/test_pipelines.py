@@ -8,28 +8,25 @@ import json
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import SimProcess, cli_env, job_statuses, query, run_cli, stop_leftovers
+from helpers import (
+    SimProcess,
+    cli_env,
+    job_statuses,
+    query,
+    run_cli,
+    write_text,
+)
 
 R2V = "kling/kling-video-o3/standard/reference-to-video"
 I2V = "kling/kling-video-o3/pro/image-to-video"
 PNG = (Path(__file__).parent / "bad_manifests" / "files" / "red.png").read_bytes()
 
 
-@pytest.fixture(autouse=True)
-def _no_runner_outlives_its_test() -> Iterator[None]:
-    yield
-    stop_leftovers()
-
-
-def write(folder: Path, text: str, name: str = "m.yaml") -> Path:
-    path = folder / name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(textwrap.dedent(text).lstrip(), encoding="utf-8")
-    return path
+pytestmark = pytest.mark.usefixtures("no_runner_outlives_its_test")
+write = write_text
 
 
 def shots(n: int, *, name: str = "subset") -> str:
