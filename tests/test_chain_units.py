@@ -235,3 +235,38 @@ async def test_a_run_counts_a_chained_jobs_cost_before_its_upstream_finishes(sim
     assert result.counts == {"succeeded": 2, "held": 1}
     statuses = {job["id"]: job["status"] for job in result.report["jobs"]}
     assert statuses == {"b": "succeeded", "a": "succeeded", "x": "held"}
+
+
+def test_an_edited_upstream_changes_every_job_chained_to_it(tmp_path):
+    """A chained job's fingerprint holds its upstream's: an edit of the first step is an edit of the whole
+    chain (each runs again), and an edit of the last leaves the first alone."""
+    path = tmp_path / "m.yaml"
+
+    def fingerprints(first: str, last: str) -> dict[str, str]:
+        path.write_text(
+            f"version: 1\ndefaults: {{model: {R2V}}}\njobs:\n"
+            f"  - {{id: a, input: {{prompt: {first}}}}}\n"
+            "  - {id: b, input: {prompt: b, video: 'job:a'}}\n"
+            f"  - {{id: c, input: {{prompt: {last}, video: 'job:b'}}}}\n",
+            encoding="utf-8",
+        )
+        return {job.id: job.fingerprint for job in load_manifest(path).jobs}
+
+    before = fingerprints("one", "three")
+    first_edited = fingerprints("one again", "three")
+    assert all(first_edited[j] != before[j] for j in "abc")
+    last_edited = fingerprints("one", "three again")
+    assert [last_edited[j] == before[j] for j in "abc"] == [True, True, False]
+
+
+def test_an_edited_table_is_an_edited_manifest(tmp_path):
+    """The state file's snapshot of a manifest covers its tables: a changed row is noticed."""
+    from runner.manifest.snapshot import Snapshot
+
+    (tmp_path / "rows.csv").write_text("id,prompt\nrow-1,first\n", encoding="utf-8")
+    path = tmp_path / "m.yaml"
+    path.write_text(f"version: 1\ndefaults: {{model: {R2V}}}\njobs_from: rows.csv\n", encoding="utf-8")
+    snapshot = Snapshot.of(load_manifest(path))
+    assert snapshot is not None and snapshot.matches(path)
+    (tmp_path / "rows.csv").write_text("id,prompt\nrow-1,first, edited\n", encoding="utf-8")
+    assert not snapshot.matches(path)
