@@ -37,6 +37,7 @@ from .engine.outputs import damaged_outputs
 from .engine.settings import RunResult, RunSettings, outcome, runs_now
 from .engine.states import IN_FLIGHT, JobState
 from .engine.store import Store, quick_state_path, state_path_for
+from .engine.workplan import selected_ids
 from .errors import ErrorRecord, RunnerError, StateError, UsageError
 from .manifest.loader import Manifest, is_stdin, load_manifest
 from .manifest.snapshot import META_KEY, Snapshot
@@ -216,6 +217,10 @@ def _setup(
     file's path and the run's configs."""
     if not isinstance(manifest, Manifest):
         manifest = load_manifest(manifest, catalog)
+    if options.only:
+        selected_ids(
+            manifest.jobs, {}, options.only
+        )  # a pattern that matches nothing is told before anything
     manifest, state_path = resolve(manifest, options)
     return manifest, state_path, configure(options, manifest)
 

@@ -289,6 +289,8 @@ def test_only_sends_the_matching_jobs_and_what_they_need(tmp_path):
         statuses = job_statuses(state)
         assert sorted(j for j, s in statuses.items() if s == "succeeded") == ["follow-up", "shot-1", "shot-5"]
         assert sim.stats()["submits_accepted"] == 3
+        typo = run_cli([*args, "--only", "shot-9*"], cwd=tmp_path)
+        assert typo.returncode == 2 and "--only shot-9*: no job id matches" in typo.stderr
         rest = run_cli(args, cwd=tmp_path)
         assert rest.returncode == 0, rest.stderr
         assert sim.stats()["submits_accepted"] == 7

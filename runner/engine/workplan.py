@@ -22,7 +22,7 @@ import fnmatch
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
-from ..errors import ErrorRecord
+from ..errors import ErrorRecord, UsageError
 from ..manifest import chains as refs
 from ..manifest.loader import Job
 from .chains import blocked_why
@@ -168,6 +168,9 @@ def selected_ids(jobs: Sequence[Job], twins: Mapping[str, str], patterns: Sequen
     outputs their inputs name (upstream, all the way) and the leader of a twin (its paid request)."""
     by_id = {job.id: job for job in jobs}
     wanted = {job.id for job in jobs if any(fnmatch.fnmatchcase(job.id, p) for p in patterns)}
+    if not wanted:
+        some = ", ".join(job.id for job in jobs[:3]) + (", …" if len(jobs) > 3 else "")
+        raise UsageError(f"--only {' '.join(patterns)}: no job id matches (the ids are {some})")
     todo = list(wanted)
     while todo:
         job = by_id[todo.pop()]
