@@ -32,15 +32,25 @@ from .catalog.models import Catalog
 from .catalog.pricing import PriceTable
 from .engine.budget import spent
 from .engine.events import EventSink
+from .engine.home import (
+    Located,
+    Owner,
+    api_of,
+    check_owner,
+    journal_path,
+    locate,
+    recorded_owner,
+    run_output_dir,
+)
 from .engine.loop import Runner
 from .engine.outputs import damaged_outputs
 from .engine.settings import RunResult, RunSettings, outcome, runs_now
 from .engine.states import IN_FLIGHT, JobState
-from .engine.store import Store, quick_state_path, state_path_for
+from .engine.store import Store
 from .engine.workplan import selected_ids
-from .errors import ErrorRecord, RunnerError, StateError, UsageError
+from .errors import ErrorRecord, JournalRefused, RunnerError, StateError, UsageError, keep_secret
 from .manifest.loader import Manifest, is_stdin, load_manifest
-from .manifest.snapshot import META_KEY, Snapshot
+from .manifest.snapshot import META_KEY, Snapshot, quick_output_dir
 from .reports.report import report_paths, reports_current, write_reports
 
 if TYPE_CHECKING:
@@ -58,7 +68,8 @@ class BatchOptions:
     # -- where ------------------------------------------------------------------------------------
     token: str | None = field(default=None, repr=False)  # else $RUNCOMFY_API_TOKEN
     base_url: str | None = None  # --base-url, else $RUNCOMFY_BASE_URL, else RunComfy's
-    state_path: Path | None = None  # --state, else state/<manifest name>.sqlite
+    simulated: bool = False  # --simulate: base_url is the bundled simulator (outputs: <output_dir>-simulated)
+    state_path: Path | None = None  # --state, else <output folder>/.runcomfy-batch/journal.sqlite
     output_dir: Path | None = None  # --output, else the manifest's output_dir
     prices_path: Path | None = None  # --prices: overrides the bundled prices model by model
     transport: httpx.AsyncBaseTransport | None = None  # tests: httpx.ASGITransport(app=simulator)
@@ -103,13 +114,15 @@ def configure(options: BatchOptions, manifest: Manifest | None = None) -> RunCon
     """The configs of a run, from its options: a field set there wins, then the environment variable,
     then the manifest's value, then the default. Without a manifest (the nothing-to-do check) the
     manifest's values are left out. Raises :class:`UsageError` without a token or a usable base URL."""
+    if options.token:
+        keep_secret(options.token)  # hidden from every message and log, as the environment's is
     token = options.token or os.environ.get(defaults.TOKEN_ENV)
     if not token:
         raise UsageError(
             f"no API token: set {defaults.TOKEN_ENV} (your RunComfy profile page has it), "
             "or use --simulate to try the runner against the bundled simulator"
         )
-    base_url = options.base_url or os.environ.get(defaults.BASE_URL_ENV) or defaults.BASE_URL
+    base_url = base_url_of(options)
     if not base_url.startswith(("http://", "https://")):
         raise UsageError(f"base URL {base_url!r} must start with http:// or https://")
     retry = RetryPolicy(
@@ -152,6 +165,16 @@ def configure(options: BatchOptions, manifest: Manifest | None = None) -> RunCon
     return RunConfig(api, settings)
 
 
+def base_url_of(options: BatchOptions) -> str:
+    """The API's base URL: the option, else the environment's, else RunComfy's."""
+    return options.base_url or os.environ.get(defaults.BASE_URL_ENV) or defaults.BASE_URL
+
+
+def api_for(options: BatchOptions) -> str:
+    """The API a run with these options talks to, as its journal records it."""
+    return api_of(base_url_of(options), simulated=options.simulated)
+
+
 def _first(*values: T | None) -> T | None:
     """The first value that is set (0 and False are set)."""
     return next((value for value in values if value is not None), None)
@@ -169,6 +192,7 @@ class BatchResult:
     report_paths: dict[str, Path]
     state_path: Path
     needs_attention: list[dict[str, Any]] = field(default_factory=list)
+    notices: list[str] = field(default_factory=list)  # what finding the journal did (a move, a takeover)
 
     @cached_property
     def report(self) -> dict[str, Any]:
@@ -177,25 +201,45 @@ class BatchResult:
             return json.load(handle)  # type: ignore[no-any-return]
 
 
-def default_state_path(manifest: Manifest, cwd: Path | None = None) -> Path:
-    return state_path_for(manifest.name, cwd)
-
-
-def resolve(manifest: Manifest, options: BatchOptions) -> tuple[Manifest, Path]:
-    """Apply option overrides to the manifest; the state file's path."""
+def resolve(manifest: Manifest, options: BatchOptions) -> tuple[Manifest, Located]:
+    """Apply option overrides to the manifest; its journal (see ``engine/home.py``)."""
     if (
         manifest.source is not None
         and manifest.source.stdin
         and not (options.state_path or options.output_dir)
     ):
-        # Its default place would come from the working folder, where any other piped manifest's is too.
+        # Its output folder, where its journal lives, would come from the working folder alone, where
+        # every other piped manifest's would too.
         raise UsageError(
-            "a manifest read from standard input has no place of its own for its journal: "
-            "give --state FILE or --output DIR"
+            "a manifest read from standard input has no place of its own for its outputs and journal: "
+            "give --output DIR (or --state FILE)"
         )
-    if options.output_dir is not None:
-        manifest = replace(manifest, output_dir=Path(options.output_dir).resolve())
-    return manifest, Path(options.state_path or default_state_path(manifest))
+    manifest = replace(
+        manifest,
+        output_dir=run_output_dir(manifest.output_dir, options.output_dir, simulated=options.simulated),
+    )
+    return manifest, locate(manifest, options.state_path)
+
+
+def open_journal(
+    manifest: Manifest, located: Located, options: BatchOptions, *, run: bool
+) -> tuple[Store, list[str]]:
+    """The manifest's journal, opened with its run lock (a new one only for a run) and checked to be
+    this manifest's and this API's (:class:`~runner.errors.JournalRefused`); what to tell the user."""
+    store = Store.open(located.path, create=run)
+    try:
+        store.lock()
+        owner = Owner.of(manifest, api_for(options))
+        notices = [*located.notices, *check_owner(store, owner, record=run, api_matters=True)]
+    except JournalRefused as exc:
+        store.close()
+        if located.notices:  # the journal was just moved: say so, in the same one line
+            raise JournalRefused("; ".join([*located.notices, str(exc)])) from None
+        raise
+    except BaseException:
+        store.close()
+        raise
+    return store, notices
 
 
 def open_session(options: BatchOptions) -> HttpSession:
@@ -212,17 +256,16 @@ def open_session(options: BatchOptions) -> HttpSession:
 
 def _setup(
     manifest: Manifest | str | Path, options: BatchOptions, catalog: Catalog
-) -> tuple[Manifest, Path, RunConfig]:
-    """The checked manifest (loaded first: nothing is opened or sent for an invalid one), the state
-    file's path and the run's configs."""
+) -> tuple[Manifest, Located, RunConfig]:
+    """The checked manifest (loaded first: nothing is opened or sent for an invalid one), its journal
+    and the run's configs."""
     if not isinstance(manifest, Manifest):
         manifest = load_manifest(manifest, catalog)
-    if options.only:
-        selected_ids(
-            manifest.jobs, {}, options.only
-        )  # a pattern that matches nothing is told before anything
-    manifest, state_path = resolve(manifest, options)
-    return manifest, state_path, configure(options, manifest)
+    if options.only:  # a pattern matching nothing is told before anything is opened
+        selected_ids(manifest.jobs, {}, options.only)
+    config = configure(options, manifest)
+    manifest, located = resolve(manifest, options)
+    return manifest, located, config
 
 
 async def run_batch(
@@ -239,11 +282,11 @@ async def run_batch(
         if done is not None:
             return done
     catalog = catalog or Catalog.load()
-    manifest, state_path, config = _setup(manifest, options, catalog)
+    manifest, located, config = _setup(manifest, options, catalog)
     prices = PriceTable.load(catalog, options.prices_path)
     settings = config.settings
-    with Store.open(state_path) as store:
-        store.lock()
+    store, notices = open_journal(manifest, located, options, run=True)
+    with store:
         http = open_session(options)
         try:
             client = RunComfyClient(http, config.api)
@@ -258,7 +301,14 @@ async def run_batch(
         paths = write_reports(manifest, store, if_changed=True)
         attention = store.needs_attention(ATTENTION_SHOWN)
     return BatchResult(
-        result.exit_code, result.message, result.counts, result.cost_usd, paths, state_path, attention
+        result.exit_code,
+        result.message,
+        result.counts,
+        result.cost_usd,
+        paths,
+        located.path,
+        attention,
+        notices,
     )
 
 
@@ -277,8 +327,16 @@ def finished_already(path: str | Path, options: BatchOptions | None = None) -> B
     options = options or BatchOptions()
     if is_stdin(path):
         return None  # standard input cannot be read twice: the run reads it
-    state_path = quick_state_path(path, options.state_path)
-    if state_path is None or not state_path.is_file():
+    output_dir: Path | None = None  # with --state alone: the synced one, below
+    if options.output_dir is not None:
+        output_dir = run_output_dir(Path(), options.output_dir)
+    elif options.state_path is None:
+        quick = quick_output_dir(path)  # the manifest's own output_dir line: nothing is parsed
+        if quick is None:
+            return None
+        output_dir = run_output_dir(quick, simulated=options.simulated)
+    state_path = Path(options.state_path) if options.state_path else journal_path(output_dir or Path())
+    if not state_path.is_file():
         return None
     try:
         store = Store.open(state_path, create=False)
@@ -288,10 +346,14 @@ def finished_already(path: str | Path, options: BatchOptions | None = None) -> B
         snapshot = Snapshot.from_json(store.get_meta(META_KEY))
         if snapshot is None or snapshot.manifest != os.path.abspath(path) or not snapshot.matches(path):
             return None
-        output_dir = Path(options.output_dir).resolve() if options.output_dir else Path(snapshot.output_dir)
+        # With --state alone, the manifest's output folder is the synced one (the snapshot matches it).
+        output_dir = output_dir or Path(snapshot.output_dir)
         if str(output_dir) != snapshot.output_dir:
             return None
         settings = configure(options).settings  # no token: the same error as a real run gives
+        owner = recorded_owner(store)
+        if owner is None or owner.manifest != snapshot.manifest or owner.api != api_for(options):
+            return None  # the real run refuses it, or records what it is
         store.lock()
         counts = store.counts()
         if sum(counts.values()) != snapshot.jobs or any(
@@ -347,10 +409,10 @@ async def cancel_batch(
     ``not_cancellable`` and are billed. Cancelled jobs are recorded so a later ``run`` leaves them
     alone (``retry`` runs them again)."""
     options = options or BatchOptions()
-    manifest, state_path, config = _setup(manifest, options, catalog or Catalog.load())
+    manifest, located, config = _setup(manifest, options, catalog or Catalog.load())
     outcomes: list[tuple[str, str, str]] = []
-    with Store.open(state_path, create=False) as store:
-        store.lock()
+    store, _ = open_journal(manifest, located, options, run=False)
+    with store:
         live = [r for r in store.jobs() if r.status in (JobState.QUEUED, JobState.RUNNING) and r.request_id]
         http = open_session(options)
         try:

@@ -4,6 +4,7 @@ converted to a schema's types."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -180,7 +181,7 @@ jobs:
 
 
 @pytest.mark.anyio
-async def test_the_displays_follow_a_chain_waiting_ready_and_blocked(sim, write_manifest):
+async def test_the_displays_follow_a_chain_waiting_ready_and_blocked(sim, write_manifest, tmp_path):
     """The tally counts a chained job apart while it waits, and as blocked when its upstream fails; the
     plain log says which job is ready and which is blocked, and why."""
     from io import StringIO
@@ -209,7 +210,9 @@ async def test_the_displays_follow_a_chain_waiting_ready_and_blocked(sim, write_
 
     failing = write_manifest(CHAIN.replace("prompt: ", "prompt: failing "), name="failing.yaml")
     events = []
-    failed = await sim(fail_rate=1.0).run(failing, events)
+    account = sim(fail_rate=1.0)
+    own_journal = replace(account.options(), state_path=tmp_path / "failing.sqlite")
+    failed = await account.run(failing, events, options=own_journal)
     assert failed.exit_code == 1
     assert failed.counts == {"failed": 2, "blocked": 1}
     assert [j["status"] for j in failed.needs_attention] == ["blocked", "failed", "failed"]

@@ -172,7 +172,7 @@ def test_a_bad_row_is_told_at_its_line_in_the_table(tmp_path):
         "more.jsonl:2: not a JSON object: Expecting ',' delimiter (column 39)",
         "more.jsonl:3: each line must be a JSON object with `id`, optional `model` and `input`, not list",
         "more.jsonl:4 job j-4: imput: unknown key (did you mean 'input'?) (known keys: id, model, input, "
-        "matrix)",
+        "takes, matrix)",
     ]
 
 
@@ -397,7 +397,7 @@ def test_a_manifest_piped_on_stdin_runs_with_paths_from_the_working_folder(tmp_p
     assert bad.returncode == 2 and bad.stderr.startswith("<stdin>:")
     with SimProcess(tmp_path / "sim", job_seconds=0.1) as sim:
         nowhere = pipe(["run", "-", "--base-url", sim.base_url], text, tmp_path)
-        assert nowhere.returncode == 2 and "give --state FILE or --output DIR" in nowhere.stderr
+        assert nowhere.returncode == 2 and "give --output DIR (or --state FILE)" in nowhere.stderr
         state = tmp_path / "piped.sqlite"
         args = ["run", "-", "--base-url", sim.base_url, "--state", str(state), "--no-progress"]
         done = pipe(args, text, tmp_path)

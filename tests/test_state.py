@@ -13,7 +13,7 @@ import pytest
 from conftest import simple_manifest
 
 import runner
-from runner.engine.store import Store, quick_state_path, state_path_for
+from runner.engine.store import Store
 from runner.errors import StateError
 from runner.manifest.loader import load_manifest
 
@@ -174,17 +174,6 @@ def test_a_store_opened_with_with_commits_closes_and_lets_go_of_the_lock(tmp_pat
         Store.open(tmp_path / "none.sqlite", create=False),
     ):
         pass
-
-
-def test_the_journal_is_found_by_state_path_or_by_the_name_line(tmp_path: Path) -> None:
-    named = tmp_path / "m.yaml"
-    named.write_text("version: 1\nname: nightly\njobs: []\n")
-    flow = tmp_path / "flow.yaml"
-    flow.write_text("{version: 1, name: flow, jobs: []}\n")
-    assert quick_state_path(named) == Path.cwd() / "state" / "nightly.sqlite" == state_path_for("nightly")
-    assert quick_state_path(named, tmp_path / "s.sqlite") == tmp_path / "s.sqlite"
-    assert quick_state_path(flow) is None  # only a full load can tell
-    assert state_path_for("nightly", tmp_path) == tmp_path / "state" / "nightly.sqlite"
 
 
 def test_no_module_but_the_store_speaks_sql() -> None:

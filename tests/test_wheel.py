@@ -86,4 +86,4 @@ def test_the_installed_wheel_validates_and_runs_a_manifest_from_another_folder(i
     assert refused.returncode == 2 and "is greater than the maximum of 15" in refused.stderr
     ran = run_installed(installed, tmp_path, "run", "demo.yaml", "--simulate", "--no-progress")
     assert ran.returncode == 0, ran.stderr
-    assert (tmp_path / "out" / "demo" / "report.json").exists()
+    assert (tmp_path / "out" / "demo-simulated" / "report.json").exists()

@@ -58,8 +58,21 @@ class _Parser(argparse.ArgumentParser):
 
 def _add_manifest(p: argparse.ArgumentParser) -> None:
     p.add_argument("manifest", type=Path, help="the YAML manifest (- reads it from standard input)")
-    p.add_argument("--state", type=Path, help="state file (default: state/<manifest name>.sqlite)")
+    p.add_argument(
+        "--state",
+        type=Path,
+        help="the journal (default: <output folder>/.runcomfy-batch/journal.sqlite, beside the outputs)",
+    )
     p.add_argument("--output", type=Path, help="output folder (overrides the manifest's output_dir)")
+
+
+def _add_simulated(p: argparse.ArgumentParser) -> None:
+    """For the commands that only read a journal: which one, the real run's or the simulated one's."""
+    p.add_argument(
+        "--simulate",
+        action="store_true",
+        help="the --simulate run's journal and outputs (<output_dir>-simulated)",
+    )
 
 
 def _add_duration(p: argparse.ArgumentParser, flag: str, default: float, help: str, note: str = "") -> None:
@@ -75,7 +88,8 @@ def _add_connection(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--simulate",
         action="store_true",
-        help="run against an in-process simulator on loopback (no token needed; for trying it out)",
+        help="run against an in-process simulator on loopback (no token needed; for trying it out); "
+        "its outputs and journal go to <output_dir>-simulated",
     )
     _add_duration(p, "--connect-timeout", defaults.CONNECT_TIMEOUT, "per request, downloads included")
     _add_duration(p, "--read-timeout", defaults.READ_TIMEOUT, "per request")
@@ -223,6 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Show the state of a manifest's run; works while a run is going on.",
     )
     _add_manifest(p)
+    _add_simulated(p)
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
     p = sub.add_parser(
@@ -231,6 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Rewrite the reports from the state file; sends nothing.",
     )
     _add_manifest(p)
+    _add_simulated(p)
 
     p = sub.add_parser(
         "plan",
@@ -239,6 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
         "and what a run would still spend. Sends nothing.",
     )
     _add_manifest(p)
+    _add_simulated(p)
     p.add_argument("--prices", type=Path, help="a price file overriding the bundled one per model")
     p.add_argument("--budget", type=float, metavar="USD", help="compare the estimate with this budget")
     _add_subset(p)
@@ -283,6 +300,11 @@ def connection_options(ns: argparse.Namespace) -> BatchOptions:
     )
 
 
+def reader_options(ns: argparse.Namespace) -> BatchOptions:
+    """The options of a command that only reads a journal (status, report, plan): where it is."""
+    return BatchOptions(state_path=ns.state, output_dir=ns.output, simulated=ns.simulate)
+
+
 def run_options(ns: argparse.Namespace) -> BatchOptions:
     """The options of ``run`` and ``retry``."""
     return replace(
@@ -316,7 +338,7 @@ def simulated(ns: argparse.Namespace, options: BatchOptions) -> Iterator[BatchOp
 
     config = SimulatorConfig(concurrency=4, job_seconds=2.0, job_spread=0.3)
     with running_server(config) as base_url:
-        yield replace(options, base_url=base_url, token=config.token)
+        yield replace(options, base_url=base_url, token=config.token, simulated=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -346,19 +368,13 @@ def dispatch(ns: argparse.Namespace) -> int:
                 ns.manifest, options, verbose=ns.verbose, json_log=ns.json_log, progress=not ns.no_progress
             )
     if ns.command == "status":
-        return commands.status(ns.manifest, ns.state, as_json=ns.json)
+        return commands.status(ns.manifest, reader_options(ns), as_json=ns.json)
     if ns.command == "report":
-        return commands.report(ns.manifest, BatchOptions(state_path=ns.state, output_dir=ns.output))
+        return commands.report(ns.manifest, reader_options(ns))
     if ns.command == "plan":
         return commands.plan(
             ns.manifest,
-            BatchOptions(
-                state_path=ns.state,
-                output_dir=ns.output,
-                prices_path=ns.prices,
-                only=tuple(ns.only),
-                limit=ns.limit,
-            ),
+            replace(reader_options(ns), prices_path=ns.prices, only=tuple(ns.only), limit=ns.limit),
             budget=ns.budget,
             as_json=ns.json,
         )

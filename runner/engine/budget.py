@@ -108,5 +108,6 @@ def committed_spend(store: Store) -> float:
 
 
 def spent(store: Store) -> float:
-    """Money RunComfy reported charging, over every attempt in the state file."""
+    """Money RunComfy reported charging for the manifest's jobs: what status, the report and a run's
+    summary all show (:meth:`Store.spent_usd`)."""
     return store.spent_usd()

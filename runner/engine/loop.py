@@ -39,9 +39,10 @@ from anyio.abc import TaskGroup
 
 from ..api.client import RunComfyClient
 from ..catalog.pricing import PriceTable
-from ..errors import EXIT_INTERRUPTED, ApiError, RateLimited
+from ..errors import EXIT_INTERRUPTED, ApiError, BudgetExceeded, RateLimited
 from ..manifest.loader import Manifest
 from ..manifest.snapshot import META_KEY, Snapshot
+from .adopt import adopt, adoptions
 from .budget import Budget, committed_spend, spent
 from .chains import Chains, outdated_chains
 from .collect import Collector
@@ -149,6 +150,10 @@ class Runner:
             self.store.set_status(job_id, JobState.COLLECTING)
             self.emit(EventKind.REFETCH, job_id=job_id)
         rows = self.store.states()
+        taken = adoptions(jobs, rows, twins, self.store)
+        for adoption in taken:  # what was already paid, under another id or an earlier input
+            adopt(self.store, adoption, self.manifest.output_dir, in_manifest=set(rows))
+        rows = self.store.states() if taken else rows
         outdated = outdated_chains(jobs, self.store, rows) if any(job.after for job in jobs) else set()
         self.plan = plan_work(jobs, rows, twins, self.settings, outdated)
         self._take(self.plan, rows)
@@ -194,8 +199,13 @@ class Runner:
     # -- running --------------------------------------------------------------------------------
     async def run(self) -> RunResult:
         started = time.monotonic()
+        self.watcher.run_started = time.time()
         run_id = self.store.start_run("run")
-        self.prepare()
+        try:
+            self.prepare()
+        except BudgetExceeded as exc:  # refused before anything was sent: recorded so, not as a crash
+            self.store.finish_run(run_id, exc.exit_code, self.store.counts())
+            raise
         await self._refresh_prices()
         await self.chains.check_outputs(self.client.http, self.settings.download)
         flight = self.flight

@@ -9,6 +9,7 @@ otherwise is journaled with its cause, and its twins end with it.
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 
 import anyio
@@ -20,6 +21,7 @@ from ..manifest.loader import Job
 from .events import EventKind
 from .flight import Live, Part, Parts
 from .pacing import Track
+from .pacing import _parse_time as _parse_time  # RunComfy's ISO timestamps, read as the pacer reads them
 from .polls import PollQueue
 from .settings import RunSettings
 from .states import JobState
@@ -37,6 +39,8 @@ class Watcher(Part):
         self.polls = PollQueue(parts.clock)
         self.unknown_words: set[str] = set()  # status words RunComfy answered that we do not know
         self.resubmits: Counter[str] = Counter()  # per job: --auto-resubmit-failed used so far
+        self.run_started = time.time()  # the runner's wall clock at the start of this run (set by it)
+        self._last_watched: float | None = None  # when an earlier run last journaled anything
         self._poll_due = anyio.Event()
         self._probe_now = anyio.Event()
 
@@ -45,7 +49,7 @@ class Watcher(Part):
         """Watch a request an earlier run submitted (polled at once)."""
         now = self._clock()
         track = Track(job.id, now)  # no place in this run's submits: it teaches the pacer nothing
-        live = Live(job, attempt_id, request_id, track, status=status)
+        live = Live(job, attempt_id, request_id, track, status=status, unseen=True)
         self.flight.live[job.id] = live
         self.pacer.in_flight += 1
         self.schedule(live, now)
@@ -121,12 +125,13 @@ class Watcher(Part):
             return
         self.throttle.succeeded()
         live.failed_polls = 0
+        first_sight, live.unseen = live.unseen, False
         now = self._clock()
         if probe:
             self.pacer.on_probe(live.track, remote.status, remote.queue_position, now)
             self.flight.wake()
         if remote.terminal:
-            self._landed(live, remote, now)
+            self._landed(live, remote, now, self._unseen_end(live, remote) if first_sight else None)
             return
         if remote.status not in KNOWN_LIVE and remote.status not in self.unknown_words:
             self.unknown_words.add(remote.status)
@@ -165,12 +170,32 @@ class Watcher(Part):
         why = ErrorRecord("Timeout", f"job deadline passed while {live.status} (cancel: {outcome})")
         self._finish(live, JobState.FAILED, error=why)
 
-    def _landed(self, live: Live, remote: RemoteState, now: float) -> None:
+    def _unseen_end(self, live: Live, remote: RemoteState) -> float:
+        """When a request that ended while no runner watched it ended, for its run time: RunComfy's own
+        timestamps (their difference, laid from our submit: the clocks need not agree), else the last
+        moment an earlier run was there to see it. Never later than now, never before it started."""
+        now = time.time()
+        submitted, started = self.store.attempt_times(live.attempt_id)
+        start = started or submitted or now
+        created, finished = _parse_time(remote.created_at), _parse_time(remote.finished_at)
+        if submitted and created is not None and finished is not None and finished >= created:
+            end = submitted + (finished - created)
+        else:
+            if self._last_watched is None:
+                self._last_watched = self.store.last_activity(0.0, self.run_started) or start
+            end = self._last_watched
+        return min(now, max(start, end))
+
+    def _landed(self, live: Live, remote: RemoteState, now: float, ended_at: float | None = None) -> None:
         job = live.job
         if remote.succeeded:
             if not remote.outputs:
                 self._finish(
-                    live, JobState.FAILED, remote, error=ErrorRecord("NoOutput", "result has no outputs")
+                    live,
+                    JobState.FAILED,
+                    remote,
+                    error=ErrorRecord("NoOutput", "result has no outputs"),
+                    ended_at=ended_at,
                 )
                 return
             self.store.record_remote(
@@ -179,6 +204,7 @@ class Watcher(Part):
                 JobState.COLLECTING,
                 remote.status,
                 finished=True,
+                finished_at=ended_at,
                 cost=remote.cost_usd,
                 outputs=remote.outputs,
             )
@@ -189,11 +215,10 @@ class Watcher(Part):
             self.flight.collect(job.id)
             return
         if remote.status == CANCELLED:
-            self._finish(
-                live, JobState.CANCELLED, remote, error=ErrorRecord("Cancelled", "cancelled at RunComfy")
-            )
+            why = ErrorRecord("Cancelled", "cancelled at RunComfy")
+            self._finish(live, JobState.CANCELLED, remote, error=why, ended_at=ended_at)
             return
-        self._finish(live, JobState.FAILED, remote, error=ErrorRecord.remote(remote.error))
+        self._finish(live, JobState.FAILED, remote, error=ErrorRecord.remote(remote.error), ended_at=ended_at)
         if self.resubmits[job.id] < self.settings.auto_resubmit_failed and not self.flight.stop_reason:
             self.resubmits[job.id] += 1
             self.store.set_status(job.id, JobState.PENDING)
@@ -201,13 +226,20 @@ class Watcher(Part):
             self._emit(EventKind.RESUBMIT, job_id=job.id, attempt=self.resubmits[job.id])
 
     def _finish(
-        self, live: Live, state: JobState, remote: RemoteState | None = None, *, error: ErrorRecord
+        self,
+        live: Live,
+        state: JobState,
+        remote: RemoteState | None = None,
+        *,
+        error: ErrorRecord,
+        ended_at: float | None = None,
     ) -> None:
-        """The request ended without outputs to collect: journal why, settle its cost, free its slot."""
+        """The request ended without outputs to collect: journal why (and when it ended, if not now),
+        settle its cost, free its slot."""
         cost = remote.cost_usd if remote is not None else None
         if remote is not None and remote.status == CANCELLED:
             cost = 0.0 if cost is None else cost
-        self.store.record_error(live.job.id, live.attempt_id, state, error, cost=cost)
+        self.store.record_error(live.job.id, live.attempt_id, state, error, cost=cost, finished_at=ended_at)
         self.budget.settle(live.job, cost)
         self.pacer.on_finished(
             live.track,

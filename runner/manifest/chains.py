@@ -167,7 +167,7 @@ def order(needs: Mapping[str, Sequence[str]]) -> tuple[list[str], list[list[str]
 
 def link_chains(
     built: list[Job],
-    sources: Mapping[str, tuple[InputSource, ModelSpec]],
+    sources: Mapping[str, tuple[InputSource, ModelSpec, int]],
     known_ids: Collection[str],
     log: ProblemLog,
     catalog: Catalog,
@@ -182,7 +182,7 @@ def link_chains(
     by_id = {job.id: job for job in built}
     ids: list[str] | None = None
     for job in chained:
-        source, spec = sources[job.id]
+        source, spec, _ = sources[job.id]
         for ref in job.after:
             upstream = by_id.get(ref.job_id)
             if upstream is not None:
@@ -208,11 +208,12 @@ def link_chains(
         )
     if log:
         return built
-    for (
-        job_id
-    ) in upstream_first:  # upstream first: each fingerprint is made from its upstream jobs' final ones
+    for job_id in upstream_first:  # each fingerprint is made from its upstream jobs' final ones
         job = by_id[job_id]
         if job.after:
+            # Each reference stands for the request it names, not the id it names it by: twins upstream
+            # make twins downstream, and an edit upstream is an edit of every job made from it.
             stand_in = {ref.path: f"job:{by_id[ref.job_id].fingerprint}#{ref.index}" for ref in job.after}
-            by_id[job_id] = replace(job, fingerprint=fingerprint(job.model, substituted(job.input, stand_in)))
+            request = substituted(job.input, stand_in)
+            by_id[job_id] = replace(job, fingerprint=fingerprint(job.model, request, sources[job_id][2]))
     return [by_id[job.id] for job in built]

@@ -1,10 +1,12 @@
-"""A job as a manifest gives it to a run: one request, its model and exact input, and its fingerprint."""
+"""What a manifest becomes: its jobs (each one request: its model, exact input and fingerprint), its
+settings, and what it was built from."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 PREFIX = "job:"  # how a file field names another job's output: job:<id> or job:<id>#<k>
@@ -43,7 +45,35 @@ class Job:
 _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
-def fingerprint(model: str, input: dict[str, Any]) -> str:
-    """sha256 of the canonical JSON of the request: equal fingerprints are the same paid request."""
-    canonical = _CANONICAL.encode({"model": model, "input": input})
+def fingerprint(model: str, input: dict[str, Any], take: int = 1) -> str:
+    """sha256 of the canonical JSON of the request: equal fingerprints are the same paid request. A take
+    past the first (``takes:``) is another paid request of the same body, so its number is part of it."""
+    request: dict[str, Any] = {"model": model, "input": input}
+    if take > 1:
+        request["take"] = take
+    canonical = _CANONICAL.encode(request)
     return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+@dataclass(frozen=True)
+class Source:
+    """What a manifest was built from: its file's sha256, and each local file inlined into an input
+    (absolute path, size, mtime in ns). The same source with the same schemas gives the same jobs."""
+
+    sha256: str
+    local_files: tuple[tuple[str, int, int], ...] = ()  # jobs_from tables too
+    stdin: bool = False  # read from standard input: there is no file to read again
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A checked manifest: settings and jobs, every path absolute."""
+
+    path: Path
+    name: str
+    output_dir: Path
+    jobs: list[Job]
+    budget_usd: float | None
+    concurrency: int | None
+    raw_settings: dict[str, Any]
+    source: Source | None = None  # None for a manifest built in code

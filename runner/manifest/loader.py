@@ -24,12 +24,12 @@ from pathlib import Path
 from typing import Any
 
 from ..catalog.models import Catalog, ModelSpec, format_path
-from ..catalog.schema import show, suggest, type_word
+from ..catalog.schema import show, type_word
 from ..errors import ManifestInvalid, ManifestTooLarge
 from . import chains
 from .inputs import LocalFiles
-from .job import PREFIX, Job, fingerprint
-from .matrix import expand_matrix, matrix_size, template_problem, value_tokens
+from .job import PREFIX, Job, Manifest, Source, fingerprint
+from .matrix import expand_matrix, matrix_size, take_ids, takes_of, template_problem, value_tokens
 from .tables import Row, read_table_file
 from .validate import (
     SAFE_ID,
@@ -37,6 +37,7 @@ from .validate import (
     InputSource,
     ManifestSchema,
     ProblemLog,
+    check_defaults_used,
     check_model,
 )
 from .yamldoc import parse_yaml
@@ -51,6 +52,8 @@ __all__ = [
     "fingerprint",
     "is_stdin",
     "load_manifest",
+    "refuse_output_dir",
+    "take_ids",
     "value_tokens",
 ]
 
@@ -60,30 +63,6 @@ STDIN = "-"  # the manifest's path that means standard input
 SETTINGS = ("description",)  # optional top-level keys kept in Manifest.raw_settings
 
 _Expanded = tuple[str, tuple[int, ...], dict[str, Any]]  # id, pick, matrix combination
-
-
-@dataclass(frozen=True)
-class Source:
-    """What a manifest was built from: its file's sha256, and each local file inlined into an input
-    (absolute path, size, mtime in ns). The same source with the same schemas gives the same jobs."""
-
-    sha256: str
-    local_files: tuple[tuple[str, int, int], ...] = ()  # jobs_from tables too
-    stdin: bool = False  # read from standard input: there is no file to read again
-
-
-@dataclass(frozen=True)
-class Manifest:
-    """A checked manifest: settings and jobs, every path absolute."""
-
-    path: Path
-    name: str
-    output_dir: Path
-    jobs: list[Job]
-    budget_usd: float | None
-    concurrency: int | None
-    raw_settings: dict[str, Any]
-    source: Source | None = None  # None for a manifest built in code
 
 
 def load_manifest(path: str | Path, catalog: Catalog | None = None) -> Manifest:
@@ -115,6 +94,17 @@ def _gc_paused() -> Iterator[None]:
             gc.enable()
 
 
+def refuse_output_dir(output_dir: Path) -> str | None:
+    """Why ``output_dir`` cannot hold a run's outputs (the filesystem root or the home folder itself:
+    a job id would become a folder beside the user's own), or ``None``."""
+    resolved = Path(os.path.abspath(os.path.expanduser(output_dir)))
+    if resolved == Path(resolved.anchor):
+        return "is the filesystem root; give the outputs a folder of their own"
+    if resolved == Path(os.path.abspath(os.path.expanduser("~"))):
+        return "is your home folder itself; give the outputs a folder of their own"
+    return None
+
+
 def fields_for(spec: ModelSpec, default_input: dict[str, Any]) -> dict[str, Any]:
     """The defaults.input fields a model has: shared defaults serve jobs of several models."""
     properties = spec.schema.get("properties")
@@ -125,24 +115,6 @@ def fields_for(spec: ModelSpec, default_input: dict[str, Any]) -> dict[str, Any]
 
 def _count(n: int) -> str:
     return f"{n:,}" if n < 10**15 else f"about 10^{len(str(n)) - 1}"
-
-
-def check_defaults_used(
-    log: ProblemLog, catalog: Catalog, default_input: dict[str, Any], inherited: dict[str, dict[str, Any]]
-) -> None:
-    """A defaults.input field that no job's model has is a typo, not a field for other models."""
-    if not inherited:
-        return
-    known = sorted(
-        {name for spec in map(catalog.get, inherited) if spec for name in spec.schema.get("properties", {})}
-    )
-    for name in default_input:
-        if not any(name in fields for fields in inherited.values()):
-            hint = suggest(name, known)
-            log.at(
-                ("defaults", "input", name),
-                f"no job's model has this field{hint} (known: {', '.join(known)})",
-            )
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,6 +146,42 @@ class _Entry:
         )
 
 
+def note_id(
+    log: ProblemLog, shown: str, job_id: str, entry: _Entry, seen: dict[str, tuple[str | None, int, int]]
+) -> None:
+    """Count ``job_id`` as used by ``entry``; a duplicate is told where it was written again."""
+    file, line = entry.where or (None, entry.line)
+    first = seen.setdefault(job_id, (file, line, entry.index))
+    if first[2] != entry.index:
+        at = f"line {first[1]}" if first[0] == file else f"{first[0] or shown}:{first[1]}"
+        log.grouped(
+            ("duplicate", entry.index, first[2]),
+            f"duplicate job id (first used at {at})",
+            line=line,
+            job_id=job_id,
+            field="id",
+            scope="matrix",
+            file=file,
+        )
+
+
+def expand(entry: _Entry, log: ProblemLog) -> Iterator[_Expanded]:
+    """(id, pick, matrix combination) for each job a manifest entry stands for."""
+    job = entry.job
+    job_id, matrix = job["id"], job.get("matrix")
+    if not matrix:
+        yield job_id, (), {}
+        return
+    problem = template_problem(job_id, matrix)
+    if problem:
+        entry.tell(log, ("id",), problem)
+        return
+    keys = tuple(matrix)
+    for expanded_id, pick in expand_matrix(job_id, matrix):
+        combo = {key: matrix[key][i] for key, i in zip(keys, pick, strict=True)}
+        yield expanded_id, pick, combo
+
+
 class _Loader:
     """One load: the file, its document, the problems found, the jobs built."""
 
@@ -186,7 +194,10 @@ class _Loader:
         self.log = ProblemLog(self.shown)
         self.sha256 = ""
         self.inlined: dict[str, tuple[int, int]] = {}  # local files inlined into inputs
-        self.sources: dict[str, tuple[InputSource, ModelSpec]] = {}  # chained job id -> where it was written
+        self.default_takes = 1  # defaults.takes: how many separately paid jobs each entry makes
+        self.sources: dict[
+            str, tuple[InputSource, ModelSpec, int]
+        ] = {}  # chained: where, model, take  # chained job id -> where it was written
         self.seen: dict[str, tuple[str | None, int, int]] = {}  # every job id: (file, line, entry index)
 
     def fail(self, message: str, line: int | None = None, *, too_large: bool = False) -> ManifestInvalid:
@@ -227,6 +238,7 @@ class _Loader:
         if isinstance(default_model, str) and check_model(default_model, self.catalog):
             self.log.at(("defaults", "model"), check_model(default_model, self.catalog) or "")
         default_input = defaults.get("input", {}) if defaults_usable else {}
+        self.default_takes = takes_of(defaults.get("takes")) if isinstance(defaults, dict) else 1
         lines = doc.lines.get(id(jobs), [])
         entries = [
             _Entry(i, job, lines[i] if i < len(lines) else 0)
@@ -236,6 +248,9 @@ class _Loader:
         entries += self.table_entries(data.get("jobs_from"), len(jobs), schema, default_model, bad_jobs)
         self.check_size([e for e in entries if e.index not in bad_jobs])
         built = self.build_jobs(entries, bad_jobs, default_model, default_input, check_inputs=defaults_usable)
+        refused = refuse_output_dir(self.output_dir(data))
+        if refused:
+            self.log.at(("output_dir",), f"{show(data.get('output_dir'))} {refused}")
         built = chains.link_chains(built, self.sources, self.seen, self.log, self.catalog)
         if self.log:
             raise self.fail_now(len(built))
@@ -326,9 +341,14 @@ class _Loader:
             ) from None
 
     def check_size(self, entries: Sequence[_Entry]) -> None:
-        """Refuse a manifest whose matrices expand beyond :data:`MAX_JOBS`, before expanding anything."""
+        """Refuse a manifest whose matrices (and takes) expand beyond :data:`MAX_JOBS`, before expanding
+        anything."""
         sizes = [
-            (matrix_size(e.job["matrix"]) if isinstance(e.job.get("matrix"), dict) else 1, e.index)
+            (
+                (matrix_size(e.job["matrix"]) if isinstance(e.job.get("matrix"), dict) else 1)
+                * takes_of(e.job.get("takes", self.default_takes)),
+                e.index,
+            )
             for e in entries
         ]
         total = sum(size for size, _ in sizes)
@@ -368,7 +388,7 @@ class _Loader:
             if index in bad_jobs:  # its problems are told; its id still counts for duplicates
                 job_id = job.get("id")
                 if isinstance(job_id, str) and SAFE_ID.fullmatch(job_id) and "matrix" not in job:
-                    self.note_id(job_id, entry, seen)
+                    note_id(self.log, self.shown, job_id, entry, seen)
                 continue
             model = job.get("model", default_model)
             if model is None and check_inputs:
@@ -378,7 +398,10 @@ class _Loader:
             spec = self.catalog.get(model) if isinstance(model, str) and check_inputs else None
             own = job.get("input") or {}
             keys = tuple(job.get("matrix") or ())
-            for job_id, pick, combo in self.expand(entry):
+            takes = takes_of(job.get("takes", self.default_takes))
+            for expanded_id, pick, combo in expand(entry, self.log):
+                ids = take_ids(expanded_id, takes)
+                job_id = ids[-1]  # the longest: if it is safe, every take's is
                 if not SAFE_ID.fullmatch(job_id):
                     message = (
                         f"{show(job_id, 140)} is not a safe job id: ids are 1-128 letters, digits, "
@@ -400,7 +423,8 @@ class _Loader:
                         file=where[0] if where else None,
                     )
                     continue
-                self.note_id(job_id, entry, seen)
+                for one in ids:
+                    note_id(self.log, self.shown, one, entry, seen)
                 if spec is None:
                     continue
                 base = inherited.get(spec.model_id)
@@ -417,57 +441,37 @@ class _Loader:
                 source = None
                 if file_problems or ref_problems or not checker.is_valid(spec, checked):
                     source = InputSource(index, base, own, keys, pick, entry.where)
-                    checker.explain(job_id, spec, checked, source, [*file_problems, *ref_problems])
+                    checker.explain(ids[0], spec, checked, source, [*file_problems, *ref_problems])
                 if refs:
                     source = source or InputSource(index, base, own, keys, pick, entry.where)
-                    self.sources[job_id] = (source, spec)
+                    self.sources.update({one: (source, spec, take) for take, one in enumerate(ids, start=1)})
                 job_line = entry.row.line if entry.row else line
-                built.append(
-                    Job(job_id, spec.model_id, input, job_line, fingerprint(spec.model_id, input), refs)
-                )
+                for take, one in enumerate(ids, start=1):
+                    built.append(
+                        Job(
+                            one, spec.model_id, input, job_line, fingerprint(spec.model_id, input, take), refs
+                        )
+                    )
         check_defaults_used(self.log, self.catalog, default_input, inherited)
         return built
 
-    def note_id(self, job_id: str, entry: _Entry, seen: dict[str, tuple[str | None, int, int]]) -> None:
-        file, line = entry.where or (None, entry.line)
-        first = seen.setdefault(job_id, (file, line, entry.index))
-        if first[2] != entry.index:
-            at = f"line {first[1]}" if first[0] == file else f"{first[0] or self.shown}:{first[1]}"
-            self.log.grouped(
-                ("duplicate", entry.index, first[2]),
-                f"duplicate job id (first used at {at})",
-                line=line,
-                job_id=job_id,
-                field="id",
-                scope="matrix",
-                file=file,
-            )
+    def name(self, data: dict[str, Any]) -> str:
+        name = data.get("name")
+        return name if isinstance(name, str) and name else ("stdin" if self.stdin else self.path.stem)
 
-    def expand(self, entry: _Entry) -> Iterator[_Expanded]:
-        """(id, pick, matrix combination) for each job a manifest entry stands for."""
-        job = entry.job
-        job_id, matrix = job["id"], job.get("matrix")
-        if not matrix:
-            yield job_id, (), {}
-            return
-        problem = template_problem(job_id, matrix)
-        if problem:
-            entry.tell(self.log, ("id",), problem)
-            return
-        keys = tuple(matrix)
-        for expanded_id, pick in expand_matrix(job_id, matrix):
-            combo = {key: matrix[key][i] for key, i in zip(keys, pick, strict=True)}
-            yield expanded_id, pick, combo
+    def output_dir(self, data: dict[str, Any]) -> Path:
+        """The output folder the manifest names: ``output_dir`` (relative to its folder), else out/<name>."""
+        output = data.get("output_dir")
+        if not isinstance(output, str) or not output:
+            return Path(os.path.abspath(self.folder / "out" / self.name(data)))
+        return Path(os.path.abspath(self.folder / os.path.expanduser(output)))
 
     def manifest(self, data: dict[str, Any], jobs: list[Job]) -> Manifest:
-        name = data.get("name") or ("stdin" if self.stdin else self.path.stem)
-        output = data.get("output_dir")
-        output_dir = (self.folder / os.path.expanduser(output)) if output else self.folder / "out" / name
         budget = data.get("budget_usd")
         return Manifest(
             path=self.path,
-            name=name,
-            output_dir=Path(os.path.abspath(output_dir)),
+            name=self.name(data),
+            output_dir=self.output_dir(data),
             jobs=jobs,
             budget_usd=float(budget) if budget is not None else None,
             concurrency=int(data["concurrency"]) if data.get("concurrency") is not None else None,

@@ -1,5 +1,6 @@
-"""Matrices: one manifest entry expanded into a job per combination of its matrix values, each with a
-stable, file-safe id (``hero--duration-5--aspect_ratio-16x9``, or an id template's ``hero-5s``)."""
+"""Matrices and takes: one manifest entry expanded into a job per combination of its matrix values, each
+with a stable, file-safe id (``hero--duration-5--aspect_ratio-16x9``, or an id template's ``hero-5s``),
+and into ``takes: N`` separately paid jobs of one input (``<id>--take-1`` …)."""
 
 from __future__ import annotations
 
@@ -79,3 +80,13 @@ def template_problem(job_id: str, matrix: dict[str, list[Any]]) -> str | None:
             f"{', '.join('{' + key + '}' for key in missing)}"
         )
     return None
+
+
+def take_ids(job_id: str, takes: int) -> list[str]:
+    """The ids of a job's takes: the id itself for one, else ``<id>--take-1`` … ``<id>--take-N``."""
+    return [job_id] if takes == 1 else [f"{job_id}--take-{n}" for n in range(1, takes + 1)]
+
+
+def takes_of(value: Any) -> int:
+    """A ``takes`` value the schema let through, else 1 (a bad one is reported by the schema)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 100 else 1

@@ -30,6 +30,8 @@ _READERS = (
     "manifest/loader.py",
     "manifest/chains.py",
     "manifest/tables.py",
+    "manifest/job.py",
+    "manifest/matrix.py",
     "manifest/validate.py",
     "manifest/yamldoc.py",
     "manifest/inputs.py",
@@ -106,8 +108,25 @@ class Snapshot:
 
 
 _TOP_NAME = re.compile(rb"^name[ \t]*:[ \t]*(.*?)[ \t]*(?:#.*)?$", re.MULTILINE)
+_TOP_OUTPUT = re.compile(rb"^output_dir[ \t]*:[ \t]*(.*?)[ \t]*(?:#.*)?$", re.MULTILINE)
 _TOP_JOBS = re.compile(rb"^jobs[ \t]*:", re.MULTILINE)
 _PLAIN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+# A path written as a plain or quoted scalar with nothing YAML would read otherwise (no escapes, anchors,
+# tags, flow or block indicators).
+_PLAIN_PATH = re.compile(r"[^\s'\"&*!|>{}\[\],#%@`\\][^'\"\\]*")
+
+
+def _top_value(pattern: re.Pattern[bytes], data: bytes) -> str | None:
+    """The one top-level value of a key, unquoted; ``""`` when the key is absent; ``None`` when unsure."""
+    found = pattern.findall(data)
+    if not found:
+        return ""
+    if len(found) > 1:
+        return None
+    value: str = found[0].decode("utf-8", "replace")
+    if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+        value = value[1:-1]
+    return value
 
 
 def quick_name(path: str | Path) -> str | None:
@@ -120,12 +139,32 @@ def quick_name(path: str | Path) -> str | None:
         data = Path(path).read_bytes()
     except OSError:
         return None
-    found = _TOP_NAME.findall(data)
-    if not found:
-        return Path(path).stem if _TOP_JOBS.search(data) else None
-    if len(found) > 1:
+    return _quick_name(Path(path), data)
+
+
+def _quick_name(path: Path, data: bytes) -> str | None:
+    value = _top_value(_TOP_NAME, data)
+    if value == "":
+        return path.stem if _TOP_JOBS.search(data) and not _TOP_NAME.search(data) else None
+    return value if value is not None and _PLAIN.fullmatch(value) else None
+
+
+def quick_output_dir(path: str | Path) -> Path | None:
+    """The manifest's output folder as :func:`~runner.manifest.loader.load_manifest` would make it,
+    read off its top-level ``output_dir:`` (and ``name:``) lines without parsing the YAML; ``None``
+    when that cannot be told for sure. Used only to find the journal, which lives in that folder;
+    what is found there is then checked by sha256."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError:
         return None
-    value = found[0].decode("utf-8", "replace")
-    if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-        value = value[1:-1]
-    return value if _PLAIN.fullmatch(value) else None
+    if not _TOP_JOBS.search(data):
+        return None  # a flow-style manifest, or not one at all: only a full load can tell
+    folder = Path(os.path.abspath(path)).parent
+    output = _top_value(_TOP_OUTPUT, data)
+    if output is None or (output and not _PLAIN_PATH.fullmatch(output)):
+        return None
+    if output:
+        return Path(os.path.abspath(folder / os.path.expanduser(output)))
+    name = _quick_name(Path(path), data)
+    return None if name is None else Path(os.path.abspath(folder / "out" / name))

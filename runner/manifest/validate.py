@@ -321,3 +321,21 @@ def check_model(model: Any, catalog: Catalog) -> str | None:
     known = sorted(catalog.models)
     hint = suggest(str(model), known) if isinstance(model, str) else ""
     return f"unknown model {show(model, 120)}{hint}; known models: {', '.join(known)}"
+
+
+def check_defaults_used(
+    log: ProblemLog, catalog: Catalog, default_input: dict[str, Any], inherited: dict[str, dict[str, Any]]
+) -> None:
+    """A defaults.input field that no job's model has is a typo, not a field for other models."""
+    if not inherited:
+        return
+    known = sorted(
+        {name for spec in map(catalog.get, inherited) if spec for name in spec.schema.get("properties", {})}
+    )
+    for name in default_input:
+        if not any(name in fields for fields in inherited.values()):
+            hint = suggest(name, known)
+            log.at(
+                ("defaults", "input", name),
+                f"no job's model has this field{hint} (known: {', '.join(known)})",
+            )

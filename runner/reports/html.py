@@ -183,6 +183,8 @@ def _prompt(job: Mapping[str, Any]) -> str:
         facts.append(f"<div><dt>same request as</dt><dd>{_e(job['twin_of'])}</dd></div>")
     if job.get("after"):
         facts.append(f"<div><dt>made from the output of</dt><dd>{_e(', '.join(job['after']))}</dd></div>")
+    if job.get("adopted_from"):
+        facts.append(f"<div><dt>adopted from</dt><dd>{_e(job['adopted_from'])}</dd></div>")
     parts.append(f'<dl class="params">{"".join(facts)}</dl>')
     return "".join(parts)
 
@@ -311,6 +313,12 @@ def write_html(
         "media-src 'self' file:; img-src 'self' file: data:"
     )
     name = _e(report["name"])
+    simulated = (
+        f'<p class="note"><strong>Simulated:</strong> these results came from {_e(report.get("api"))}, '
+        "not from RunComfy; the videos are test clips and the costs were never charged.</p>"
+        if report.get("simulated")
+        else ""
+    )
     write(f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <meta http-equiv="Content-Security-Policy" content="{csp}">
@@ -318,16 +326,19 @@ def write_html(
 <title>{name} — runcomfy-batch report</title>
 <style>{CSS}</style></head>
 <body>
-<h1>{name}</h1>
+<h1>{name}{" (simulated)" if report.get("simulated") else ""}</h1>
 <p class="meta">{_e(report["manifest"])} · generated {_e(report["generated_at"])} ·
 <a href="report.json">report.json</a> · <a href="report.csv">report.csv</a></p>
+{simulated}
 <section class="cards">{_cards(report)}</section>
 <div class="chips" aria-label="jobs per state">{chips}</div>
 <p class="note">Slot efficiency is how full the account's paid slots were kept: the jobs' run time added up
 ({_seconds(summary.get("busy_seconds"))}), divided by the most jobs seen running at once
 ({_e(summary.get("peak_running", 0))}) times the time from the first job's start to the last job's end.
 A job's run time is measured by the runner's polls: from the first poll that found it running (or its submit,
-when no poll did) to the poll that found it finished, so it can include some queue time and poll latency.</p>
+when no poll did) to the poll that found it finished, so it can include some queue time and poll latency.
+A job that finished while no runner was running ends where RunComfy's own timestamps put it (else when a
+runner last saw it); one whose whole run no runner saw has no run time and is left out of these figures.</p>
 <div class="controls">
 <label>Status <select id="f-status"><option value="">all</option>{status_options}</select></label>
 <label>Model <select id="f-model"><option value="">all</option>{model_options}</select></label>

@@ -1,5 +1,10 @@
 """The cost of a run before it starts: per model, in total, and what is left given the state file.
 
+What is left is told as the commands would spend it: what a plain ``run`` would submit (new, edited,
+pending and held jobs), and apart from it what ``retry`` would send again (failed, cancelled, expired)
+and what ``--resubmit-unknown`` would (unknown: maybe paid already). A job that can adopt an attempt
+already paid under another id (a rename; see ``engine/adopt.py``) costs nothing and is named.
+
 A job's estimate is its model's tier price times its seconds of output (``pricing.py``). Jobs with
 the same model and input are one paid request (the runner submits the first and copies its
 outputs), so twins are counted once. A model without a known price makes the estimate
@@ -19,10 +24,11 @@ from typing import Any
 from ..catalog.pricing import PriceTable
 from ..engine.budget import committed_spend, spent
 from ..engine.chains import outdated_chains
+from ..engine.home import is_simulator, recorded_owner
 from ..engine.settings import RunSettings
-from ..engine.states import IN_FLIGHT, JobState
+from ..engine.states import IN_FLIGHT, RETRIED, JobState
 from ..engine.store import Store
-from ..engine.workplan import Row, plan_work, twin_map
+from ..engine.workplan import Row, WorkPlan, plan_work, twin_map
 from ..manifest.loader import Manifest
 
 
@@ -38,8 +44,13 @@ class ModelPlan:
     unknown_price_jobs: int = 0
     done: int = 0
     in_flight: int = 0
-    remaining: int = 0
+    remaining: int = 0  # what a plain `run` would submit
     remaining_usd: float = 0.0
+    adopted: int = 0  # take what was already paid under another id
+    retry: int = 0  # failed, cancelled or expired: what `retry` would submit besides
+    retry_usd: float = 0.0
+    unknown: int = 0  # sent again only with --resubmit-unknown
+    unknown_usd: float = 0.0
 
 
 @dataclass
@@ -64,7 +75,7 @@ class Plan:
     jobs: int
     twins: dict[str, str]
     estimate_usd: float
-    remaining_usd: float
+    remaining_usd: float  # what a plain `run` would still spend
     spent_usd: float
     committed_usd: float
     unknown_price: bool
@@ -72,6 +83,10 @@ class Plan:
     budget_usd: float | None = None
     over_budget: bool = False
     notes: list[str] = field(default_factory=list)
+    retry_usd: float = 0.0  # what `retry` would spend besides (failed, cancelled, expired jobs)
+    unknown_usd: float = 0.0  # what `--resubmit-unknown` would spend besides (maybe paying twice)
+    adopted: dict[str, str] = field(default_factory=dict)  # job -> the id whose paid request it takes
+    simulated: bool = False  # the journal's results came from a simulator (never charged)
     chained: int = 0  # jobs whose input names another job's output (twins counted once)
     chained_usd: float = 0.0  # what they are estimated to cost
     would_submit: int = 0  # jobs a run would send (chained ones included)
@@ -91,21 +106,15 @@ def make_plan(
 ) -> Plan:
     twins = twin_map(manifest.jobs)
     known: dict[str, tuple[str, str]] = {}
-    rows: dict[str, Row] = {}
+    held: set[int] = set()
     if store is not None:
         for r in store.jobs(in_manifest_only=False):
             known[r.job_id] = (r.fingerprint, r.status)
-            rows[r.job_id] = (r.status, r.attempt_id, r.request_id)
-    # What a run would do, as the run decides it: a job the journal does not know, or knows with another
-    # model or input, is new (pending).
-    rows = {
-        job.id: rows[job.id]
-        if known.get(job.id, ("",))[0] == job.fingerprint
-        else (JobState.PENDING, None, None)
-        for job in manifest.jobs
-    }
-    outdated = outdated_chains(manifest.jobs, store, rows) if store is not None else set()
-    work = plan_work(manifest.jobs, rows, twins, settings or RunSettings(), outdated)
+            if r.in_manifest and r.attempt_id is not None and r.status != JobState.SUCCEEDED:
+                held.add(r.attempt_id)
+    paid = store.paid_attempts(_waiting(manifest, known, twins)) if store is not None else {}
+    adopted: dict[str, str] = {}
+    work, rows = _work(manifest, store, twins, known, settings or RunSettings())
     sends = set(work.sends)
     details: list[JobPlan] = []
     chained = 0
@@ -119,12 +128,13 @@ def make_plan(
         fingerprint, status = known.get(job.id, (None, None))
         same = fingerprint == job.fingerprint
         blocked = work.blocked.get(job.id)
+        status_now = JobState.BLOCKED if blocked else rows[job.id][0]
         details.append(
             JobPlan(
                 job.id,
                 job.model,
                 quote.usd,
-                JobState.BLOCKED if blocked else rows[job.id][0],
+                status_now,
                 job.id in sends,
                 twins.get(job.id),
                 list(job.needs),
@@ -143,10 +153,20 @@ def make_plan(
             unknown = True
         else:
             plan.estimate_usd += quote.usd
+        attempt = paid.get(job.fingerprint)
         if same and status == JobState.SUCCEEDED:
             plan.done += 1
         elif same and status in IN_FLIGHT:
             plan.in_flight += 1
+        elif same and status in RETRIED:
+            plan.retry += 1
+            plan.retry_usd += quote.usd or 0.0
+        elif same and status == JobState.UNKNOWN:
+            plan.unknown += 1
+            plan.unknown_usd += quote.usd or 0.0
+        elif attempt is not None and attempt.model == job.model and attempt.attempt_id not in held:
+            plan.adopted += 1
+            adopted[job.id] = attempt.job_id
         else:
             plan.remaining += 1
             plan.remaining_usd += quote.usd or 0.0
@@ -154,6 +174,8 @@ def make_plan(
     for p in models:
         p.estimate_usd = round(p.estimate_usd, 6)
         p.remaining_usd = round(p.remaining_usd, 6)
+        p.retry_usd = round(p.retry_usd, 6)
+        p.unknown_usd = round(p.unknown_usd, 6)
     remaining = round(sum(p.remaining_usd for p in models), 6)
     committed = committed_spend(store) if store is not None else 0.0
     budget = budget_usd if budget_usd is not None else manifest.budget_usd
@@ -168,9 +190,57 @@ def make_plan(
         unknown,
         prices.read_on,
         budget,
+        retry_usd=round(sum(p.retry_usd for p in models), 6),
+        unknown_usd=round(sum(p.unknown_usd for p in models), 6),
+        adopted=adopted,
+        simulated=store is not None and is_simulator(_api(store)),
     )
     result.chained, result.chained_usd = chained, round(chained_usd, 6)
     result.would_submit, result.job_list = len(sends), details
+    _chain_notes(result, work, details)
+    if budget is not None:
+        result.over_budget = committed + remaining > budget + 1e-9
+    if twins:
+        result.notes.append(
+            f"{len(twins)} job(s) have the same model and input as an earlier job and "
+            "share its paid request: "
+            + ", ".join(f"{a} = {b}" for a, b in list(twins.items())[:10])
+            + (" …" if len(twins) > 10 else "")
+        )
+    if adopted:
+        result.notes.append(
+            f"{len(adopted)} job(s) take what was already paid under another id, without a new submit: "
+            + ", ".join(f"{a} adopted from {b}" for a, b in list(adopted.items())[:10])
+            + (" …" if len(adopted) > 10 else "")
+        )
+    if unknown:
+        result.notes.append(
+            "some models have no known price: the estimate leaves them out (add a --prices file)"
+        )
+    return result
+
+
+def _work(
+    manifest: Manifest,
+    store: Store | None,
+    twins: Mapping[str, str],
+    known: Mapping[str, tuple[str, str]],
+    settings: RunSettings,
+) -> tuple[WorkPlan, dict[str, Row]]:
+    """What a run would do, as the run decides it, and the rows it decides from: a job the journal does
+    not know, or knows with another model or input, is new (pending)."""
+    journal = store.states() if store is not None else {}
+    rows: dict[str, Row] = {
+        job.id: journal[job.id]
+        if job.id in journal and known.get(job.id, ("",))[0] == job.fingerprint
+        else (JobState.PENDING, None, None)
+        for job in manifest.jobs
+    }
+    outdated = outdated_chains(manifest.jobs, store, rows) if store is not None else set()
+    return plan_work(manifest.jobs, rows, twins, settings, outdated), rows
+
+
+def _chain_notes(result: Plan, work: WorkPlan, details: list[JobPlan]) -> None:
     if work.chained:
         waiting = sum(d.estimate_usd or 0.0 for d in details if d.id in work.chained)
         result.notes.append(
@@ -184,17 +254,21 @@ def make_plan(
         )
     if work.left_out:
         result.notes.append(f"{work.left_out} job(s) still to do are left out by --only/--limit")
-    if budget is not None:
-        result.over_budget = committed + remaining > budget + 1e-9
-    if twins:
-        result.notes.append(
-            f"{len(twins)} job(s) have the same model and input as an earlier job and "
-            "share its paid request: "
-            + ", ".join(f"{a} = {b}" for a, b in list(twins.items())[:10])
-            + (" …" if len(twins) > 10 else "")
-        )
-    if unknown:
-        result.notes.append(
-            "some models have no known price: the estimate leaves them out (add a --prices file)"
-        )
-    return result
+
+
+def _api(store: Store) -> str:
+    owner = recorded_owner(store)
+    return owner.api if owner is not None else ""
+
+
+def _waiting(manifest: Manifest, known: Mapping[str, tuple[str, str]], twins: Mapping[str, str]) -> set[str]:
+    """The fingerprints of the jobs a run would submit (new, edited, pending, held; no twin): those that
+    may adopt what was already paid."""
+    waiting = set()
+    for job in manifest.jobs:
+        fingerprint, status = known.get(job.id, (None, None))
+        if job.id not in twins and (
+            fingerprint != job.fingerprint or status in (JobState.PENDING, JobState.HELD)
+        ):
+            waiting.add(job.fingerprint)
+    return waiting

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ..disk import written_whole
+from ..engine.home import is_simulator, recorded_owner
 from ..engine.settings import HALTED_KEY
 from ..engine.states import NEEDS_ATTENTION, JobState
 from ..engine.store import Store
@@ -69,6 +70,8 @@ def _input_files(input: Mapping[str, Any]) -> list[dict[str, Any]]:
 def _run_span(attempt: Mapping[str, Any]) -> tuple[float, float] | None:
     """When an attempt held one of the account's slots, as the runner saw it: from the first poll that
     found it running (or its submit, if no poll did) to the poll that found it finished."""
+    if attempt.get("end_unseen") and not attempt["started_at"]:
+        return None  # it ran and ended while no runner watched: when it ran is not known
     start = attempt["started_at"] or attempt["submitted_at"]
     end = attempt["finished_at"]
     return (start, end) if attempt["request_id"] and start and end and end >= start else None
@@ -139,11 +142,15 @@ def report_summary(store: Store) -> dict[str, Any]:
 
 def report_header(manifest: Manifest, store: Store) -> dict[str, Any]:
     """Everything in report.json but its ``jobs``."""
+    owner = recorded_owner(store)
+    api = owner.api if owner is not None else ""
     return {
         "report_version": REPORT_VERSION,
         "name": manifest.name,
         "manifest": str(manifest.path),
         "output_dir": str(manifest.output_dir),
+        "api": api,
+        "simulated": is_simulator(api),
         "generated_at": _iso(time.time()),
         "summary": report_summary(store),
     }
@@ -162,15 +169,20 @@ def job_entries(manifest: Manifest, store: Store) -> Iterator[dict[str, Any]]:
                 "submitted_at": row.submitted_at,
                 "finished_at": row.finished_at,
                 "request_id": row.request_id,
+                "end_unseen": row.end_unseen,
             }
         )
         submitted, finished = row.submitted_at, row.finished_at
+        twin_of = row.twin_of if row.twin_of and row.attempt_of not in (None, row.job_id) else None
         yield {
             "id": row.job_id,
             "model": row.model,
             "status": row.status,
             "request_id": row.request_id,
-            "twin_of": row.twin_of if row.twin_of and row.attempt_of not in (None, row.job_id) else None,
+            "twin_of": twin_of,
+            "adopted_from": row.attempt_of
+            if not twin_of and row.attempt_of not in (None, row.job_id)
+            else None,
             "after": list(job.needs) if job else [],
             "input": {k: job.input[k] for k in INPUT_SUMMARY_FIELDS if job and k in job.input},
             "input_files": _input_files(job.input) if job else [],
@@ -234,16 +246,27 @@ CSV_FIELDS = (
 )
 
 
+# A cell starting with one of these is a formula to a spreadsheet (=1+1, +cmd, -2+3, @SUM, and a tab or
+# carriage return before one): report.csv writes it after a quote, so it is shown, never evaluated.
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: Any) -> Any:
+    """A value as report.csv writes it: text that a spreadsheet would evaluate is neutralised."""
+    return "'" + value if isinstance(value, str) and value.startswith(_FORMULA_STARTS) else value
+
+
 def csv_row(job: Mapping[str, Any]) -> dict[str, Any]:
     """A report entry as one row of report.csv."""
     error = job["error"] or {}
-    return {
+    row = {
         **{k: job.get(k) for k in CSV_FIELDS if k in job},
         "duration": job["input"].get("duration"),
         "prompt": job["input"].get("prompt"),
         "outputs": " ".join(o["path"] for o in job["outputs"]),
         "error": error.get("message") or error.get("error_message") or "",
     }
+    return {key: csv_cell(value) for key, value in row.items()}
 
 
 REPORTS_KEY = "reports_written_for"

@@ -30,22 +30,20 @@ sent, ``request_id``, timings, cost, error), ``outputs`` (files on disk per atte
 
 from __future__ import annotations
 
-from .journal import quick_state_path, state_path_for
 from .lifecycle import JobLife
 from .reads import JournalReads
-from .rows import AttemptRow, JobHistory, JobRow, OutputRow, StateTally, SyncSummary, Totals
+from .rows import AttemptRow, JobHistory, JobRow, OutputRow, PaidAttempt, StateTally, SyncSummary, Totals
 
 __all__ = [
     "AttemptRow",
     "JobHistory",
     "JobRow",
     "OutputRow",
+    "PaidAttempt",
     "StateTally",
     "Store",
     "SyncSummary",
     "Totals",
-    "quick_state_path",
-    "state_path_for",
 ]
 
 

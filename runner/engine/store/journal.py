@@ -1,4 +1,4 @@
-"""The state file itself: where it lives, opening it (migrations, WAL), the run lock, the one open
+"""The state file itself: opening it (migrations, WAL), the run lock, the one open
 transaction that :meth:`Journal.flush` commits (the group commit), the facts kept about the journal as
 a whole, and the runs that wrote it. What a job's life writes and what the reports read are the two
 halves built on this (:mod:`.lifecycle`, :mod:`.reads`).
@@ -16,27 +16,11 @@ from pathlib import Path
 from typing import Any, Self
 
 from ...errors import StateError, StateLocked
-from ...manifest.snapshot import quick_name
 from .schema import MIGRATIONS
 
 
 def now() -> float:
     return time.time()
-
-
-def state_path_for(manifest_name: str, cwd: Path | None = None) -> Path:
-    """Where a manifest's journal lives unless ``--state`` says otherwise: ``state/<name>.sqlite`` under
-    the working directory."""
-    return (cwd or Path.cwd()) / "state" / f"{manifest_name}.sqlite"
-
-
-def quick_state_path(manifest_path: str | Path, state_path: str | Path | None = None) -> Path | None:
-    """The journal of the manifest at ``manifest_path`` without loading it (``state_path``, or the name
-    on its ``name:`` line); ``None`` when that cannot be told without a full load."""
-    if state_path is not None:
-        return Path(state_path)
-    name = quick_name(manifest_path)
-    return None if name is None else state_path_for(name)
 
 
 class Journal:
@@ -154,6 +138,25 @@ class Journal:
         """Moves on with every commit that changed what a report shows (jobs, attempts, outputs)."""
         row = self._conn.execute("SELECT value FROM meta WHERE key = 'journal_version'").fetchone()
         return int(row[0]) if row else 0
+
+    @staticmethod
+    def peek_meta(path: Path, key: str) -> str | None:
+        """A fact of the journal at ``path``, read without migrating or writing it (it may be another
+        version's, or another manifest's); ``None`` when it has none or is not a journal."""
+        try:
+            conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+            try:
+                row = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+            finally:
+                conn.close()
+        except sqlite3.DatabaseError:
+            return None
+        return None if row is None else str(row[0])
+
+    def checkpoint(self) -> None:
+        """Fold the write-ahead log into the file, so the file alone is the whole journal (to move it)."""
+        self.flush()
+        self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def get_meta(self, key: str) -> str | None:
         row = self._conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()

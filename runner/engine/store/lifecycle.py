@@ -168,10 +168,12 @@ class JobLife(Journal):
         *,
         started: bool = False,
         finished: bool = False,
+        finished_at: float | None = None,
         cost: float | None = None,
         outputs: Iterable[str] | None = None,
     ) -> None:
-        """A poll's news: live status, or completion with its output URLs and charged cost."""
+        """A poll's news: live status, or completion with its output URLs and charged cost (and when it
+        finished, when that was not now: no runner saw it)."""
         t = now()
         sets = ["status=?", "remote_status=?"]
         params: list[Any] = [status, remote_status]
@@ -180,7 +182,9 @@ class JobLife(Journal):
             params.append(t)
         if finished:
             sets.append("finished_at=coalesce(finished_at, ?)")
-            params.append(t)
+            params.append(finished_at or t)
+        if finished_at is not None:
+            sets.append("end_unseen=1")
         if cost is not None:
             sets.append("cost_usd=?")
             params.append(cost)
@@ -198,15 +202,17 @@ class JobLife(Journal):
         error: Mapping[str, Any],
         *,
         cost: float | None = None,
+        finished_at: float | None = None,
     ) -> None:
-        """The job ended without success (or its submit is unknown): keep the cause."""
+        """The job ended without success (or its submit is unknown): keep the cause (and when it ended,
+        when that was not now)."""
         t = now()
         text = _stored(error)
         if attempt_id is not None:
             self._write(
                 "UPDATE attempts SET status=?, error=?, finished_at=coalesce(finished_at, ?), "
-                "cost_usd=coalesce(?, cost_usd) WHERE attempt_id=?",
-                (status, text, t, cost, attempt_id),
+                "cost_usd=coalesce(?, cost_usd), end_unseen=coalesce(?, end_unseen) WHERE attempt_id=?",
+                (status, text, finished_at or t, cost, 1 if finished_at is not None else None, attempt_id),
             )
         self._write(
             "UPDATE jobs SET status=?, error=?, updated_at=? WHERE job_id=?", (status, text, t, job_id)

@@ -13,15 +13,24 @@ from typing import Any, Generic, TypeVar
 
 from ..states import NEEDS_ATTENTION, AttemptState, JobState
 from .journal import Journal
-from .rows import AttemptRow, JobHistory, JobRow, OutputRow, SentRequest, StateTally, Totals
+from .rows import AttemptRow, JobHistory, JobRow, OutputRow, PaidAttempt, SentRequest, StateTally, Totals
 
 # Attempts that belong to a job of the manifest (its history; a twin's adopted attempt is its leader's).
 _HISTORY = "FROM attempts a JOIN jobs j ON j.job_id = a.job_id WHERE j.in_manifest = 1"
-# An attempt's run span: from the first poll that saw it running (else its submit) to its finish.
+# An attempt's run span: from the first poll that saw it running (else its submit) to its finish. An attempt
+# that no runner saw either run or end has none: when it ran is not known, only that it did.
 _SPAN_START = "coalesce(a.started_at, a.submitted_at)"
+# What the manifest's jobs cost: every attempt they made (an edited job's earlier ones too) and every one they
+# adopted (a twin's leader's, a renamed job's), each once. The one sum that status, the report and a run's
+# summary all show.
+_MANIFEST_COST = (
+    "SELECT coalesce(sum(cost_usd), 0) FROM attempts WHERE job_id IN "
+    "(SELECT job_id FROM jobs WHERE in_manifest = 1) OR attempt_id IN "
+    "(SELECT attempt_id FROM jobs WHERE in_manifest = 1 AND attempt_id IS NOT NULL)"
+)
 _SPANS = (
     f"{_HISTORY} AND a.request_id IS NOT NULL AND {_SPAN_START} > 0 AND a.finished_at > 0 "
-    f"AND a.finished_at >= {_SPAN_START}"
+    f"AND a.finished_at >= {_SPAN_START} AND (coalesce(a.end_unseen, 0) = 0 OR a.started_at IS NOT NULL)"
 )
 
 
@@ -31,7 +40,7 @@ class JournalReads(Journal):
     _JOB_SELECT = (
         "SELECT j.job_id, j.fingerprint, j.model, j.status, j.attempt_id, a.request_id, j.in_manifest, "
         "j.twin_of, j.estimate_usd, a.cost_usd, j.error, a.outputs_json, a.submitted_at, a.started_at, "
-        "a.remote_status, a.finished_at, a.job_id FROM jobs j "
+        "a.remote_status, a.finished_at, a.job_id, a.end_unseen FROM jobs j "
         "LEFT JOIN attempts a ON a.attempt_id = j.attempt_id"
     )
 
@@ -50,6 +59,49 @@ class JournalReads(Journal):
                 "LEFT JOIN attempts a ON a.attempt_id = j.attempt_id WHERE j.in_manifest=1"
             )
         }
+
+    def paid_attempts(self, fingerprints: Iterable[str]) -> dict[str, PaidAttempt]:
+        """For each fingerprint, the best attempt of any job (removed ones included) that asked for it
+        and was accepted and not lost: a succeeded one first, else a live one, the latest first."""
+        found: dict[str, PaidAttempt] = {}
+        wanted = list(fingerprints)
+        if not wanted or self._conn.execute("SELECT 1 FROM attempts LIMIT 1").fetchone() is None:
+            return found
+        kept = (AttemptState.SUCCEEDED, AttemptState.COLLECTING, AttemptState.QUEUED, AttemptState.RUNNING)
+        for start in range(0, len(wanted), 500):
+            chunk = wanted[start : start + 500]
+            rows = self._conn.execute(
+                "SELECT fingerprint, attempt_id, job_id, model, status FROM attempts "
+                f"WHERE fingerprint IN ({','.join('?' * len(chunk))}) AND request_id IS NOT NULL "
+                "AND status IN (?, ?, ?, ?) ORDER BY status = ? DESC, attempt_id DESC",
+                (*chunk, *kept, AttemptState.SUCCEEDED),
+            )
+            for fingerprint, *rest in rows:
+                found.setdefault(fingerprint, PaidAttempt(*rest))
+        return found
+
+    def attempt_outputs(self, attempt_id: int) -> list[OutputRow]:
+        """Every file recorded from one attempt, by whichever jobs hold it, in order."""
+        return [
+            OutputRow(*r)
+            for r in self._conn.execute(
+                "SELECT attempt_id, idx, job_id, url, path, bytes, sha256, mtime_ns FROM outputs "
+                "WHERE attempt_id = ? ORDER BY idx, job_id",
+                (attempt_id,),
+            )
+        ]
+
+    def attempt_times(self, attempt_id: int) -> tuple[float | None, float | None]:
+        """When the attempt was submitted, and first seen running (``None``: not known)."""
+        row = self._conn.execute(
+            "SELECT submitted_at, started_at FROM attempts WHERE attempt_id = ?", (attempt_id,)
+        ).fetchone()
+        return (None, None) if row is None else (row[0], row[1])
+
+    def some_output_url(self) -> str | None:
+        """The URL of one downloaded output (which host a journal's results came from)."""
+        row = self._conn.execute("SELECT url FROM outputs LIMIT 1").fetchone()
+        return None if row is None else str(row[0])
 
     def outputs_of(self, job_id: str, attempt_id: int) -> list[OutputRow]:
         """The files a job holds from one attempt, in order (a primary-key lookup)."""
@@ -116,9 +168,8 @@ class JournalReads(Journal):
         return float(row[0])
 
     def spent_usd(self) -> float:
-        """Money RunComfy reported charging, over every attempt in the state file."""
-        row = self._conn.execute("SELECT coalesce(sum(cost_usd), 0) FROM attempts").fetchone()
-        return float(row[0])
+        """Money RunComfy reported charging for the manifest's jobs (see ``_MANIFEST_COST``)."""
+        return float(self._conn.execute(_MANIFEST_COST).fetchone()[0])
 
     def needs_attention(self, limit: int | None = None) -> list[dict[str, Any]]:
         """Jobs of the manifest that are failed, unknown, expired, held or cancelled, in manifest order:
@@ -186,7 +237,7 @@ class JournalReads(Journal):
         """What the manifest's attempts were charged, what its jobs were estimated, and how long the
         attempts held a slot, from aggregates (nothing per job is kept)."""
         row = self._conn.execute(
-            f"SELECT (SELECT coalesce(sum(a.cost_usd), 0) {_HISTORY}), "
+            f"SELECT ({_MANIFEST_COST}), "
             "(SELECT coalesce(sum(estimate_usd), 0) FROM jobs WHERE in_manifest = 1), "
             f"(SELECT coalesce(sum(a.finished_at - {_SPAN_START}), 0) {_SPANS})"
         ).fetchone()

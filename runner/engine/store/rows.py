@@ -27,6 +27,7 @@ class JobRow:
     remote_status: str | None
     finished_at: float | None
     attempt_of: str | None  # whose attempt it is: the job's own, or the twin's it adopted
+    end_unseen: bool | None = None  # it ended while no runner watched (see schema's migration 3)
 
 
 @dataclass
@@ -44,6 +45,17 @@ class AttemptRow:
     resubmit_of_unknown: int
     submitted_at: float | None
     finished_at: float | None
+
+
+@dataclass(frozen=True)
+class PaidAttempt:
+    """An attempt RunComfy accepted (it has a request id) that succeeded or may still: what a job asking
+    for the same request can adopt instead of paying again."""
+
+    attempt_id: int
+    job_id: str  # the job that made it
+    model: str
+    status: str
 
 
 @dataclass
@@ -82,7 +94,7 @@ class SentRequest:
 class Totals:
     """Sums over the manifest's jobs and the attempts they made."""
 
-    cost_usd: float  # charged by RunComfy
+    cost_usd: float  # charged by RunComfy (as :meth:`Store.spent_usd`)
     estimate_usd: float  # the jobs' estimates
     busy_seconds: float  # time the attempts held one of the account's slots (their run spans)
 

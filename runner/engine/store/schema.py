@@ -92,4 +92,17 @@ def _migration_2(db: sqlite_utils.Database) -> None:
     db.execute("INSERT INTO meta VALUES ('journal_version', '0')")
 
 
-MIGRATIONS: list[tuple[str, Any]] = [("0001_initial", _migration_1), ("0002_meta", _migration_2)]
+def _migration_3(db: sqlite_utils.Database) -> None:
+    """Attempts found by what they asked for (a job that asks for what was already paid adopts it), and
+    whether a runner saw an attempt end (``end_unseen``: it ended while no runner watched, its
+    ``finished_at`` is RunComfy's or the last moment a runner was there), so run times count only what
+    was seen."""
+    db.table("attempts").create_index(["fingerprint"], if_not_exists=True)
+    db.table("attempts").add_column("end_unseen", int)
+
+
+MIGRATIONS: list[tuple[str, Any]] = [
+    ("0001_initial", _migration_1),
+    ("0002_meta", _migration_2),
+    ("0003_attempts_by_fingerprint", _migration_3),
+]
