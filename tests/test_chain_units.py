@@ -18,7 +18,7 @@ from runner.engine.settings import RunSettings
 from runner.engine.states import JobState
 from runner.engine.store import Store
 from runner.engine.workplan import plan_work, twin_map
-from runner.errors import BudgetExceeded, ErrorRecord
+from runner.errors import BudgetExceeded, ErrorRecord, ManifestInvalid
 from runner.manifest.job import Job, OutputRef, fingerprint
 from runner.manifest.loader import load_manifest
 from runner.manifest.tables import convert
@@ -273,3 +273,27 @@ def test_an_edited_table_is_an_edited_manifest(tmp_path):
     assert snapshot is not None and snapshot.matches(path)
     (tmp_path / "rows.csv").write_text("id,prompt\nrow-1,first, edited\n", encoding="utf-8")
     assert not snapshot.matches(path)
+
+
+def test_takes_and_chains_combine(tmp_path):
+    """Each take of a chained job is its own paid request; a job made from a take names it by its id."""
+    path = tmp_path / "m.yaml"
+    path.write_text(
+        f"version: 1\ndefaults: {{model: {R2V}}}\njobs:\n"
+        "  - {id: still, input: {prompt: a}, takes: 2}\n"
+        "  - {id: clip, input: {prompt: b, video: 'job:still--take-2'}, takes: 2}\n"
+        "  - {id: wrong, input: {prompt: c, video: 'job:still'}}\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(ManifestInvalid) as caught:
+        load_manifest(path)
+    assert [str(p) for p in caught.value.problems] == [
+        f"{path}:6 job wrong: input.video: job:still names no one job: still expands to still--take-1, "
+        "still--take-2; name one of them"
+    ]
+    path.write_text(path.read_text().replace("  - {id: wrong, input: {prompt: c, video: 'job:still'}}\n", ""))
+    jobs = {job.id: job for job in load_manifest(path).jobs}
+    assert list(jobs) == ["still--take-1", "still--take-2", "clip--take-1", "clip--take-2"]
+    assert jobs["clip--take-1"].needs == ("still--take-2",)
+    assert jobs["clip--take-1"].fingerprint != jobs["clip--take-2"].fingerprint
+    assert twin_map(jobs.values()) == {}

@@ -191,8 +191,13 @@ def link_chains(
                 continue  # that job has problems of its own, told already
             else:
                 ids = ids if ids is not None else list(by_id)
-                hint = suggest(ref.job_id, [i for i in ids if i != job.id]) if len(ids) <= 5000 else ""
-                problem = f"{ref} names no job of this manifest{hint}"
+                expanded = [i for i in ids if i.startswith(ref.job_id + "--")]
+                if expanded:  # a matrix's or takes' base id: it stands for several jobs
+                    some = ", ".join(expanded[:3]) + (", …" if len(expanded) > 3 else "")
+                    problem = f"{ref} names no one job: {ref.job_id} expands to {some}; name one of them"
+                else:
+                    hint = suggest(ref.job_id, [i for i in ids if i != job.id]) if len(ids) <= 5000 else ""
+                    problem = f"{ref} names no job of this manifest{hint}"
             if problem:
                 checker.report(job.id, ref.path, problem, source)
     upstream_first, cycles = order({job.id: job.needs for job in chained})
