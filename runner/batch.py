@@ -11,6 +11,7 @@ the reports. ``run_batch`` is the async core; ``run_batch_sync`` calls ``anyio.r
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 from collections.abc import Callable, Mapping
@@ -24,12 +25,23 @@ import anyio
 import sniffio
 
 from . import defaults
+from .api.catalog import read_catalog
 from .api.client import CANCELLED, ApiConfig, RunComfyClient
 from .api.download import DownloadConfig
 from .api.http import AiohttpSession, HttpSession, HttpxSession
 from .api.retry import RetryPolicy
-from .catalog.models import Catalog
+from .catalog.models import Catalog, schema_dir
 from .catalog.pricing import PriceTable
+from .catalog.synced import (
+    CatalogChanges,
+    Synced,
+    baseline,
+    cache_path,
+    catalog_changes,
+    read_synced,
+    synced_specs,
+    write_synced,
+)
 from .engine.budget import spent
 from .engine.events import EventSink
 from .engine.home import (
@@ -40,6 +52,7 @@ from .engine.home import (
     journal_path,
     locate,
     recorded_owner,
+    refuse_unplaced,
     run_output_dir,
 )
 from .engine.loop import Runner
@@ -47,9 +60,8 @@ from .engine.outputs import damaged_outputs
 from .engine.settings import RunResult, RunSettings, outcome, runs_now
 from .engine.states import IN_FLIGHT, JobState
 from .engine.store import Store
-from .engine.workplan import selected_ids
-from .errors import ErrorRecord, JournalRefused, RunnerError, StateError, UsageError, keep_secret
-from .manifest.loader import Manifest, is_stdin, load_manifest
+from .errors import ApiError, ErrorRecord, JournalRefused, RunnerError, StateError, UsageError, keep_secret
+from .manifest.loader import Manifest, load_manifest
 from .manifest.snapshot import META_KEY, Snapshot, quick_output_dir
 from .reports.report import report_paths, reports_current, write_reports
 
@@ -203,17 +215,7 @@ class BatchResult:
 
 def resolve(manifest: Manifest, options: BatchOptions) -> tuple[Manifest, Located]:
     """Apply option overrides to the manifest; its journal (see ``engine/home.py``)."""
-    if (
-        manifest.source is not None
-        and manifest.source.stdin
-        and not (options.state_path or options.output_dir)
-    ):
-        # Its output folder, where its journal lives, would come from the working folder alone, where
-        # every other piped manifest's would too.
-        raise UsageError(
-            "a manifest read from standard input has no place of its own for its outputs and journal: "
-            "give --output DIR (or --state FILE)"
-        )
+    refuse_unplaced(manifest, options.state_path, options.output_dir)
     manifest = replace(
         manifest,
         output_dir=run_output_dir(manifest.output_dir, options.output_dir, simulated=options.simulated),
@@ -261,8 +263,6 @@ def _setup(
     and the run's configs."""
     if not isinstance(manifest, Manifest):
         manifest = load_manifest(manifest, catalog)
-    if options.only:  # a pattern matching nothing is told before anything is opened
-        selected_ids(manifest.jobs, {}, options.only)
     config = configure(options, manifest)
     manifest, located = resolve(manifest, options)
     return manifest, located, config
@@ -283,6 +283,7 @@ async def run_batch(
             return done
     catalog = catalog or Catalog.load()
     manifest, located, config = _setup(manifest, options, catalog)
+    catalog = catalog.with_models(manifest.models)
     prices = PriceTable.load(catalog, options.prices_path)
     settings = config.settings
     store, notices = open_journal(manifest, located, options, run=True)
@@ -291,7 +292,14 @@ async def run_batch(
         try:
             client = RunComfyClient(http, config.api)
             runner = Runner(
-                manifest, store, client, prices, settings, defaults_for=_defaults(catalog), on_event=on_event
+                manifest,
+                store,
+                client,
+                prices,
+                settings,
+                defaults_for=_defaults(catalog),
+                output_kind_for=_output_kinds(catalog),
+                on_event=on_event,
             )
             client.on_retry = runner.on_retry
             result: RunResult = await runner.run()
@@ -325,8 +333,6 @@ def finished_already(path: str | Path, options: BatchOptions | None = None) -> B
     as recorded, and the reports were written for this very journal. The run is still recorded (and
     the run lock taken, so a runner at work is reported as such)."""
     options = options or BatchOptions()
-    if is_stdin(path):
-        return None  # standard input cannot be read twice: the run reads it
     output_dir: Path | None = None  # with --state alone: the synced one, below
     if options.output_dir is not None:
         output_dir = run_output_dir(Path(), options.output_dir)
@@ -389,12 +395,21 @@ def _defaults(catalog: Catalog) -> Callable[[str], Mapping[str, Any]]:
     return defaults_for
 
 
+def _output_kinds(catalog: Catalog) -> Callable[[str], str | None]:
+    def output_kind_for(model_id: str) -> str | None:
+        spec = catalog.get(model_id)
+        return spec.output_kind if spec else None
+
+    return output_kind_for
+
+
 __all__ = [
     "BatchOptions",
     "BatchResult",
     "RunConfig",
     "configure",
     "load_manifest",
+    "sync_models",
     "run_batch",
     "run_batch_sync",
 ]
@@ -436,3 +451,49 @@ async def cancel_batch(
             await http.aclose()
         store.flush()
     return outcomes
+
+
+@dataclass(frozen=True)
+class ModelsSynced:
+    """What ``models sync`` did: where the catalog is kept now, how many models and pages it read,
+    whether the pages ended cleanly, what changed against what the runner knew before, and notes."""
+
+    path: Path
+    models: int
+    pages: int
+    complete: bool
+    changes: CatalogChanges
+    notes: list[str]
+
+
+async def sync_models(options: BatchOptions | None = None, *, cache: Path | None = None) -> ModelsSynced:
+    """Read every page of RunComfy's live catalog with the user's token and keep it in the user's cache
+    folder (``cache`` elsewhere), where every later catalog load finds it. An incomplete read keeps
+    the previous sync's models beside the new ones."""
+    options = options or BatchOptions()
+    api = configure(options).api
+    path = cache or cache_path()
+    previous, _ = read_synced(path)
+    http = open_session(options)
+    try:
+        read = await read_catalog(RunComfyClient(http, api))
+    finally:
+        with anyio.CancelScope(shield=True):
+            await http.aclose()
+    if not read.entries:
+        raise ApiError(
+            "RunComfy's catalog answer held no models: the synced catalog is left as it was"
+            + (f" ({'; '.join(read.notes)})" if read.notes else "")
+        )
+    entries = list(read.entries)
+    if not read.complete and previous is not None:
+        fresh = {e.get("model_id") for e in entries if isinstance(e, Mapping)}
+        entries += [e for e in previous.entries if isinstance(e, Mapping) and e.get("model_id") not in fresh]
+    when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    synced = Synced(when, api.base_url, read.complete, entries, read.notes, read.pages, path=path)
+    specs, left_out = synced_specs(synced)
+    changes = catalog_changes(baseline(schema_dir(), previous), {m: s.schema for m, s in specs.items()})
+    if not read.complete:  # what an incomplete read did not see is not gone
+        changes = replace(changes, removed=[])
+    write_synced(replace(synced, removed=changes.removed), path)
+    return ModelsSynced(path, len(specs), read.pages, read.complete, changes, [*read.notes, *left_out])

@@ -256,8 +256,12 @@ class ErrorRecord(Mapping[str, Any]):
         """A job RunComfy reports failed, from the error object it answered (kept whole)."""
         error = error or {"error_message": "RunComfy reported the job failed"}
         facts = {k: v for k, v in error.items() if k not in ("type", "message")}
-        message = error["message"] if "message" in error else error.get("error_message", "failed")
-        return cls(str(error.get("type") or "RemoteFailure"), str(message), facts)
+        # Its message is the first of ``message`` and ``error_message`` that says something.
+        said = (error.get(key) for key in ("message", "error_message"))
+        message = next(
+            (str(m) for m in said if m is not None and str(m).strip()), "RunComfy reported the job failed"
+        )
+        return cls(str(error.get("type") or "RemoteFailure"), message, facts)
 
     def reworded(self, message: str) -> ErrorRecord:
         """The same failure, told in the runner's words (e.g. what the user can do about it)."""

@@ -120,7 +120,7 @@ def test_a_chained_jobs_estimate_is_room_kept_on_the_budget_while_it_waits():
     assert chained == pytest.approx(5 * 0.126)
     budget.reserve(waiting)
     with pytest.raises(BudgetExceeded):
-        budget.check_start([job("a")])  # 0.42 + 0.63 > 1.0
+        budget.check_start([job("a"), waiting])  # 0.42 + 0.63 > 1.0
     assert not budget.hold(job("later"))
     budget.unreserve(waiting)
     assert budget.hold(job("later"))

@@ -22,6 +22,8 @@ from helpers import (
 
 R2V = "kling/kling-video-o3/standard/reference-to-video"
 I2V = "kling/kling-video-o3/pro/image-to-video"
+T2I = "bytedance/seedream-5.0-pro/text-to-image"
+WAN_T2I = "wan-ai/wan-2.7/text-to-image"  # up to 5 images a request
 
 
 pytestmark = pytest.mark.usefixtures("no_runner_outlives_its_test")
@@ -33,15 +35,17 @@ CHAIN = f"""
     name: chain
     output_dir: ./out
     defaults:
-      model: {R2V}
       input: {{duration: 3}}
     jobs:
-      - id: clip-3
-        input: {{prompt: "the third shot continues the second", video: "job:clip-2"}}
-      - id: clip-1
-        input: {{prompt: "the first shot"}}
-      - id: clip-2
-        input: {{prompt: "the second shot continues the first", video: "job:clip-1#1"}}
+      - id: sequel
+        model: {R2V}
+        input: {{prompt: "the next shot continues the clip", video: "job:clip"}}
+      - id: still
+        model: {T2I}
+        input: {{prompt: "a lighthouse at dusk", aspect_ratio: "16:9"}}
+      - id: clip
+        model: {I2V}
+        input: {{prompt: "the camera pushes in on the lighthouse", image: "job:still#1"}}
 """
 
 
@@ -70,26 +74,27 @@ def assert_fed(upstream: dict[str, Any], dependent: dict[str, Any], field: str =
 
 
 def test_a_three_step_chain_sends_each_step_the_output_of_the_one_before_after_it_finished(tmp_path):
-    """image → image-to-video → reference-to-video as the bundled models allow it: each step's input is
-    the URL RunComfy gave for the step before, sent only once that step had finished."""
+    """image (Seedream) → image-to-video → reference-to-video (Kling O3): each step's input is the URL
+    RunComfy gave for the step before, sent only once that step had finished."""
     write(tmp_path, CHAIN)
     state = tmp_path / "state.sqlite"
     with SimProcess(tmp_path / "sim", job_seconds=0.3, concurrency=4) as sim:
         done = run_cli(run_args(sim, state), cwd=tmp_path)
         assert done.returncode == 0, done.stderr
         requests = sent(state, sim)
-        assert sorted(requests) == ["clip-1", "clip-2", "clip-3"]
+        assert sorted(requests) == ["clip", "sequel", "still"]
         assert all(len(tries) == 1 for tries in requests.values())
-        assert_fed(requests["clip-1"][0], requests["clip-2"][0])
-        assert_fed(requests["clip-2"][0], requests["clip-3"][0])
+        assert_fed(requests["still"][0], requests["clip"][0], "image")
+        assert_fed(requests["clip"][0], requests["sequel"][0])
         assert sim.stats()["submits_accepted"] == 3
     journaled = dict(query(state, "SELECT job_id, input_json FROM attempts"))
-    assert json.loads(journaled["clip-2"])["video"] == requests["clip-1"][0]["output_urls"][0]
+    assert json.loads(journaled["clip"])["image"] == requests["still"][0]["output_urls"][0]
     report = json.loads((tmp_path / "out" / "report.json").read_text())
     after = {job["id"]: job["after"] for job in report["jobs"]}
-    assert after == {"clip-3": ["clip-2"], "clip-1": [], "clip-2": ["clip-1"]}
+    assert after == {"sequel": ["clip"], "still": [], "clip": ["still"]}
     assert "made from the output of" in (tmp_path / "out" / "report.html").read_text()
-    assert all((tmp_path / "out" / job / "output.mp4").is_file() for job in after)
+    assert [p.name for p in (tmp_path / "out" / "still").iterdir()] == ["output.png"]
+    assert all((tmp_path / "out" / job / "output.mp4").is_file() for job in ("clip", "sequel"))
 
 
 def test_a_failed_upstream_leaves_its_chain_unsent_and_blocked_until_retry_makes_it(tmp_path):
@@ -101,23 +106,23 @@ def test_a_failed_upstream_leaves_its_chain_unsent_and_blocked_until_retry_makes
         failed = run_cli(run_args(sim, state), cwd=tmp_path)
         assert failed.returncode == 1, failed.stderr
         assert sim.stats()["submits_accepted"] == 1
-        assert job_statuses(state) == {"clip-1": "failed", "clip-2": "blocked", "clip-3": "blocked"}
+        assert job_statuses(state) == {"still": "failed", "clip": "blocked", "sequel": "blocked"}
         errors = dict(query(state, "SELECT job_id, error FROM jobs"))
-        assert "needs the output of job clip-1, which is failed" in json.loads(errors["clip-2"])["message"]
-        assert "needs the output of job clip-2, which is blocked" in json.loads(errors["clip-3"])["message"]
-        assert "clip-2: blocked: needs the output of job clip-1" in failed.stderr
+        assert "needs the output of job still, which is failed" in json.loads(errors["clip"])["message"]
+        assert "needs the output of job clip, which is blocked" in json.loads(errors["sequel"])["message"]
+        assert "clip: blocked: needs the output of job still" in failed.stderr
         assert "2 chained job(s) blocked" in failed.stderr
         status = run_cli(["status", "m.yaml", "--state", str(state), "--json"], cwd=tmp_path)
         attention = {j["id"]: j["status"] for j in json.loads(status.stdout)["needs_attention"]}
-        assert attention == {"clip-3": "blocked", "clip-1": "failed", "clip-2": "blocked"}
+        assert attention == {"sequel": "blocked", "still": "failed", "clip": "blocked"}
 
         sim.configure(fail_rate=0.0)
         again = run_cli(["retry", *run_args(sim, state)[1:]], cwd=tmp_path)
         assert again.returncode == 0, again.stderr
         requests = sent(state, sim)
-        assert [len(requests[j]) for j in ("clip-1", "clip-2", "clip-3")] == [2, 1, 1]
-        assert_fed(requests["clip-1"][1], requests["clip-2"][0])
-        assert_fed(requests["clip-2"][0], requests["clip-3"][0])
+        assert [len(requests[j]) for j in ("still", "clip", "sequel")] == [2, 1, 1]
+        assert_fed(requests["still"][1], requests["clip"][0], "image")
+        assert_fed(requests["clip"][0], requests["sequel"][0])
 
 
 def test_killed_between_the_steps_the_chain_resumes_without_paying_twice(tmp_path):
@@ -128,12 +133,12 @@ def test_killed_between_the_steps_the_chain_resumes_without_paying_twice(tmp_pat
     knobs = {"job_seconds": 1.5, "rate_slow": 1.0, "slow_seconds": 1.5, "fault_endpoints": "slow=download"}
     with SimProcess(tmp_path / "sim", **knobs) as sim:
         first = start_cli(run_args(sim, state), cwd=tmp_path)
-        wait_for(lambda: job_statuses(state).get("clip-1") == "collecting", what="clip-1 downloading")
+        wait_for(lambda: job_statuses(state).get("still") == "collecting", what="still downloading")
         first.kill()
         first.wait()
-        assert job_statuses(state)["clip-2"] == "pending"
+        assert job_statuses(state)["clip"] == "pending"
         second = start_cli(run_args(sim, state), cwd=tmp_path)
-        wait_for(lambda: job_statuses(state).get("clip-2") == "running", timeout=60, what="clip-2 running")
+        wait_for(lambda: job_statuses(state).get("clip") == "running", timeout=60, what="clip running")
         second.kill()
         second.wait()
         done = run_cli(run_args(sim, state), cwd=tmp_path)
@@ -143,8 +148,8 @@ def test_killed_between_the_steps_the_chain_resumes_without_paying_twice(tmp_pat
         assert stats["duplicate_submissions"] == 0
         requests = sent(state, sim)
         assert all(len(tries) == 1 for tries in requests.values())
-        assert_fed(requests["clip-1"][0], requests["clip-2"][0])
-        assert_fed(requests["clip-2"][0], requests["clip-3"][0])
+        assert_fed(requests["still"][0], requests["clip"][0], "image")
+        assert_fed(requests["clip"][0], requests["sequel"][0])
     assert query(state, "SELECT count(*) FROM attempts")[0][0] == 3
 
 
@@ -155,19 +160,19 @@ def test_an_upstream_output_gone_from_runcomfy_is_said_and_retry_makes_it_again(
     write(tmp_path, CHAIN)
     state = tmp_path / "state.sqlite"
     with SimProcess(tmp_path / "sim", job_seconds=0.2, expire_seconds=1.0) as sim:
-        first = run_cli(run_args(sim, state, "--only", "clip-1"), cwd=tmp_path)
+        first = run_cli(run_args(sim, state, "--only", "still"), cwd=tmp_path)
         assert first.returncode == 0, first.stderr
         assert "2 job(s) left for another run" in first.stdout
         time.sleep(1.5)  # the simulator now answers 404 for it, as RunComfy does after about 7 days
         stale = run_cli(run_args(sim, state), cwd=tmp_path)
         assert stale.returncode == 1, stale.stderr
         assert sim.stats()["submits_accepted"] == 1
-        assert job_statuses(state) == {"clip-1": "expired", "clip-2": "blocked", "clip-3": "blocked"}
+        assert job_statuses(state) == {"still": "expired", "clip": "blocked", "sequel": "blocked"}
         assert "no longer serves its output" in stale.stderr and "retry" in stale.stderr
         again = run_cli(["retry", *run_args(sim, state)[1:]], cwd=tmp_path)
         assert again.returncode == 0, again.stderr
         requests = sent(state, sim)
-        assert_fed(requests["clip-1"][-1], requests["clip-2"][0])
+        assert_fed(requests["still"][-1], requests["clip"][0], "image")
 
 
 def test_a_step_made_again_makes_the_steps_after_it_run_again(tmp_path):
@@ -179,16 +184,16 @@ def test_a_step_made_again_makes_the_steps_after_it_run_again(tmp_path):
     with SimProcess(tmp_path / "sim", job_seconds=0.2, expire_seconds=1.5) as sim:
         assert run_cli(run_args(sim, state), cwd=tmp_path).returncode == 0
         time.sleep(2.0)
-        (tmp_path / "out" / "clip-1" / "output.mp4").unlink()
+        (tmp_path / "out" / "still" / "output.png").unlink()
         lost = run_cli(run_args(sim, state), cwd=tmp_path)
         assert lost.returncode == 1, lost.stderr
-        assert job_statuses(state) == {"clip-1": "expired", "clip-2": "succeeded", "clip-3": "succeeded"}
+        assert job_statuses(state) == {"still": "expired", "clip": "succeeded", "sequel": "succeeded"}
         again = run_cli(["retry", *run_args(sim, state)[1:]], cwd=tmp_path)
         assert again.returncode == 0, again.stderr
         requests = sent(state, sim)
-        assert [len(requests[j]) for j in ("clip-1", "clip-2", "clip-3")] == [2, 2, 2]
-        assert_fed(requests["clip-1"][1], requests["clip-2"][1])
-        assert_fed(requests["clip-2"][1], requests["clip-3"][1])
+        assert [len(requests[j]) for j in ("still", "clip", "sequel")] == [2, 2, 2]
+        assert_fed(requests["still"][1], requests["clip"][1], "image")
+        assert_fed(requests["clip"][1], requests["sequel"][1])
         assert sim.stats()["submits_accepted"] == 6
 
 
@@ -217,6 +222,15 @@ def test_validate_tells_every_broken_reference_with_its_line(tmp_path):
             input: {{prompt: f, image: "job:clip-1"}}
           - id: bad
             input: {{prompt: g, images: ["job:", "job:clip-1"]}}
+          - id: posters
+            model: {WAN_T2I}
+            input: {{prompt: h, max_images: 5}}
+          - id: from-poster-3
+            model: {I2V}
+            input: {{prompt: i, image: "job:posters#3"}}
+          - id: from-poster-6
+            model: {I2V}
+            input: {{prompt: j, image: "job:posters#6"}}
         """,
     )
     checked = run_cli(["validate", "m.yaml"], cwd=tmp_path)
@@ -233,4 +247,6 @@ def test_validate_tells_every_broken_reference_with_its_line(tmp_path):
         "(its first output) or job:<id>#<k> (its k-th, from 1)",
         f"m.yaml:19 job bad: input.images[1]: job:clip-1 is a video (made by {R2V}), but this field takes "
         "an image",
+        f"m.yaml:28 job from-poster-6: input.image: job:posters#6 names output 6, but {WAN_T2I} makes at "
+        "most 5 outputs per request",
     ]

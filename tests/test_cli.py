@@ -14,7 +14,7 @@ from conftest import REPO, simple_manifest
 
 from runner.cli.main import build_parser
 
-COMMANDS = ["validate", "run", "retry", "status", "report", "plan", "cancel", "simulate"]
+COMMANDS = ["validate", "run", "retry", "status", "report", "plan", "cancel", "models", "simulate"]
 
 
 def cli(
@@ -41,6 +41,10 @@ def test_every_command_has_help_text_and_a_line_in_the_readme():
     for name, sub in subparsers.choices.items():
         assert sub.description, f"{name} has no description"
         assert f"runcomfy-batch {name}" in readme, f"README does not show `runcomfy-batch {name}`"
+    models = next(a for a in subparsers.choices["models"]._actions if a.dest == "models_command")
+    for name, sub in models.choices.items():
+        assert sub.description, f"models {name} has no description"
+        assert f"runcomfy-batch models {name}" in readme, f"README does not show `models {name}`"
 
 
 def test_validate_lists_every_problem_with_file_line_job_and_field(write_manifest, tmp_path):

@@ -286,14 +286,18 @@ def assert_agree(
 
 @pytest.mark.parametrize("model_id", sorted(CATALOG.models))
 def test_the_fast_check_agrees_with_jsonschema_on_model_inputs(model_id: str) -> None:
-    """The bundled model schemas have no ``$``, NaN fails their integers in both: no corner at all."""
-    schema = dict(CATALOG.models[model_id].schema)
+    """The hand-checked schemas have no ``$``, NaN fails their integers in both: no corner at all. The
+    catalog's may have bounded ``number`` fields, where NaN is the known corner (jsonschema's
+    comparisons are false, so it passes); there, fewer examples each keep 120 models quick."""
+    spec = CATALOG.models[model_id]
+    schema = dict(spec.schema)
     check, reference = checks(schema)
+    hand_checked = spec.origin == "hand-checked"
 
-    @settings(max_examples=200, deadline=None)
+    @settings(max_examples=200 if hand_checked else 25, deadline=None)
     @given(instance=edges(schema, inside=True) | edges(schema, inside=False) | input_for(schema))
     def agree(instance: Any) -> None:
-        assert_agree(check, reference, instance, corners=False)
+        assert_agree(check, reference, instance, corners=not hand_checked)
 
     agree()
 

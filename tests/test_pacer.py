@@ -95,7 +95,7 @@ def test_a_finished_job_teaches_its_duration_from_polls_or_runcomfys_timestamps(
     pacer.on_sent(wide, 10.0)
     pacer.on_polled(wide, "in_progress", None, 10.5)
     # Polled too long ago to tell when it ended: RunComfy's timestamps say it took 3 s from its submit.
-    pacer.on_finished(wide, 20.0, "2026-03-01T12:00:00Z", "2026-03-01T12:00:03Z")
+    pacer.on_finished(wide, 20.0, 1772366400.0, 1772366403.0)  # 12:00:00Z and 12:00:03Z
     assert list(pacer.durations)[-1] == pytest.approx(3.0)
     assert pacer.in_flight == 0
 

@@ -207,7 +207,7 @@ def test_validate_json_lists_every_problem_with_file_line_job_and_field(tmp_path
             "job": None,
             "field": "budget",
             "message": "unknown key (did you mean 'budget_usd'?) (known keys: version, name, description, "
-            "output_dir, budget_usd, concurrency, defaults, jobs, jobs_from)",
+            "output_dir, budget_usd, concurrency, models, defaults, jobs, jobs_from)",
         },
         {
             "file": "m.yaml",

@@ -38,7 +38,7 @@ from ..engine.states import ALL_STATES, NEEDS_ATTENTION, RETRIED, JobState
 from ..engine.store import Store
 from ..errors import EXIT_AUTH, EXIT_BALANCE, EXIT_HALTED, EXIT_JOBS_FAILED, EXIT_OK, ManifestInvalid, redact
 from ..manifest.loader import is_stdin, load_manifest
-from ..reports.plan import make_plan
+from ..reports.plan import ModelPlan, make_plan
 from ..reports.progress import progress_sink
 from ..reports.report import write_reports
 from ..reports.status import Status
@@ -347,6 +347,7 @@ def plan(path: Path, options: BatchOptions, *, budget: float | None, as_json: bo
         manifest, located = resolve(manifest, options)
         _notices(located.notices)
         journal = located.path
+    catalog = catalog.with_models(manifest.models)
     prices = PriceTable.load(catalog, options.prices_path)
     if journal is not None and journal.exists():
         with Store.open(journal, create=False) as store:
@@ -358,16 +359,18 @@ def plan(path: Path, options: BatchOptions, *, budget: float | None, as_json: bo
         _out(json.dumps(result.as_json(), indent=2))
         return EXIT_JOBS_FAILED if result.over_budget else EXIT_OK
     simulated = " (simulated: the --simulate run's journal; nothing was charged)" if result.simulated else ""
-    _out(f"{path}: {result.jobs} job(s); prices read on {result.prices_read_on}{simulated}")
+    _out(f"{path}: {result.jobs} job(s); price table read on {result.prices_read_on}{simulated}")
     _out(
-        f"  {'model':<52} {'jobs':>5} {'paid':>5} {'seconds':>8} {'estimate':>10} {'done':>5} "
-        f"{'left':>5} {'to spend':>10}"
+        f"  {'model':<52} {'jobs':>5} {'paid':>5} {'units':>8} {'estimate':>10} {'done':>5} "
+        f"{'left':>5} {'to spend':>10}  price"
     )
     for m in result.models:
-        unknown = " (price unknown)" if m.unknown_price_jobs else ""
+        units = f"{m.outputs:.0f} out" if m.price_unit == "output" else f"{m.seconds:.0f} s"
+        unknown = m.unknown_price_jobs == m.paid_requests
+        estimate, to_spend = ("?", "?") if unknown else (f"{m.estimate_usd:.2f}", f"{m.remaining_usd:.2f}")
         _out(
-            f"  {m.model:<52} {m.jobs:>5} {m.paid_requests:>5} {m.seconds:>8.0f} {m.estimate_usd:>10.2f} "
-            f"{m.done:>5} {m.remaining:>5} {m.remaining_usd:>10.2f}{unknown}"
+            f"  {m.model:<52} {m.jobs:>5} {m.paid_requests:>5} {units:>8} {estimate:>10} "
+            f"{m.done:>5} {m.remaining:>5} {to_spend:>10}  {_price(m)}"
         )
     _out(
         f"  total estimate ${result.estimate_usd:.2f}; already spent ${result.spent_usd:.2f}; "
@@ -393,6 +396,18 @@ def plan(path: Path, options: BatchOptions, *, budget: float | None, as_json: bo
     for note in result.notes:
         _out(f"  note: {note}")
     return EXIT_JOBS_FAILED if result.over_budget else EXIT_OK
+
+
+def _price(m: ModelPlan) -> str:
+    """``$0.084/s (price table, 2026-11-01)``; ``unknown price`` where nothing knows one (for some jobs:
+    a tier whose price nobody published)."""
+    unit = {"second": "s", "output": "output"}.get(m.price_unit or "", m.price_unit or "s")
+    if m.usd_per_unit is None:
+        return "unknown price" + (f" (per {m.price_unit})" if m.price_unit else "")
+    known = f"${m.usd_per_unit:g}/{unit} ({m.price_source}, {m.price_read_on})"
+    if m.unknown_price_jobs:
+        known += f"; unknown price for {m.unknown_price_jobs} job(s)"
+    return known
 
 
 def cancel(path: Path, options: BatchOptions) -> int:

@@ -37,6 +37,7 @@ class Budget:
         self.partial = partial  # --budget-partial: start even when the estimate is over the cap
         self.committed_usd = 0.0
         self.reserved_usd = 0.0  # the estimates of chained jobs waiting for another job's output
+        self._reserved: dict[str, Job] = {}
         self._defaults_for = defaults_for or (lambda model: {})
         self._estimates: dict[str, float | None] = {}
 
@@ -53,19 +54,23 @@ class Budget:
         """A fresher price for ``model`` (the API answered it): estimates are made again from now on."""
         self.prices = self.prices.refreshed(model, answer)
         self._estimates.clear()
+        self.reserved_usd = sum(self.estimate(job) or 0.0 for job in self._reserved.values())
 
     def check_start(self, to_submit: Iterable[Job]) -> None:
         """Refuse to start (:class:`BudgetExceeded`) when committed spend plus the estimate of what is
         left to submit is over the cap, or a price is unknown, unless the run may start partially."""
         if self.cap_usd is None or self.partial:
             return
-        remaining = [self.estimate(job) for job in to_submit]
-        if any(e is None for e in remaining):
+        jobs = list(to_submit)
+        remaining = [self.estimate(job) for job in jobs]
+        unpriced = sorted({job.model for job, e in zip(jobs, remaining, strict=True) if e is None})
+        if unpriced:
+            named = ", ".join(unpriced[:3]) + (f" and {len(unpriced) - 3} more" if len(unpriced) > 3 else "")
             raise BudgetExceeded(
-                "a budget is set but some models have no known price; "
+                f"a budget is set but some models have no known price: {named}; "
                 "add them to a --prices file or run with --budget-partial"
             )
-        total = self.committed_usd + self.reserved_usd + sum(e or 0.0 for e in remaining)
+        total = self.committed_usd + sum(e or 0.0 for e in remaining)
         if total > self.cap_usd + _SLACK:
             raise BudgetExceeded(
                 f"the estimate for this run is ${total:.2f} (${self.committed_usd:.2f} already committed), "
@@ -86,11 +91,14 @@ class Budget:
     def reserve(self, job: Job) -> None:
         """Keep room for a chained job while it waits for another job's output: the jobs after it
         cannot take that money (its submit then takes its hold, :meth:`unreserve` first)."""
-        self.reserved_usd += self.estimate(job) or 0.0
+        if job.id not in self._reserved:
+            self._reserved[job.id] = job
+            self.reserved_usd += self.estimate(job) or 0.0
 
     def unreserve(self, job: Job) -> None:
         """The chained job is about to be sent, or will not be: its room is given back."""
-        self.reserved_usd -= self.estimate(job) or 0.0
+        if self._reserved.pop(job.id, None) is not None:
+            self.reserved_usd -= self.estimate(job) or 0.0
 
     def refund(self, job: Job) -> None:
         """The job's submit created no request: its hold is lifted."""

@@ -60,6 +60,7 @@ class Flight:
         # jobs), a waiting job costs a queue entry, not a task of its own.
         self._to_collect, self.collect_queue = anyio.create_memory_object_stream[str](math.inf)
         self.stop_reason: StopReason | None = None
+        self.failed_jobs = 0  # paid requests that failed in this run (what --halt-after counts)
         self.fatal: AccountError | None = None  # the token was refused: nothing more can be done
         self.balance_hit: BalanceError | None = None  # no balance: nothing more is submitted
         self.work: anyio.CancelScope | None = None  # the work's task group, cancelled to stop at once
@@ -99,10 +100,18 @@ class Flight:
             self.wake()  # the submit loop ends once nothing is in flight
 
     # -- stopping ------------------------------------------------------------------------------
-    def halt(self, reason: str) -> None:
-        """Too many jobs failed (``--halt-after``): nothing more is submitted; what is in flight lands."""
+    def job_failed(self, halt_after: int | None) -> None:
+        """A paid request failed. Once ``halt_after`` have in this run (``--halt-after``), nothing more is
+        submitted (a bad prompt template must not spend the whole budget); what is in flight lands."""
+        self.failed_jobs += 1
+        if halt_after is None or self.failed_jobs < halt_after or self.stop_reason is not None:
+            return
         self.stop_reason = "halted"
-        self._emit(EventKind.STOPPING, reason=reason)
+        self._emit(
+            EventKind.STOPPING,
+            reason=f"{self.failed_jobs} job(s) failed (--halt-after {halt_after}): no more submits; "
+            "the jobs in flight are still collected",
+        )
         self.wake()
 
     @property

@@ -39,7 +39,7 @@ from anyio.abc import TaskGroup
 
 from ..api.client import RunComfyClient
 from ..catalog.pricing import PriceTable
-from ..errors import EXIT_INTERRUPTED, ApiError, BudgetExceeded, RateLimited
+from ..errors import EXIT_INTERRUPTED, ApiError, BudgetExceeded, RateLimited, UsageError
 from ..manifest.loader import Manifest
 from ..manifest.snapshot import META_KEY, Snapshot
 from .adopt import adopt, adoptions
@@ -56,7 +56,7 @@ from .store import Store, SyncSummary
 from .submit import Submitter
 from .throttle import Throttle
 from .watch import Watcher
-from .workplan import WorkPlan, plan_work, twin_map
+from .workplan import WorkPlan, plan_work, scope_counts, selected_ids, twin_map
 
 # Submits started per turn of the submit loop before it lets other tasks run.
 BURST = 64
@@ -74,6 +74,7 @@ class Runner:
         settings: RunSettings,
         *,
         defaults_for: Callable[[str], Mapping[str, Any]] | None = None,
+        output_kind_for: Callable[[str], str | None] | None = None,
         on_event: EventSink | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -85,7 +86,6 @@ class Runner:
         self.jobs = {job.id: job for job in manifest.jobs}
         self._sink = on_event
         self.emit = emitter(self._observe)
-        self.failed_jobs = 0  # paid requests that failed in this run (what --halt-after counts)
         self.plan = WorkPlan()
         self.flight = Flight(self.emit)
         self.pacer = Pacer(max_in_flight=settings.max_in_flight)
@@ -93,8 +93,15 @@ class Runner:
             prices, settings.budget_usd, partial=settings.budget_partial, defaults_for=defaults_for
         )
         self.throttle = Throttle(settings.http_concurrency, clock=clock, emit=self.emit)
+        self._output_kind_for = output_kind_for or (lambda model: None)
         self.collector = Collector(
-            store, client.http, manifest.output_dir, settings.download, emit=self.emit, on_retry=self.on_retry
+            store,
+            client.http,
+            manifest.output_dir,
+            settings.download,
+            emit=self.emit,
+            on_retry=self.on_retry,
+            output_kind_of=self.output_kind_of,
         )
         parts = Parts(
             flight=self.flight,
@@ -117,14 +124,13 @@ class Runner:
         if self._sink is not None:
             self._sink(event)
         self.chains.observe(event)
-        if event["event"] == EventKind.FAILED and not event.get("twin_of"):
-            self.failed_jobs += 1
-            limit = self.settings.halt_after
-            if limit is not None and self.failed_jobs >= limit and self.flight.stop_reason is None:
-                self.flight.halt(
-                    f"{self.failed_jobs} job(s) failed (--halt-after {limit}): no more submits; "
-                    "the jobs in flight are still collected"
-                )
+        if event["event"] == EventKind.FAILED and not event.get("twin_of"):  # a paid request failed
+            self.flight.job_failed(self.settings.halt_after)
+
+    def output_kind_of(self, job_id: str) -> str | None:
+        """The kind of file the job's model makes (``image``, ``video``, ``audio``; None: unknown)."""
+        job = self.jobs.get(job_id)
+        return self._output_kind_for(job.model) if job is not None else None
 
     def on_retry(self, error: ApiError, delay: float, attempt: int) -> None:
         """Called by the client before each retry of a safe call."""
@@ -136,6 +142,8 @@ class Runner:
     def prepare(self) -> SyncSummary:
         """Sync the manifest, recover interrupted submits, check outputs, and plan the work."""
         jobs = self.manifest.jobs
+        if self.settings.only:  # a pattern that matches nothing is told before the journal changes
+            selected_ids(jobs, {}, self.settings.only)
         twins = twin_map(jobs)
         summary = self.store.sync_manifest(jobs, {job.id: self.budget.estimate(job) for job in jobs}, twins)
         snapshot = Snapshot.of(self.manifest)
@@ -157,7 +165,6 @@ class Runner:
         outdated = outdated_chains(jobs, self.store, rows) if any(job.after for job in jobs) else set()
         self.plan = plan_work(jobs, rows, twins, self.settings, outdated)
         self._take(self.plan, rows)
-        self.budget.check_start(self.jobs[job_id] for job_id in self.flight.to_submit)
         self.store.flush()
         return summary
 
@@ -182,10 +189,23 @@ class Runner:
         for leader in plan.copy:  # these leaders succeeded already: their twins get copies now
             self.collector.copy_to_twins(leader)
 
-    async def _refresh_prices(self) -> None:
+    async def _check_prices(self) -> None:
         """Ask the API for the price of each model about to be submitted (one call per model): where it
-        answers, it is fresher than the bundled table. Estimates already journaled stay as they were."""
-        for model in sorted({self.jobs[j].model for j in self.flight.to_submit}):
+        answers, it is fresher than any table. Under a budget, the models nothing here prices are asked
+        first, so that the check before the start knows them; the others only once it passed, so that
+        a run refused by its budget sends nothing but those. Estimates already journaled stay."""
+        to_submit = [self.jobs[job_id] for job_id in self.flight.to_submit]
+        chained = [self.jobs[job_id] for job_id in self.chains.waiting]  # their room is kept already
+        models = {job.model for job in (*to_submit, *chained)}
+        unpriced = set()
+        if self.budget.cap_usd is not None:
+            unpriced = {job.model for job in (*to_submit, *chained) if self.budget.estimate(job) is None}
+        await self._refresh_prices(unpriced)
+        self.budget.check_start([*to_submit, *chained])
+        await self._refresh_prices(models - unpriced)
+
+    async def _refresh_prices(self, models: set[str]) -> None:
+        for model in sorted(models):
             answer = await self.client.price(model)
             if answer is not None:
                 self.budget.reprice(model, answer)
@@ -203,10 +223,10 @@ class Runner:
         run_id = self.store.start_run("run")
         try:
             self.prepare()
-        except BudgetExceeded as exc:  # refused before anything was sent: recorded so, not as a crash
+            await self._check_prices()
+        except (BudgetExceeded, UsageError) as exc:  # refused before anything was paid: recorded so
             self.store.finish_run(run_id, exc.exit_code, self.store.counts())
             raise
-        await self._refresh_prices()
         await self.chains.check_outputs(self.client.http, self.settings.download)
         flight = self.flight
         # Enough for a progress display to place every job before the first job event arrives.
@@ -258,28 +278,17 @@ class Runner:
             time.monotonic() - started,
             interrupted=interrupted,
             refused=flight.refused,
-            judged=self._scope_counts(),
+            judged=scope_counts(self.store.states(), self.plan.scope),
             left_out=self.plan.left_out,
-            halted=self.failed_jobs if flight.stop_reason == "halted" else None,
+            halted=flight.failed_jobs if flight.stop_reason == "halted" else None,
         )
-        halted = {"failed": self.failed_jobs, "after": self.settings.halt_after}
+        halted = {"failed": flight.failed_jobs, "after": self.settings.halt_after}
         self.store.set_meta(HALTED_KEY, json.dumps(halted) if flight.stop_reason == "halted" else "")
         self.store.finish_run(run_id, result.exit_code, result.counts)
         self.emit(
             EventKind.FINISH, counts=result.counts, exit_code=result.exit_code, cost_usd=result.cost_usd
         )
         return result
-
-    def _scope_counts(self) -> dict[str, int] | None:
-        """Per state, the jobs ``--only`` / ``--limit`` chose (what the run's outcome is judged on)."""
-        scope = self.plan.scope
-        if scope is None:
-            return None
-        counts: dict[str, int] = {}
-        for job_id, (status, _, _) in self.store.states().items():
-            if job_id in scope:
-                counts[status] = counts.get(status, 0) + 1
-        return counts
 
     async def _drive(self, tg: TaskGroup) -> None:
         """Submit while the pacer allows, until nothing is left to submit, poll or collect."""

@@ -32,7 +32,6 @@ import bisect
 import math
 from collections import deque
 from dataclasses import dataclass, field
-from datetime import datetime
 
 from ..api.client import COMPLETED, IN_QUEUE
 
@@ -50,15 +49,6 @@ class Track:
     last_live: float = 0.0  # when a poll last found it queued or running
     polls: int = 0
     live_polls: int = 0  # consecutive polls that found it running
-
-
-def _parse_time(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
 
 
 @dataclass
@@ -279,13 +269,14 @@ class Pacer:
         return now + min(self.poll_max, max(self.poll_min, 0.2 * mean))
 
     def on_finished(
-        self, track: Track, now: float, created_at: str | None = None, finished_at: str | None = None
+        self, track: Track, now: float, created: float | None = None, finished: float | None = None
     ) -> None:
-        """A job left the account (done, failed, cancelled): learn how long it ran."""
+        """A job left the account (done, failed, cancelled): learn how long it ran. ``created`` and
+        ``finished`` are RunComfy's timestamps in Unix seconds (read at the API edge, whatever their
+        form on the wire; ``None`` when the answer had none)."""
         self.in_flight = max(0, self.in_flight - 1)
         if self.tail is track:
             self.tail = None
-        created, finished = _parse_time(created_at), _parse_time(finished_at)
         if not track.seq or not (track.running_at or (created is not None and finished is not None)):
             return  # re-attached (when it started is unknown), or never seen to run (cancelled while queued)
         self.observe(track, COMPLETED, None, now)

@@ -216,3 +216,15 @@ def narrowed(
         left_out=left_out,
     )
     return kept
+
+
+def scope_counts(rows: Mapping[str, Row], scope: Collection[str] | None) -> dict[str, int] | None:
+    """Per state, the jobs ``--only`` / ``--limit`` chose (what a run's outcome is judged on); None
+    without a subset."""
+    if scope is None:
+        return None
+    counts: dict[str, int] = {}
+    for job_id, (status, _, _) in rows.items():
+        if job_id in scope:
+            counts[status] = counts.get(status, 0) + 1
+    return counts

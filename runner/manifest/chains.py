@@ -107,12 +107,8 @@ def missing_output(refs: Sequence[OutputRef], outputs: Mapping[str, Sequence[str
 
 def output_facts(spec: ModelSpec) -> tuple[tuple[str, ...], int]:
     """The kinds of file a model produces (``video``, ``image``, ``audio``) and the most outputs one
-    request can have, from its schema's ``x-output`` and ``x-max-outputs`` (one video without them)."""
-    kinds = spec.schema.get("x-output") or [DEFAULT_OUTPUT_KIND]
-    if isinstance(kinds, str):
-        kinds = [kinds]
-    most = spec.schema.get("x-max-outputs")
-    return tuple(str(k) for k in kinds), most if isinstance(most, int) and most >= 1 else 1
+    request can have, as the catalog says (one video where it says nothing)."""
+    return spec.output_kinds or (DEFAULT_OUTPUT_KIND,), spec.max_outputs
 
 
 def ref_problem(ref: OutputRef, field_kind: str, upstream: ModelSpec) -> str | None:

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from ..catalog.models import ModelSpec
 
 PREFIX = "job:"  # how a file field names another job's output: job:<id> or job:<id>#<k>
 InputPath = tuple[str | int, ...]
@@ -57,8 +59,9 @@ def fingerprint(model: str, input: dict[str, Any], take: int = 1) -> str:
 
 @dataclass(frozen=True)
 class Source:
-    """What a manifest was built from: its file's sha256, and each local file inlined into an input
-    (absolute path, size, mtime in ns). The same source with the same schemas gives the same jobs."""
+    """What a manifest was built from: its file's sha256, and each local file inlined, named as a model
+    schema or read as a table of jobs (absolute path, size, mtime in ns). The same source and schemas
+    give the same jobs."""
 
     sha256: str
     local_files: tuple[tuple[str, int, int], ...] = ()  # jobs_from tables too
@@ -77,3 +80,4 @@ class Manifest:
     concurrency: int | None
     raw_settings: dict[str, Any]
     source: Source | None = None  # None for a manifest built in code
+    models: dict[str, ModelSpec] = field(default_factory=dict)  # its own schemas (``models:``)

@@ -1,12 +1,13 @@
 """The manifest: a YAML file listing the jobs of a batch, read into :class:`Manifest` and its :class:`Job` s.
 
 :func:`load_manifest` is the one entry point. It reads the file (capped in size; ``-`` is standard
-input), parses it with lines (:mod:`runner.yamldoc`), checks it against the manifest schema, adds the
-rows of its ``jobs_from`` tables (:mod:`.tables`), expands matrices into jobs with stable, file-safe
-ids, builds each job's input (defaults, then the job's input, then its matrix combination; local
-images inlined by :mod:`runner.inputs`), checks every input against its model (:mod:`runner.validate`)
-and links the jobs whose inputs name another job's output (:mod:`.chains`). It either returns a
-manifest whose every job can be sent as is (a chained one once its references are resolved), or raises
+input), parses it with lines (:mod:`runner.yamldoc`), checks it against the manifest schema, reads its
+own model schemas (:mod:`.own_models`), adds the rows of its ``jobs_from`` tables (:mod:`.tables`),
+expands matrices and takes into jobs with stable, file-safe ids (:mod:`.matrix`), builds each job's
+input (defaults, then the job's input, then its matrix combination; local images inlined by
+:mod:`runner.inputs`), checks every input against its model (:mod:`runner.validate`) and links the
+jobs whose inputs name another job's output (:mod:`.chains`). It either returns a manifest whose
+every job can be sent as is (a chained one once its references are resolved), or raises
 :class:`~runner.errors.ManifestInvalid` listing all the problems, one line each; no other exception
 escapes for any file content. The format is documented in ``docs/manifest.md``.
 """
@@ -30,15 +31,17 @@ from . import chains
 from .inputs import LocalFiles
 from .job import PREFIX, Job, Manifest, Source, fingerprint
 from .matrix import expand_matrix, matrix_size, take_ids, takes_of, template_problem, value_tokens
+from .own_models import read_own_models
 from .tables import Row, read_table_file
 from .validate import (
     SAFE_ID,
     InputChecker,
     InputSource,
     ManifestSchema,
+    ModelCheck,
     ProblemLog,
     check_defaults_used,
-    check_model,
+    check_name,
 )
 from .yamldoc import parse_yaml
 
@@ -193,7 +196,8 @@ class _Loader:
         self.catalog = catalog
         self.log = ProblemLog(self.shown)
         self.sha256 = ""
-        self.inlined: dict[str, tuple[int, int]] = {}  # local files inlined into inputs
+        self.local_files: dict[str, tuple[int, int]] = {}  # model schema files, then files inlined
+        self.own_models: dict[str, ModelSpec] = {}  # the manifest's own model schemas (``models:``)
         self.default_takes = 1  # defaults.takes: how many separately paid jobs each entry makes
         self.sources: dict[
             str, tuple[InputSource, ModelSpec, int]
@@ -227,7 +231,11 @@ class _Loader:
             )
         schema = ManifestSchema.load(self.catalog)
         bad_jobs = schema.check(data, self.log)
-        self.check_name(data.get("name"))
+        check_name(self.log, data.get("name"))
+        own = data["models"] if isinstance(data.get("models"), dict) else {}
+        self.own_models = read_own_models(own, self.folder, self.log, self.local_files)
+        self.catalog = self.catalog.with_models(self.own_models)
+        self.model_problem = ModelCheck(self.catalog, excused=set(own) - set(self.own_models))
         if "jobs" not in data and "jobs_from" not in data:
             self.log.add("no jobs: write a list of `jobs`, or `jobs_from: FILE` (a .csv or .jsonl table)")
         defaults = data.get("defaults", {})
@@ -235,8 +243,8 @@ class _Loader:
         # With a broken defaults block, every job's input would be judged without it: say nothing of them.
         defaults_usable = isinstance(defaults, dict) and isinstance(defaults.get("input", {}), dict)
         default_model = defaults.get("model") if defaults_usable else None
-        if isinstance(default_model, str) and check_model(default_model, self.catalog):
-            self.log.at(("defaults", "model"), check_model(default_model, self.catalog) or "")
+        if isinstance(default_model, str) and self.model_problem(default_model):
+            self.log.at(("defaults", "model"), self.model_problem(default_model) or "")
         default_input = defaults.get("input", {}) if defaults_usable else {}
         self.default_takes = takes_of(defaults.get("takes")) if isinstance(defaults, dict) else 1
         lines = doc.lines.get(id(jobs), [])
@@ -286,15 +294,6 @@ class _Loader:
                     bad_jobs.add(index)
                 entries.append(entry)
         return entries
-
-    def check_name(self, name: Any) -> None:
-        # The schema's pattern lets "name\n" through (Python's $ matches before a final newline).
-        if isinstance(name, str) and SAFE_ID.match(name) and not SAFE_ID.fullmatch(name):
-            self.log.at(
-                ("name",),
-                f"{show(name)} is not a usable name: use 1-128 letters, digits, '.', '_' "
-                "or '-', starting with a letter or digit",
-            )
 
     def fail_now(self, total_jobs: int = 0) -> ManifestInvalid:
         error = ManifestTooLarge if self.log.too_large else ManifestInvalid
@@ -378,8 +377,7 @@ class _Loader:
         check_inputs: bool,
     ) -> list[Job]:
         checker = InputChecker(self.log)
-        files = LocalFiles(self.folder)
-        self.inlined = files.read
+        files = LocalFiles(self.folder, read=self.local_files)  # the schema files are in it already
         inherited: dict[str, dict[str, Any]] = {}  # model id -> the defaults.input fields it has
         seen = self.seen
         built: list[Job] = []
@@ -393,8 +391,8 @@ class _Loader:
             model = job.get("model", default_model)
             if model is None and check_inputs:
                 entry.tell(self.log, (), "no model: set `model` on the job or in `defaults`")
-            elif "model" in job and check_model(model, self.catalog):
-                entry.tell(self.log, ("model",), check_model(model, self.catalog) or "")
+            elif "model" in job and self.model_problem(model):
+                entry.tell(self.log, ("model",), self.model_problem(model) or "")
             spec = self.catalog.get(model) if isinstance(model, str) and check_inputs else None
             own = job.get("input") or {}
             keys = tuple(job.get("matrix") or ())
@@ -431,7 +429,7 @@ class _Loader:
                 if base is None:
                     base = inherited[spec.model_id] = fields_for(spec, default_input)
                 input = {**base, **own, **combo} if combo else {**base, **own}
-                input, file_problems = files.inline_input(input, spec.file_fields)
+                input, file_problems = files.inline_input(input, spec.file_fields, spec.file_checks)
                 refs, ref_problems = (
                     chains.find_refs(input, spec.file_fields)
                     if spec.file_fields and self.log.may_chain
@@ -478,7 +476,8 @@ class _Loader:
             raw_settings={key: data[key] for key in SETTINGS if key in data},
             source=Source(
                 self.sha256,
-                tuple(sorted((p, *st) for p, st in {**self.log.read_files, **self.inlined}.items())),
+                tuple(sorted((p, *st) for p, st in {**self.log.read_files, **self.local_files}.items())),
                 stdin=self.stdin,
             ),
+            models=self.own_models,
         )

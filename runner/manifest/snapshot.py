@@ -3,11 +3,11 @@ left to do, can answer without reading and checking 100,000 jobs again (seconds,
 file answers in milliseconds).
 
 The jobs a manifest expands into depend on four things, and the snapshot records all of them: the
-manifest file's bytes (sha256), every local file inlined into an input (path, size, mtime), the
-bundled schemas, and the code that reads manifests. When all four are as recorded, the jobs in the
-state file *are* the manifest's jobs, exactly as a full load would give them. When anything differs,
-or cannot be told cheaply, callers fall back to loading the manifest: the snapshot only ever saves
-time, it never decides differently.
+manifest file's bytes (sha256), every local file inlined into an input or named as a model schema
+(path, size, mtime), the bundled schemas and the synced catalog, and the code that reads manifests.
+When all four are as recorded, the jobs in the state file *are* the manifest's jobs, exactly as a
+full load would give them. When anything differs, or cannot be told cheaply, callers fall back to
+loading the manifest: the snapshot only ever saves time, it never decides differently.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from functools import cache
 from pathlib import Path
 
 from ..catalog.models import schema_dir
+from ..catalog.synced import cache_path
 from ..disk import file_sha256
 from .loader import Manifest
 
@@ -35,14 +36,28 @@ _READERS = (
     "manifest/validate.py",
     "manifest/yamldoc.py",
     "manifest/inputs.py",
+    "manifest/own_models.py",
     "catalog/models.py",
+    "catalog/normalise.py",
     "catalog/schema.py",
+    "catalog/synced.py",
 )
 
 
-@cache
 def reader_digest() -> str:
-    """sha256 over the bundled schemas and the code that reads manifests (computed once a process)."""
+    """sha256 over the bundled schemas, the code that reads manifests and the synced catalog (whose
+    file may change between two runs of one process, so it is hashed each time: it is small)."""
+    digest = hashlib.sha256(_bundled_digest().encode())
+    try:
+        digest.update(cache_path().read_bytes())
+    except OSError:
+        digest.update(b"no synced catalog")
+    return digest.hexdigest()
+
+
+@cache
+def _bundled_digest() -> str:
+    """sha256 over the bundled schemas and the reading code (computed once a process)."""
     digest = hashlib.sha256()
     here = Path(__file__).parent.parent
     files = sorted(p for p in schema_dir().rglob("*") if p.is_file()) + [here / name for name in _READERS]
@@ -154,6 +169,8 @@ def quick_output_dir(path: str | Path) -> Path | None:
     read off its top-level ``output_dir:`` (and ``name:``) lines without parsing the YAML; ``None``
     when that cannot be told for sure. Used only to find the journal, which lives in that folder;
     what is found there is then checked by sha256."""
+    if os.fspath(path) == "-":
+        return None  # standard input: read once, by the full load
     try:
         data = Path(path).read_bytes()
     except OSError:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from dataclasses import field as default
 from typing import Any
@@ -314,13 +314,42 @@ class InputChecker:
             )
 
 
+class ModelCheck:
+    """Why a model a manifest names cannot be used, or None; worked out once per model (finding the
+    closest ids of an unknown one takes a millisecond, and 100,000 jobs may name it). An ``excused``
+    model is one whose own schema (``models:``) failed to load: that was told, so its jobs are
+    neither checked nor told "unknown model" too."""
+
+    def __init__(self, catalog: Catalog, excused: Iterable[str] = ()) -> None:
+        self.catalog = catalog
+        self._found: dict[str, str | None] = dict.fromkeys(excused)
+
+    def __call__(self, model: Any) -> str | None:
+        if not isinstance(model, str):
+            return check_model(model, self.catalog)
+        if model not in self._found:
+            self._found[model] = check_model(model, self.catalog)
+        return self._found[model]
+
+
 def check_model(model: Any, catalog: Catalog) -> str | None:
-    """Why ``model`` cannot be used (unknown to the catalog), or None."""
+    """Why ``model`` cannot be used (unknown to the catalog), or None: the closest known ids, and how
+    to learn more models (the list of every known one, at 120, would be unreadable)."""
     if isinstance(model, str) and model in catalog:
         return None
-    known = sorted(catalog.models)
-    hint = suggest(str(model), known) if isinstance(model, str) else ""
-    return f"unknown model {show(model, 120)}{hint}; known models: {', '.join(known)}"
+    shown = show(model, 120)
+    if isinstance(model, str) and model in catalog.unlisted:
+        synced = catalog.synced.date if catalog.synced is not None else "the last sync"
+        return (
+            f"model {shown} is no longer in RunComfy's catalog (synced on {synced}): "
+            "`runcomfy-batch models sync` again, or name a schema for it under `models:`"
+        )
+    closest = catalog.closest(model) if isinstance(model, str) else []
+    near = f"; closest: {', '.join(closest)}" if closest else ""
+    return (
+        f"unknown model {shown}{near} (`runcomfy-batch models` lists the {len(catalog)} known; "
+        "`runcomfy-batch models sync` fetches RunComfy's current catalog)"
+    )
 
 
 def check_defaults_used(
@@ -339,3 +368,14 @@ def check_defaults_used(
                 ("defaults", "input", name),
                 f"no job's model has this field{hint} (known: {', '.join(known)})",
             )
+
+
+def check_name(log: ProblemLog, name: Any) -> None:
+    """A ``name`` the schema's pattern lets through but no file name should have (``"name\\n"``: Python's
+    ``$`` matches before a final newline)."""
+    if isinstance(name, str) and SAFE_ID.match(name) and not SAFE_ID.fullmatch(name):
+        log.at(
+            ("name",),
+            f"{show(name)} is not a usable name: use 1-128 letters, digits, '.', '_' "
+            "or '-', starting with a letter or digit",
+        )

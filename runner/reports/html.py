@@ -24,10 +24,11 @@ from .html_assets import CSS, JS
 
 VIDEO_SUFFIXES = (".mp4", ".webm", ".mov", ".m4v")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".gif")
+AUDIO_SUFFIXES = (".mp3", ".wav", ".ogg", ".flac", ".aac", ".m4a")
 PARAMETERS = ("duration", "aspect_ratio", "sound", "keep_original_sound", "shot_type")
-# Up to this many videos the page holds real players (they work without the script too); past it, each
-# is a placeholder the script turns into a player when its row is first shown, so that a report of
-# 10,000 jobs opens in seconds, not minutes.
+# Up to this many videos and audio tracks the page holds real players (they work without the script
+# too); past it, each is a placeholder the script turns into a player when its row is first shown, so
+# that a report of 10,000 jobs opens in seconds, not minutes.
 INLINE_VIDEO_LIMIT = 60
 PAGE_ROWS = 100  # rows shown at once
 
@@ -92,6 +93,12 @@ def _media(job: Mapping[str, Any], inline_videos: bool) -> str:
             )
         elif lower.endswith(VIDEO_SUFFIXES):
             parts.append(f'<div class="player" data-src="{_href(path)}"></div>')
+        elif lower.endswith(AUDIO_SUFFIXES) and inline_videos:
+            parts.append(
+                f'<audio src="{_href(path)}" controls preload="metadata" title="{_e(path)}"></audio>'
+            )
+        elif lower.endswith(AUDIO_SUFFIXES):
+            parts.append(f'<div class="player audio" data-kind="audio" data-src="{_href(path)}"></div>')
         elif lower.endswith(IMAGE_SUFFIXES):
             parts.append(f'<img src="{_href(path)}" alt="{_e(path)}" loading="lazy">')
         parts.append(
@@ -252,7 +259,9 @@ def _cards(report: Mapping[str, Any]) -> str:
 
 
 def is_video(path: str) -> bool:
-    return path.lower().endswith(VIDEO_SUFFIXES)
+    """Whether the page plays the file (a video or an audio track): it counts toward
+    :data:`INLINE_VIDEO_LIMIT`."""
+    return path.lower().endswith(VIDEO_SUFFIXES + AUDIO_SUFFIXES)
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,8 @@ background:#eef1f5}
 .s-queued,.s-running,.s-collecting,.s-submitting{background:#ddf4ff;color:var(--run)}
 .player{width:240px;height:135px;border-radius:6px;background:#222}
 video,.media img{width:240px;max-width:100%;border-radius:6px;background:#000;display:block}
+.media audio{width:240px;max-width:100%;display:block}
+.player.audio{height:40px}
 .media{width:256px}
 .prompt{white-space:pre-wrap;margin:0 0 6px;max-width:44em}
 .params{display:flex;flex-wrap:wrap;gap:4px 12px;margin:0;color:var(--dim);font-size:12px}
@@ -76,14 +78,14 @@ JS = """
   var chips = Array.prototype.slice.call(document.querySelectorAll(".chip"));
   var matching = rows, page = 0;
 
-  function player(slot) {  // a large report's videos are made when their row is first shown
-    var video = document.createElement("video");
-    video.src = slot.dataset.src;
-    video.controls = true;
-    video.preload = "metadata";
-    video.playsInline = true;
-    video.title = slot.dataset.src;
-    slot.replaceWith(video);
+  function player(slot) {  // a large report's players are made when their row is first shown
+    var media = document.createElement(slot.dataset.kind === "audio" ? "audio" : "video");
+    media.src = slot.dataset.src;
+    media.controls = true;
+    media.preload = "metadata";
+    media.playsInline = true;
+    media.title = slot.dataset.src;
+    slot.replaceWith(media);
   }
 
   function render() {

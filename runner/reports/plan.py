@@ -5,10 +5,11 @@ pending and held jobs), and apart from it what ``retry`` would send again (faile
 and what ``--resubmit-unknown`` would (unknown: maybe paid already). A job that can adopt an attempt
 already paid under another id (a rename; see ``engine/adopt.py``) costs nothing and is named.
 
-A job's estimate is its model's tier price times its seconds of output (``pricing.py``). Jobs with
-the same model and input are one paid request (the runner submits the first and copies its
-outputs), so twins are counted once. A model without a known price makes the estimate
-"unknown", which the plan says, rather than a guess.
+A job's estimate is its model's tier price times its seconds of output, or times the files it asks
+for (``pricing.py``). Each model's line says its price, where it was read and when. Jobs with the
+same model and input are one paid request (the runner submits the first and copies its outputs),
+so twins are counted once. A model without a known price makes the estimate "unknown", which the
+plan says, rather than a guess.
 
 Each job is listed too (``plan --json``), with its estimate and whether a run would send it, as the run
 itself decides it (:func:`~runner.engine.workplan.plan_work` over the journal): a chained job (its input
@@ -21,7 +22,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ..catalog.pricing import PriceTable
+from ..catalog.pricing import PriceTable, unit_of
 from ..engine.budget import committed_spend, spent
 from ..engine.chains import outdated_chains
 from ..engine.home import is_simulator, recorded_owner
@@ -39,7 +40,12 @@ class ModelPlan:
     model: str
     jobs: int = 0
     paid_requests: int = 0
-    seconds: float = 0.0
+    seconds: float = 0.0  # of output, for a model priced per second
+    outputs: float = 0.0  # files asked for, for a model priced per output
+    price_unit: str | None = None  # ``second``, ``output``; None: nothing states it
+    usd_per_unit: float | None = None  # the base price (tiers may differ); None: unknown
+    price_source: str | None = None  # ``price table``, ``catalog``, ``--prices FILE``…
+    price_read_on: str | None = None
     estimate_usd: float = 0.0
     unknown_price_jobs: int = 0
     done: int = 0
@@ -96,6 +102,19 @@ class Plan:
         return asdict(self)
 
 
+def _model_plan(model: str, prices: PriceTable) -> ModelPlan:
+    rule = prices.rule_for(model) or {}
+    usd = rule.get("usd")
+    known = isinstance(usd, int | float)
+    return ModelPlan(
+        model,
+        price_unit=unit_of(rule) if known else rule.get("unit"),
+        usd_per_unit=float(usd) if isinstance(usd, int | float) else None,
+        price_source=rule.get("source") if known else None,
+        price_read_on=rule.get("read_on") if known else None,
+    )
+
+
 def make_plan(
     manifest: Manifest,
     prices: PriceTable,
@@ -122,7 +141,7 @@ def make_plan(
     by_model: dict[str, ModelPlan] = {}
     unknown = False
     for job in manifest.jobs:
-        plan = by_model.setdefault(job.model, ModelPlan(job.model))
+        plan = by_model.get(job.model) or by_model.setdefault(job.model, _model_plan(job.model, prices))
         plan.jobs += 1
         quote = prices.quote(job.model, job.input, defaults_for(job.model))
         fingerprint, status = known.get(job.id, (None, None))
@@ -147,7 +166,10 @@ def make_plan(
             chained += 1
             chained_usd += quote.usd or 0.0
         plan.paid_requests += 1
-        plan.seconds += quote.units or 0.0
+        if quote.unit == "output":
+            plan.outputs += quote.units or 0.0
+        else:
+            plan.seconds += quote.units or 0.0
         if quote.usd is None:
             plan.unknown_price_jobs += 1
             unknown = True

@@ -37,7 +37,7 @@ INPUT_SUMMARY_FIELDS = (
     "shot_type",
     "multi_prompt",
 )
-INPUT_FILE_FIELDS = ("image", "images", "end_image", "video")
+_FILE_VALUE = ("https://", "http://", "data:")
 
 
 def _iso(t: float | None) -> str | None:
@@ -45,12 +45,12 @@ def _iso(t: float | None) -> str | None:
 
 
 def _input_files(input: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The file inputs of a job: public URLs as they are; inline ``data:`` images by type and size only."""
+    """The file inputs of a job, whatever its model calls them (``image``, ``image_urls``,
+    ``audio_url``…): public URLs as they are; inline ``data:`` images by type and size only."""
     files = []
-    for name in INPUT_FILE_FIELDS:
-        values = input.get(name)
+    for name, values in input.items():
         for value in values if isinstance(values, list) else [values]:
-            if not isinstance(value, str):
+            if not isinstance(value, str) or not value.startswith(_FILE_VALUE):
                 continue
             if value.startswith("data:"):
                 head, _, body = value.partition(",")
