@@ -53,6 +53,7 @@ from .engine.home import (
     journal_path,
     locate,
     recorded_owner,
+    refuse_unplaced,
     run_output_dir,
 )
 from .engine.isolation import check_writable, close_kept, journal_kept, log_path_for
@@ -97,6 +98,9 @@ class BatchOptions:
     queue_timeout: float | None = None
     verify_hashes: bool = False
     handle_signals: bool = False  # the command line's: Ctrl-C and SIGTERM stop the run gracefully
+    only: tuple[str, ...] = ()  # --only GLOB (repeatable): send only the jobs whose ids match
+    limit: int | None = None  # --limit N: send at most the first N jobs still to do
+    halt_after: int | None = None  # --halt-after N: stop submitting once N jobs failed in this run
     # -- how patiently ----------------------------------------------------------------------------
     connect_timeout: float = defaults.CONNECT_TIMEOUT  # API calls and downloads
     read_timeout: float = defaults.READ_TIMEOUT  # API calls; a download's is stall_timeout
@@ -170,6 +174,9 @@ def configure(options: BatchOptions, manifest: Manifest | None = None) -> RunCon
         flush_interval=options.flush_interval,
         handle_signals=options.handle_signals,
         download=download,
+        only=tuple(options.only),
+        limit=options.limit,
+        halt_after=options.halt_after,
     )
     return RunConfig(api, settings)
 
@@ -212,6 +219,7 @@ class BatchResult:
 
 def resolve(manifest: Manifest, options: BatchOptions) -> tuple[Manifest, Located]:
     """Apply option overrides to the manifest; its journal (see ``engine/home.py``)."""
+    refuse_unplaced(manifest, options.state_path, options.output_dir)
     manifest = replace(
         manifest,
         output_dir=run_output_dir(manifest.output_dir, options.output_dir, simulated=options.simulated),

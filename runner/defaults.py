@@ -34,7 +34,7 @@ SUBMIT_RETRY_ATTEMPTS = 6
 SUBMIT_RETRY_MAX_SECONDS = 120.0
 
 # -- an API that does not answer (an outage) --------------------------------------------------------
-# --outage-max-time: how long a run waits for the API to answer again before it stops (exit 8). None:
+# --outage-max-time: how long a run waits for the API to answer again before it stops (exit 10). None:
 # as long as --retry-max-time, the patience the user gave one call.
 OUTAGE_MAX_SECONDS: float | None = None
 # Paid submits on the wire at once. A submit that meets an outage may have been accepted (it becomes

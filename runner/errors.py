@@ -14,7 +14,7 @@ for a manifest with several problems), then exits with ``error.exit_code``. Anyt
     │   └── StateLocked            another runner holds the state file            exit 4
     ├── BudgetExceeded             the estimate for what remains is over budget   exit 5
     ├── StorageError               the output or state folder cannot be written   exit 9
-    ├── ApiUnreachable             the API did not answer for --outage-max-time   exit 8
+    ├── ApiUnreachable             the API did not answer for --outage-max-time   exit 10
     └── ApiError                   RunComfy answered with an error
         ├── AccountError           token rejected (401/400004): stop the run      exit 6
         │   └── BalanceError       no balance left (400002/402): stop submitting  exit 7
@@ -54,8 +54,9 @@ EXIT_LOCKED = 4
 EXIT_BUDGET = 5
 EXIT_AUTH = 6
 EXIT_BALANCE = 7
-EXIT_OUTAGE = 8
+EXIT_HALTED = 8
 EXIT_STORAGE = 9
+EXIT_OUTAGE = 10
 EXIT_INTERRUPTED = 130
 
 _BEARER = re.compile(r"(Bearer\s+)\S+", re.IGNORECASE)

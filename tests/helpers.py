@@ -14,6 +14,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import textwrap
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -125,6 +126,14 @@ def start_cli(args: Sequence[str], *, cwd: Path, log: Path | None = None) -> sub
             )
     STARTED.append(proc)
     return proc
+
+
+def write_text(folder: Path, text: str, name: str = "m.yaml") -> Path:
+    """``text``, dedented, as the file ``name`` in ``folder`` (its folders made); its path."""
+    path = folder / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(textwrap.dedent(text).lstrip(), encoding="utf-8")
+    return path
 
 
 def stop_leftovers() -> None:

@@ -184,7 +184,7 @@ class Chaos:
             if code == 0:
                 return
             text = log.read_text()
-            if code == 8:  # RunComfy answered, but two trial submits in a row did not: a clean stop
+            if code == 10:  # RunComfy answered, but two trial submits in a row did not: a clean stop
                 assert "to resume, run:" in text, text
                 continue
             assert code == 1, f"run {self.runs} exited {code}:\n{text}"

@@ -99,11 +99,11 @@ async def test_an_accepted_submit_answered_with_5xx_is_unknown_and_not_resubmitt
 ):
     """The job exists at RunComfy but the answer was a 5xx: the runner reports it unknown, and a second
     run does not submit it again unless told to. Every submit is answered so, though reads are: the run
-    stops after two such submits in a row (each may be paid; exit 8), the rest never sent."""
+    stops after two such submits in a row (each may be paid; exit 10), the rest never sent."""
     account = sim(rate_accepted_5xx=1.0)
     manifest = write_manifest(simple_manifest(3))
     result = await account.run(manifest)
-    assert result.exit_code == 8, result.message
+    assert result.exit_code == 10, result.message
     assert "to submits, though it answers reads" in result.message
     assert result.counts == {"unknown": 2, "pending": 1}
     assert (await account.stats())["submits_accepted"] == 2

@@ -1,6 +1,6 @@
 """An API that stops answering: at the start of a run, in its middle, twice in one run, or not there at
 all. The run holds its submits back and probes the API until it answers, costs at most the few submits
-that were on the wire (``unknown``), never hangs, and stops cleanly (exit 8, the command to resume)
+that were on the wire (``unknown``), never hangs, and stops cleanly (exit 10, the command to resume)
 when the outage outlasts ``--outage-max-time``.
 
 The outages are real: the simulator's faults switched on and off while the run goes on (every endpoint
@@ -130,7 +130,7 @@ async def test_two_outages_in_one_run_each_cost_at_most_four(sim, write_manifest
 
 
 async def test_an_outage_longer_than_its_bound_stops_the_run_cleanly(sim, write_manifest):
-    """The API never comes back: after --outage-max-time the run stops (exit 8), says what was wrong
+    """The API never comes back: after --outage-max-time the run stops (exit 10), says what was wrong
     and for how long; the jobs submitted before rest in flight and the next run collects them."""
     account = sim(concurrency=2, job_seconds=0.3, seed=4)
     on_event, events = outage_switch(account, "5xx", starts_after=3, lasts_probes=10**6)
@@ -138,7 +138,7 @@ async def test_an_outage_longer_than_its_bound_stops_the_run_cleanly(sim, write_
     started = time.monotonic()
     first = await run_batch(manifest, account.options(outage_max_time=1.0), on_event=on_event)
     assert time.monotonic() - started < 15
-    assert first.exit_code == 8, first.message
+    assert first.exit_code == 10, first.message
     assert "sim.local answers HTTP" in first.message and "longer than --outage-max-time" in first.message
     assert "run the same command again to resume" in first.message
     assert first.counts.get("unknown", 0) <= 4
@@ -170,7 +170,7 @@ def runners() -> Iterator[list[subprocess.Popen[str]]]:
 
 def test_nothing_listening_stops_after_the_outage_bound_and_says_why(tmp_path, free_port):
     """With nothing at --base-url the run says the connection is refused (never "rate limited"),
-    keeps trying for as long as --retry-max-time (the outage bound's default), and stops: exit 8, the
+    keeps trying for as long as --retry-max-time (the outage bound's default), and stops: exit 10, the
     command to resume, nothing sent, no job unknown."""
     manifest = tmp_path / "m.yaml"
     manifest.write_text(simple_manifest(3))
@@ -189,7 +189,7 @@ def test_nothing_listening_stops_after_the_outage_bound_and_says_why(tmp_path, f
         timeout=60,
     )
     took = time.monotonic() - started
-    assert done.returncode == 8, done.stderr
+    assert done.returncode == 10, done.stderr
     assert 3 <= took < 20
     err = done.stderr
     assert f"cannot reach 127.0.0.1:{free_port}: connection refused, retrying for" in err

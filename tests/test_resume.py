@@ -185,13 +185,13 @@ async def test_a_submit_that_may_have_landed_is_unknown_and_resubmitted_only_whe
     fault, accepted, sim, write_manifest, tmp_path
 ):
     """A 5xx or a closed connection after the POST was sent: ``unknown``, never resubmitted by a plain
-    run. Every submit is answered so while reads are not: the run stops after two in a row (exit 8),
+    run. Every submit is answered so while reads are not: the run stops after two in a row (exit 10),
     the next sends the rest. ``resubmit_unknown`` sends them again, marked; the simulator counts a
     duplicate exactly when the first submit had in fact been accepted."""
     account = sim(**{f"rate_{fault}": 1.0, "fault_endpoints": {fault: ("submit",)}})
     manifest = write_manifest(simple_manifest(3))
     result = await account.run(manifest)
-    assert result.exit_code == 8 and result.counts == {"unknown": 2, "pending": 1}, result.message
+    assert result.exit_code == 10 and result.counts == {"unknown": 2, "pending": 1}, result.message
     assert (
         "may have been accepted" in report(tmp_path)["jobs"][0]["error"]["message"]
         or "may exist" in report(tmp_path)["jobs"][0]["error"]["message"]

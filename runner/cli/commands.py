@@ -35,19 +35,22 @@ from ..catalog.models import Catalog
 from ..catalog.pricing import PriceTable
 from ..engine.home import DEFAULT_API, SIMULATOR, Owner, check_owner
 from ..engine.outage import span
+from ..engine.settings import RunSettings
 from ..engine.states import ALL_STATES, IN_FLIGHT, NEEDS_ATTENTION, RETRIED, JobState
 from ..engine.store import Store
 from ..errors import (
     EXIT_AUTH,
     EXIT_BALANCE,
+    EXIT_HALTED,
     EXIT_INTERRUPTED,
     EXIT_JOBS_FAILED,
     EXIT_OK,
     EXIT_OUTAGE,
     EXIT_STORAGE,
+    ManifestInvalid,
     redact,
 )
-from ..manifest.loader import load_manifest
+from ..manifest.loader import is_stdin, load_manifest
 from ..reports.plan import ModelPlan, make_plan
 from ..reports.progress import let_go, progress_sink
 from ..reports.report import write_reports
@@ -69,24 +72,30 @@ def say(text: str, stream: TextIO) -> None:
 
 
 def validate(path: Path, *, as_json: bool = False) -> int:
-    manifest = load_manifest(path, Catalog.load())
+    try:
+        manifest = load_manifest(path, Catalog.load())
+    except ManifestInvalid as error:
+        if not as_json:
+            raise
+        problems = [
+            {"file": p.file, "line": p.line, "job": p.job_id, "field": p.field, "message": p.message}
+            for p in error.problems
+        ]
+        _out(json.dumps({"ok": False, "problems": problems}, indent=2, ensure_ascii=False))
+        return error.exit_code
     if as_json:
-        _out(
-            json.dumps(
-                [
-                    {
-                        "id": j.id,
-                        "model": j.model,
-                        "input": j.input,
-                        "line": j.line,
-                        "fingerprint": j.fingerprint,
-                    }
-                    for j in manifest.jobs
-                ],
-                indent=2,
-                ensure_ascii=False,
-            )
-        )
+        jobs = [
+            {
+                "id": j.id,
+                "model": j.model,
+                "input": j.input,
+                "line": j.line,
+                "fingerprint": j.fingerprint,
+                "after": list(j.needs),
+            }
+            for j in manifest.jobs
+        ]
+        _out(json.dumps({"ok": True, "problems": [], "jobs": jobs}, indent=2, ensure_ascii=False))
     else:
         models = sorted({j.model for j in manifest.jobs})
         _out(f"{path}: ok: {len(manifest.jobs)} job(s) across {len(models)} model(s)")
@@ -167,8 +176,21 @@ def print_run_summary(
             f"runcomfy-batch: the next run picks up the jobs it stopped: {command('run', path, located)}",
             stream,
         )
+    if result.exit_code == EXIT_HALTED:
+        say(
+            "runcomfy-batch: stopped submitting (--halt-after); to send the rest once the cause is fixed: "
+            + command("run", path, located),
+            stream,
+        )
     if any(result.counts.get(s) for s in RETRIED):
         say(f"runcomfy-batch: to run the failed jobs again: {command('retry', path, located)}", stream)
+    blocked = result.counts.get(JobState.BLOCKED, 0)
+    if blocked:
+        say(
+            f"runcomfy-batch: {blocked} chained job(s) blocked: a job whose output each needs did not "
+            "succeed; they are sent once it does (retry runs the failed ones again)",
+            stream,
+        )
     unknown = result.counts.get(JobState.UNKNOWN, 0)
     if unknown:
         again = command("run", path, located, "--resubmit-unknown")
@@ -313,6 +335,7 @@ _STATE_STYLE = {
     JobState.UNKNOWN: "red",
     JobState.CANCELLED: "yellow",
     JobState.HELD: "magenta",
+    JobState.BLOCKED: "yellow",
     JobState.QUEUED: "blue",
     JobState.RUNNING: "cyan",
     JobState.COLLECTING: "cyan",
@@ -337,16 +360,21 @@ def report(path: Path, options: BatchOptions) -> int:
 
 def plan(path: Path, options: BatchOptions, *, budget: float | None, as_json: bool) -> int:
     catalog = Catalog.load()
-    manifest, located = resolve(load_manifest(path, catalog), options)
-    _notices(located.notices)
+    manifest = load_manifest(path, catalog)
+    subset = RunSettings(only=options.only, limit=options.limit)
+    journal: Path | None = None
+    if not is_stdin(path) or options.state_path or options.output_dir:  # a piped one may have no journal
+        manifest, located = resolve(manifest, options)
+        _notices(located.notices)
+        journal = located.path
     catalog = catalog.with_models(manifest.models)
     prices = PriceTable.load(catalog, options.prices_path)
-    if located.path.exists():
-        with Store.open(located.path, create=False) as store:
+    if journal is not None and journal.exists():
+        with Store.open(journal, create=False) as store:
             check_owner(store, Owner.of(manifest), record=False, api_matters=False)
-            result = make_plan(manifest, prices, _defaults(catalog), store, budget)
+            result = make_plan(manifest, prices, _defaults(catalog), store, budget, subset)
     else:
-        result = make_plan(manifest, prices, _defaults(catalog), None, budget)
+        result = make_plan(manifest, prices, _defaults(catalog), None, budget, subset)
     if as_json:
         _out(json.dumps(result.as_json(), indent=2))
         return EXIT_JOBS_FAILED if result.over_budget else EXIT_OK
@@ -384,6 +412,7 @@ def plan(path: Path, options: BatchOptions, *, budget: float | None, as_json: bo
             f"  budget ${result.budget_usd:.2f}: committed ${result.committed_usd:.2f} + "
             f"remaining ${result.remaining_usd:.2f} is {verdict} budget"
         )
+    _out(f"  a run would send {result.would_submit} job(s)")
     for note in result.notes:
         _out(f"  note: {note}")
     return EXIT_JOBS_FAILED if result.over_budget else EXIT_OK

@@ -21,9 +21,9 @@ class EventKind(StrEnum):
     """Every kind of event a run emits, with the fields it carries (besides ``event`` and ``time``)."""
 
     # The run as a whole.
-    START = (
-        "start"  # jobs, to_submit, reattached, collecting, waiting, counts, spent_usd, http, max_in_flight
-    )
+    # jobs, to_submit, reattached, collecting, waiting, chained (of those waiting: for another job's
+    # output), left_out (by --only / --limit), counts, spent_usd, http, max_in_flight
+    START = "start"
     FINISH = "finish"  # counts, exit_code, cost_usd
     STOPPING = "stopping"  # reason
     PRICE = "price"  # model, usd, unit: a price the API answered, fresher than the table
@@ -47,6 +47,8 @@ class EventKind(StrEnum):
     EXPIRED = "expired"  # error, cost_usd, twin_of: RunComfy no longer has its results
     CANCELLED = "cancelled"  # error, cost_usd, twin_of
     HELD = "held"  # estimate_usd: it would take committed spend over the budget
+    READY = "ready"  # after: the jobs whose outputs its input names succeeded; it is submitted next
+    BLOCKED = "blocked"  # error, after: a job whose output its input names did not succeed
     RESUBMIT = "resubmit"  # attempt: a failed job sent again (--auto-resubmit-failed)
     POLL_ERROR = "poll_error"  # error: a poll failed; the job is polled again later
     DOWNLOAD_ERROR = "download_error"  # error: its outputs are downloaded on the next run

@@ -27,9 +27,9 @@ from .states import JobState
 from .store import Store
 from .throttle import Throttle
 
-# Why a run stops before its work is done: Ctrl-C, the account (token, balance), an API that stopped
-# answering (--outage-max-time), a folder it cannot write (the journal's or the outputs').
-StopReason = Literal["signal", "auth", "balance", "outage", "storage"]
+# Why a run stops before its work is done: Ctrl-C, the account (token, balance), --halt-after, an API
+# that stopped answering (--outage-max-time), a folder it cannot write (the journal's or the outputs').
+StopReason = Literal["signal", "auth", "balance", "halted", "outage", "storage"]
 
 
 @dataclass(eq=False)
@@ -62,6 +62,7 @@ class Flight:
         # jobs), a waiting job costs a queue entry, not a task of its own.
         self._to_collect, self.collect_queue = anyio.create_memory_object_stream[str](math.inf)
         self.stop_reason: StopReason | None = None
+        self.failed_jobs = 0  # paid requests that failed in this run (what --halt-after counts)
         self.fatal: AccountError | None = None  # the token was refused: nothing more can be done
         self.balance_hit: BalanceError | None = None  # no balance: nothing more is submitted
         self.stopped: RunnerError | None = None  # why the run stopped at once (an outage, a full disk)
@@ -112,6 +113,20 @@ class Flight:
         self.emit(EventKind.STOPPING, reason=str(why))
         if self.work is not None:
             self.work.cancel()
+        self.wake()
+
+    def job_failed(self, halt_after: int | None) -> None:
+        """A paid request failed. Once ``halt_after`` have in this run (``--halt-after``), nothing more is
+        submitted (a bad prompt template must not spend the whole budget); what is in flight lands."""
+        self.failed_jobs += 1
+        if halt_after is None or self.failed_jobs < halt_after or self.stop_reason is not None:
+            return
+        self.stop_reason = "halted"
+        self.emit(
+            EventKind.STOPPING,
+            reason=f"{self.failed_jobs} job(s) failed (--halt-after {halt_after}): no more submits; "
+            "the jobs in flight are still collected",
+        )
         self.wake()
 
     @property

@@ -27,7 +27,7 @@ import contextlib
 import os
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -218,6 +218,13 @@ class Isolation:
         self.log(f"job {job_id}" if job_id else "the run", exc)
         self.flight.stop("storage", error)
         return True
+
+    async def guard(self, task: Callable[[Live], Awaitable[None]], live: Live, stage: str) -> None:
+        """Do one job's ``task``; what it raises unexpectedly fails that job alone."""
+        try:
+            await task(live)
+        except Exception as exc:  # noqa: BLE001 - one job's trouble: handed on whole
+            self.job_failed(live, exc, stage)
 
     def kept(self, write: Callable[..., object], *args: Any) -> None:
         """Write to the journal; one that cannot be written stops the run (exit 9), nothing more."""

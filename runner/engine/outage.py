@@ -13,7 +13,7 @@ when it begins, so the run keeps few there, and none while the API is in doubt:
   at a time until one is answered; then up.
 
 So an outage costs at most the submits on the wire when it begins (4, or 1 at a run's start). A trial
-that fails goes back to down, with the backoff where it was. Two ways out stop the run (exit 8, the
+that fails goes back to down, with the backoff where it was. Two ways out stop the run (exit 10, the
 command to resume): the API has not answered for ``max_seconds``, or ``OUTAGE_TRIALS`` trials in a row
 ended unknown (RunComfy answers reads but not submits, and each trial may be paid).
 

@@ -19,10 +19,12 @@ def describe(event: Event) -> str:
     twin = f" (same request as {event['twin_of']})" if event.get("twin_of") else ""
     if kind == EventKind.START:
         counts = event.get("counts") or {}
+        chained = f" ({event['chained']} once the jobs they need are done)" if event.get("chained") else ""
+        left = f"; {event['left_out']} left out by --only/--limit" if event.get("left_out") else ""
         return (
-            f"starting: {event.get('jobs', 0)} job(s); {event.get('to_submit', 0)} to submit, "
+            f"starting: {event.get('jobs', 0)} job(s); {event.get('to_submit', 0)} to submit{chained}, "
             f"{event.get('reattached', 0)} re-attached, {event.get('collecting', 0)} to download, "
-            f"{counts.get(JobState.SUCCEEDED, 0)} already done"
+            f"{counts.get(JobState.SUCCEEDED, 0)} already done{left}"
         )
     if kind == EventKind.SUBMITTED:
         return f"{job}: submitted as {event.get('request_id')}"
@@ -48,6 +50,10 @@ def describe(event: Event) -> str:
         estimate = event.get("estimate_usd")
         guess = f" (estimate {money(estimate)})" if estimate is not None else ""
         return f"{job}: held by the budget cap{guess}"
+    if kind == EventKind.READY:
+        return f"{job}: the output of {', '.join(event.get('after') or [])} is ready; sending it next"
+    if kind == EventKind.BLOCKED:
+        return f"{job}: blocked, not sent" + (f": {error}" if error else "")
     if kind == EventKind.RETRY:
         who = f"{job}: " if job else ""
         delay = event.get("delay")
@@ -61,8 +67,8 @@ def describe(event: Event) -> str:
     if kind == EventKind.STOPPING:
         return f"stopping: {event.get('reason')}"
     if kind == EventKind.OUTAGE:
-        left = event.get("gives_up_in")
-        more = f", retrying for {span(left)} more" if isinstance(left, int | float) else ""
+        gives_up_in = event.get("gives_up_in")
+        more = f", retrying for {span(gives_up_in)} more" if isinstance(gives_up_in, int | float) else ""
         return f"{event.get('problem')}{more} (submits wait)"
     if kind == EventKind.API_BACK:
         unknown = event.get("unknown") or 0

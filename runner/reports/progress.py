@@ -2,7 +2,8 @@
 the run's events (``{"event": kind, "time": …, …}``, their kinds listed in
 :mod:`runner.engine.events`), so the run holds no display code.
 
-* :class:`LiveProgress` (a terminal): a bar with done / running / queued / waiting / failed counts,
+* :class:`LiveProgress` (a terminal): a bar with done / running / queued / waiting / chained / failed /
+  blocked counts (chained: waiting for another job's output; blocked: that job did not succeed),
   throughput, ETA, spend so far and the current concurrency, above a short log of notable events
   (retries, 429 slow-downs, failures). Failures are also printed above the bar, so they stay on screen
   after it is gone; on success the bar leaves nothing behind but the command's one-line summary.
@@ -50,8 +51,10 @@ class Bucket(StrEnum):
     RUNNING = "running"  # running at RunComfy or being downloaded
     QUEUED = "queued"  # in RunComfy's queue
     WAITING = "waiting"  # not sent yet
+    CHAINED = "chained"  # not sent yet: waiting for the output of another job
     FAILED = "failed"  # at rest, needing attention: failed, unknown, expired, cancelled
     HELD = "held"  # waiting for budget
+    BLOCKED = "blocked"  # never sent: a job whose output it needs did not succeed
 
 
 BUCKETS = tuple(Bucket)
@@ -61,6 +64,7 @@ _ENDED_BADLY = frozenset(EventKind(state) for state in _AT_REST_FAILED)
 
 # Shown in plain mode without --verbose, and kept in the live display's log.
 NOTABLE = _ENDED_BADLY | {
+    EventKind.BLOCKED,
     EventKind.STOPPING,
     EventKind.OUTAGE,
     EventKind.API_BACK,
@@ -72,7 +76,7 @@ NOTABLE = _ENDED_BADLY | {
     EventKind.REFETCH,
 }
 # Shown in the live log (they explain a slow run), but in plain mode only with --verbose.
-WORTH_A_GLANCE = frozenset({EventKind.RETRY, EventKind.POLL_ERROR, EventKind.HELD})
+WORTH_A_GLANCE = frozenset({EventKind.RETRY, EventKind.POLL_ERROR, EventKind.HELD, EventKind.READY})
 # Printed above the live display, so they stay on screen after it is gone (an outage's first line and
 # its end, not each probe's).
 _KEPT_ON_SCREEN = NOTABLE - {EventKind.CONCURRENCY, EventKind.REFETCH, EventKind.OUTAGE}
@@ -117,7 +121,7 @@ class Tally:
 
     @property
     def remaining(self) -> int:
-        return self.counts[Bucket.WAITING] + self.in_flight
+        return self.counts[Bucket.WAITING] + self.counts[Bucket.CHAINED] + self.in_flight
 
     @property
     def elapsed(self) -> float:
@@ -164,7 +168,9 @@ class Tally:
         pool[Bucket.DONE] = counts.get(JobState.SUCCEEDED, 0)
         pool[Bucket.QUEUED] = counts.get(JobState.QUEUED, 0)
         pool[Bucket.RUNNING] = counts.get(JobState.RUNNING, 0) + counts.get(JobState.COLLECTING, 0)
-        pool[Bucket.WAITING] = int(event.get("waiting") or event.get("to_submit") or 0)
+        pool[Bucket.CHAINED] = int(event.get("chained") or 0)
+        pool[Bucket.WAITING] = int(event.get("waiting") or event.get("to_submit") or 0) - pool[Bucket.CHAINED]
+        pool[Bucket.BLOCKED] = counts.get(JobState.BLOCKED, 0)
         pool[Bucket.FAILED] = max(0, self.jobs - sum(pool.values()))
         self._pool = pool
         self.counts = dict(pool)
@@ -184,7 +190,9 @@ class Tally:
             Bucket.QUEUED: counts.get(JobState.QUEUED, 0),
             Bucket.WAITING: counts.get(JobState.PENDING, 0),
             Bucket.FAILED: sum(counts.get(s, 0) for s in _AT_REST_FAILED),
+            Bucket.CHAINED: 0,
             Bucket.HELD: counts.get(JobState.HELD, 0),
+            Bucket.BLOCKED: counts.get(JobState.BLOCKED, 0),
         }
         if isinstance(event.get("cost_usd"), int | float):
             self.spent_usd = float(event["cost_usd"])
@@ -202,7 +210,9 @@ class Tally:
             return Bucket.FAILED
         if kind == EventKind.HELD:
             return Bucket.HELD
-        if kind == EventKind.RESUBMIT:
+        if kind == EventKind.BLOCKED:
+            return Bucket.BLOCKED
+        if kind in (EventKind.RESUBMIT, EventKind.READY):
             return Bucket.WAITING
         return None
 
@@ -212,7 +222,9 @@ class Tally:
         if known is not None:
             return known
         sent_now = kind in (EventKind.SUBMITTED, EventKind.HELD, EventKind.UNKNOWN)
-        if sent_now or event.get("twin_of") or event.get("stage") == "submit":
+        if kind in (EventKind.READY, EventKind.BLOCKED):
+            order = (Bucket.CHAINED, Bucket.WAITING, Bucket.FAILED, Bucket.RUNNING)
+        elif sent_now or event.get("twin_of") or event.get("stage") == "submit":
             order = (Bucket.WAITING, Bucket.QUEUED, Bucket.RUNNING, Bucket.FAILED)
         elif kind == EventKind.RUNNING:
             order = (Bucket.QUEUED, Bucket.RUNNING, Bucket.WAITING, Bucket.FAILED)
@@ -230,7 +242,7 @@ class Tally:
             return
         self.counts[source] = max(0, self.counts[source] - 1)
         self.counts[target] += 1
-        if target in (Bucket.DONE, Bucket.FAILED):
+        if target in (Bucket.DONE, Bucket.FAILED, Bucket.BLOCKED):
             now = self.clock()
             if len(self._recent) == self._recent.maxlen:
                 self._rate_base = self._recent[0]
@@ -372,7 +384,7 @@ class LiveProgress:
         t = self.tally
         c = t.counts
         total = max(t.jobs, 1)
-        finished = c[Bucket.DONE] + c[Bucket.FAILED]
+        finished = c[Bucket.DONE] + c[Bucket.FAILED] + c[Bucket.BLOCKED]
         head = Table.grid(padding=(0, 1))
         head.add_column(no_wrap=True)
         head.add_column(width=30)
@@ -391,10 +403,12 @@ class LiveProgress:
             (Bucket.RUNNING, "cyan"),
             (Bucket.QUEUED, "blue"),
             (Bucket.WAITING, ""),
+            (Bucket.CHAINED, ""),
             (Bucket.FAILED, "red"),
             (Bucket.HELD, "magenta"),
+            (Bucket.BLOCKED, "yellow"),
         ):
-            if bucket == Bucket.HELD and not c[Bucket.HELD]:
+            if bucket in (Bucket.HELD, Bucket.BLOCKED, Bucket.CHAINED) and not c[bucket]:
                 continue
             counts.append(f"{bucket} ", style="dim")
             counts.append(str(c[bucket]), style=style if c[bucket] else "")

@@ -20,6 +20,7 @@ from typing import Any
 
 from ..disk import written_whole
 from ..engine.home import is_simulator, recorded_owner
+from ..engine.settings import HALTED_KEY
 from ..engine.states import NEEDS_ATTENTION, JobState
 from ..engine.store import Store, journal_trouble
 from ..errors import EXIT_JOBS_FAILED, EXIT_OK, EXIT_STORAGE
@@ -136,6 +137,7 @@ def report_summary(store: Store) -> dict[str, Any]:
         "wall_seconds": round(wall_seconds(store, runs), 3),
         "runs": len(runs),
         **_slot_use(store.span_edges(), totals.busy_seconds),
+        "halted": json.loads(store.get_meta(HALTED_KEY) or "null"),
     }
 
 
@@ -182,6 +184,7 @@ def job_entries(manifest: Manifest, store: Store) -> Iterator[dict[str, Any]]:
             "adopted_from": row.attempt_of
             if not twin_of and row.attempt_of not in (None, row.job_id)
             else None,
+            "after": list(job.needs) if job else [],
             "input": {k: job.input[k] for k in INPUT_SUMMARY_FIELDS if job and k in job.input},
             "input_files": _input_files(job.input) if job else [],
             "line": job.line if job else None,
