@@ -224,16 +224,19 @@ class Journal:
         self.flush()
 
     def last_activity(self, since: float, before: float) -> float | None:
-        """The latest time journaled in ``[since, before)``: how far a run killed in that span got."""
+        """The latest time journaled in ``[since, before)``: how far a run killed in that span got.
+        Only the runner's own clock counts: an end RunComfy reported for a job no runner saw finish
+        (``end_unseen``) may fall in the idle time after the kill."""
         spans = " UNION ALL ".join(
             f"SELECT max({column}) AS t FROM {table} WHERE {column} >= :since AND {column} < :before"
-            for table, column in (
-                ("attempts", "intent_at"),
-                ("attempts", "submitted_at"),
-                ("attempts", "started_at"),
-                ("attempts", "finished_at"),
-                ("outputs", "downloaded_at"),
-                ("jobs", "updated_at"),
+            f"{also}"
+            for table, column, also in (
+                ("attempts", "intent_at", ""),
+                ("attempts", "submitted_at", ""),
+                ("attempts", "started_at", ""),
+                ("attempts", "finished_at", " AND end_unseen IS NOT 1"),
+                ("outputs", "downloaded_at", ""),
+                ("jobs", "updated_at", ""),
             )
         )
         row = self._conn.execute(
