@@ -183,6 +183,11 @@ def query(state: Path, sql: str, params: Iterable[Any] = ()) -> list[tuple[Any, 
         db.close()
 
 
+def journal(folder: Path) -> Path:
+    """Where a CLI run of a manifest in ``folder`` (outputs in ``./out``) keeps its journal by default."""
+    return folder / "out" / ".runcomfy-batch" / "journal.sqlite"
+
+
 def integrity(state: Path) -> str:
     db = sqlite3.connect(state)
     try:

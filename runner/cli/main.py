@@ -18,6 +18,7 @@ from .. import defaults
 from ..batch import BatchOptions
 from ..errors import ManifestInvalid, RunnerError, UsageError
 from . import commands, models
+from .commands import say
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
 
@@ -99,7 +100,7 @@ def _add_connection(p: argparse.ArgumentParser, *, simulate: bool = True) -> Non
         type=_positive_int,
         default=defaults.RETRY_ATTEMPTS,
         help="attempts for a call that is safe to repeat (status, result, cancel, download; "
-        f"default {defaults.RETRY_ATTEMPTS}; a submit that surely never arrived: at most "
+        f"default {defaults.RETRY_ATTEMPTS}; a submit answered 429: at most "
         f"{defaults.SUBMIT_RETRY_ATTEMPTS})",
     )
     _add_duration(
@@ -142,6 +143,13 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
         f"(each is paid; default {defaults.AUTO_RESUBMIT_FAILED})",
     )
     _add_duration(p, "--job-timeout", defaults.JOB_TIMEOUT, "give up on a job this long after its submit")
+    p.add_argument(
+        "--outage-max-time",
+        type=parse_duration,
+        default=defaults.OUTAGE_MAX_SECONDS,
+        help="stop the run (exit 10; run it again to resume) when the API has not answered for this long "
+        "(default: as long as --retry-max-time)",
+    )
     p.add_argument(
         "--queue-timeout",
         type=parse_duration,
@@ -354,6 +362,7 @@ def run_options(ns: argparse.Namespace) -> BatchOptions:
         auto_resubmit_failed=ns.auto_resubmit_failed,
         job_timeout=ns.job_timeout,
         queue_timeout=ns.queue_timeout,
+        outage_max_time=ns.outage_max_time,
         stall_timeout=ns.stall_timeout,
         verify_hashes=ns.verify_hashes,
         handle_signals=True,
@@ -385,12 +394,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if os.environ.get("RUNCOMFY_BATCH_TRACEBACK"):
             raise
         # A manifest's problems already start with file:line; everything else is prefixed.
-        print(
-            str(error) if isinstance(error, ManifestInvalid) else f"runcomfy-batch: {error}", file=sys.stderr
-        )
+        say(str(error) if isinstance(error, ManifestInvalid) else f"runcomfy-batch: {error}", sys.stderr)
         return error.exit_code
     except KeyboardInterrupt:
-        print("runcomfy-batch: interrupted", file=sys.stderr)
+        say("runcomfy-batch: interrupted", sys.stderr)
         return 130
 
 

@@ -29,6 +29,13 @@ class EventKind(StrEnum):
     PRICE = "price"  # model, usd, unit: a price the API answered, fresher than the table
     CONCURRENCY = "concurrency"  # http, reason: the HTTP limit moved (429s halve it, successes grow it)
     RETRY = "retry"  # error, and delay and attempt (a safe call retried), or job_id (a submit put back)
+    # The API does not answer (or fails its submits): submitting waits. problem (one line: "cannot reach
+    # HOST: connection refused"), retry_in and gives_up_in (seconds), attempt (1 when it begins)
+    OUTAGE = "outage"
+    API_BACK = "api_back"  # host, after (seconds), unknown (submits of the outage whose outcome is unknown)
+    # Something the runner did not expect while handling one job (or the run, without job_id): error (one
+    # line), stage (submit, poll, collect, run), log (the file with the traceback), traceback
+    INTERNAL_ERROR = "internal_error"
     # One job (every one carries job_id).
     SUBMITTED = "submitted"  # request_id
     QUEUED = "queued"

@@ -8,8 +8,10 @@ API client). Its order of work on every start is the resume contract:
 2. re-attach to every request whose ``request_id`` is recorded (never submit those again);
 3. only then submit what remains, each intent committed before its POST leaves (:mod:`.submit`).
 
-Transient API trouble is retried inside the client; what is left here are the outcomes. This module
-only puts the run together and drives it; each part has a module of its own:
+Transient API trouble is retried inside the client; what is left here are the outcomes. An API that
+stops answering holds the submits back until it answers again (:mod:`.outage`); what one job's
+handling raises unexpectedly fails that job alone (:mod:`.isolation`), so the run always ends, with
+its reports. This module only puts the run together and drives it; each part has a module of its own:
 
 =====================  =========================================================================
 :mod:`.workplan`       what to submit, re-attach and collect; which twins follow which leader
@@ -20,6 +22,8 @@ only puts the run together and drives it; each part has a module of its own:
 :mod:`.budget`         estimates, committed spend, the cap
 :mod:`.throttle`       API calls at once, halved on 429s
 :mod:`.pacing`         when to submit and when to poll
+:mod:`.outage`         the gate submits pass: few on the wire, none while the API does not answer
+:mod:`.isolation`      one job's unexpected trouble fails that job; a folder it cannot write stops the run
 :mod:`.flight`         what those parts share
 =====================  =========================================================================
 """
@@ -32,6 +36,8 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Mapping
+from functools import partial
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -39,15 +45,25 @@ from anyio.abc import TaskGroup
 
 from ..api.client import RunComfyClient
 from ..catalog.pricing import PriceTable
-from ..errors import EXIT_INTERRUPTED, ApiError, BudgetExceeded, RateLimited, UsageError
+from ..errors import (
+    EXIT_INTERRUPTED,
+    EXIT_JOBS_FAILED,
+    ApiError,
+    BudgetExceeded,
+    RateLimited,
+    RunnerError,
+    UsageError,
+)
 from ..manifest.loader import Manifest
 from ..manifest.snapshot import META_KEY, Snapshot
 from .adopt import adopt, adoptions
 from .budget import Budget, committed_spend, spent
 from .chains import Chains, outdated_chains
 from .collect import Collector
-from .events import Event, EventKind, EventSink, emitter
+from .events import Emit, Event, EventKind, EventSink, emitter
 from .flight import Flight, Parts
+from .isolation import Display, Isolation
+from .outage import Outage
 from .outputs import damaged_outputs
 from .pacing import Pacer
 from .settings import HALTED_KEY, RunResult, RunSettings, run_result
@@ -60,6 +76,11 @@ from .workplan import WorkPlan, plan_work, scope_counts, selected_ids, twin_map
 
 # Submits started per turn of the submit loop before it lets other tasks run.
 BURST = 64
+
+
+def retried(emit: Emit, error: ApiError, delay: float, attempt: int) -> None:
+    """Tell the displays a call is retried (a download's, or one to the API)."""
+    emit(EventKind.RETRY, error=str(error), delay=round(delay, 3), attempt=attempt)
 
 
 class Runner:
@@ -77,6 +98,7 @@ class Runner:
         output_kind_for: Callable[[str], str | None] | None = None,
         on_event: EventSink | None = None,
         clock: Callable[[], float] = time.monotonic,
+        log_path: Path | None = None,
     ) -> None:
         self.manifest = manifest
         self.store = store
@@ -84,7 +106,7 @@ class Runner:
         self.settings = settings
         self.clock = clock
         self.jobs = {job.id: job for job in manifest.jobs}
-        self._sink = on_event
+        self.display = Display(on_event)
         self.emit = emitter(self._observe)
         self.plan = WorkPlan()
         self.flight = Flight(self.emit)
@@ -100,8 +122,15 @@ class Runner:
             manifest.output_dir,
             settings.download,
             emit=self.emit,
-            on_retry=self.on_retry,
+            on_retry=partial(retried, self.emit),  # the file host is not the API: no outage from it
             output_kind_of=self.output_kind_of,
+        )
+        self.isolation = Isolation(
+            self.flight, store, self.pacer, self.budget, self.collector, self.emit, log_path=log_path
+        )
+        probe_model = manifest.jobs[0].model if manifest.jobs else ""
+        self.outage = Outage(
+            client, self.flight, probe_model, max_seconds=settings.outage_max_time, clock=clock
         )
         parts = Parts(
             flight=self.flight,
@@ -113,16 +142,16 @@ class Runner:
             collector=self.collector,
             emit=self.emit,
             clock=clock,
+            on_crash=self.isolation.job_failed,
         )
         self.watcher = Watcher(parts, settings)
-        self.submitter = Submitter(parts, self.watcher)
+        self.submitter = Submitter(parts, self.watcher, self.outage)
         self.chains = Chains(self.jobs, store, self.flight, self.budget, self.collector, self.emit)
 
     def _observe(self, event: Event) -> None:
         """Every event of the run: to the displays, then to the parts that follow the run through them
         (the chains; the count of failed jobs that ``--halt-after`` stops at)."""
-        if self._sink is not None:
-            self._sink(event)
+        self.display(event)
         self.chains.observe(event)
         if event["event"] == EventKind.FAILED and not event.get("twin_of"):  # a paid request failed
             self.flight.job_failed(self.settings.halt_after)
@@ -133,10 +162,12 @@ class Runner:
         return self._output_kind_for(job.model) if job is not None else None
 
     def on_retry(self, error: ApiError, delay: float, attempt: int) -> None:
-        """Called by the client before each retry of a safe call."""
+        """Called by the client before each retry of a call to the API: a 429 slows the calls down, an
+        API that does not answer holds the submits back."""
         if isinstance(error, RateLimited):
             self.throttle.rate_limited()
-        self.emit(EventKind.RETRY, error=str(error), delay=round(delay, 3), attempt=attempt)
+        self.outage.call_failed(error)
+        retried(self.emit, error, delay, attempt)
 
     # -- preparing ------------------------------------------------------------------------------
     def prepare(self) -> SyncSummary:
@@ -218,9 +249,22 @@ class Runner:
 
     # -- running --------------------------------------------------------------------------------
     async def run(self) -> RunResult:
+        """Run the manifest to its end or a stop; a result whatever happened (a loop that raised: exit 1)."""
         started = time.monotonic()
         self.watcher.run_started = time.time()
         run_id = self.store.start_run("run")
+        interrupted, crashed = False, None
+        try:
+            interrupted = await self._run(run_id)
+        except RunnerError:
+            raise  # the user's to act on (over budget, say), before anything was sent: one line
+        except Exception as exc:  # noqa: BLE001 - the run's own bug: logged, its journal kept as it is
+            if not self.isolation.storage_failed(exc):
+                crashed = self.isolation.run_failed(exc)
+        return end_run(self, run_id, time.monotonic() - started, interrupted=interrupted, crashed=crashed)
+
+    async def _run(self, run_id: int) -> bool:
+        """Prepare and do the work; whether a KeyboardInterrupt ended it."""
         try:
             self.prepare()
             await self._check_prices()
@@ -246,7 +290,6 @@ class Runner:
             http=self.settings.http_concurrency,
             max_in_flight=self.settings.max_in_flight,
         )
-        interrupted = False
         try:
             # The signal receiver lives outside the work's task group: the first signal cancels the
             # work, and the receiver stays installed to catch a second one (never a KeyboardInterrupt
@@ -263,32 +306,13 @@ class Runner:
                         tg.start_soon(self._collector)
                     tg.start_soon(self.watcher.poll_loop, tg)
                     tg.start_soon(self.watcher.probe_loop, tg)
+                    tg.start_soon(self.outage.probe_loop)
                     await self._drive(tg)
                     tg.cancel_scope.cancel()
                 outer.cancel_scope.cancel()
         except KeyboardInterrupt:  # pragma: no cover - only without handle_signals
-            interrupted = True
-        if flight.stop_reason == "signal":
-            interrupted = True
-        self.chains.finish()
-        self.store.flush()
-        result = run_result(
-            self.store.counts(),
-            spent(self.store),
-            time.monotonic() - started,
-            interrupted=interrupted,
-            refused=flight.refused,
-            judged=scope_counts(self.store.states(), self.plan.scope),
-            left_out=self.plan.left_out,
-            halted=flight.failed_jobs if flight.stop_reason == "halted" else None,
-        )
-        halted = {"failed": flight.failed_jobs, "after": self.settings.halt_after}
-        self.store.set_meta(HALTED_KEY, json.dumps(halted) if flight.stop_reason == "halted" else "")
-        self.store.finish_run(run_id, result.exit_code, result.counts)
-        self.emit(
-            EventKind.FINISH, counts=result.counts, exit_code=result.exit_code, cost_usd=result.cost_usd
-        )
-        return result
+            return True
+        return False
 
     async def _drive(self, tg: TaskGroup) -> None:
         """Submit while the pacer allows, until nothing is left to submit, poll or collect."""
@@ -302,26 +326,36 @@ class Runner:
                 return
             now = self.clock()
             started = 0
-            while submittable and flight.to_submit and self.pacer.may_submit(now) and started < BURST:
+            while submittable and flight.to_submit and self._may_submit(now) and started < BURST:
                 live = self.submitter.start(self.jobs[flight.to_submit.popleft()], now)
                 if live is not None:
-                    tg.start_soon(self.submitter.send, live)
+                    tg.start_soon(self.isolation.guard, self.submitter.send, live, "submit")
                     started += 1
             if started:
                 continue
             await flight.wait(self.pacer.probe_interval if submittable else 1.0)
 
+    def _may_submit(self, now: float) -> bool:
+        """Whether another submit may be lined up: the API answers, and the pacer wants one or nothing is
+        in flight at all (no queue of ours can wait at RunComfy then, whatever the pacer believed)."""
+        return self.outage.may_start and (self.pacer.may_submit(now) or not self.flight.live)
+
     async def _collector(self) -> None:
         async for job_id in self.flight.collect_queue:
             try:
-                await self.collector.collect(job_id)
+                # A download that gave up while the API was down (its files are served beside it) is
+                # tried again once it answers; one that gave up otherwise waits for the next run.
+                while await self.collector.collect(job_id) == JobState.COLLECTING and self.outage.since:
+                    await self.outage.answering()
+            except Exception as exc:  # noqa: BLE001 - one job's trouble: handed on whole
+                self.isolation.job_failed(job_id, exc, "collect")
             finally:
                 self.flight.collected(job_id)
 
     async def _flusher(self) -> None:
-        while True:
+        while self.flight.stopped is None:  # a journal that failed a commit stopped the run
             await anyio.sleep(self.settings.flush_interval)
-            self.store.flush()
+            self.isolation.kept(self.store.flush)
 
     async def _signals(self) -> None:
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
@@ -346,3 +380,32 @@ class Runner:
                 )
                 if self.flight.work is not None:
                     self.flight.work.cancel()
+
+
+def end_run(runner: Runner, run_id: int, wall: float, *, interrupted: bool, crashed: str | None) -> RunResult:
+    """A run's last steps, whatever way it ended: its result, journaled as far as the journal takes it
+    (one that cannot be written stops nothing more), and the ``finish`` event."""
+    flight, store, kept = runner.flight, runner.store, runner.isolation.kept
+    interrupted = interrupted or flight.stop_reason == "signal"
+    kept(runner.chains.finish)
+    kept(store.flush)
+    result = run_result(
+        store.counts(),
+        spent(store),
+        wall,
+        interrupted=interrupted,
+        refused=flight.refused,
+        judged=scope_counts(store.states(), runner.plan.scope),
+        left_out=runner.plan.left_out,
+        halted=flight.failed_jobs if flight.stop_reason == "halted" else None,
+        stopped=flight.stopped,
+    )
+    if crashed is not None and flight.stopped is None:
+        result.exit_code, result.message = EXIT_JOBS_FAILED, f"{crashed}; run the same command again"
+    halted = {"failed": flight.failed_jobs, "after": runner.settings.halt_after}
+    kept(store.set_meta, HALTED_KEY, json.dumps(halted) if flight.stop_reason == "halted" else "")
+    kept(store.finish_run, run_id, result.exit_code, result.counts)
+    runner.emit(EventKind.FINISH, counts=result.counts, exit_code=result.exit_code, cost_usd=result.cost_usd)
+    if runner.display.failure is not None:
+        runner.isolation.log("the event display (let go of; the run went on)", runner.display.failure)
+    return result

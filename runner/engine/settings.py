@@ -17,6 +17,7 @@ from ..errors import (
     EXIT_OK,
     AccountError,
     BalanceError,
+    RunnerError,
 )
 from .states import RETRIED, JobState
 
@@ -37,6 +38,9 @@ class RunSettings:
     budget_partial: bool = False
     job_timeout: float | None = defaults.JOB_TIMEOUT
     queue_timeout: float | None = None
+    # --outage-max-time: how long the API may not answer before the run stops (exit 10); unset on the
+    # command line, it is --retry-max-time's (defaults.OUTAGE_MAX_SECONDS)
+    outage_max_time: float = defaults.RETRY_MAX_SECONDS
     verify_hashes: bool = False
     flush_interval: float = defaults.FLUSH_INTERVAL
     handle_signals: bool = False
@@ -85,12 +89,16 @@ def run_result(
     judged: Mapping[str, int] | None = None,
     left_out: int = 0,
     halted: int | None = None,
+    stopped: RunnerError | None = None,
 ) -> RunResult:
-    """The result of a run that ended with these counts: interrupted (exit 130), stopped by the account
-    (``refused``: the token, 6, or the balance, 7), halted by ``--halt-after`` after ``halted`` failed
-    jobs (8), or else as the counts of the jobs it was about say (``judged``: those ``--only`` /
+    """The result of a run that ended with these counts: stopped at once for an API that does not
+    answer or a folder it cannot write (``stopped``: 10, 9), interrupted (exit 130), stopped by the
+    account (``refused``: the token, 6, or the balance, 7), halted by ``--halt-after`` after ``halted``
+    failed jobs (8), or else as the counts of the jobs it was about say (``judged``: those ``--only`` /
     ``--limit`` chose; ``left_out`` more were left for another run)."""
-    if interrupted:
+    if stopped is not None:
+        code, message = stopped.exit_code, str(stopped)
+    elif interrupted:
         code, message = (
             EXIT_INTERRUPTED,
             "interrupted; run the same command again to resume "

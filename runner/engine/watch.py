@@ -111,7 +111,15 @@ class Watcher(Part):
 
     # -- one poll and its answer ----------------------------------------------------------------
     async def poll(self, live: Live, probe: bool = False) -> None:
-        """Ask RunComfy about one request and act on the answer (a probe also teaches the pacer the queue)."""
+        """Ask RunComfy about one request and act on the answer (a probe also teaches the pacer the
+        queue); what this code did not expect fails that job alone, not the run (``on_crash``:
+        :mod:`.isolation`)."""
+        try:
+            await self._ask(live, probe)
+        except Exception as exc:  # noqa: BLE001 - handed on whole, traceback and all
+            self._on_crash(live, exc, "poll")
+
+    async def _ask(self, live: Live, probe: bool) -> None:
         job = live.job
         try:
             async with self.throttle.limiter:

@@ -9,17 +9,20 @@ the run's events (``{"event": kind, "time": …, …}``, their kinds listed in
   after it is gone; on success the bar leaves nothing behind but the command's one-line summary.
 * :class:`LineLog` (a log file, a pipe, ``--no-progress``): one line per notable event; routine events
   (submitted, running, succeeded, retries) only with ``--verbose``. With ``--json-log`` it writes every
-  event as one JSON object per line, for pipelines.
+  event as one JSON object per line, for pipelines. A stream that goes away (a pipe whose reader
+  exited) is written to no more: the run does not depend on anyone reading it.
 
-Both read the run through :class:`Tally`, which places every job in one bucket from the ``start``
-event's counts and each job event after it. Nothing printed here can contain the API token: every line
-goes through :func:`~runner.errors.redact`, and user text is never read as rich markup.
+Both word each event with :func:`.lines.describe`, and read the run through :class:`Tally`, which
+places every job in one bucket from the ``start`` event's counts and each job event after it. Nothing
+printed here can contain the API token: every line goes through :func:`~runner.errors.redact`, and
+user text is never read as rich markup.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sys
 import threading
 import time
@@ -38,6 +41,7 @@ from rich.text import Text
 from ..engine.events import Event, EventKind, EventSink
 from ..engine.states import JobState
 from ..errors import redact
+from .lines import describe, money
 
 
 class Bucket(StrEnum):
@@ -62,6 +66,9 @@ _ENDED_BADLY = frozenset(EventKind(state) for state in _AT_REST_FAILED)
 NOTABLE = _ENDED_BADLY | {
     EventKind.BLOCKED,
     EventKind.STOPPING,
+    EventKind.OUTAGE,
+    EventKind.API_BACK,
+    EventKind.INTERNAL_ERROR,
     EventKind.CONCURRENCY,
     EventKind.UNKNOWN_STATUS,
     EventKind.DOWNLOAD_ERROR,
@@ -70,12 +77,9 @@ NOTABLE = _ENDED_BADLY | {
 }
 # Shown in the live log (they explain a slow run), but in plain mode only with --verbose.
 WORTH_A_GLANCE = frozenset({EventKind.RETRY, EventKind.POLL_ERROR, EventKind.HELD, EventKind.READY})
-# Printed above the live display, so they stay on screen after it is gone.
-_KEPT_ON_SCREEN = NOTABLE - {EventKind.CONCURRENCY, EventKind.REFETCH}
-
-
-def _money(usd: float) -> str:
-    return f"${usd:,.2f}"
+# Printed above the live display, so they stay on screen after it is gone (an outage's first line and
+# its end, not each probe's).
+_KEPT_ON_SCREEN = NOTABLE - {EventKind.CONCURRENCY, EventKind.REFETCH, EventKind.OUTAGE}
 
 
 def _clock(seconds: float | None) -> str:
@@ -84,81 +88,6 @@ def _clock(seconds: float | None) -> str:
     seconds = int(max(0, seconds))
     hours, rest = divmod(seconds, 3600)
     return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60:02d}:{rest % 60:02d}"
-
-
-def describe(event: Event) -> str:
-    """One human line for an event (without a time stamp)."""
-    kind = event["event"]
-    job = event.get("job_id")
-    error = event.get("error")
-    twin = f" (same request as {event['twin_of']})" if event.get("twin_of") else ""
-    if kind == EventKind.START:
-        counts = event.get("counts") or {}
-        chained = f" ({event['chained']} once the jobs they need are done)" if event.get("chained") else ""
-        left = f"; {event['left_out']} left out by --only/--limit" if event.get("left_out") else ""
-        return (
-            f"starting: {event.get('jobs', 0)} job(s); {event.get('to_submit', 0)} to submit{chained}, "
-            f"{event.get('reattached', 0)} re-attached, {event.get('collecting', 0)} to download, "
-            f"{counts.get(JobState.SUCCEEDED, 0)} already done{left}"
-        )
-    if kind == EventKind.SUBMITTED:
-        return f"{job}: submitted as {event.get('request_id')}"
-    if kind in (EventKind.QUEUED, EventKind.RUNNING):
-        return f"{job}: {kind} at RunComfy"
-    if kind == EventKind.COMPLETED:
-        cost = event.get("cost_usd")
-        paid = f" ({_money(cost)})" if cost is not None else ""
-        return f"{job}: finished at RunComfy{paid}, downloading"
-    if kind == EventKind.SUCCEEDED:
-        return f"{job}: done{twin}"
-    if kind == EventKind.FAILED:
-        where = " at submit" if event.get("stage") == "submit" else ""
-        return f"{job}: failed{where}{twin}" + (f": {error}" if error else "")
-    if kind == EventKind.UNKNOWN:
-        return (
-            f"{job}: submit outcome unknown (it may have been accepted and billed); not resubmitted "
-            f"unless you pass --resubmit-unknown" + (f": {error}" if error else "")
-        )
-    if kind in (EventKind.EXPIRED, EventKind.CANCELLED):
-        return f"{job}: {kind}{twin}" + (f": {error}" if error else "")
-    if kind == EventKind.HELD:
-        estimate = event.get("estimate_usd")
-        guess = f" (estimate {_money(estimate)})" if estimate is not None else ""
-        return f"{job}: held by the budget cap{guess}"
-    if kind == EventKind.READY:
-        return f"{job}: the output of {', '.join(event.get('after') or [])} is ready; sending it next"
-    if kind == EventKind.BLOCKED:
-        return f"{job}: blocked, not sent" + (f": {error}" if error else "")
-    if kind == EventKind.RETRY:
-        who = f"{job}: " if job else ""
-        delay = event.get("delay")
-        after = f" in {delay:.1f}s" if isinstance(delay, int | float) else ""
-        attempt = f" (attempt {event['attempt']})" if event.get("attempt") else ""
-        return f"{who}retrying{after}{attempt}: {error}"
-    if kind == EventKind.POLL_ERROR:
-        return f"{job}: poll failed, will poll again: {error}"
-    if kind == EventKind.CONCURRENCY:
-        return f"HTTP concurrency now {event.get('http')}: {event.get('reason')}"
-    if kind == EventKind.STOPPING:
-        return f"stopping: {event.get('reason')}"
-    if kind == EventKind.UNKNOWN_STATUS:
-        return f"{job}: RunComfy answered an unknown status {event.get('status')!r}; treated as still running"
-    if kind == EventKind.DOWNLOAD_ERROR:
-        return f"{job}: download failed; it will be downloaded on the next run: {error}"
-    if kind == EventKind.RESUBMIT:
-        return f"{job}: resubmitting after a failure (resubmit {event.get('attempt')}; each one is paid)"
-    if kind == EventKind.REFETCH:
-        return f"{job}: output missing or changed on disk; downloading it again"
-    if kind == EventKind.PRICE:
-        unit = event.get("unit")
-        per = f" per {unit}" if unit else ""
-        return f"price of {event.get('model')} from the API: ${event.get('usd')}{per}"
-    if kind == EventKind.FINISH:
-        counts = event.get("counts") or {}
-        parts = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
-        return f"finished ({parts}); exit code {event.get('exit_code')}"
-    details = " ".join(f"{k}={v}" for k, v in event.items() if k not in ("event", "time") and v is not None)
-    return f"{kind}: {details}" if details else str(kind)
 
 
 class Tally:
@@ -277,7 +206,7 @@ class Tally:
             return Bucket.RUNNING
         if kind == EventKind.SUCCEEDED:
             return Bucket.DONE
-        if kind in _ENDED_BADLY:
+        if kind in _ENDED_BADLY or kind == EventKind.INTERNAL_ERROR:
             return Bucket.FAILED
         if kind == EventKind.HELD:
             return Bucket.HELD
@@ -342,13 +271,13 @@ class LineLog:
         self.json_lines = json_lines
         self.tally = Tally()
         self._held_shown = False
+        self.closed = False  # the stream went away (its reader exited): nothing more is written
 
     def __call__(self, event: Event) -> None:
         self.tally.apply(event)
         if self.json_lines:
             # Redact the values, not the JSON text: a redaction must not eat a closing quote.
-            self.stream.write(json.dumps(_redacted(event), default=str, ensure_ascii=False) + "\n")
-            self.stream.flush()
+            self._put(json.dumps(_redacted(event), default=str, ensure_ascii=False) + "\n")
             return
         kind = event["event"]
         if kind == EventKind.HELD and not self._held_shown and not self.verbose:
@@ -357,6 +286,8 @@ class LineLog:
             return
         if kind in NOTABLE or self.verbose:
             self._write(self._stamp(event) + describe(event))
+            if self.verbose and event.get("traceback"):
+                self._write(str(event["traceback"]).rstrip())
 
     @staticmethod
     def _stamp(event: Event) -> str:
@@ -364,8 +295,31 @@ class LineLog:
         return datetime.fromtimestamp(t).strftime("%H:%M:%S ") if isinstance(t, int | float) else ""
 
     def _write(self, line: str) -> None:
-        self.stream.write(redact(line) + "\n")
-        self.stream.flush()
+        self._put(redact(line) + "\n")
+
+    def _put(self, text: str) -> None:
+        if self.closed:
+            return
+        try:
+            self.stream.write(text)
+            self.stream.flush()
+        except (OSError, ValueError):  # a closed pipe (EPIPE), a closed file
+            self.closed = True
+            let_go(self.stream)
+
+
+def let_go(stream: TextIO) -> None:
+    """Point a stream whose reader went away at /dev/null: what is still buffered for it, and the
+    interpreter's last flush at exit, go nowhere instead of raising (or setting the exit code) again."""
+    try:
+        fd = stream.fileno()
+    except (OSError, ValueError):
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+    finally:
+        os.close(devnull)
 
 
 class LiveProgress:
@@ -410,8 +364,11 @@ class LiveProgress:
             self.tally.apply(event)
             if kind in NOTABLE or kind in WORTH_A_GLANCE or (self.verbose and kind != EventKind.FINISH):
                 self.log.append(redact(LineLog._stamp(event) + describe(event)))
-        if kind in _KEPT_ON_SCREEN:
+        first_of_outage = kind == EventKind.OUTAGE and event.get("attempt") == 1
+        if kind in _KEPT_ON_SCREEN or first_of_outage:
             self._live.console.print(Text(redact(LineLog._stamp(event) + describe(event)), style="yellow"))
+            if self.verbose and event.get("traceback"):
+                self._live.console.print(Text(redact(str(event["traceback"]).rstrip()), style="dim"))
         if kind == EventKind.STOPPING:
             # A second Ctrl-C ends the process at once (os._exit): leave the terminal's cursor visible.
             self.console.show_cursor(True)
@@ -461,7 +418,7 @@ class LiveProgress:
         http = f" · http {t.http}" + (f"/{t.http_max}" if t.http_max and t.http != t.http_max else "")
         stats = Text(
             (f"{rate * 60:.1f} jobs/min" if rate else "-- jobs/min")
-            + f" · spent {_money(t.spent_usd)} · in flight {t.in_flight}/{limit}{http}"
+            + f" · spent {money(t.spent_usd)} · in flight {t.in_flight}/{limit}{http}"
             + (f" · {t.retries} retries" if t.retries else ""),
             style="dim",
         )
