@@ -228,8 +228,7 @@ class Journal:
         Only the runner's own clock counts: an end RunComfy reported for a job no runner saw finish
         (``end_unseen``) may fall in the idle time after the kill."""
         spans = " UNION ALL ".join(
-            f"SELECT max({column}) AS t FROM {table} WHERE {column} >= :since AND {column} < :before"
-            f"{also}"
+            f"SELECT max({column}) AS t FROM {table} WHERE {column} >= :since AND {column} < :before{also}"
             for table, column, also in (
                 ("attempts", "intent_at", ""),
                 ("attempts", "submitted_at", ""),
