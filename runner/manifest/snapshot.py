@@ -148,13 +148,19 @@ def quick_name(path: str | Path) -> str | None:
     """The manifest's ``name`` read off its top-level ``name:`` line (or the file's stem when a
     block-style manifest has none), without parsing the YAML; ``None`` when that cannot be told
     for sure. Used only to find the state file; what is found there is then checked by sha256."""
+    data = _bytes_of(path)
+    return None if data is None else _quick_name(Path(path), data)
+
+
+def _bytes_of(path: str | Path) -> bytes | None:
+    """The manifest file's bytes for a quick look, or ``None`` (standard input is read once, by the
+    full load; an unreadable file is for the full load to report)."""
     if os.fspath(path) == "-":
-        return None  # standard input: read once, by the full load
+        return None
     try:
-        data = Path(path).read_bytes()
+        return Path(path).read_bytes()
     except OSError:
         return None
-    return _quick_name(Path(path), data)
 
 
 def _quick_name(path: Path, data: bytes) -> str | None:
@@ -169,13 +175,8 @@ def quick_output_dir(path: str | Path) -> Path | None:
     read off its top-level ``output_dir:`` (and ``name:``) lines without parsing the YAML; ``None``
     when that cannot be told for sure. Used only to find the journal, which lives in that folder;
     what is found there is then checked by sha256."""
-    if os.fspath(path) == "-":
-        return None  # standard input: read once, by the full load
-    try:
-        data = Path(path).read_bytes()
-    except OSError:
-        return None
-    if not _TOP_JOBS.search(data):
+    data = _bytes_of(path)
+    if data is None or not _TOP_JOBS.search(data):
         return None  # a flow-style manifest, or not one at all: only a full load can tell
     folder = Path(os.path.abspath(path)).parent
     output = _top_value(_TOP_OUTPUT, data)
