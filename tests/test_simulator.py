@@ -783,3 +783,38 @@ def test_the_lazy_account_agrees_with_a_step_by_step_reference(
         waiting = [j for j in jobs if j.state == "in_queue"]
         assert [account.queue_position(j) for j in waiting] == list(range(1, len(waiting) + 1))
         assert account.running == sum(j.state == "in_progress" for j in jobs) <= concurrency
+
+
+# --- the books: a simulator started again answers for what the last one accepted
+
+
+async def test_a_restarted_simulator_takes_back_the_requests_its_books_hold(tmp_path: Path) -> None:
+    books = tmp_path / ".runcomfy-batch" / "simulator.jsonl"
+    async with simulator(concurrency=1, job_seconds=10, books_path=str(books)) as sim:
+        first, second, third = [await sim.submit(prompt=f"p{i}") for i in range(3)]
+        await sim.cancel(third)
+    with books.open("a", encoding="utf-8") as handle:
+        handle.write('{"op": "submit", "at": 17')  # a line cut short by a kill
+    async with simulator(concurrency=1, job_seconds=10, books_path=str(books)) as again:
+        assert (await again.status(first))["status"] == "in_progress"  # still its ten seconds
+        assert (await again.status(second))["queue_position"] == 1
+        assert (await again.status(third))["status"] == "cancelled"
+        again.clock.advance(20)
+        assert (await again.status(second))["status"] == "completed"
+        assert (await again.result(second)).json()["output"]
+        stats = await again.stats()
+        assert stats["submits_accepted"] == 3 and stats["duplicate_submissions"] == 0
+        await again.submit(prompt="p0")  # the same request again is a duplicate across restarts
+        assert (await again.stats())["duplicate_submissions"] == 1
+        await again.client.post("/_sim/reset")
+        assert not books.exists()
+
+
+def test_a_simulator_whose_books_cannot_be_written_still_answers(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("not a folder")
+    config = SimulatorConfig(books_path=str(tmp_path / "file" / "simulator.jsonl"), job_seconds=0.0)
+    with running_server(config) as base_url:
+        answer = httpx.post(f"{base_url}/v1/models/{I2V}", json=i2v(), headers=AUTH)
+        assert answer.status_code == 200
+        rid = answer.json()["request_id"]
+        assert httpx.get(f"{base_url}/v1/requests/{rid}/status", headers=AUTH).json()["status"] == "completed"

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import os
 import re
 import sys
@@ -16,6 +17,7 @@ from pathlib import Path
 
 from .. import defaults
 from ..batch import BatchOptions
+from ..engine.home import simulator_books
 from ..errors import ManifestInvalid, RunnerError, UsageError
 from . import commands, models
 from .commands import say
@@ -381,8 +383,17 @@ def simulated(ns: argparse.Namespace, options: BatchOptions) -> Iterator[BatchOp
         return
     from ..simulator import SimulatorConfig, running_server  # noqa: PLC0415 - only with --simulate
 
-    config = SimulatorConfig(concurrency=4, job_seconds=2.0, job_spread=0.3)
-    with running_server(config) as base_url:
+    books = simulator_books(ns.manifest, options.state_path, options.output_dir)
+    config = SimulatorConfig(
+        concurrency=4, job_seconds=2.0, job_spread=0.3, books_path=str(books) if books else None
+    )
+    # The same port each time when it is free: the output URLs a killed run journaled stay good.
+    port = 20000 + int.from_bytes(hashlib.blake2b(str(books).encode(), digest_size=4).digest()) % 30000
+    with contextlib.ExitStack() as stack:
+        try:
+            base_url = stack.enter_context(running_server(config, port=port if books else 0))
+        except UsageError:  # taken: any free port (only not-yet-downloaded outputs miss the old one)
+            base_url = stack.enter_context(running_server(config))
         yield replace(options, base_url=base_url, token=config.token, simulated=True)
 
 

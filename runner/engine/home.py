@@ -32,13 +32,14 @@ from urllib.parse import urlsplit
 from .. import defaults
 from ..errors import JournalRefused, StateLocked, UsageError
 from ..manifest.loader import Manifest, refuse_output_dir
-from ..manifest.snapshot import META_KEY, Snapshot
+from ..manifest.snapshot import META_KEY, Snapshot, quick_output_dir
 from .store import Store
 
 JOURNAL_FOLDER = ".runcomfy-batch"
 JOURNAL_FILE = "journal.sqlite"
 SIMULATED_SUFFIX = "-simulated"
 SIMULATOR = "the bundled simulator"
+SIMULATOR_BOOKS = "simulator.jsonl"
 OWNER_KEY = "owner"
 # What an old journal (from before journals recorded their API) is taken to have talked to when its
 # outputs came from a loopback host: a simulator, whose results must not satisfy a real run.
@@ -62,6 +63,19 @@ def run_output_dir(manifest_output_dir: Path, output: Path | None = None, *, sim
     if output is not None:
         return Path(os.path.abspath(os.path.expanduser(output)))
     return simulated_output_dir(manifest_output_dir) if simulated else Path(manifest_output_dir)
+
+
+def simulator_books(manifest: str | Path, state_path: Path | None, output: Path | None) -> Path | None:
+    """Where ``--simulate``'s simulator keeps the requests it accepted, so that a simulated run killed
+    and run again finds them, as a real one finds RunComfy's: beside the simulated run's journal.
+    ``None`` when that place cannot be told before the manifest is read (standard input)."""
+    if state_path is not None:
+        state = Path(os.path.abspath(os.path.expanduser(state_path)))
+        return state.with_name(f"{state.name}.{SIMULATOR_BOOKS}")
+    folder = output if output is not None else quick_output_dir(manifest)
+    if folder is None:
+        return None
+    return run_output_dir(folder, output, simulated=True) / JOURNAL_FOLDER / SIMULATOR_BOOKS
 
 
 def api_of(base_url: str, *, simulated: bool = False) -> str:

@@ -84,6 +84,7 @@ class SimulatorConfig:
     shape_grace_answers: int = 2  # a grace shape lasts this many answers about a job or file...
     shape_grace_seconds: float = 0.0  # ...and at least this long on the account clock
     keepalive_timeout: float = 5.0  # a served simulator closes a connection idle this long (uvicorn's 5 s)
+    books_path: str | None = None  # a file of accepted requests kept across restarts (see books.py)
 
     def __post_init__(self) -> None:
         problems = []
@@ -206,6 +207,7 @@ _HELP = {
     "shape_grace_answers": "a 404 or output-late shape lasts this many answers about a job or file",
     "shape_grace_seconds": "a 404 or output-late shape lasts at least this many seconds after it begins",
     "keepalive_timeout": "close a connection idle this many seconds",
+    "books_path": "keep the accepted requests in this file and take them back when started again",
 }
 
 

@@ -24,6 +24,7 @@ from ..catalog.normalise import catalog_entries, normalise_entry
 from ..catalog.pricing import PriceTable
 from ..errors import RunnerError, UsageError
 from .account import IN_QUEUE, STATES, Account, Job
+from .books import Books
 from .config import ENDPOINTS, FAULTS, SimulatorConfig
 from .faults import FaultDice
 from .shapes import GRACE_SHAPES, Wire
@@ -60,10 +61,34 @@ class Simulation:
         self._lock = threading.Lock()
         self._wall_at_zero = time.time() - clock()
         self.wire = Wire(config.shapes, config.unknown_status_word)
-        self.reset()
+        self.books = Books(config.books_path) if config.books_path else None
+        self._reset()
+        self._replay()
 
     def reset(self) -> None:
-        """Forget every job and zero every counter; the config stays as it is."""
+        """Forget every job (and the books, if kept) and zero every counter; the config stays as it is."""
+        self._reset()
+        if self.books is not None:
+            self.books.clear()
+
+    def _replay(self) -> None:
+        """Take the booked requests back, at the times they were accepted and cancelled."""
+        if self.books is None:
+            return
+        jobs: dict[str, Job] = {}
+        for entry in self.books.entries():
+            at = entry.at - self._wall_at_zero
+            if entry.job is not None:
+                job = jobs[entry.job.request_id] = entry.job
+                job.submitted_at = at
+                self.account.submit(job, at)
+                self.submits_accepted += 1
+                if job.input is not None:
+                    self._payloads.add(_payload_key(job.model_id, job.input))
+            elif entry.cancel in jobs:
+                self.account.cancel(jobs[entry.cancel], at)
+
+    def _reset(self) -> None:
         with self._lock:
             config = self.config
             self.account = Account(config.concurrency, config.expire_seconds)
@@ -84,8 +109,9 @@ class Simulation:
         """Apply a JSON object of config changes now; running jobs keep the run times they were given."""
         with self._lock:
             old, new = self.config, self.config.updated(changes)
-            if new.keepalive_timeout != old.keepalive_timeout:
-                raise UsageError("simulator config: keepalive_timeout is fixed when the server starts")
+            for fixed in ("keepalive_timeout", "books_path"):
+                if getattr(new, fixed) != getattr(old, fixed):
+                    raise UsageError(f"simulator config: {fixed} is fixed when the server starts")
             if new.extra_models_path != old.extra_models_path:
                 self.listing, self.catalog = self._load_models(new)
             if new.prices_path != old.prices_path or new.extra_models_path != old.extra_models_path:
@@ -201,8 +227,7 @@ class Simulation:
         spec = self.catalog.get(model_id)
         kind = (spec.output_kind if spec else None) or "video"
         asked = spec.outputs_for(payload) if spec is not None and isinstance(payload, dict) else 1
-        canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-        key = hashlib.blake2b(f"{model_id}\n{canonical}".encode(), digest_size=16).digest()
+        key = _payload_key(model_id, payload)
         with self._lock:
             config, rng = self.config, self.job_rng
             run_seconds = config.job_seconds * (1 + config.job_spread * (2 * rng.random() - 1))
@@ -220,6 +245,8 @@ class Simulation:
                 output_kind=kind,
             )
             self.account.submit(job, job.submitted_at)
+            if self.books is not None:
+                self.books.accepted(job, self._wall_at_zero + job.submitted_at)
             self.submits_accepted += 1
             if key in self._payloads:
                 self.duplicate_submissions += 1
@@ -235,7 +262,10 @@ class Simulation:
     def cancel(self, job: Job) -> str:
         """Cancel a job: ``cancelled`` if it was still queued, else ``not_cancellable``."""
         with self._lock:
-            outcome = "cancelled" if self.account.cancel(job, self.clock()) else "not_cancellable"
+            now = self.clock()
+            outcome = "cancelled" if self.account.cancel(job, now) else "not_cancellable"
+            if outcome == "cancelled" and self.books is not None:
+                self.books.cancelled(job.request_id, self._wall_at_zero + now)
             self.cancels[outcome] += 1
             return outcome
 
@@ -290,3 +320,9 @@ class Simulation:
                 "balance_left_usd": None if balance is None else (round(balance * 1_000_000) - charged) / 1e6,
                 "clock": self.clock(),
             }
+
+
+def _payload_key(model_id: str, payload: Any) -> bytes:
+    """What makes two submits the same request, for counting duplicates."""
+    canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.blake2b(f"{model_id}\n{canonical}".encode(), digest_size=16).digest()
