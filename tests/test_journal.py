@@ -61,6 +61,26 @@ def test_results_of_one_api_are_refused_by_a_run_against_another(tmp_path):
         assert prod.stats()["submits_accepted"] == 0
 
 
+def test_a_journal_that_never_reached_its_api_follows_the_corrected_url(tmp_path):
+    """A first run at a mistyped --base-url (nothing listens there) sent nothing: the run at the right
+    URL takes the journal over with a one-line notice, instead of refusing it as another API's results."""
+    write_jobs_manifest(tmp_path / "m.yaml", JOBS[:2])
+    with SimProcess(tmp_path / "nobody", job_seconds=0.05) as gone:
+        wrong = gone.base_url
+    typo = run_cli(
+        ["run", "m.yaml", "--base-url", wrong, "--outage-max-time", "1s", "--no-progress"], cwd=tmp_path
+    )
+    assert typo.returncode == 10, typo.stderr
+    with SimProcess(tmp_path / "right", job_seconds=0.05) as right:
+        done = run_cli(["run", "m.yaml", "--base-url", right.base_url, "--no-progress"], cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
+        assert f"had sent nothing to {wrong}: it now belongs to {right.base_url}" in done.stdout + done.stderr
+        assert right.stats()["submits_accepted"] == 2
+        # and from then on it is the right URL's: the wrong one is refused
+        again = run_cli(["run", "m.yaml", "--base-url", wrong, "--no-progress"], cwd=tmp_path)
+        assert again.returncode == 3 and f"holds results from {right.base_url}" in again.stderr
+
+
 def test_an_old_journal_from_a_simulated_demo_is_moved_and_refused_for_a_real_run(tmp_path):
     """A journal at state/<name>.sqlite (the old default) that belongs to this manifest is moved beside
     its outputs, saying so; one whose outputs came from a loopback simulator never satisfies a real run."""

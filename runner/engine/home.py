@@ -168,12 +168,17 @@ def check_owner(store: Store, owner: Owner, *, record: bool, api_matters: bool) 
             f"taken over by {owner.manifest or owner.name} (renamed or moved)"
         )
     if api_matters and recorded is not None and recorded.api and recorded.api != owner.api:
-        beside_outputs = where.name == JOURNAL_FILE and where.parent.name == JOURNAL_FOLDER
-        raise JournalRefused(
-            f"{where} holds results from {recorded.shown_api}, not from {owner.api}: they cannot "
-            f"satisfy this run; give it its own folder with --output DIR (or --state FILE), or remove "
-            f"{where.parent.parent if beside_outputs else where} to start over"
-        )
+        if not store.sent_anything():  # a mistyped --base-url, say: nothing of it to protect
+            notices.append(
+                f"the journal {where} had sent nothing to {recorded.shown_api}: it now belongs to {owner.api}"
+            )
+        else:
+            beside_outputs = where.name == JOURNAL_FILE and where.parent.name == JOURNAL_FOLDER
+            raise JournalRefused(
+                f"{where} holds results from {recorded.shown_api}, not from {owner.api}: they cannot "
+                f"satisfy this run; give it its own folder with --output DIR (or --state FILE), or remove "
+                f"{where.parent.parent if beside_outputs else where} to start over"
+            )
     if record:
         api = owner.api or (recorded.api if recorded else "")
         fresh = Owner(owner.manifest, owner.name, api)

@@ -103,6 +103,15 @@ class JournalReads(Journal):
         row = self._conn.execute("SELECT url FROM outputs LIMIT 1").fetchone()
         return None if row is None else str(row[0])
 
+    def sent_anything(self) -> bool:
+        """Whether any request of this journal may have reached an API (an attempt not surely unsent,
+        or an output): a journal without one holds no results and no money of anyone's."""
+        row = self._conn.execute(
+            "SELECT EXISTS (SELECT 1 FROM attempts WHERE status IS NOT ?) OR EXISTS (SELECT 1 FROM outputs)",
+            (AttemptState.NOT_SENT.value,),
+        ).fetchone()
+        return bool(row and row[0])
+
     def outputs_of(self, job_id: str, attempt_id: int) -> list[OutputRow]:
         """The files a job holds from one attempt, in order (a primary-key lookup)."""
         return [
