@@ -176,6 +176,26 @@ def test_a_bad_row_is_told_at_its_line_in_the_table(tmp_path):
     ]
 
 
+def test_a_spreadsheets_csv_is_read_and_a_semicolon_one_is_told_how_to_fix(tmp_path):
+    """What a spreadsheet saves: a byte-order mark and CRLF line ends are read as any CSV; a file
+    separated by semicolons (a European locale's "CSV") is told in one line, with the fix."""
+    (tmp_path / "excel.csv").write_bytes(b'\xef\xbb\xbfid,prompt,duration\r\nshot-1,"a cat, walking",5\r\n')
+    (tmp_path / "semi.csv").write_bytes(b"id;prompt;duration\nshot-2;a dog;5\n")
+    manifest = f"version: 1\ndefaults:\n  model: {R2V}\njobs_from: TABLE\n"
+    write(tmp_path, manifest.replace("TABLE", "excel.csv"), "excel.yaml")
+    write(tmp_path, manifest.replace("TABLE", "semi.csv"), "semi.yaml")
+    plan = run_cli(["plan", "excel.yaml", "--json"], cwd=tmp_path)
+    assert plan.returncode == 0, plan.stderr
+    [job] = json.loads(plan.stdout)["job_list"]
+    assert job["id"] == "shot-1"
+    checked = run_cli(["validate", "semi.yaml"], cwd=tmp_path)
+    assert checked.returncode == 2
+    assert checked.stderr.splitlines() == [
+        "semi.csv:1: the header has no `id` column (columns: id;prompt;duration); it looks separated by "
+        "';': save it comma-separated"
+    ]
+
+
 # -- machine-readable answers ---------------------------------------------------------------------
 
 

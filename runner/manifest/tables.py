@@ -83,7 +83,11 @@ def _read_csv(
             problems.append(Problem(shown, 1, f"the header names the column {name!r} twice"))
         seen.add(name)
     if "id" not in names:
-        problems.append(Problem(shown, 1, f"the header has no `id` column (columns: {', '.join(names)})"))
+        other = [sep for sep in (";", "\t", "|") if len(names) == 1 and sep in names[0]]
+        hint = f"; it looks separated by {other[0]!r}: save it comma-separated" if other else ""
+        problems.append(
+            Problem(shown, 1, f"the header has no `id` column (columns: {', '.join(names)}){hint}")
+        )
     if problems:
         return [], problems
     rows: list[Row] = []
