@@ -20,7 +20,7 @@ from ..manifest.loader import Job
 from .events import EventKind
 from .flight import Live, Part, Parts
 from .pacing import Track
-from .polls import PollQueue
+from .polls import TOGETHER, PollQueue
 from .settings import RunSettings
 from .states import JobState
 
@@ -38,7 +38,10 @@ class Watcher(Part):
         self.unknown_words: set[str] = set()  # status words RunComfy answered that we do not know
         self.resubmits: Counter[str] = Counter()  # per job: --auto-resubmit-failed used so far
         self._poll_due = anyio.Event()
-        self._probe_now = anyio.Event()
+        self._probe_wake = anyio.Event()  # the probe loop looks again at when its next probe is due
+        self._probe_due = 0.0  # when it sleeps until
+        self._last_probe = parts.clock()
+        self._early_probe: float | None = None  # a probe asked for early by the slow start, due then
 
     # -- what to poll, when ---------------------------------------------------------------------
     def reattach(self, job: Job, attempt_id: int, request_id: str, status: JobState) -> None:
@@ -56,39 +59,69 @@ class Watcher(Part):
 
     def probe_soon(self) -> None:
         """The slow start's window is used up: a probe's answer may open it (see :meth:`probe_loop`)."""
-        self._probe_now.set()
+        if self._early_probe is None:
+            self._early_probe = self._clock() + PROBE_GAP  # at most one per gap, however fast answers come
+            self._probe_wake.set()
 
     def drain(self, draining: bool) -> None:
-        """Once nothing is left to submit, a finish noticed late delays the end of the run (no queued
-        job takes the slot any more): the pacer polls eagerly, starting with every live job now."""
+        """Once nothing is left to submit, a finish noticed late may delay the end of the run (no
+        queued job takes the slot any more): every live job's poll is looked at again, and the pacer
+        polls eagerly the ones that may finish last."""
         self.pacer.draining = draining
         if draining:
             now = self._clock()
             for live in self.flight.live.values():
-                if not live.polling:
-                    self.schedule(live, self.pacer.eager_poll(live.track, now))
+                if not live.polling and live.request_id:
+                    self.schedule(live, self.pacer.poll_due(live.track, now))
+
+    def _learnt(self, now: float) -> None:
+        """After an answer: the jobs the pacer now believes started have their polls due again, and
+        the probe loop looks again at when its next probe is due if that may have come sooner."""
+        for track in self.pacer.take_started(now):
+            live = self.flight.live.get(track.job_id)
+            if live is not None and live.track is track and not live.polling and live.request_id:
+                self.schedule(live, self.pacer.poll_due(track, now))
+        if self._last_probe + self.pacer.probe_gap(now) < self._probe_due:
+            self._probe_wake.set()
 
     async def poll_loop(self, tg: TaskGroup) -> None:
-        """Start each poll when it is due, for as long as the run goes on."""
+        """Start each poll when it is due, for as long as the run goes on. A poll that comes due is
+        looked at again by the pacer first, which may know better by then (that the job has not
+        started yet, say): then it waits, at no cost."""
         while True:
             now = self._clock()
-            for live in self.polls.take_due(now, lambda live: self.flight.live.get(live.job.id) is live):
-                tg.start_soon(self._poll, live, False)
+            for live in self.polls.take_due(now, self._current):
+                when = self.pacer.poll_due(live.track, now)
+                if when > now + TOGETHER:
+                    live.polling = False
+                    self.schedule(live, when)
+                else:
+                    tg.start_soon(self._poll, live, False)
             self._poll_due = anyio.Event()
             first = self.polls.next_due()
             with anyio.move_on_after(first - now if first is not None else 1.0):
                 await self._poll_due.wait()
 
+    def _current(self, live: Live) -> bool:
+        return self.flight.live.get(live.job.id) is live
+
     async def probe_loop(self, tg: TaskGroup) -> None:
         """Now and then poll the most recently submitted job RunComfy knows: its queue position (plus
-        the jobs submitted after it) is the length of the queue. During the slow start, a submit answered
-        while the window is used up asks for a probe at once (at most one per PROBE_GAP): the window
-        doubles per round trip, not per probe interval."""
+        the jobs submitted after it) is the length of the queue. The pacer says how often
+        (:meth:`~.pacing.Pacer.probe_gap`), looked at again when an answer may have made it sooner.
+        During the slow start, a submit answered while the window is used up asks for a probe at once
+        (at most one per PROBE_GAP): the window doubles per round trip, not per probe interval."""
         while True:
-            with anyio.move_on_after(self.pacer.probe_interval):
-                await self._probe_now.wait()
-                await anyio.sleep(PROBE_GAP)  # at most one early probe per gap, however fast answers come
-            self._probe_now = anyio.Event()
+            now = self._clock()
+            due = self._last_probe + self.pacer.probe_gap(now)
+            if self._early_probe is not None:
+                due = min(due, self._early_probe)
+            if now < due:
+                self._probe_due, self._probe_wake = due, anyio.Event()
+                with anyio.move_on_after(due - now):
+                    await self._probe_wake.wait()
+                continue
+            self._last_probe, self._early_probe = now, None
             for track in self.pacer.probe_candidates():
                 live = self.flight.live.get(track.job_id)
                 if live is None or live.track is not track or live.polling or live.request_id is None:
@@ -127,6 +160,7 @@ class Watcher(Part):
             self.flight.wake()
         if remote.terminal:
             self._landed(live, remote, now)
+            self._learnt(now)
             return
         if remote.status not in KNOWN_LIVE and remote.status not in self.unknown_words:
             self.unknown_words.add(remote.status)
@@ -144,6 +178,7 @@ class Watcher(Part):
             return
         live.polling = False
         self.schedule(live, self.pacer.on_polled(live.track, remote.status, remote.queue_position, now))
+        self._learnt(now)
 
     def _deadline_passed(self, live: Live, now: float) -> bool:
         waited = now - live.track.submitted_at
