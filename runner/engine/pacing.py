@@ -168,7 +168,7 @@ class Pacer:
         sixtieth of a job's run; more when the run so far holds few jobs per slot (its elapsed time
         over a job's run), so that its polls stay a small share of all."""
         mean = self.mean_duration
-        if mean is None:
+        if not mean:
             return self.poll_min
         low, high = self.duration_quantile(0.05) or 0.0, self.duration_quantile(0.9) or 0.0
         first = self._first_sent_at
