@@ -202,6 +202,7 @@ class Simulator:
 @contextlib.contextmanager
 def simulator(scenario: Scenario, folder: Path) -> Iterator[Simulator]:
     ready = folder / f"sim-{scenario.name}.url"
+    ready.unlink(missing_ok=True)  # left by an earlier run of the scenario (--repeat)
     command = [
         sys.executable,
         "-m",

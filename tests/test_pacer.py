@@ -233,6 +233,15 @@ def test_probes_cost_per_start_not_per_second():
     assert large.probe_gap(5000.0) == large.probe_interval  # a sixth of a job's run
 
 
+def test_jobs_that_seem_to_take_no_time_leave_the_pacer_working():
+    pacer = Pacer()
+    learnt(pacer, [0.0] * 5)  # estimates can come out at zero (the end seen before the start)
+    pacer.draining = True
+    track = sent(pacer, 1, now=2000.0)[0]
+    assert pacer.poll_due(track, 2000.0) >= 2000.0
+    assert pacer.eager_step(2000.0) == pacer.poll_min
+
+
 def test_a_429_on_a_submit_assumes_the_queue_is_full():
     pacer = Pacer()
     tracks = sent(pacer, 8)
