@@ -13,8 +13,7 @@ from .catalog.models import Catalog
 from .errors import RunnerError
 from .manifest.loader import Job, Manifest, load_manifest
 from .reports.status import Status, status
-
-__version__ = "0.1.0"
+from .version import __version__
 
 __all__ = [
     "BatchOptions",
@@ -24,6 +23,7 @@ __all__ = [
     "Manifest",
     "RunnerError",
     "Status",
+    "__version__",
     "cancel_batch",
     "load_manifest",
     "run_batch",

@@ -11,6 +11,7 @@ the reports. ``run_batch`` is the async core; ``run_batch_sync`` calls ``anyio.r
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 from collections.abc import Callable, Mapping
@@ -24,19 +25,43 @@ import anyio
 import sniffio
 
 from . import defaults
-from .api.client import ApiConfig, RunComfyClient
+from .api.catalog import read_catalog
+from .api.client import CANCELLED, ApiConfig, RunComfyClient
 from .api.download import DownloadConfig
 from .api.http import AiohttpSession, HttpSession, HttpxSession
 from .api.retry import RetryPolicy
-from .catalog.models import Catalog
+from .catalog.models import Catalog, schema_dir
 from .catalog.pricing import PriceTable
-from .engine import store as S
-from .engine.loop import EventSink, Runner, RunResult, RunSettings, outcome, runs_now, spent
+from .catalog.synced import (
+    CatalogChanges,
+    Synced,
+    baseline,
+    cache_path,
+    catalog_changes,
+    read_synced,
+    synced_specs,
+    write_synced,
+)
+from .engine.budget import spent
+from .engine.events import EventSink
+from .engine.home import (
+    Located,
+    Owner,
+    api_of,
+    check_owner,
+    journal_path,
+    locate,
+    recorded_owner,
+    run_output_dir,
+)
+from .engine.loop import Runner
 from .engine.outputs import damaged_outputs
-from .engine.store import Store, quick_state_path, state_path_for
-from .errors import RunnerError, StateError, UsageError
+from .engine.settings import RunResult, RunSettings, outcome, runs_now
+from .engine.states import IN_FLIGHT, JobState
+from .engine.store import Store
+from .errors import ApiError, ErrorRecord, JournalRefused, RunnerError, StateError, UsageError, keep_secret
 from .manifest.loader import Manifest, load_manifest
-from .manifest.snapshot import META_KEY, Snapshot
+from .manifest.snapshot import META_KEY, Snapshot, quick_output_dir
 from .reports.report import report_paths, reports_current, write_reports
 
 if TYPE_CHECKING:
@@ -54,7 +79,8 @@ class BatchOptions:
     # -- where ------------------------------------------------------------------------------------
     token: str | None = field(default=None, repr=False)  # else $RUNCOMFY_API_TOKEN
     base_url: str | None = None  # --base-url, else $RUNCOMFY_BASE_URL, else RunComfy's
-    state_path: Path | None = None  # --state, else state/<manifest name>.sqlite
+    simulated: bool = False  # --simulate: base_url is the bundled simulator (outputs: <output_dir>-simulated)
+    state_path: Path | None = None  # --state, else <output folder>/.runcomfy-batch/journal.sqlite
     output_dir: Path | None = None  # --output, else the manifest's output_dir
     prices_path: Path | None = None  # --prices: overrides the bundled prices model by model
     transport: httpx.AsyncBaseTransport | None = None  # tests: httpx.ASGITransport(app=simulator)
@@ -96,13 +122,15 @@ def configure(options: BatchOptions, manifest: Manifest | None = None) -> RunCon
     """The configs of a run, from its options: a field set there wins, then the environment variable,
     then the manifest's value, then the default. Without a manifest (the nothing-to-do check) the
     manifest's values are left out. Raises :class:`UsageError` without a token or a usable base URL."""
+    if options.token:
+        keep_secret(options.token)  # hidden from every message and log, as the environment's is
     token = options.token or os.environ.get(defaults.TOKEN_ENV)
     if not token:
         raise UsageError(
             f"no API token: set {defaults.TOKEN_ENV} (your RunComfy profile page has it), "
             "or use --simulate to try the runner against the bundled simulator"
         )
-    base_url = options.base_url or os.environ.get(defaults.BASE_URL_ENV) or defaults.BASE_URL
+    base_url = base_url_of(options)
     if not base_url.startswith(("http://", "https://")):
         raise UsageError(f"base URL {base_url!r} must start with http:// or https://")
     retry = RetryPolicy(
@@ -142,6 +170,16 @@ def configure(options: BatchOptions, manifest: Manifest | None = None) -> RunCon
     return RunConfig(api, settings)
 
 
+def base_url_of(options: BatchOptions) -> str:
+    """The API's base URL: the option, else the environment's, else RunComfy's."""
+    return options.base_url or os.environ.get(defaults.BASE_URL_ENV) or defaults.BASE_URL
+
+
+def api_for(options: BatchOptions) -> str:
+    """The API a run with these options talks to, as its journal records it."""
+    return api_of(base_url_of(options), simulated=options.simulated)
+
+
 def _first(*values: T | None) -> T | None:
     """The first value that is set (0 and False are set)."""
     return next((value for value in values if value is not None), None)
@@ -159,6 +197,7 @@ class BatchResult:
     report_paths: dict[str, Path]
     state_path: Path
     needs_attention: list[dict[str, Any]] = field(default_factory=list)
+    notices: list[str] = field(default_factory=list)  # what finding the journal did (a move, a takeover)
 
     @cached_property
     def report(self) -> dict[str, Any]:
@@ -167,15 +206,34 @@ class BatchResult:
             return json.load(handle)  # type: ignore[no-any-return]
 
 
-def default_state_path(manifest: Manifest, cwd: Path | None = None) -> Path:
-    return state_path_for(manifest.name, cwd)
+def resolve(manifest: Manifest, options: BatchOptions) -> tuple[Manifest, Located]:
+    """Apply option overrides to the manifest; its journal (see ``engine/home.py``)."""
+    manifest = replace(
+        manifest,
+        output_dir=run_output_dir(manifest.output_dir, options.output_dir, simulated=options.simulated),
+    )
+    return manifest, locate(manifest, options.state_path)
 
 
-def resolve(manifest: Manifest, options: BatchOptions) -> tuple[Manifest, Path]:
-    """Apply option overrides to the manifest; the state file's path."""
-    if options.output_dir is not None:
-        manifest = replace(manifest, output_dir=Path(options.output_dir).resolve())
-    return manifest, Path(options.state_path or default_state_path(manifest))
+def open_journal(
+    manifest: Manifest, located: Located, options: BatchOptions, *, run: bool
+) -> tuple[Store, list[str]]:
+    """The manifest's journal, opened with its run lock (a new one only for a run) and checked to be
+    this manifest's and this API's (:class:`~runner.errors.JournalRefused`); what to tell the user."""
+    store = Store.open(located.path, create=run)
+    try:
+        store.lock()
+        owner = Owner.of(manifest, api_for(options))
+        notices = [*located.notices, *check_owner(store, owner, record=run, api_matters=True)]
+    except JournalRefused as exc:
+        store.close()
+        if located.notices:  # the journal was just moved: say so, in the same one line
+            raise JournalRefused("; ".join([*located.notices, str(exc)])) from None
+        raise
+    except BaseException:
+        store.close()
+        raise
+    return store, notices
 
 
 def open_session(options: BatchOptions) -> HttpSession:
@@ -192,13 +250,14 @@ def open_session(options: BatchOptions) -> HttpSession:
 
 def _setup(
     manifest: Manifest | str | Path, options: BatchOptions, catalog: Catalog
-) -> tuple[Manifest, Path, RunConfig]:
-    """The checked manifest (loaded first: nothing is opened or sent for an invalid one), the state
-    file's path and the run's configs."""
+) -> tuple[Manifest, Located, RunConfig]:
+    """The checked manifest (loaded first: nothing is opened or sent for an invalid one), its journal
+    and the run's configs."""
     if not isinstance(manifest, Manifest):
         manifest = load_manifest(manifest, catalog)
-    manifest, state_path = resolve(manifest, options)
-    return manifest, state_path, configure(options, manifest)
+    config = configure(options, manifest)
+    manifest, located = resolve(manifest, options)
+    return manifest, located, config
 
 
 async def run_batch(
@@ -215,16 +274,24 @@ async def run_batch(
         if done is not None:
             return done
     catalog = catalog or Catalog.load()
-    manifest, state_path, config = _setup(manifest, options, catalog)
+    manifest, located, config = _setup(manifest, options, catalog)
+    catalog = catalog.with_models(manifest.models)
     prices = PriceTable.load(catalog, options.prices_path)
     settings = config.settings
-    with Store.open(state_path) as store:
-        store.lock()
+    store, notices = open_journal(manifest, located, options, run=True)
+    with store:
         http = open_session(options)
         try:
             client = RunComfyClient(http, config.api)
             runner = Runner(
-                manifest, store, client, prices, settings, defaults_for=_defaults(catalog), on_event=on_event
+                manifest,
+                store,
+                client,
+                prices,
+                settings,
+                defaults_for=_defaults(catalog),
+                output_kind_for=_output_kinds(catalog),
+                on_event=on_event,
             )
             client.on_retry = runner.on_retry
             result: RunResult = await runner.run()
@@ -234,7 +301,14 @@ async def run_batch(
         paths = write_reports(manifest, store, if_changed=True)
         attention = store.needs_attention(ATTENTION_SHOWN)
     return BatchResult(
-        result.exit_code, result.message, result.counts, result.cost_usd, paths, state_path, attention
+        result.exit_code,
+        result.message,
+        result.counts,
+        result.cost_usd,
+        paths,
+        located.path,
+        attention,
+        notices,
     )
 
 
@@ -251,8 +325,16 @@ def finished_already(path: str | Path, options: BatchOptions | None = None) -> B
     as recorded, and the reports were written for this very journal. The run is still recorded (and
     the run lock taken, so a runner at work is reported as such)."""
     options = options or BatchOptions()
-    state_path = quick_state_path(path, options.state_path)
-    if state_path is None or not state_path.is_file():
+    output_dir: Path | None = None  # with --state alone: the synced one, below
+    if options.output_dir is not None:
+        output_dir = run_output_dir(Path(), options.output_dir)
+    elif options.state_path is None:
+        quick = quick_output_dir(path)  # the manifest's own output_dir line: nothing is parsed
+        if quick is None:
+            return None
+        output_dir = run_output_dir(quick, simulated=options.simulated)
+    state_path = Path(options.state_path) if options.state_path else journal_path(output_dir or Path())
+    if not state_path.is_file():
         return None
     try:
         store = Store.open(state_path, create=False)
@@ -262,14 +344,18 @@ def finished_already(path: str | Path, options: BatchOptions | None = None) -> B
         snapshot = Snapshot.from_json(store.get_meta(META_KEY))
         if snapshot is None or snapshot.manifest != os.path.abspath(path) or not snapshot.matches(path):
             return None
-        output_dir = Path(options.output_dir).resolve() if options.output_dir else Path(snapshot.output_dir)
+        # With --state alone, the manifest's output folder is the synced one (the snapshot matches it).
+        output_dir = output_dir or Path(snapshot.output_dir)
         if str(output_dir) != snapshot.output_dir:
             return None
         settings = configure(options).settings  # no token: the same error as a real run gives
+        owner = recorded_owner(store)
+        if owner is None or owner.manifest != snapshot.manifest or owner.api != api_for(options):
+            return None  # the real run refuses it, or records what it is
         store.lock()
         counts = store.counts()
         if sum(counts.values()) != snapshot.jobs or any(
-            status in S.IN_FLIGHT or runs_now(status, settings) for status in counts
+            status in IN_FLIGHT or runs_now(status, settings) for status in counts
         ):
             return None
         if damaged_outputs(store, output_dir, verify_hashes=settings.verify_hashes, first_only=True):
@@ -301,12 +387,21 @@ def _defaults(catalog: Catalog) -> Callable[[str], Mapping[str, Any]]:
     return defaults_for
 
 
+def _output_kinds(catalog: Catalog) -> Callable[[str], str | None]:
+    def output_kind_for(model_id: str) -> str | None:
+        spec = catalog.get(model_id)
+        return spec.output_kind if spec else None
+
+    return output_kind_for
+
+
 __all__ = [
     "BatchOptions",
     "BatchResult",
     "RunConfig",
     "configure",
     "load_manifest",
+    "sync_models",
     "run_batch",
     "run_batch_sync",
 ]
@@ -321,11 +416,11 @@ async def cancel_batch(
     ``not_cancellable`` and are billed. Cancelled jobs are recorded so a later ``run`` leaves them
     alone (``retry`` runs them again)."""
     options = options or BatchOptions()
-    manifest, state_path, config = _setup(manifest, options, catalog or Catalog.load())
+    manifest, located, config = _setup(manifest, options, catalog or Catalog.load())
     outcomes: list[tuple[str, str, str]] = []
-    with Store.open(state_path, create=False) as store:
-        store.lock()
-        live = [r for r in store.jobs() if r.status in (S.QUEUED, S.RUNNING) and r.request_id]
+    store, _ = open_journal(manifest, located, options, run=False)
+    with store:
+        live = [r for r in store.jobs() if r.status in (JobState.QUEUED, JobState.RUNNING) and r.request_id]
         http = open_session(options)
         try:
             client = RunComfyClient(http, config.api)
@@ -335,12 +430,12 @@ async def cancel_batch(
                     outcome = await client.cancel(row.request_id)
                 except RunnerError as exc:  # reported per job, never fatal
                     outcome = f"error: {exc}"
-                if outcome == "cancelled":
+                if outcome == CANCELLED:
                     store.record_error(
                         row.job_id,
                         row.attempt_id,
-                        S.CANCELLED,
-                        {"type": "Cancelled", "message": "cancelled by `runcomfy-batch cancel`"},
+                        JobState.CANCELLED,
+                        ErrorRecord("Cancelled", "cancelled by `runcomfy-batch cancel`"),
                         cost=0.0,
                     )
                 outcomes.append((row.job_id, row.request_id, outcome))
@@ -348,3 +443,49 @@ async def cancel_batch(
             await http.aclose()
         store.flush()
     return outcomes
+
+
+@dataclass(frozen=True)
+class ModelsSynced:
+    """What ``models sync`` did: where the catalog is kept now, how many models and pages it read,
+    whether the pages ended cleanly, what changed against what the runner knew before, and notes."""
+
+    path: Path
+    models: int
+    pages: int
+    complete: bool
+    changes: CatalogChanges
+    notes: list[str]
+
+
+async def sync_models(options: BatchOptions | None = None, *, cache: Path | None = None) -> ModelsSynced:
+    """Read every page of RunComfy's live catalog with the user's token and keep it in the user's cache
+    folder (``cache`` elsewhere), where every later catalog load finds it. An incomplete read keeps
+    the previous sync's models beside the new ones."""
+    options = options or BatchOptions()
+    api = configure(options).api
+    path = cache or cache_path()
+    previous, _ = read_synced(path)
+    http = open_session(options)
+    try:
+        read = await read_catalog(RunComfyClient(http, api))
+    finally:
+        with anyio.CancelScope(shield=True):
+            await http.aclose()
+    if not read.entries:
+        raise ApiError(
+            "RunComfy's catalog answer held no models: the synced catalog is left as it was"
+            + (f" ({'; '.join(read.notes)})" if read.notes else "")
+        )
+    entries = list(read.entries)
+    if not read.complete and previous is not None:
+        fresh = {e.get("model_id") for e in entries if isinstance(e, Mapping)}
+        entries += [e for e in previous.entries if isinstance(e, Mapping) and e.get("model_id") not in fresh]
+    when = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    synced = Synced(when, api.base_url, read.complete, entries, read.notes, read.pages, path=path)
+    specs, left_out = synced_specs(synced)
+    changes = catalog_changes(baseline(schema_dir(), previous), {m: s.schema for m, s in specs.items()})
+    if not read.complete:  # what an incomplete read did not see is not gone
+        changes = replace(changes, removed=[])
+    write_synced(replace(synced, removed=changes.removed), path)
+    return ModelsSynced(path, len(specs), read.pages, read.complete, changes, [*read.notes, *left_out])

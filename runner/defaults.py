@@ -33,6 +33,13 @@ RETRY_MAX_DELAY = 30.0
 SUBMIT_RETRY_ATTEMPTS = 6
 SUBMIT_RETRY_MAX_SECONDS = 120.0
 
+# -- answers that lag or puzzle: how long the reader's grace rules last (docs/api-answers.md) -------
+STATUS_NOT_FOUND_GRACE = 30.0  # a 404 on a poll this soon after this run's submit is asked again
+FILE_NOT_FOUND_GRACE = 60.0  # a 404 on a file of a job this run saw finish is retried this long
+EMPTY_RESULT_POLLS = 5  # `completed` without outputs is polled again this many times (0.5 s, doubling)
+UNKNOWN_STATUS_PATIENCE = 1800.0  # a job answering only words nobody knows is given up after this...
+UNKNOWN_STATUS_MIN_POLLS = 10  # ...and at least this many such answers
+
 # -- one run --------------------------------------------------------------------------------------
 JOB_TIMEOUT = 2 * 3600.0  # --job-timeout: give up on a job this long after its submit
 AUTO_RESUBMIT_FAILED = 0  # --auto-resubmit-failed: each resubmission is paid

@@ -10,6 +10,7 @@ for a manifest with several problems), then exits with ``error.exit_code``. Anyt
     │   └── ManifestTooLarge       the file or its matrix expansion is too big   exit 2
     ├── LocalInputError            a local file input cannot be sent              exit 2
     ├── StateError                 the state file is unusable                     exit 3
+    │   ├── JournalRefused         it belongs to another manifest or API          exit 3
     │   └── StateLocked            another runner holds the state file            exit 4
     ├── BudgetExceeded             the estimate for what remains is over budget   exit 5
     └── ApiError                   RunComfy answered with an error
@@ -25,7 +26,8 @@ for a manifest with several problems), then exits with ``error.exit_code``. Anyt
         └── OutputHostRefused      an output URL points at a host not allowed
 
 Messages never contain the API token: :func:`redact` is applied to anything that echoes a
-server's answer or a URL. What the journal keeps about a failure is an :class:`ErrorRecord`.
+server's answer or a URL, and removes the environment's token and every token a run was given in code
+(:func:`keep_secret`). What the journal keeps about a failure is an :class:`ErrorRecord`.
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
+
+from . import defaults
 
 EXIT_OK = 0
 EXIT_JOBS_FAILED = 1
@@ -49,12 +53,24 @@ EXIT_INTERRUPTED = 130
 _BEARER = re.compile(r"(Bearer\s+)\S+", re.IGNORECASE)
 
 
+# Tokens given in code (``BatchOptions(token=…)``), kept for :func:`redact`. A process-wide set, unlike
+# every other setting: errors are made deep in the API edge and printed far from the run's options, and
+# a token must be hidden from every one of them, as the environment's is.
+_SECRETS: set[str] = set()
+
+
+def keep_secret(token: str) -> None:
+    """Hide ``token`` from every message and log of this process from now on (see :func:`redact`)."""
+    if len(token) >= 4:
+        _SECRETS.add(token)
+
+
 def redact(text: str) -> str:
     """Remove the API token (and any bearer credential) from text meant for a user or a log."""
     text = _BEARER.sub(r"\1***", text)
-    token = os.environ.get("RUNCOMFY_API_TOKEN", "")
-    if len(token) >= 4:
-        text = text.replace(token, "***")
+    token = os.environ.get(defaults.TOKEN_ENV, "")
+    for secret in (token, *_SECRETS) if len(token) >= 4 else _SECRETS:
+        text = text.replace(secret, "***")
     return text
 
 
@@ -124,6 +140,10 @@ class StateError(RunnerError):
     """The state file cannot be opened or is not a runcomfy-batch state file."""
 
     exit_code = EXIT_STATE
+
+
+class JournalRefused(StateError):
+    """The journal belongs to another manifest, or holds results from another API."""
 
 
 class StateLocked(StateError):
@@ -235,8 +255,12 @@ class ErrorRecord(Mapping[str, Any]):
         """A job RunComfy reports failed, from the error object it answered (kept whole)."""
         error = error or {"error_message": "RunComfy reported the job failed"}
         facts = {k: v for k, v in error.items() if k not in ("type", "message")}
-        message = error["message"] if "message" in error else error.get("error_message", "failed")
-        return cls(str(error.get("type") or "RemoteFailure"), str(message), facts)
+        # Its message is the first of ``message`` and ``error_message`` that says something.
+        said = (error.get(key) for key in ("message", "error_message"))
+        message = next(
+            (str(m) for m in said if m is not None and str(m).strip()), "RunComfy reported the job failed"
+        )
+        return cls(str(error.get("type") or "RemoteFailure"), message, facts)
 
     def reworded(self, message: str) -> ErrorRecord:
         """The same failure, told in the runner's words (e.g. what the user can do about it)."""

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
@@ -22,6 +25,17 @@ R2V = "kling/kling-video-o3/standard/reference-to-video"
 FAST_RETRY: dict[str, Any] = {"retries": 8, "retry_max_time": 60.0, "retry_sleep_scale": 0.0}
 # The same as a policy, for tests that build an ApiConfig or a DownloadConfig themselves.
 FAST_POLICY = RetryPolicy(attempts=8, max_seconds=60.0, sleep_scale=0.0)
+
+
+# Every test, and every process a test starts, sees a cache folder of the session's own: a catalog the
+# developer synced for real (`runcomfy-batch models sync`) must not change what the tests see, and a
+# test's sync must not reach the developer's cache. Set on import, before a test module loads a catalog.
+_CACHE = tempfile.mkdtemp(prefix="runcomfy-batch-test-cache-")
+os.environ["XDG_CACHE_HOME"] = _CACHE
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    shutil.rmtree(_CACHE, ignore_errors=True)
 
 
 @pytest.fixture

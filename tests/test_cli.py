@@ -14,7 +14,7 @@ from conftest import REPO, simple_manifest
 
 from runner.cli.main import build_parser
 
-COMMANDS = ["validate", "run", "retry", "status", "report", "plan", "cancel", "simulate"]
+COMMANDS = ["validate", "run", "retry", "status", "report", "plan", "cancel", "models", "simulate"]
 
 
 def cli(
@@ -41,6 +41,10 @@ def test_every_command_has_help_text_and_a_line_in_the_readme():
     for name, sub in subparsers.choices.items():
         assert sub.description, f"{name} has no description"
         assert f"runcomfy-batch {name}" in readme, f"README does not show `runcomfy-batch {name}`"
+    models = next(a for a in subparsers.choices["models"]._actions if a.dest == "models_command")
+    for name, sub in models.choices.items():
+        assert sub.description, f"models {name} has no description"
+        assert f"runcomfy-batch models {name}" in readme, f"README does not show `models {name}`"
 
 
 def test_validate_lists_every_problem_with_file_line_job_and_field(write_manifest, tmp_path):
@@ -106,22 +110,24 @@ def test_run_simulate_leaves_videos_and_reports_then_status_plan_and_report_work
     done = cli("run", "m.yaml", "--simulate", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert re.search(r"all 3 job\(s\) succeeded; 3 succeeded; cost \$1\.26", done.stdout)
-    for i in range(3):
-        assert (tmp_path / "out" / f"shot-{i}" / "output.mp4").stat().st_size > 0
-    assert (tmp_path / "state" / "demo.sqlite").exists()
+    for i in range(3):  # a simulated run's outputs and journal are its own
+        assert (tmp_path / "out-simulated" / f"shot-{i}" / "output.mp4").stat().st_size > 0
+    assert (tmp_path / "out-simulated" / ".runcomfy-batch" / "journal.sqlite").exists()
+    assert not (tmp_path / "out").exists() and not (tmp_path / "state").exists()
 
-    status = cli("status", "m.yaml", "--json", cwd=tmp_path)
+    status = cli("status", "m.yaml", "--json", "--simulate", cwd=tmp_path)
     assert status.returncode == 0
     assert json.loads(status.stdout)["counts"] == {"succeeded": 3}
 
-    plan = cli("plan", "m.yaml", "--json", cwd=tmp_path)
+    plan = cli("plan", "m.yaml", "--json", "--simulate", cwd=tmp_path)
     data = json.loads(plan.stdout)
     assert data["estimate_usd"] == pytest.approx(1.26) and data["remaining_usd"] == 0
 
-    (tmp_path / "out" / "report.json").unlink()
-    report = cli("report", "m.yaml", cwd=tmp_path)
+    (tmp_path / "out-simulated" / "report.json").unlink()
+    report = cli("report", "m.yaml", "--simulate", cwd=tmp_path)
     assert report.returncode == 0
-    assert json.loads((tmp_path / "out" / "report.json").read_text())["summary"]["succeeded"] == 3
+    written = json.loads((tmp_path / "out-simulated" / "report.json").read_text())
+    assert written["summary"]["succeeded"] == 3 and written["simulated"] is True
 
 
 def test_status_before_any_run_says_so(write_manifest, tmp_path):

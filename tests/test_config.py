@@ -22,7 +22,7 @@ from runner.api.http import AiohttpSession, HttpSession, HttpxSession
 from runner.api.retry import RetryPolicy
 from runner.batch import BatchOptions, configure
 from runner.cli.main import build_parser, duration_text, parse_duration, run_options
-from runner.engine.loop import RunSettings
+from runner.engine.settings import RunSettings
 from runner.errors import TransportError, UsageError
 from runner.manifest.loader import load_manifest
 

@@ -284,7 +284,10 @@ def test_a_signal_stops_submitting_records_everything_and_exits_130_saying_how_t
         proc.send_signal(signum)
         out, err = proc.communicate(timeout=30)
         assert proc.returncode == 130, err
-        assert err.strip().splitlines()[-1] == "runcomfy-batch: to resume, run: runcomfy-batch run m.yaml"
+        assert err.strip().splitlines()[-1] == (  # the command as run: the same journal, the same API
+            "runcomfy-batch: to resume, run: runcomfy-batch run m.yaml --state state.sqlite "
+            f"--base-url {sim.base_url}"
+        )
         assert "Traceback" not in err
         stats = sim.stats()
         assert integrity(state) == "ok"

@@ -225,7 +225,7 @@ def test_retry_after_is_read_as_seconds_or_an_http_date():
     import email.utils
     import time
 
-    from runner.api.client import parse_retry_after
+    from runner.api.answers import parse_retry_after
 
     assert parse_retry_after("3") == 3.0
     assert parse_retry_after(None) is None and parse_retry_after("soon") is None

@@ -150,3 +150,43 @@ def test_files_that_cannot_go_inline_stop_the_run_before_anything_is_sent(write_
     assert not any("job fine" in line for line in lines)
     assert stats["requests_total"] == 0 and stats["submits_accepted"] == 0
     assert not (tmp_path / "state").exists()
+
+
+def test_the_size_of_every_image_type_is_read_from_its_header():
+    """What the catalog's pixel and aspect rules are checked against: PNG, GIF, JPEG and the three
+    WebP flavours; a header cut short is None (the rule is then not checked, never guessed)."""
+    from runner.manifest.inputs import image_facts, image_size
+
+    assert image_size("png", png(7, 3)) == (7, 3)
+    gif = b"GIF89a" + (300).to_bytes(2, "little") + (200).to_bytes(2, "little") + bytes(10)
+    assert image_size("gif", gif) == (300, 200)
+    app0 = b"\xff\xe0" + (16).to_bytes(2, "big") + b"JFIF\x00" + bytes(9)
+    sof0 = (
+        b"\xff\xc0" + (17).to_bytes(2, "big") + b"\x08" + (480).to_bytes(2, "big") + (640).to_bytes(2, "big")
+    )
+    assert image_size("jpeg", b"\xff\xd8" + app0 + sof0 + bytes(10)) == (640, 480)
+    riff = b"RIFF" + bytes(4) + b"WEBP"
+    vp8x = riff + b"VP8X" + (10).to_bytes(4, "little") + bytes(4)
+    assert image_size("webp", vp8x + (1919).to_bytes(3, "little") + (1079).to_bytes(3, "little")) == (
+        1920,
+        1080,
+    )
+    vp8l = riff + b"VP8L" + bytes(4) + b"\x2f" + (99 | 49 << 14).to_bytes(4, "little")
+    assert image_size("webp", vp8l) == (100, 50)
+    vp8 = (
+        riff
+        + b"VP8 "
+        + bytes(4)
+        + bytes(3)
+        + b"\x9d\x01\x2a"
+        + (320).to_bytes(2, "little")
+        + (240).to_bytes(2, "little")
+    )
+    assert image_size("webp", vp8) == (320, 240)
+    assert image_size("jpeg", b"\xff\xd8" + app0[:6]) is None
+    assert image_facts("png", png(40, 2)) == {
+        "file_size_mb": len(png(40, 2)) / 1e6,
+        "width_px": 40,
+        "height_px": 2,
+        "aspect_ratio": 20.0,
+    }

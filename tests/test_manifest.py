@@ -256,4 +256,5 @@ def test_the_example_in_docs_manifest_md_loads(tmp_path: Path) -> None:
         shutil.copy(ROOT / "tests" / "bad_manifests" / "files" / "red.png", tmp_path / "refs" / name)
     jobs = load_manifest(write(tmp_path, example.group(1))).jobs
     assert [job.id for job in jobs][:3] == ["push-in", "orbit", "couple--aspect_ratio-16x9--duration-5"]
-    assert len(jobs) == 10 and jobs[-1].id == "turntable-15s"
+    assert len(jobs) == 13 and jobs[-4].id == "turntable-15s"
+    assert [job.id for job in jobs[-3:]] == ["hero--take-1", "hero--take-2", "hero--take-3"]

@@ -3,6 +3,7 @@ half-finished state file, and identical jobs paid once."""
 
 from __future__ import annotations
 
+import datetime
 import json
 import subprocess
 import sys
@@ -150,3 +151,88 @@ async def test_a_run_asks_the_api_for_prices_once_per_model_it_submits(sim, writ
     await account.run(write_manifest(simple_manifest(3)), events)
     assert (await account.stats())["requests"]["price"] == 1
     assert [e["model"] for e in events if e["event"] == "price"] == [R2V]
+
+
+SEEDREAM = "bytedance/seedream-5.0-pro/text-to-image"  # $0.08 per image, $0.04 at 1K, as the catalog says
+WAN_STILLS = "wan-ai/wan-2.7/text-to-image"  # priced nowhere; up to 5 images per request (max_images)
+O3_T2V = "kling/kling-video-o3/standard/text-to-video"  # the catalog: per second, sound ×1.33, no base
+O3_PRO_R2V = "kling/kling-video-o3/pro/reference-to-video"  # the catalog: a reference video changes it by ?
+
+
+def test_a_price_per_output_counts_the_files_an_input_asks_for(tmp_path):
+    assert quote(SEEDREAM, prompt="p") == pytest.approx(0.08)  # resolution defaults to 2K
+    assert quote(SEEDREAM, prompt="p", resolution="1K") == pytest.approx(0.04)
+    given = PRICES.quote(SEEDREAM, {"prompt": "p"}, CATALOG.get(SEEDREAM).defaults)
+    assert (given.unit, given.source, given.read_on, given.units) == ("output", "catalog", "2026-09-23", 1.0)
+    assert quote(WAN_STILLS, prompt="p", max_images=3) is None  # never guessed
+    override = tmp_path / "prices.json"
+    override.write_text(json.dumps({"read_on": "2026-12-02", "models": {WAN_STILLS: {"usd": 0.03}}}))
+    table = PriceTable.load(CATALOG, override)
+    stills = table.quote(WAN_STILLS, {"prompt": "p", "max_images": 3}, CATALOG.get(WAN_STILLS).defaults)
+    assert (stills.usd, stills.unit, stills.units, stills.source) == (
+        pytest.approx(0.09),
+        "output",
+        3.0,
+        "--prices prices.json",
+    )
+    assert table.quote(WAN_STILLS, {"prompt": "p"}, CATALOG.get(WAN_STILLS).defaults).usd == pytest.approx(
+        0.03
+    )
+
+
+def test_a_catalog_tier_is_a_factor_of_the_base_and_an_unpublished_one_is_unknown():
+    assert quote(O3_T2V, prompt="p", duration=10) is None  # the catalog states no base price
+    fresh = PRICES.refreshed(O3_T2V, {"base_price_usd": 0.1, "price_unit": "second"})
+    assert fresh.quote(O3_T2V, {"duration": 10}).usd == pytest.approx(1.0)
+    assert fresh.quote(O3_T2V, {"duration": 10, "sound": True}).usd == pytest.approx(1.33)
+    refreshed = fresh.quote(O3_T2V, {"duration": 10})
+    assert refreshed.source == "price call" and refreshed.read_on == datetime.date.today().isoformat()
+    pro = PRICES.refreshed(O3_PRO_R2V, {"base_price_usd": 0.2, "price_unit": "second"})
+    assert pro.quote(O3_PRO_R2V, {"duration": 5}).usd == pytest.approx(1.0)
+    assert pro.quote(O3_PRO_R2V, {"duration": 5, "video": "https://x/v.mp4"}).usd is None
+
+
+def test_plan_says_unknown_price_and_where_each_known_one_was_read(write_manifest, tmp_path):
+    write_manifest(f"""
+        version: 1
+        name: mixed
+        jobs:
+          - {{id: poster, model: {SEEDREAM}, input: {{prompt: p, resolution: 1K}}}}
+          - {{id: stills, model: {WAN_STILLS}, input: {{prompt: p, max_images: 2}}}}
+        """)
+    done = subprocess.run(
+        [sys.executable, "-m", "runner", "plan", "m.yaml"], cwd=tmp_path, capture_output=True, text=True
+    )
+    lines = {line.split()[0]: line for line in done.stdout.splitlines()[2:4]}
+    assert lines[SEEDREAM].endswith("0.04  $0.08/output (catalog, 2026-09-23)")
+    assert lines[WAN_STILLS].endswith("?  unknown price")
+    assert "some models have no known price" in done.stdout
+
+
+async def test_a_run_under_a_budget_never_submits_a_job_whose_price_is_unknown(sim, write_manifest, tmp_path):
+    """Refused before anything is paid; with --prices it runs; so it does when the API's price call
+    knows the price, and then nothing else needs to."""
+    manifest = write_manifest(f"""
+        version: 1
+        name: capped
+        output_dir: ./out
+        budget_usd: 1.0
+        jobs:
+          - {{id: stills, model: {WAN_STILLS}, input: {{prompt: p, max_images: 2}}}}
+        """)
+    account = sim()
+    with pytest.raises(BudgetExceeded, match=f"no known price: {WAN_STILLS}"):
+        await account.run(manifest)
+    assert (await account.stats())["submits_accepted"] == 0
+    prices = tmp_path / "prices.json"
+    prices.write_text(json.dumps({"models": {WAN_STILLS: {"unit": "output", "usd": 0.05}}}))
+    result = await account.run(manifest, prices_path=prices)
+    assert result.counts == {"succeeded": 1}
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["jobs"][0]["estimate_usd"] == pytest.approx(0.1)
+
+    told = sim(prices_path=str(prices))  # an API whose price call knows the model
+    (tmp_path / "state.sqlite").unlink()
+    result = await told.run(manifest)
+    assert result.counts == {"succeeded": 1}
+    assert (await told.stats())["cost_charged_usd"] == pytest.approx(0.1)

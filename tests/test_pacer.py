@@ -11,7 +11,6 @@ import heapq
 import itertools
 import random
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
 import pytest
 
@@ -158,7 +157,7 @@ def test_a_finished_job_teaches_its_duration_from_polls_or_runcomfys_timestamps(
     pacer.on_polled(wide, "in_progress", None, 10.5)
     # Polled too long ago to tell when it ended: RunComfy's timestamps say it took 3 s from its submit
     # (whole seconds: 12 to 14 s, and after the poll that found it running).
-    pacer.on_finished(wide, 20.0, "2026-03-01T12:00:00Z", "2026-03-01T12:00:03Z")
+    pacer.on_finished(wide, 20.0, 1772366400.0, 1772366403.0)  # 12:00:00Z and 12:00:03Z
     assert list(pacer.durations)[-1] == pytest.approx(3.0)
     assert pacer.in_flight == 0
 
@@ -417,10 +416,9 @@ class FakeRun:
             self.at(max(now, runner.last_probe + gap), "probe", who)
 
 
-def stamp(when: float | None) -> str:
-    """An account time as RunComfy writes it: ISO 8601 in whole seconds."""
-    moment = datetime.fromtimestamp(1_800_000_000 + int(when or 0.0), UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+def stamp(when: float | None) -> float:
+    """An account time as RunComfy writes it (whole seconds), read as Unix seconds."""
+    return 1_800_000_000.0 + int(when or 0.0)
 
 
 def fake_run(slots: int, jobs: int, seconds: float, runners: int = 1) -> tuple[float, float]:

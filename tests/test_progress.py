@@ -246,7 +246,7 @@ def test_the_cli_run_prints_plain_or_json_lines_and_a_summary_that_says_what_to_
     write_manifest(simple_manifest(5, name="cli"))
     with running_server(SimulatorConfig(concurrency=3, job_seconds=0.05, fail_rate=0.5, seed=7)) as base_url:
         plain = cli("run", "m.yaml", cwd=tmp_path, base_url=base_url)
-        state = tmp_path / "state" / "cli.sqlite"
+        state = tmp_path / "out" / ".runcomfy-batch" / "journal.sqlite"
         state.unlink()
         as_json = cli(
             "run",
@@ -265,7 +265,11 @@ def test_the_cli_run_prints_plain_or_json_lines_and_a_summary_that_says_what_to_
     summary = next(i for i, line in enumerate(lines) if "did not succeed" in line)
     assert re.search(r"; took [\d.]+s; report: out/report.html$", lines[summary]), lines[summary]
     assert sorted(lines[summary + 1 : -1]) == sorted("  " + line.split(" ", 1)[1] for line in failures)
-    assert lines[-1] == "runcomfy-batch: to run the failed jobs again: runcomfy-batch retry m.yaml"
+    # The hint repeats the API (and below, the journal) the run used: it works as printed.
+    assert (
+        lines[-1]
+        == f"runcomfy-batch: to run the failed jobs again: runcomfy-batch retry m.yaml --base-url {base_url}"
+    )
 
     assert as_json.returncode == 1
     stderr = as_json.stderr.splitlines()
@@ -275,4 +279,6 @@ def test_the_cli_run_prints_plain_or_json_lines_and_a_summary_that_says_what_to_
     assert {o["event"] for o in objects} >= {"submitted", "succeeded", "failed"}
     rest = stderr[len(objects) :]  # after the events, only the summary block
     assert all(line.startswith("{") for line in stderr[: len(objects)])
-    assert "did not succeed" in rest[0] and rest[-1].endswith("runcomfy-batch retry m.yaml")
+    other = tmp_path / "other.sqlite"
+    assert "did not succeed" in rest[0]
+    assert rest[-1].endswith(f"runcomfy-batch retry m.yaml --state {other} --base-url {base_url}")

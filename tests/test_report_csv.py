@@ -1,5 +1,6 @@
 """report.csv: one row per job for spreadsheets, from a real run; user text survives the trip through
-csv.reader exactly, and every number and path agrees with report.json."""
+csv.reader exactly (text a spreadsheet would evaluate as a formula comes back after a quote, so it is
+shown, never run), and every number and path agrees with report.json."""
 
 from __future__ import annotations
 
@@ -20,8 +21,12 @@ PROMPTS = {
     "lines": "first line\nsecond line\r\nthird, with a comma\n",
     "unicode": "café — 東京の夜, ünïcødé ✓",
     "formula": '=HYPERLINK("http://x","y")',
+    "plus": "+cmd|' /C calc'!A0",
+    "minus": "-2+3",
+    "at": "@SUM(A1:A9)",
     "spaces": "  leading and trailing spaces  ",
 }
+FORMULAS = {"formula", "plus", "minus", "at"}
 COLUMNS = [
     "id",
     "model",
@@ -61,7 +66,7 @@ async def test_prompts_with_commas_quotes_and_newlines_round_trip(sim, write_man
 
     assert [r["id"] for r in rows] == list(PROMPTS)  # manifest order, one row each
     for row, job in zip(rows, report["jobs"], strict=True):
-        assert row["prompt"] == PROMPTS[row["id"]]
+        assert row["prompt"] == ("'" if row["id"] in FORMULAS else "") + PROMPTS[row["id"]]
         assert row["model"] == R2V and row["duration"] == "5"
         assert row["status"] == job["status"] and row["request_id"] == job["request_id"]
         assert float(row["estimate_usd"]) == pytest.approx(job["estimate_usd"])

@@ -13,7 +13,7 @@ import pytest
 from conftest import I2V, simple_manifest
 
 from runner.catalog.models import schema_dir
-from runner.engine import store as S
+from runner.engine.states import JobState
 from runner.simulator import expected_output_bytes
 
 pytestmark = pytest.mark.anyio
@@ -89,7 +89,7 @@ async def test_recorded_requests_are_reattached_not_resubmitted(sim, write_manif
     assert submitted, "the first run should have submitted something before it was stopped"
     with sqlite3.connect(tmp_path / "state.sqlite") as db:
         live = dict(db.execute("SELECT job_id, status FROM jobs"))
-    assert any(status in (S.QUEUED, S.RUNNING, S.SUBMITTING) for status in live.values())
+    assert any(status in (JobState.QUEUED, JobState.RUNNING, JobState.SUBMITTING) for status in live.values())
 
     result = await account.run(manifest)
     assert result.exit_code == 0, result.message

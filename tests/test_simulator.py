@@ -668,7 +668,15 @@ def test_every_knob_has_a_flag_and_unset_flags_keep_the_defaults() -> None:
     assert (config.token, config.concurrency, config.rate_429, config.seed) == ("T", 8, 0.05, 9)
     assert config.balance_usd == 5 and not config.serve_prices and config.revoked_tokens == ("old",)
     assert config.endpoints_for("drop") == ("submit", "status")
-    assert config.endpoints_for("5xx") == ("submit", "status", "result", "cancel", "price", "download")
+    assert config.endpoints_for("5xx") == (
+        "submit",
+        "status",
+        "result",
+        "cancel",
+        "price",
+        "catalog",
+        "download",
+    )
 
 
 def test_flags_can_carry_a_prefix_for_a_command_with_flags_of_its_own() -> None:

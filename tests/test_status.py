@@ -18,7 +18,7 @@ import pytest
 from conftest import I2V, R2V, simple_manifest
 
 import runner
-from runner.batch import run_batch
+from runner.batch import BatchOptions, run_batch
 from runner.cli import commands
 from runner.simulator import SimulatorConfig, running_server
 
@@ -45,7 +45,7 @@ async def test_status_of_a_finished_run_with_failures(sim, write_manifest, tmp_p
     assert counts.get("failed") and counts.get("succeeded")
     capsys.readouterr()
 
-    assert commands.status(manifest, tmp_path / "state.sqlite") == 0
+    assert commands.status(manifest, BatchOptions(state_path=tmp_path / "state.sqlite")) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith(f"{manifest}: 8 job(s) · last run ") and ", exit 1 · 1 run(s)" in lines[0]
     header = next(line for line in lines if line.startswith("model"))
@@ -70,7 +70,12 @@ async def test_status_of_a_finished_run_with_failures(sim, write_manifest, tmp_p
         line.endswith("the generation failed (simulated)")
         for line in lines[attention + 3 : attention + 3 + counts["failed"]]
     )
-    assert lines[-1] == f"to run the failed jobs again: runcomfy-batch retry {manifest}"
+    # The hint repeats what found the journal, and the API its requests went to: it works as printed.
+    state = tmp_path / "state.sqlite"
+    assert lines[-1] == (
+        f"to run the failed jobs again: runcomfy-batch retry {manifest} --state {state} "
+        "--base-url http://sim.local"
+    )
     assert all(line == line.rstrip() for line in lines)  # no padding in a pipe
 
 
@@ -83,7 +88,7 @@ async def test_status_while_a_run_is_going_on(sim, write_manifest, tmp_path, cap
     def look(event: dict[str, Any]) -> None:
         if event["event"] == "succeeded" and not seen:
             seen.append(runner.status(manifest, tmp_path / "state.sqlite"))
-            commands.status(manifest, tmp_path / "state.sqlite")
+            commands.status(manifest, BatchOptions(state_path=tmp_path / "state.sqlite"))
 
     result = await run_batch(manifest, account.options(), on_event=look)
     assert result.exit_code == 0
@@ -110,9 +115,10 @@ def submitted(state: Path) -> int:
 
 
 def test_status_of_an_interrupted_run_says_how_to_resume(write_manifest, tmp_path, capsys):
-    """A runner killed with jobs in flight: status says so, counts them, and names the command to resume."""
+    """A runner killed with jobs in flight: status (from another working folder) says so, counts them, and
+    names the command to resume, with the API the journal's requests went to."""
     manifest = write_manifest(simple_manifest(4, name="killed"))
-    state = tmp_path / "state" / "killed.sqlite"
+    state = tmp_path / "out" / ".runcomfy-batch" / "journal.sqlite"
     env = {k: v for k, v in os.environ.items() if not k.startswith("RUNCOMFY_")}
     env["RUNCOMFY_API_TOKEN"] = "sim-token"
     with running_server(SimulatorConfig(concurrency=2, job_seconds=30)) as base_url:
@@ -132,7 +138,7 @@ def test_status_of_an_interrupted_run_says_how_to_resume(write_manifest, tmp_pat
             process.send_signal(signal.SIGKILL)
             process.wait(10)
 
-    assert commands.status(manifest, state) == 0
+    assert commands.status(manifest, BatchOptions()) == 0  # found from the manifest, not the working folder
     out = capsys.readouterr().out
     lines = out.splitlines()
     assert "· interrupted (run of " in lines[0]
@@ -141,7 +147,7 @@ def test_status_of_an_interrupted_run_says_how_to_resume(write_manifest, tmp_pat
     assert next(line for line in lines if line.startswith(R2V)).split()[-1] == "4"
     assert (
         lines[-1] == f"to resume (jobs already submitted are re-attached, none is paid twice): "
-        f"runcomfy-batch run {manifest}"
+        f"runcomfy-batch run {manifest} --base-url {base_url}"
     )
     answer = runner.status(manifest, state)
     assert answer.run is not None and answer.run.state == "interrupted" and answer.run.finished_at is None
@@ -158,20 +164,23 @@ STATUS_JSON_KEYS = [
     "cost_usd",
     "estimate_usd",
     "run",
+    "api",
+    "simulated",
 ]
 
 
 async def test_the_library_status_answers_from_a_real_runs_journal(
     sim, write_manifest, tmp_path, monkeypatch, capsys
 ):
-    """``runner.status`` after a run with failures: what the run said, found by the manifest's name line
-    (``state/<name>.sqlite`` under the working directory), and what ``status --json`` prints."""
+    """``runner.status`` after a run with failures: what the run said, found in the output folder the
+    manifest names (``out/.runcomfy-batch/journal.sqlite``), and what ``status --json`` prints."""
     monkeypatch.chdir(tmp_path)
     manifest = write_manifest(two_models(4))
     account = sim(fail_rate=0.4, seed=7)
-    options = replace(account.options(), state_path=None)  # the default: state/st.sqlite here
+    options = replace(account.options(), state_path=None)  # the default: beside the outputs
     result = await run_batch(manifest, options)
-    assert result.counts.get("failed") and result.state_path == tmp_path / "state" / "st.sqlite"
+    journal = tmp_path / "out" / ".runcomfy-batch" / "journal.sqlite"
+    assert result.counts.get("failed") and result.state_path == journal
 
     answer = runner.status(manifest)
     assert answer.state == result.state_path and answer.manifest == manifest
@@ -186,5 +195,5 @@ async def test_the_library_status_answers_from_a_real_runs_journal(
     assert list(answer.as_json()) == STATUS_JSON_KEYS
     assert list(answer.as_json()["run"]) == ["state", "pid", "started_at", "finished_at", "exit_code", "runs"]
     capsys.readouterr()
-    assert commands.status(manifest, None, as_json=True) == 0
+    assert commands.status(manifest, BatchOptions(), as_json=True) == 0
     assert json.loads(capsys.readouterr().out) == answer.as_json()

@@ -3,6 +3,7 @@ and runs a manifest (against the simulator it carries too)."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -49,6 +50,7 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Path:
     [wheel] = (work / "dist").glob("runcomfy_batch-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
     assert "runner/_schemas/manifest.schema.json" in names
+    assert "runner/_schemas/catalog/models.json" in names
     assert any(n.startswith("runner/_schemas/models/") for n in names)
     target = work / "site"
     subprocess.run(
@@ -86,4 +88,11 @@ def test_the_installed_wheel_validates_and_runs_a_manifest_from_another_folder(i
     assert refused.returncode == 2 and "is greater than the maximum of 15" in refused.stderr
     ran = run_installed(installed, tmp_path, "run", "demo.yaml", "--simulate", "--no-progress")
     assert ran.returncode == 0, ran.stderr
-    assert (tmp_path / "out" / "demo" / "report.json").exists()
+    assert (tmp_path / "out" / "demo-simulated" / "report.json").exists()
+
+
+def test_the_installed_wheel_knows_the_whole_bundled_catalog(installed, tmp_path):
+    listed = run_installed(installed, tmp_path, "models", "--json")
+    assert listed.returncode == 0, listed.stderr
+    rows = json.loads(listed.stdout)
+    assert len(rows) == 120 and all(row["file"].startswith(str(installed)) for row in rows)

@@ -17,7 +17,7 @@ from pathlib import Path
 from .. import defaults
 from ..batch import BatchOptions
 from ..errors import ManifestInvalid, RunnerError, UsageError
-from . import commands
+from . import commands, models
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
 
@@ -58,8 +58,21 @@ class _Parser(argparse.ArgumentParser):
 
 def _add_manifest(p: argparse.ArgumentParser) -> None:
     p.add_argument("manifest", type=Path, help="the YAML manifest")
-    p.add_argument("--state", type=Path, help="state file (default: state/<manifest name>.sqlite)")
+    p.add_argument(
+        "--state",
+        type=Path,
+        help="the journal (default: <output folder>/.runcomfy-batch/journal.sqlite, beside the outputs)",
+    )
     p.add_argument("--output", type=Path, help="output folder (overrides the manifest's output_dir)")
+
+
+def _add_simulated(p: argparse.ArgumentParser) -> None:
+    """For the commands that only read a journal: which one, the real run's or the simulated one's."""
+    p.add_argument(
+        "--simulate",
+        action="store_true",
+        help="the --simulate run's journal and outputs (<output_dir>-simulated)",
+    )
 
 
 def _add_duration(p: argparse.ArgumentParser, flag: str, default: float, help: str, note: str = "") -> None:
@@ -68,15 +81,17 @@ def _add_duration(p: argparse.ArgumentParser, flag: str, default: float, help: s
     p.add_argument(flag, type=parse_duration, default=default, help=f"{help} ({shown})")
 
 
-def _add_connection(p: argparse.ArgumentParser) -> None:
+def _add_connection(p: argparse.ArgumentParser, *, simulate: bool = True) -> None:
     p.add_argument(
         "--base-url", help=f"API base URL (or {defaults.BASE_URL_ENV}; default {defaults.BASE_URL})"
     )
-    p.add_argument(
-        "--simulate",
-        action="store_true",
-        help="run against an in-process simulator on loopback (no token needed; for trying it out)",
-    )
+    if simulate:
+        p.add_argument(
+            "--simulate",
+            action="store_true",
+            help="run against an in-process simulator on loopback (no token needed; for trying it out); "
+            "its outputs and journal go to <output_dir>-simulated",
+        )
     _add_duration(p, "--connect-timeout", defaults.CONNECT_TIMEOUT, "per request, downloads included")
     _add_duration(p, "--read-timeout", defaults.READ_TIMEOUT, "per request")
     p.add_argument(
@@ -156,7 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="runcomfy-batch",
         description=(
-            "Run batches of RunComfy Model API jobs (Kling Video O3 and siblings) from a YAML manifest. "
+            "Run batches of RunComfy Model API jobs (video, image and audio models) from a YAML manifest. "
             "Resumable: run the same command again after any stop."
         ),
     )
@@ -194,6 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Show the state of a manifest's run; works while a run is going on.",
     )
     _add_manifest(p)
+    _add_simulated(p)
     p.add_argument("--json", action="store_true", help="machine-readable output")
 
     p = sub.add_parser(
@@ -202,6 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Rewrite the reports from the state file; sends nothing.",
     )
     _add_manifest(p)
+    _add_simulated(p)
 
     p = sub.add_parser(
         "plan",
@@ -210,6 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
         "and what a run would still spend. Sends nothing.",
     )
     _add_manifest(p)
+    _add_simulated(p)
     p.add_argument("--prices", type=Path, help="a price file overriding the bundled one per model")
     p.add_argument("--budget", type=float, metavar="USD", help="compare the estimate with this budget")
     p.add_argument("--json", action="store_true", help="machine-readable output")
@@ -222,6 +240,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_manifest(p)
     _add_connection(p)
+
+    _add_models(sub)
 
     p = sub.add_parser(
         "simulate",
@@ -236,6 +256,39 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_models(sub: argparse._SubParsersAction[_Parser]) -> None:
+    p = sub.add_parser(
+        "models",
+        help="the models the runner knows (models show ID; models sync)",
+        description="List the models the runner can validate and price: output kind, price and where "
+        "each one's schema comes from (a synced catalog, else the bundled one). `models show ID` "
+        "prints a model's inputs and price; `models sync` fetches RunComfy's live catalog. "
+        "Only `sync` sends anything.",
+    )
+    p.add_argument("--json", action="store_true", help="a JSON list of objects, one per model")
+    p.add_argument("--kind", choices=("video", "image", "audio"), help="only models that make this kind")
+    p.add_argument("--search", metavar="TEXT", help="only models whose id holds TEXT")
+    p.add_argument("--prices", type=Path, help="a price file overriding the bundled one per model")
+    models = p.add_subparsers(dest="models_command", metavar="{show,sync}", parser_class=_Parser)
+    s = models.add_parser(
+        "show",
+        help="a model's inputs (types, bounds, files) and price",
+        description="Print one model's inputs with their types, bounds, choices and file rules, "
+        "its output kind and its price. Sends nothing.",
+    )
+    s.add_argument("model_id", help="a model id, as in POST /v1/models/{model_id}")
+    s.add_argument("--json", action="store_true", help="the model's schema and facts as JSON")
+    s.add_argument("--prices", type=Path, help="a price file overriding the bundled one per model")
+    s = models.add_parser(
+        "sync",
+        help="fetch RunComfy's live model catalog into the user's cache",
+        description="Fetch every page of RunComfy's model catalog (GET /v1/models?include_schema=true) "
+        f"with your token (${defaults.TOKEN_ENV}) into the user's cache folder, print what was added, "
+        "removed or changed, and use it from then on: it wins over the bundled catalog.",
+    )
+    _add_connection(s, simulate=False)
+
+
 def connection_options(ns: argparse.Namespace) -> BatchOptions:
     """The options of a command that talks to the API (run, retry, cancel)."""
     return BatchOptions(
@@ -247,6 +300,11 @@ def connection_options(ns: argparse.Namespace) -> BatchOptions:
         retries=ns.retries,
         retry_max_time=ns.retry_max_time,
     )
+
+
+def reader_options(ns: argparse.Namespace) -> BatchOptions:
+    """The options of a command that only reads a journal (status, report, plan): where it is."""
+    return BatchOptions(state_path=ns.state, output_dir=ns.output, simulated=ns.simulate)
 
 
 def run_options(ns: argparse.Namespace) -> BatchOptions:
@@ -279,7 +337,7 @@ def simulated(ns: argparse.Namespace, options: BatchOptions) -> Iterator[BatchOp
 
     config = SimulatorConfig(concurrency=4, job_seconds=2.0, job_spread=0.3)
     with running_server(config) as base_url:
-        yield replace(options, base_url=base_url, token=config.token)
+        yield replace(options, base_url=base_url, token=config.token, simulated=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -309,19 +367,32 @@ def dispatch(ns: argparse.Namespace) -> int:
                 ns.manifest, options, verbose=ns.verbose, json_log=ns.json_log, progress=not ns.no_progress
             )
     if ns.command == "status":
-        return commands.status(ns.manifest, ns.state, as_json=ns.json)
+        return commands.status(ns.manifest, reader_options(ns), as_json=ns.json)
     if ns.command == "report":
-        return commands.report(ns.manifest, BatchOptions(state_path=ns.state, output_dir=ns.output))
+        return commands.report(ns.manifest, reader_options(ns))
     if ns.command == "plan":
         return commands.plan(
             ns.manifest,
-            BatchOptions(state_path=ns.state, output_dir=ns.output, prices_path=ns.prices),
+            replace(reader_options(ns), prices_path=ns.prices),
             budget=ns.budget,
             as_json=ns.json,
         )
     if ns.command == "cancel":
         with simulated(ns, connection_options(ns)) as options:
             return commands.cancel(ns.manifest, options)
+    if ns.command == "models":
+        if ns.models_command == "show":
+            return models.show(ns.model_id, prices_path=ns.prices, as_json=ns.json)
+        if ns.models_command == "sync":
+            options = BatchOptions(
+                base_url=ns.base_url,
+                connect_timeout=ns.connect_timeout,
+                read_timeout=ns.read_timeout,
+                retries=ns.retries,
+                retry_max_time=ns.retry_max_time,
+            )
+            return models.sync(options)
+        return models.list_models(kind=ns.kind, search=ns.search, prices_path=ns.prices, as_json=ns.json)
     if ns.command == "simulate":
         from ..simulator import config_from_args, serve  # noqa: PLC0415 - only `simulate` serves
 

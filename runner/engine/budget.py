@@ -58,10 +58,13 @@ class Budget:
         left to submit is over the cap, or a price is unknown, unless the run may start partially."""
         if self.cap_usd is None or self.partial:
             return
-        remaining = [self.estimate(job) for job in to_submit]
-        if any(e is None for e in remaining):
+        jobs = list(to_submit)
+        remaining = [self.estimate(job) for job in jobs]
+        unpriced = sorted({job.model for job, e in zip(jobs, remaining, strict=True) if e is None})
+        if unpriced:
+            named = ", ".join(unpriced[:3]) + (f" and {len(unpriced) - 3} more" if len(unpriced) > 3 else "")
             raise BudgetExceeded(
-                "a budget is set but some models have no known price; "
+                f"a budget is set but some models have no known price: {named}; "
                 "add them to a --prices file or run with --budget-partial"
             )
         total = self.committed_usd + sum(e or 0.0 for e in remaining)
@@ -98,5 +101,6 @@ def committed_spend(store: Store) -> float:
 
 
 def spent(store: Store) -> float:
-    """Money RunComfy reported charging, over every attempt in the state file."""
+    """Money RunComfy reported charging for the manifest's jobs: what status, the report and a run's
+    summary all show (:meth:`Store.spent_usd`)."""
     return store.spent_usd()

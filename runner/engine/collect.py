@@ -9,6 +9,7 @@ job ids with their files.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from ..api.download import DownloadConfig, Fsync, download, file_names
@@ -33,15 +34,20 @@ class Collector:
         *,
         emit: Emit,
         on_retry: OnRetry | None = None,
+        output_kind_of: Callable[[str], str | None] | None = None,
     ) -> None:
         self.store = store
         self.http = http
         self.output_dir = output_dir
         self.config = config
         self.on_retry = on_retry
+        self.output_kind_of = output_kind_of or (lambda job_id: None)  # names files without an extension
         self._emit = emit
         self._fsync = Fsync()  # one per run: it learns how fast this disk syncs
         self.followers: dict[str, list[str]] = {}  # leader -> twins waiting for its outputs
+        # Jobs this run saw finish: a 404 on their files may only mean "not on the CDN yet", so it is
+        # retried for a grace (a job collected on a later run gets none: its 404 is expiry).
+        self.seen_finishing: set[str] = set()
 
     async def collect(self, job_id: str) -> JobState:
         """Download the outputs of the job's current attempt; the state the job is left in
@@ -52,10 +58,20 @@ class Collector:
             return JobState.FAILED
         attempt_id, urls = attempt
         folder = self.output_dir / job_id
+        grace = self.config.not_found_grace if job_id in self.seen_finishing else 0.0
+        self.seen_finishing.discard(job_id)
+        kind = self.output_kind_of(job_id)
         try:
             for idx, (url, name) in enumerate(zip(urls, file_names(urls), strict=True)):
                 got = await download(
-                    self.http, url, folder / name, self.config, on_retry=self.on_retry, fsync=self._fsync
+                    self.http,
+                    url,
+                    folder / name,
+                    self.config,
+                    on_retry=self.on_retry,
+                    fsync=self._fsync,
+                    not_found_grace=grace,
+                    kind=kind,
                 )
                 rel = got.path.relative_to(self.output_dir).as_posix()
                 self.store.record_output(

@@ -43,6 +43,7 @@ class Live:
     polling: bool = False  # a poll (or its submit) is under way: not to be polled again meanwhile
     failed_polls: int = 0
     resubmit: bool = False  # this attempt resubmits a job whose earlier submit was unknown
+    unseen: bool = False  # re-attached, not polled yet by this run: what it did meanwhile nobody saw
     due: float = 0.0  # when its next poll is scheduled (older entries in the poll queue are stale)
 
 
@@ -112,9 +113,10 @@ class Flight:
             self.balance_hit = exc
             self.stop_reason = self.stop_reason or "balance"
         else:
+            if self.fatal is None:  # told once, however many requests were refused with it
+                self._emit(EventKind.STOPPING, reason=str(exc))
             self.fatal = exc
             self.stop_reason = "auth"
-            self._emit(EventKind.STOPPING, reason=str(exc))
             if self.work is not None:
                 self.work.cancel()
         self.wake()

@@ -37,36 +37,23 @@ from anyio.abc import TaskGroup
 
 from ..api.client import RunComfyClient
 from ..catalog.pricing import PriceTable
-from ..errors import EXIT_INTERRUPTED, ApiError, RateLimited
+from ..errors import EXIT_INTERRUPTED, ApiError, BudgetExceeded, RateLimited
 from ..manifest.loader import Manifest
 from ..manifest.snapshot import META_KEY, Snapshot
+from .adopt import adopt, adoptions
 from .budget import Budget, committed_spend, spent
 from .collect import Collector
 from .events import EventKind, EventSink, emitter
 from .flight import Flight, Parts
 from .outputs import damaged_outputs
 from .pacing import Pacer
-from .settings import RunResult, RunSettings, outcome, run_result, runs_now
+from .settings import RunResult, RunSettings, run_result
 from .states import JobState
 from .store import Store, SyncSummary
 from .submit import Submitter
 from .throttle import Throttle
 from .watch import Watcher
 from .workplan import WorkPlan, plan_work, twin_map
-
-# Imported from here by modules written before the parts above had modules of their own (to go once
-# they import them from where they live).
-__all__ = [
-    "EventSink",
-    "RunResult",
-    "RunSettings",
-    "Runner",
-    "committed_spend",
-    "outcome",
-    "runs_now",
-    "spent",
-    "twin_map",
-]
 
 # Submits started per turn of the submit loop before it lets other tasks run.
 BURST = 64
@@ -84,6 +71,7 @@ class Runner:
         settings: RunSettings,
         *,
         defaults_for: Callable[[str], Mapping[str, Any]] | None = None,
+        output_kind_for: Callable[[str], str | None] | None = None,
         on_event: EventSink | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -100,8 +88,15 @@ class Runner:
             prices, settings.budget_usd, partial=settings.budget_partial, defaults_for=defaults_for
         )
         self.throttle = Throttle(settings.http_concurrency, clock=clock, emit=self.emit)
+        self._output_kind_for = output_kind_for or (lambda model: None)
         self.collector = Collector(
-            store, client.http, manifest.output_dir, settings.download, emit=self.emit, on_retry=self.on_retry
+            store,
+            client.http,
+            manifest.output_dir,
+            settings.download,
+            emit=self.emit,
+            on_retry=self.on_retry,
+            output_kind_of=self.output_kind_of,
         )
         parts = Parts(
             flight=self.flight,
@@ -116,6 +111,11 @@ class Runner:
         )
         self.watcher = Watcher(parts, settings)
         self.submitter = Submitter(parts, self.watcher)
+
+    def output_kind_of(self, job_id: str) -> str | None:
+        """The kind of file the job's model makes (``image``, ``video``, ``audio``; None: unknown)."""
+        job = self.jobs.get(job_id)
+        return self._output_kind_for(job.model) if job is not None else None
 
     def on_retry(self, error: ApiError, delay: float, attempt: int) -> None:
         """Called by the client before each retry of a safe call."""
@@ -139,8 +139,11 @@ class Runner:
         ):
             self.store.set_status(job_id, JobState.COLLECTING)
             self.emit(EventKind.REFETCH, job_id=job_id)
-        self._take(plan_work(jobs, self.store.states(), twins, self.settings))
-        self.budget.check_start(self.jobs[job_id] for job_id in self.flight.to_submit)
+        rows = self.store.states()
+        taken = adoptions(jobs, rows, twins, self.store)
+        for adoption in taken:  # what was already paid, under another id or an earlier input
+            adopt(self.store, adoption, self.manifest.output_dir, in_manifest=set(rows))
+        self._take(plan_work(jobs, self.store.states() if taken else rows, twins, self.settings))
         self.store.flush()
         return summary
 
@@ -158,10 +161,22 @@ class Runner:
         for leader in plan.copy:  # these leaders succeeded already: their twins get copies now
             self.collector.copy_to_twins(leader)
 
-    async def _refresh_prices(self) -> None:
+    async def _check_prices(self) -> None:
         """Ask the API for the price of each model about to be submitted (one call per model): where it
-        answers, it is fresher than the bundled table. Estimates already journaled stay as they were."""
-        for model in sorted({self.jobs[j].model for j in self.flight.to_submit}):
+        answers, it is fresher than any table. Under a budget, the models nothing here prices are asked
+        first, so that the check before the start knows them; the others only once it passed, so that
+        a run refused by its budget sends nothing but those. Estimates already journaled stay."""
+        to_submit = [self.jobs[job_id] for job_id in self.flight.to_submit]
+        models = {job.model for job in to_submit}
+        unpriced = set()
+        if self.budget.cap_usd is not None:
+            unpriced = {job.model for job in to_submit if self.budget.estimate(job) is None}
+        await self._refresh_prices(unpriced)
+        self.budget.check_start(to_submit)
+        await self._refresh_prices(models - unpriced)
+
+    async def _refresh_prices(self, models: set[str]) -> None:
+        for model in sorted(models):
             answer = await self.client.price(model)
             if answer is not None:
                 self.budget.reprice(model, answer)
@@ -175,9 +190,14 @@ class Runner:
     # -- running --------------------------------------------------------------------------------
     async def run(self) -> RunResult:
         started = time.monotonic()
+        self.watcher.run_started = time.time()
         run_id = self.store.start_run("run")
-        self.prepare()
-        await self._refresh_prices()
+        try:
+            self.prepare()
+            await self._check_prices()
+        except BudgetExceeded as exc:  # refused before anything was paid: recorded so, not as a crash
+            self.store.finish_run(run_id, exc.exit_code, self.store.counts())
+            raise
         flight = self.flight
         # Enough for a progress display to place every job before the first job event arrives.
         self.emit(

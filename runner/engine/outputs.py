@@ -21,7 +21,7 @@ def damaged_outputs(
     for job_id, path, size, mtime_ns, sha256 in store.succeeded_outputs():
         if job_id == last:
             continue  # one bad file is enough for the job
-        if path is None or not _intact(os.path.join(folder, path), size, mtime_ns, sha256, verify_hashes):
+        if path is None or not intact(os.path.join(folder, path), size, mtime_ns, sha256, verify_hashes):
             damaged.append(job_id)
             last = job_id
             if first_only:
@@ -29,7 +29,11 @@ def damaged_outputs(
     return damaged
 
 
-def _intact(path: str, size: int | None, mtime_ns: int | None, sha256: str | None, verify: bool) -> bool:
+def intact(
+    path: str, size: int | None, mtime_ns: int | None, sha256: str | None, verify: bool = False
+) -> bool:
+    """Whether the file at ``path`` is the one recorded: its size, and its mtime (else, or with ``verify``,
+    its sha256)."""
     try:
         st = os.stat(path)
     except OSError:

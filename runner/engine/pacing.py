@@ -42,7 +42,8 @@ import heapq
 import math
 from collections import deque
 from dataclasses import dataclass, field
-from datetime import datetime
+
+from ..api.client import COMPLETED, IN_QUEUE
 
 PROBE_STARTS = 8  # at most one probe per this many starts (estimated), below PROBE_INTERVAL_MAX
 PROBE_INTERVAL_MAX = 5.0  # seconds: on a large account, a probe at least this often
@@ -64,15 +65,6 @@ class Track:
     polls: int = 0
     live_polls: int = 0  # consecutive polls that found it running
     waiting: bool = False  # its poll is deferred until the pacer believes it started
-
-
-def _parse_time(value: str | None) -> float | None:
-    if not value:
-        return None
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
 
 
 @dataclass
@@ -361,7 +353,7 @@ class Pacer:
         if (
             self.saturated
             and not self.draining
-            and status != "in_queue"
+            and status != IN_QUEUE
             and self.start_rate
             and self.submits - track.seq < self.target_queue
         ):
@@ -377,7 +369,7 @@ class Pacer:
         ahead of it); running or done, at least ``seq``."""
         if not track.seq:
             return
-        if status == "in_queue":
+        if status == IN_QUEUE:
             self.saturated = True
             if not track.waiting:
                 self._defer(track)  # it may have been taken for started: wait for it again
@@ -423,7 +415,7 @@ class Pacer:
         track.polls += 1
         track.last_live = now
         self.observe(track, status, position, now)
-        if status == "in_queue":
+        if status == IN_QUEUE:
             rate = self.start_rate or 0.0
             track.est_start = now + ((position or 1) / rate if rate else 0.0)
             track.live_polls = 0
@@ -435,20 +427,21 @@ class Pacer:
         return max(now + self.poll_min, self.poll_due(track, now))
 
     def on_finished(
-        self, track: Track, now: float, created_at: str | None = None, finished_at: str | None = None
+        self, track: Track, now: float, created: float | None = None, finished: float | None = None
     ) -> None:
         """A job left the account (done, failed, cancelled): learn how long it ran, and that the slot
-        it freed took the next job in the queue."""
+        it freed took the next job in the queue. ``created`` and ``finished`` are RunComfy's timestamps
+        in Unix seconds (read at the API edge, whatever their form on the wire; ``None`` when the
+        answer had none)."""
         self.in_flight = max(0, self.in_flight - 1)
         if self.tail is track:
             self.tail = None
         if self.pilot is track:
             self.pilot = None
-        created, finished = _parse_time(created_at), _parse_time(finished_at)
         if not track.seq:
             return  # re-attached: when it started is unknown
         self.finished += 1
-        self.observe(track, "completed", None, now)
+        self.observe(track, COMPLETED, None, now)
         start = self.start_time(track, now) or track.submitted_at
         # When it finished: after our last poll that found it live (or its start) and before this one;
         # RunComfy's timestamps (whole seconds: their difference is up to a second off either way, but

@@ -17,7 +17,7 @@ from ..errors import (
     AccountError,
     BalanceError,
 )
-from .states import JobState
+from .states import RETRIED, JobState
 
 
 @dataclass(frozen=True)
@@ -56,7 +56,7 @@ def runs_now(status: str, settings: RunSettings) -> bool:
     return (
         status in (JobState.PENDING, JobState.HELD)
         or (status == JobState.UNKNOWN and settings.resubmit_unknown)
-        or (status in (JobState.FAILED, JobState.CANCELLED, JobState.EXPIRED) and settings.retry_failed)
+        or (status in RETRIED and settings.retry_failed)
     )
 
 

@@ -32,6 +32,9 @@ IN_FLIGHT = frozenset({JobState.SUBMITTING, JobState.QUEUED, JobState.RUNNING, J
 NEEDS_ATTENTION = frozenset(
     {JobState.FAILED, JobState.UNKNOWN, JobState.EXPIRED, JobState.HELD, JobState.CANCELLED}
 )
+# What `retry` (``run --retry-failed``) sends again: the jobs that ended without success and cost nothing
+# more to retry than a new request.
+RETRIED = frozenset({JobState.FAILED, JobState.CANCELLED, JobState.EXPIRED})
 ALL_STATES = tuple(JobState)
 
 

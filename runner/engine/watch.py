@@ -5,16 +5,23 @@ failed, gone, or past its deadline).
 A poll asks ``/result``, which answers the live status until the request finishes and its outputs and
 cost after: most jobs cost one poll. A request that finished goes to the collectors; one that ended
 otherwise is journaled with its cause, and its twins end with it.
+
+The answers are read by ``runner.api.answers``; the rules that need to know when things happened are
+here, each bounded (``docs/api-answers.md``, the numbers in ``runner/defaults.py``): a 404 soon after
+this run's submit is asked again, not taken for expiry; ``completed`` without outputs is polled again a
+few times; a job that answers only words nobody knows is polled on, then given up.
 """
 
 from __future__ import annotations
 
+import time
 from collections import Counter
 
 import anyio
 from anyio.abc import TaskGroup
 
-from ..api.client import KNOWN_LIVE, RemoteState
+from .. import defaults
+from ..api.answers import CANCELLED, IN_QUEUE, RemoteState
 from ..errors import AccountError, ApiError, ErrorRecord, RequestNotFound
 from ..manifest.loader import Job
 from .events import EventKind
@@ -26,6 +33,7 @@ from .states import JobState
 
 PROBE_GAP = 0.02  # seconds between probes asked for early by the slow start
 MAX_POLL_BACKOFF = 60.0  # seconds: the longest wait before polling again after failed polls
+AGAIN_SOON = 0.5  # seconds before asking again about a 404 in its grace or a result without outputs
 
 
 class Watcher(Part):
@@ -37,7 +45,12 @@ class Watcher(Part):
         self.polls = PollQueue(parts.clock)
         self.unknown_words: set[str] = set()  # status words RunComfy answered that we do not know
         self.resubmits: Counter[str] = Counter()  # per job: --auto-resubmit-failed used so far
+        self.run_started = time.time()  # the runner's wall clock at the start of this run (set by it)
+        self._last_watched: float | None = None  # when an earlier run last journaled anything
+        self.empty_results: Counter[str] = Counter()  # per job: `completed` answers without outputs
+        self.puzzled: dict[str, tuple[float, int]] = {}  # per job: since when, how many unknown words
         self._poll_due = anyio.Event()
+        self._asked_again: set[str] = set()  # jobs whose next poll the watcher set itself (a retry, a grace)
         self._probe_wake = anyio.Event()  # the probe loop looks again at when its next probe is due
         self._probe_due = 0.0  # when it sleeps until
         self._last_probe = parts.clock()
@@ -48,7 +61,7 @@ class Watcher(Part):
         """Watch a request an earlier run submitted (polled at once)."""
         now = self._clock()
         track = Track(job.id, now)  # no place in this run's submits: it teaches the pacer nothing
-        live = Live(job, attempt_id, request_id, track, status=status)
+        live = Live(job, attempt_id, request_id, track, status=status, unseen=True)
         self.flight.live[job.id] = live
         self.pacer.in_flight += 1
         self.schedule(live, now)
@@ -71,7 +84,7 @@ class Watcher(Part):
         if draining:
             now = self._clock()
             for live in self.flight.live.values():
-                if not live.polling and live.request_id:
+                if not live.polling and live.request_id and live.job.id not in self._asked_again:
                     self.schedule(live, self.pacer.poll_due(live.track, now))
 
     def _learnt(self, now: float) -> None:
@@ -85,18 +98,21 @@ class Watcher(Part):
             self._probe_wake.set()
 
     async def poll_loop(self, tg: TaskGroup) -> None:
-        """Start each poll when it is due, for as long as the run goes on. A poll that comes due is
-        looked at again by the pacer first, which may know better by then (that the job has not
-        started yet, say): then it waits, at no cost."""
+        """Start each poll when it is due, for as long as the run goes on. A poll the pacer set is
+        looked at again by the pacer when it comes due, as it may know better by then (that the job has
+        not started yet, say): then it waits, at no cost."""
         while True:
             now = self._clock()
             for live in self.polls.take_due(now, self._current):
-                when = self.pacer.poll_due(live.track, now)
-                if when > now + TOGETHER:
-                    live.polling = False
-                    self.schedule(live, when)
+                if live.job.id in self._asked_again:
+                    self._asked_again.discard(live.job.id)
                 else:
-                    tg.start_soon(self._poll, live, False)
+                    when = self.pacer.poll_due(live.track, now)
+                    if when > now + TOGETHER:
+                        live.polling = False
+                        self.schedule(live, when)
+                        continue
+                tg.start_soon(self.poll, live, False)
             self._poll_due = anyio.Event()
             first = self.polls.next_due()
             with anyio.move_on_after(first - now if first is not None else 1.0):
@@ -127,11 +143,12 @@ class Watcher(Part):
                 if live is None or live.track is not track or live.polling or live.request_id is None:
                     continue
                 live.polling = True
-                tg.start_soon(self._poll, live, True)
+                tg.start_soon(self.poll, live, True)
                 break
 
     # -- one poll and its answer ----------------------------------------------------------------
-    async def _poll(self, live: Live, probe: bool) -> None:
+    async def poll(self, live: Live, probe: bool = False) -> None:
+        """Ask RunComfy about one request and act on the answer (a probe also teaches the pacer the queue)."""
         job = live.job
         try:
             async with self.throttle.limiter:
@@ -141,44 +158,77 @@ class Watcher(Part):
             self.flight.account_refused(exc)
             return
         except RequestNotFound as exc:
+            if self._just_submitted(live):
+                # RunComfy may not know a request for a moment after accepting it: not expiry yet.
+                self._poll_again(live, exc, AGAIN_SOON * 2**live.failed_polls)
+                return
             # RunComfy gave us this request id, so a 404 means it expired (e.g. it finished long before
             # this run came back to collect it): the job needs a new run, like expired outputs.
             why = "RunComfy no longer knows this request (its results expired); run the job again"
             self._finish(live, JobState.EXPIRED, error=exc.as_record().reworded(why))
             return
         except ApiError as exc:
-            live.polling = False
-            live.failed_polls += 1
-            self._emit(EventKind.POLL_ERROR, job_id=job.id, error=str(exc))
-            self.schedule(live, self._clock() + min(MAX_POLL_BACKOFF, 2.0 * live.failed_polls))
+            self._poll_again(live, exc, 2.0 * (live.failed_polls + 1))
             return
         self.throttle.succeeded()
         live.failed_polls = 0
+        first_sight, live.unseen = live.unseen, False
         now = self._clock()
         if probe:
             self.pacer.on_probe(live.track, remote.status, remote.queue_position, now)
             self.flight.wake()
         if remote.terminal:
-            self._landed(live, remote, now)
+            self._landed(live, remote, now, self._unseen_end(live, remote) if first_sight else None)
             self._learnt(now)
             return
-        if remote.status not in KNOWN_LIVE and remote.status not in self.unknown_words:
-            self.unknown_words.add(remote.status)
-            self._emit(EventKind.UNKNOWN_STATUS, job_id=job.id, status=remote.status)
-        status = JobState.QUEUED if remote.status == "in_queue" else JobState.RUNNING
-        if status != live.status or remote.status != live.remote_status:
+        if not remote.known:
+            if remote.word not in self.unknown_words:
+                self.unknown_words.add(remote.word)
+                self._emit(EventKind.UNKNOWN_STATUS, job_id=job.id, status=remote.word)
+            if self._puzzled_too_long(live, now):
+                why = f"RunComfy answered only {remote.word!r}, a word the runner does not know,"
+                await self._give_up(live, "UnknownStatus", why, ask_cancel=True)
+                return
+        else:
+            self.puzzled.pop(job.id, None)
+        status = JobState.QUEUED if remote.status == IN_QUEUE else JobState.RUNNING
+        if status != live.status or remote.label != live.remote_status:
             self.store.record_remote(
-                job.id, live.attempt_id, status, remote.status, started=status == JobState.RUNNING
+                job.id, live.attempt_id, status, remote.label, started=status == JobState.RUNNING
             )
             if status != live.status:
                 self._emit(EventKind(status), job_id=job.id)
-            live.status, live.remote_status = status, remote.status
+            live.status, live.remote_status = status, remote.label
         if self._deadline_passed(live, now):
-            await self._time_out(live)
+            queued = live.status == JobState.QUEUED
+            await self._give_up(live, "Timeout", "job deadline passed", ask_cancel=queued)
             return
         live.polling = False
         self.schedule(live, self.pacer.on_polled(live.track, remote.status, remote.queue_position, now))
         self._learnt(now)
+
+    def _poll_again(self, live: Live, exc: ApiError, delay: float) -> None:
+        """A poll failed: say so and ask again after ``delay`` seconds (at most MAX_POLL_BACKOFF)."""
+        live.polling = False
+        live.failed_polls += 1
+        self._emit(EventKind.POLL_ERROR, job_id=live.job.id, error=str(exc))
+        self._asked_again.add(live.job.id)
+        self.schedule(live, self._clock() + min(MAX_POLL_BACKOFF, delay))
+
+    def _just_submitted(self, live: Live) -> bool:
+        """Whether this run submitted the request within the grace in which a 404 is not expiry (a
+        re-attached request was submitted some time ago: its 404 is expiry at once)."""
+        waited = self._clock() - live.track.submitted_at
+        return bool(live.track.seq) and waited < defaults.STATUS_NOT_FOUND_GRACE
+
+    def _puzzled_too_long(self, live: Live, now: float) -> bool:
+        """Count one more answer in a word nobody knows; whether the job has answered only such words
+        for UNKNOWN_STATUS_PATIENCE seconds and UNKNOWN_STATUS_MIN_POLLS polls."""
+        since, polls = self.puzzled.get(live.job.id, (now, 0))
+        self.puzzled[live.job.id] = (since, polls + 1)
+        return (
+            now - since >= defaults.UNKNOWN_STATUS_PATIENCE and polls + 1 >= defaults.UNKNOWN_STATUS_MIN_POLLS
+        )
 
     def _deadline_passed(self, live: Live, now: float) -> bool:
         waited = now - live.track.submitted_at
@@ -190,45 +240,72 @@ class Watcher(Part):
             and waited > self.settings.queue_timeout
         )
 
-    async def _time_out(self, live: Live) -> None:
+    async def _give_up(self, live: Live, kind: str, why: str, *, ask_cancel: bool) -> None:
+        """Stop watching a live request and fail its job; a cancel asked first is never billed if the
+        request was still queued (a running one answers ``not_cancellable`` and runs on)."""
         outcome = "not asked"
-        if live.status == JobState.QUEUED:
+        if ask_cancel:
             try:
                 outcome = await self.client.cancel(live.request_id or "")
             except ApiError as exc:
                 outcome = f"cancel failed: {exc}"
-        why = ErrorRecord("Timeout", f"job deadline passed while {live.status} (cancel: {outcome})")
-        self._finish(live, JobState.FAILED, error=why)
+        record = ErrorRecord(kind, f"{why} while {live.status} (cancel: {outcome})")
+        self._finish(live, JobState.FAILED, error=record)
 
-    def _landed(self, live: Live, remote: RemoteState, now: float) -> None:
+    def _unseen_end(self, live: Live, remote: RemoteState) -> float:
+        """When a request that ended while no runner watched it ended, for its run time: RunComfy's own
+        timestamps (their difference, laid from our submit: the clocks need not agree), else the last
+        moment an earlier run was there to see it. Never later than now, never before it started."""
+        now = time.time()
+        submitted, started = self.store.attempt_times(live.attempt_id)
+        start = started or submitted or now
+        created, finished = remote.created_at, remote.finished_at  # Unix seconds, read at the API edge
+        if submitted and created is not None and finished is not None and finished >= created:
+            end = submitted + (finished - created)
+        else:
+            if self._last_watched is None:
+                self._last_watched = self.store.last_activity(0.0, self.run_started) or start
+            end = self._last_watched
+        return min(now, max(start, end))
+
+    def _landed(self, live: Live, remote: RemoteState, now: float, ended_at: float | None = None) -> None:
         job = live.job
         if remote.succeeded:
             if not remote.outputs:
+                seen = self.empty_results[job.id] = self.empty_results[job.id] + 1
+                if seen <= defaults.EMPTY_RESULT_POLLS:
+                    # The result may say completed a moment before its outputs are filled in.
+                    live.polling = False
+                    self._asked_again.add(job.id)
+                    self.schedule(live, now + AGAIN_SOON * 2 ** (seen - 1))
+                    return
+                why = f"RunComfy said {remote.word!r} but gave no output URI ({seen} answers)"
                 self._finish(
-                    live, JobState.FAILED, remote, error=ErrorRecord("NoOutput", "result has no outputs")
+                    live, JobState.FAILED, remote, error=ErrorRecord("NoOutput", why), ended_at=ended_at
                 )
                 return
             self.store.record_remote(
                 job.id,
                 live.attempt_id,
                 JobState.COLLECTING,
-                remote.status,
+                remote.label,
                 finished=True,
+                finished_at=ended_at,
                 cost=remote.cost_usd,
                 outputs=remote.outputs,
             )
             self.budget.settle(job, remote.cost_usd)
             self._emit(EventKind.COMPLETED, job_id=job.id, cost_usd=remote.cost_usd)
             self.pacer.on_finished(live.track, now, remote.created_at, remote.finished_at)
-            self.flight.live.pop(job.id, None)
+            self._forget(job.id)
+            self.collector.seen_finishing.add(job.id)
             self.flight.collect(job.id)
             return
-        if remote.status == "cancelled":
-            self._finish(
-                live, JobState.CANCELLED, remote, error=ErrorRecord("Cancelled", "cancelled at RunComfy")
-            )
+        if remote.status == CANCELLED:
+            cancelled = ErrorRecord("Cancelled", "cancelled at RunComfy")
+            self._finish(live, JobState.CANCELLED, remote, error=cancelled, ended_at=ended_at)
             return
-        self._finish(live, JobState.FAILED, remote, error=ErrorRecord.remote(remote.error))
+        self._finish(live, JobState.FAILED, remote, error=ErrorRecord.remote(remote.error), ended_at=ended_at)
         if self.resubmits[job.id] < self.settings.auto_resubmit_failed and not self.flight.stop_reason:
             self.resubmits[job.id] += 1
             self.store.set_status(job.id, JobState.PENDING)
@@ -236,13 +313,20 @@ class Watcher(Part):
             self._emit(EventKind.RESUBMIT, job_id=job.id, attempt=self.resubmits[job.id])
 
     def _finish(
-        self, live: Live, state: JobState, remote: RemoteState | None = None, *, error: ErrorRecord
+        self,
+        live: Live,
+        state: JobState,
+        remote: RemoteState | None = None,
+        *,
+        error: ErrorRecord,
+        ended_at: float | None = None,
     ) -> None:
-        """The request ended without outputs to collect: journal why, settle its cost, free its slot."""
+        """The request ended without outputs to collect: journal why (and when it ended, if not now),
+        settle its cost, free its slot."""
         cost = remote.cost_usd if remote is not None else None
-        if remote is not None and remote.status == "cancelled":
+        if remote is not None and remote.status == CANCELLED:
             cost = 0.0 if cost is None else cost
-        self.store.record_error(live.job.id, live.attempt_id, state, error, cost=cost)
+        self.store.record_error(live.job.id, live.attempt_id, state, error, cost=cost, finished_at=ended_at)
         self.budget.settle(live.job, cost)
         self.pacer.on_finished(
             live.track,
@@ -250,7 +334,14 @@ class Watcher(Part):
             remote.created_at if remote else None,
             remote.finished_at if remote else None,
         )
-        self.flight.live.pop(live.job.id, None)
+        self._forget(live.job.id)
         self.collector.fail_twins(live.job.id, state, error)
         self._emit(EventKind(state), job_id=live.job.id, error=error.message, cost_usd=cost)
         self.flight.wake()
+
+    def _forget(self, job_id: str) -> None:
+        """The request is no longer live: nothing about it is watched any more."""
+        self.flight.live.pop(job_id, None)
+        self.empty_results.pop(job_id, None)
+        self.puzzled.pop(job_id, None)
+        self._asked_again.discard(job_id)

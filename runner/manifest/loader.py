@@ -1,10 +1,11 @@
 """The manifest: a YAML file listing the jobs of a batch, read into :class:`Manifest` and its :class:`Job` s.
 
 :func:`load_manifest` is the one entry point. It reads the file (capped in size), parses it with
-lines (:mod:`runner.yamldoc`), checks it against the manifest schema, expands matrices into jobs with
-stable, file-safe ids, builds each job's input (defaults, then the job's input, then its matrix
-combination; local images inlined by :mod:`runner.inputs`), and checks every input against its model
-(:mod:`runner.validate`). It either returns a manifest whose every job can be sent as is, or raises
+lines (:mod:`runner.yamldoc`), checks it against the manifest schema, reads its own model schemas
+(:mod:`.own_models`), expands matrices into jobs with stable, file-safe ids, builds each job's input
+(defaults, then the job's input, then its matrix combination; local images inlined by
+:mod:`runner.inputs`), and checks every input against its model (:mod:`runner.validate`). It
+either returns a manifest whose every job can be sent as is, or raises
 :class:`~runner.errors.ManifestInvalid` listing all the problems, one line each; no other exception
 escapes for any file content. The format is documented in ``docs/manifest.md``.
 """
@@ -20,23 +21,22 @@ import os
 import re
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..catalog.models import Catalog, ModelSpec
+from ..catalog.schema import show, suggest, type_word
 from ..errors import ManifestInvalid, ManifestTooLarge
 from .inputs import LocalFiles
+from .own_models import read_own_models
 from .validate import (
     SAFE_ID,
     InputChecker,
     InputSource,
     ManifestSchema,
+    ModelCheck,
     ProblemLog,
-    check_model,
-    show,
-    suggest,
-    type_word,
 )
 from .yamldoc import parse_yaml
 
@@ -63,8 +63,8 @@ class Job:
 
 @dataclass(frozen=True)
 class Source:
-    """What a manifest was built from: its file's sha256, and each local file inlined into an input
-    (absolute path, size, mtime in ns). The same source with the same schemas gives the same jobs."""
+    """What a manifest was built from: its file's sha256, and each local file inlined or named as a
+    model schema (absolute path, size, mtime in ns). The same source and schemas give the same jobs."""
 
     sha256: str
     local_files: tuple[tuple[str, int, int], ...] = ()
@@ -82,14 +82,19 @@ class Manifest:
     concurrency: int | None
     raw_settings: dict[str, Any]
     source: Source | None = None  # None for a manifest built in code
+    models: dict[str, ModelSpec] = field(default_factory=dict)  # its own schemas (``models:``)
 
 
 _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False)
 
 
-def fingerprint(model: str, input: dict[str, Any]) -> str:
-    """sha256 of the canonical JSON of the request: equal fingerprints are the same paid request."""
-    canonical = _CANONICAL.encode({"model": model, "input": input})
+def fingerprint(model: str, input: dict[str, Any], take: int = 1) -> str:
+    """sha256 of the canonical JSON of the request: equal fingerprints are the same paid request. A take
+    past the first (``takes:``) is another paid request of the same body, so its number is part of it."""
+    request: dict[str, Any] = {"model": model, "input": input}
+    if take > 1:
+        request["take"] = take
+    canonical = _CANONICAL.encode(request)
     return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
 
 
@@ -161,6 +166,27 @@ def expand_matrix(job_id: str, matrix: dict[str, list[Any]]) -> Iterator[tuple[s
             yield "".join(chosen[p] if n % 2 else p for n, p in enumerate(parts)), pick
 
 
+def refuse_output_dir(output_dir: Path) -> str | None:
+    """Why ``output_dir`` cannot hold a run's outputs (the filesystem root or the home folder itself:
+    a job id would become a folder beside the user's own), or ``None``."""
+    resolved = Path(os.path.abspath(os.path.expanduser(output_dir)))
+    if resolved == Path(resolved.anchor):
+        return "is the filesystem root; give the outputs a folder of their own"
+    if resolved == Path(os.path.abspath(os.path.expanduser("~"))):
+        return "is your home folder itself; give the outputs a folder of their own"
+    return None
+
+
+def take_ids(job_id: str, takes: int) -> list[str]:
+    """The ids of a job's takes: the id itself for one, else ``<id>--take-1`` … ``<id>--take-N``."""
+    return [job_id] if takes == 1 else [f"{job_id}--take-{n}" for n in range(1, takes + 1)]
+
+
+def _takes(value: Any) -> int:
+    """A ``takes`` value the schema let through, else 1 (a bad one is reported by the schema)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 100 else 1
+
+
 def template_problem(job_id: str, matrix: dict[str, list[Any]]) -> str | None:
     """What is wrong with an id template for this matrix, if anything."""
     if "{" not in job_id and "}" not in job_id:
@@ -204,6 +230,7 @@ class _Loader:
         self.log = ProblemLog(shown)
         self.sha256 = ""
         self.local_files: dict[str, tuple[int, int]] = {}
+        self.own_models: dict[str, ModelSpec] = {}  # the manifest's own model schemas (``models:``)
 
     def fail(self, message: str, line: int | None = None, *, too_large: bool = False) -> ManifestInvalid:
         self.log.add(message, line=line)
@@ -227,16 +254,21 @@ class _Loader:
             )
         bad_jobs = ManifestSchema.load(self.catalog).check(data, self.log)
         self.check_name(data.get("name"))
+        own = data["models"] if isinstance(data.get("models"), dict) else {}
+        self.own_models = read_own_models(own, self.folder, self.log, self.local_files)
+        self.catalog = self.catalog.with_models(self.own_models)
+        self.model_problem = ModelCheck(self.catalog, excused=set(own) - set(self.own_models))
         defaults = data.get("defaults", {})
         jobs: list[Any] = data["jobs"] if isinstance(data.get("jobs"), list) else []
         # With a broken defaults block, every job's input would be judged without it: say nothing of them.
         defaults_usable = isinstance(defaults, dict) and isinstance(defaults.get("input", {}), dict)
         default_model = defaults.get("model") if defaults_usable else None
-        if isinstance(default_model, str) and check_model(default_model, self.catalog):
-            self.log.at(("defaults", "model"), check_model(default_model, self.catalog) or "")
+        if isinstance(default_model, str) and self.model_problem(default_model):
+            self.log.at(("defaults", "model"), self.model_problem(default_model) or "")
         default_input = defaults.get("input", {}) if defaults_usable else {}
+        default_takes = _takes(defaults.get("takes")) if isinstance(defaults, dict) else 1
         good = [(i, job) for i, job in enumerate(jobs) if isinstance(job, dict) and i not in bad_jobs]
-        self.check_size(good)
+        self.check_size(good, default_takes)
         built = self.build_jobs(
             jobs,
             bad_jobs,
@@ -244,7 +276,11 @@ class _Loader:
             default_input,
             doc.lines.get(id(jobs), []),
             check_inputs=defaults_usable,
+            default_takes=default_takes,
         )
+        refused = refuse_output_dir(self.output_dir(data))
+        if refused:
+            self.log.at(("output_dir",), f"{show(data.get('output_dir'))} {refused}")
         if self.log:
             raise self.fail_now(len(built))
         return self.manifest(data, built)
@@ -295,10 +331,15 @@ class _Loader:
                 f"the file is not UTF-8 text (byte 0x{byte:02x} on this line): save it as UTF-8", line
             ) from None
 
-    def check_size(self, sources: list[tuple[int, dict[str, Any]]]) -> None:
-        """Refuse a manifest whose matrices expand beyond :data:`MAX_JOBS`, before expanding anything."""
+    def check_size(self, sources: list[tuple[int, dict[str, Any]]], default_takes: int = 1) -> None:
+        """Refuse a manifest whose matrices (and takes) expand beyond :data:`MAX_JOBS`, before expanding
+        anything."""
         sizes = [
-            (matrix_size(job["matrix"]) if isinstance(job.get("matrix"), dict) else 1, index)
+            (
+                (matrix_size(job["matrix"]) if isinstance(job.get("matrix"), dict) else 1)
+                * _takes(job.get("takes", default_takes)),
+                index,
+            )
             for index, job in sources
         ]
         total = sum(size for size, _ in sizes)
@@ -325,10 +366,10 @@ class _Loader:
         job_lines: list[int],
         *,
         check_inputs: bool,
+        default_takes: int = 1,
     ) -> list[Job]:
         checker = InputChecker(self.log)
-        files = LocalFiles(self.folder)
-        self.local_files = files.read
+        files = LocalFiles(self.folder, read=self.local_files)  # the schema files are in it already
         inherited: dict[str, dict[str, Any]] = {}  # model id -> the defaults.input fields it has
         seen: dict[str, tuple[int, int]] = {}  # id -> (line, index of its job in the manifest)
         built: list[Job] = []
@@ -344,12 +385,15 @@ class _Loader:
             model = job.get("model", default_model)
             if model is None and check_inputs:
                 self.log.at(("jobs", index), "no model: set `model` on the job or in `defaults`")
-            elif "model" in job and check_model(model, self.catalog):
-                self.log.at(("jobs", index, "model"), check_model(model, self.catalog) or "")
+            elif "model" in job and self.model_problem(model):
+                self.log.at(("jobs", index, "model"), self.model_problem(model) or "")
             spec = self.catalog.get(model) if isinstance(model, str) and check_inputs else None
             own = job.get("input") or {}
             keys = tuple(job.get("matrix") or ())
-            for job_id, pick, combo in self.expand(index, job):
+            takes = _takes(job.get("takes", default_takes))
+            for expanded_id, pick, combo in self.expand(index, job):
+                ids = take_ids(expanded_id, takes)
+                job_id = ids[-1]  # the longest: if it is safe, every take's is
                 if not SAFE_ID.fullmatch(job_id):
                     message = (
                         f"{show(job_id, 140)} is not a safe job id: ids are 1-128 letters, digits, "
@@ -364,18 +408,22 @@ class _Loader:
                         ("id", index), message, line=line, job_id=None, field=f"jobs[{index}].id", scope=""
                     )
                     continue
-                self.note_id(job_id, line, index, seen)
+                for one in ids:
+                    self.note_id(one, line, index, seen)
                 if spec is None:
                     continue
                 base = inherited.get(spec.model_id)
                 if base is None:
                     base = inherited[spec.model_id] = fields_for(spec, default_input)
                 input = {**base, **own, **combo} if combo else {**base, **own}
-                input, file_problems = files.inline_input(input, spec.file_fields)
+                input, file_problems = files.inline_input(input, spec.file_fields, spec.file_checks)
                 if file_problems or not checker.is_valid(spec, input):
                     source = InputSource(index, base, own, keys, pick)
-                    checker.explain(job_id, spec, input, source, file_problems)
-                built.append(Job(job_id, spec.model_id, input, line, fingerprint(spec.model_id, input)))
+                    checker.explain(ids[0], spec, input, source, file_problems)
+                for take, one in enumerate(ids, start=1):
+                    built.append(
+                        Job(one, spec.model_id, input, line, fingerprint(spec.model_id, input, take))
+                    )
         self.check_defaults_used(default_input, inherited)
         return built
 
@@ -424,18 +472,29 @@ class _Loader:
             combo = {key: matrix[key][i] for key, i in zip(keys, pick, strict=True)}
             yield expanded_id, pick, combo
 
+    def output_dir(self, data: dict[str, Any]) -> Path:
+        """The output folder the manifest names: ``output_dir`` (relative to its folder), else out/<name>."""
+        output = data.get("output_dir")
+        if not isinstance(output, str) or not output:
+            name = data.get("name")
+            return Path(
+                os.path.abspath(
+                    self.folder / "out" / (name if isinstance(name, str) and name else self.path.stem)
+                )
+            )
+        return Path(os.path.abspath(self.folder / os.path.expanduser(output)))
+
     def manifest(self, data: dict[str, Any], jobs: list[Job]) -> Manifest:
         name = data.get("name") or self.path.stem
-        output = data.get("output_dir")
-        output_dir = (self.folder / os.path.expanduser(output)) if output else self.folder / "out" / name
         budget = data.get("budget_usd")
         return Manifest(
             path=self.path,
             name=name,
-            output_dir=Path(os.path.abspath(output_dir)),
+            output_dir=self.output_dir(data),
             jobs=jobs,
             budget_usd=float(budget) if budget is not None else None,
             concurrency=int(data["concurrency"]) if data.get("concurrency") is not None else None,
             raw_settings={key: data[key] for key in SETTINGS if key in data},
             source=Source(self.sha256, tuple(sorted((p, *st) for p, st in self.local_files.items()))),
+            models=self.own_models,
         )

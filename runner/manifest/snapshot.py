@@ -3,11 +3,11 @@ left to do, can answer without reading and checking 100,000 jobs again (seconds,
 file answers in milliseconds).
 
 The jobs a manifest expands into depend on four things, and the snapshot records all of them: the
-manifest file's bytes (sha256), every local file inlined into an input (path, size, mtime), the
-bundled schemas, and the code that reads manifests. When all four are as recorded, the jobs in the
-state file *are* the manifest's jobs, exactly as a full load would give them. When anything differs,
-or cannot be told cheaply, callers fall back to loading the manifest: the snapshot only ever saves
-time, it never decides differently.
+manifest file's bytes (sha256), every local file inlined into an input or named as a model schema
+(path, size, mtime), the bundled schemas and the synced catalog, and the code that reads manifests.
+When all four are as recorded, the jobs in the state file *are* the manifest's jobs, exactly as a
+full load would give them. When anything differs, or cannot be told cheaply, callers fall back to
+loading the manifest: the snapshot only ever saves time, it never decides differently.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from functools import cache
 from pathlib import Path
 
 from ..catalog.models import schema_dir
+from ..catalog.synced import cache_path
 from ..disk import file_sha256
 from .loader import Manifest
 
@@ -30,15 +31,29 @@ _READERS = (
     "manifest/loader.py",
     "manifest/validate.py",
     "manifest/yamldoc.py",
-    "manifest/fastschema.py",
     "manifest/inputs.py",
+    "manifest/own_models.py",
     "catalog/models.py",
+    "catalog/normalise.py",
+    "catalog/schema.py",
+    "catalog/synced.py",
 )
 
 
-@cache
 def reader_digest() -> str:
-    """sha256 over the bundled schemas and the code that reads manifests (computed once a process)."""
+    """sha256 over the bundled schemas, the code that reads manifests and the synced catalog (whose
+    file may change between two runs of one process, so it is hashed each time: it is small)."""
+    digest = hashlib.sha256(_bundled_digest().encode())
+    try:
+        digest.update(cache_path().read_bytes())
+    except OSError:
+        digest.update(b"no synced catalog")
+    return digest.hexdigest()
+
+
+@cache
+def _bundled_digest() -> str:
+    """sha256 over the bundled schemas and the reading code (computed once a process)."""
     digest = hashlib.sha256()
     here = Path(__file__).parent.parent
     files = sorted(p for p in schema_dir().rglob("*") if p.is_file()) + [here / name for name in _READERS]
@@ -104,8 +119,25 @@ class Snapshot:
 
 
 _TOP_NAME = re.compile(rb"^name[ \t]*:[ \t]*(.*?)[ \t]*(?:#.*)?$", re.MULTILINE)
+_TOP_OUTPUT = re.compile(rb"^output_dir[ \t]*:[ \t]*(.*?)[ \t]*(?:#.*)?$", re.MULTILINE)
 _TOP_JOBS = re.compile(rb"^jobs[ \t]*:", re.MULTILINE)
 _PLAIN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+# A path written as a plain or quoted scalar with nothing YAML would read otherwise (no escapes, anchors,
+# tags, flow or block indicators).
+_PLAIN_PATH = re.compile(r"[^\s'\"&*!|>{}\[\],#%@`\\][^'\"\\]*")
+
+
+def _top_value(pattern: re.Pattern[bytes], data: bytes) -> str | None:
+    """The one top-level value of a key, unquoted; ``""`` when the key is absent; ``None`` when unsure."""
+    found = pattern.findall(data)
+    if not found:
+        return ""
+    if len(found) > 1:
+        return None
+    value: str = found[0].decode("utf-8", "replace")
+    if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+        value = value[1:-1]
+    return value
 
 
 def quick_name(path: str | Path) -> str | None:
@@ -116,12 +148,32 @@ def quick_name(path: str | Path) -> str | None:
         data = Path(path).read_bytes()
     except OSError:
         return None
-    found = _TOP_NAME.findall(data)
-    if not found:
-        return Path(path).stem if _TOP_JOBS.search(data) else None
-    if len(found) > 1:
+    return _quick_name(Path(path), data)
+
+
+def _quick_name(path: Path, data: bytes) -> str | None:
+    value = _top_value(_TOP_NAME, data)
+    if value == "":
+        return path.stem if _TOP_JOBS.search(data) and not _TOP_NAME.search(data) else None
+    return value if value is not None and _PLAIN.fullmatch(value) else None
+
+
+def quick_output_dir(path: str | Path) -> Path | None:
+    """The manifest's output folder as :func:`~runner.manifest.loader.load_manifest` would make it,
+    read off its top-level ``output_dir:`` (and ``name:``) lines without parsing the YAML; ``None``
+    when that cannot be told for sure. Used only to find the journal, which lives in that folder;
+    what is found there is then checked by sha256."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError:
         return None
-    value = found[0].decode("utf-8", "replace")
-    if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-        value = value[1:-1]
-    return value if _PLAIN.fullmatch(value) else None
+    if not _TOP_JOBS.search(data):
+        return None  # a flow-style manifest, or not one at all: only a full load can tell
+    folder = Path(os.path.abspath(path)).parent
+    output = _top_value(_TOP_OUTPUT, data)
+    if output is None or (output and not _PLAIN_PATH.fullmatch(output)):
+        return None
+    if output:
+        return Path(os.path.abspath(folder / os.path.expanduser(output)))
+    name = _quick_name(Path(path), data)
+    return None if name is None else Path(os.path.abspath(folder / "out" / name))

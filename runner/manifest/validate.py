@@ -2,8 +2,9 @@
 
 Two passes, as the format promises: the whole document against ``schemas/manifest.schema.json``
 first (the shape: keys, types, ids, matrices), then every job's input against its model's schema
-through the catalog. Both start with :mod:`runner.fastschema`'s yes/no check and only ask jsonschema
-for errors when that says no, so a valid 100,000-job manifest is checked in well under a second.
+through the catalog. Both start with jsonschema_rs's yes/no and only ask jsonschema for errors when
+that is not yes (:mod:`runner.catalog.schema`), so a valid 100,000-job manifest is checked in well
+under a second.
 
 Every finding becomes one :class:`~runner.errors.Problem` (``file:line job ID: field: what``) in a
 :class:`ProblemLog`, located at the value that is wrong: for a job built from defaults, its own input
@@ -14,47 +15,23 @@ job's own input once for all its combinations.
 
 from __future__ import annotations
 
-import difflib
 import json
 import re
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from dataclasses import field as default
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:  # jsonschema loads when a manifest is checked, not for every command
-    from jsonschema.exceptions import ValidationError
+from typing import Any
 
 from ..catalog.models import Catalog, ModelSpec, format_path, schema_dir
+from ..catalog.schema import Schema, describe, shorten, show
 from ..errors import Problem
-from .fastschema import compile_schema
 from .yamldoc import Document
 
 MAX_PROBLEMS_SHOWN = 500
 SAFE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 _ID_TEMPLATE = re.compile(r"[A-Za-z0-9{][A-Za-z0-9._{}-]{0,127}")
 _LINE_BREAKING = re.compile(r"[\x00-\x1f\x7f\x85\u2028\u2029]")  # what would split or garble a line
-_LONG_QUOTED = re.compile(r"'[^']{100,}'|\"[^\"]{100,}\"")
 _PATH_PART = re.compile(r"\[(\d+)\]|\.?([^.\[\]]+)")
-_TYPE_WORDS = {
-    "object": "a mapping",
-    "array": "a list",
-    "string": "text",
-    "integer": "a whole number",
-    "number": "a number",
-    "boolean": "true or false",
-    "null": "null",
-}
-
-_TYPE_CHECKS = {
-    "null": lambda v: v is None,
-    "boolean": lambda v: isinstance(v, bool),
-    "integer": lambda v: isinstance(v, int),
-    "number": lambda v: isinstance(v, float),
-    "string": lambda v: isinstance(v, str),
-    "array": lambda v: isinstance(v, list),
-    "object": lambda v: isinstance(v, dict),
-}
 
 DocPath = tuple[str | int, ...]
 
@@ -62,31 +39,6 @@ DocPath = tuple[str | int, ...]
 def one_line(text: str) -> str:
     """Control characters escaped (a key may hold a newline): every problem prints as one line."""
     return _LINE_BREAKING.sub(lambda m: repr(m.group())[1:-1], text)
-
-
-def show(value: Any, limit: int = 60) -> str:
-    """A value as a message shows it: short, on one line, ``null``/``true`` as YAML writes them."""
-    if value is None or isinstance(value, bool):
-        text = json.dumps(value)
-    elif isinstance(value, dict | list):
-        text = json.dumps(value, ensure_ascii=False, default=str)
-    else:
-        text = repr(value)
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def type_word(value: Any) -> str:
-    """``a list``, ``text``… for the type of a parsed YAML value."""
-    for name in ("null", "boolean", "integer", "number", "string", "array", "object"):
-        if _TYPE_CHECKS[name](value):
-            return _TYPE_WORDS[name]
-    return type(value).__name__
-
-
-def suggest(word: str, known: Sequence[str]) -> str:
-    """`` (did you mean 'input'?)`` for a likely typo, else nothing."""
-    close = difflib.get_close_matches(word, list(known), n=1, cutoff=0.7)
-    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 @dataclass
@@ -219,14 +171,10 @@ class ManifestSchema:
     def __init__(self, schema: Mapping[str, Any]) -> None:
         jobs = schema["properties"]["jobs"]
         top = {**schema, "properties": {**schema["properties"], "jobs": {**jobs, "items": True}}}
-        job = {**jobs["items"], "$defs": schema.get("$defs", {})}
         self.schema = schema
-        self.is_valid = compile_schema(schema)
-        from jsonschema import Draft202012Validator  # noqa: PLC0415
-
-        self.top = Draft202012Validator(top)
-        self.job = Draft202012Validator(job)
-        self.job_is_valid = compile_schema(job)
+        self.whole = Schema(schema)
+        self.top = Schema(top)
+        self.job = Schema({**jobs["items"], "$defs": schema.get("$defs", {})})
 
     @classmethod
     def load(cls, catalog: Catalog) -> ManifestSchema:
@@ -236,52 +184,20 @@ class ManifestSchema:
 
     def check(self, data: dict[str, Any], log: ProblemLog) -> set[int]:
         """Log every way ``data`` breaks the schema; the indexes of the jobs that do."""
-        if self.is_valid(data):
+        if self.whole.surely_valid(data):
             return set()
-        for error in self.top.iter_errors(data):
-            for path, message in _translate(error, ()):
+        for error in self.top.errors(data):
+            for path, message in describe(error, "manifest"):
                 log.at(path, message)
         bad: set[int] = set()
         jobs = data.get("jobs")
         if isinstance(jobs, list):
             for index, job in enumerate(jobs):
-                if self.job_is_valid(job):
-                    continue
-                bad.add(index)
-                for error in self.job.iter_errors(job):
-                    for path, message in _translate(error, ("jobs", index)):
-                        log.at(path, message)
+                for error in self.job.errors(job):
+                    bad.add(index)
+                    for path, message in describe(error, "manifest"):
+                        log.at(("jobs", index, *path), message)
         return bad
-
-
-def _translate(error: ValidationError, prefix: DocPath) -> Iterator[tuple[DocPath, str]]:
-    """A jsonschema error as (document path, message), in the manifest author's words."""
-    path = (*prefix, *error.absolute_path)
-    schema = error.schema if isinstance(error.schema, Mapping) else {}
-    kind = error.validator
-    custom = schema.get("x-errorMessages", {}).get(kind)
-    if kind == "pattern" and "patternErrorMessage" in schema:
-        custom = str(schema["patternErrorMessage"]).rstrip(".")
-    if custom:
-        yield path, f"{show(error.instance)} {custom}"
-    elif kind == "additionalProperties" and isinstance(error.instance, dict):
-        known = list(schema.get("properties", {}))
-        for key in sorted(k for k in error.instance if k not in known):
-            yield (*path, key), f"unknown key{suggest(key, known)} (known keys: {', '.join(known)})"
-    elif kind == "required":
-        yield path, error.message.replace("is a required property", "is required")
-    elif kind == "type":
-        names = [error.validator_value] if isinstance(error.validator_value, str) else error.validator_value
-        wanted = " or ".join(_TYPE_WORDS.get(n, n) for n in names)
-        yield path, f"must be {wanted}, not {show(error.instance)}"
-    else:
-        yield path, _shorten(error.message)
-
-
-def _shorten(message: str, limit: int = 300) -> str:
-    """A message with long quoted values cut short ('0xffff…'), and never more than ``limit`` long."""
-    message = _LONG_QUOTED.sub(lambda m: m.group()[:97] + "…" + m.group()[0], " ".join(message.split()))
-    return message if len(message) <= limit else message[: limit - 1] + "…"
 
 
 # --- job inputs against their model's schema ---------------------------------------------------
@@ -322,16 +238,10 @@ class InputChecker:
 
     def __init__(self, log: ProblemLog) -> None:
         self.log = log
-        self._fast: dict[str, Callable[[Any], bool]] = {}
 
     def is_valid(self, spec: ModelSpec, input: dict[str, Any]) -> bool:
-        """Whether the input is valid for the model; a few µs for a valid one."""
-        fast = self._fast.get(spec.model_id)
-        if fast is None:
-            fast = self._fast[spec.model_id] = compile_schema(spec.schema)
-        if not fast(input):
-            return False
-        return not _needs_extra_checks(spec, input) or not spec.check_input(input)
+        """Whether the input is valid for the model; about a µs for a valid one."""
+        return not spec.check_input(input)
 
     def explain(
         self,
@@ -349,7 +259,7 @@ class InputChecker:
             if path not in failed_files:  # a missing local file also fails the URL pattern: say it once
                 found.append((path, problem.message))
         for path, message in found:
-            self.report(job_id, path, _shorten(message), source)
+            self.report(job_id, path, shorten(message), source)
         return not found
 
     def report(self, job_id: str, path: DocPath, message: str, source: InputSource) -> None:
@@ -376,19 +286,39 @@ class InputChecker:
             )
 
 
-def _needs_extra_checks(spec: ModelSpec, input: dict[str, Any]) -> bool:
-    """Whether the model's ``x-checks`` (what a schema cannot say) could find anything in this input."""
-    for check in spec.schema.get("x-checks", ()):
-        array_name = str(check.get("sum_of", "")).partition("[]")[0]
-        if not array_name or input.get(array_name):
-            return True
-    return False
+class ModelCheck:
+    """Why a model a manifest names cannot be used, or None; worked out once per model (finding the
+    closest ids of an unknown one takes a millisecond, and 100,000 jobs may name it). An ``excused``
+    model is one whose own schema (``models:``) failed to load: that was told, so its jobs are
+    neither checked nor told "unknown model" too."""
+
+    def __init__(self, catalog: Catalog, excused: Iterable[str] = ()) -> None:
+        self.catalog = catalog
+        self._found: dict[str, str | None] = dict.fromkeys(excused)
+
+    def __call__(self, model: Any) -> str | None:
+        if not isinstance(model, str):
+            return check_model(model, self.catalog)
+        if model not in self._found:
+            self._found[model] = check_model(model, self.catalog)
+        return self._found[model]
 
 
 def check_model(model: Any, catalog: Catalog) -> str | None:
-    """Why ``model`` cannot be used (unknown to the catalog), or None."""
+    """Why ``model`` cannot be used (unknown to the catalog), or None: the closest known ids, and how
+    to learn more models (the list of every known one, at 120, would be unreadable)."""
     if isinstance(model, str) and model in catalog:
         return None
-    known = sorted(catalog.models)
-    hint = suggest(str(model), known) if isinstance(model, str) else ""
-    return f"unknown model {show(model, 120)}{hint}; known models: {', '.join(known)}"
+    shown = show(model, 120)
+    if isinstance(model, str) and model in catalog.unlisted:
+        synced = catalog.synced.date if catalog.synced is not None else "the last sync"
+        return (
+            f"model {shown} is no longer in RunComfy's catalog (synced on {synced}): "
+            "`runcomfy-batch models sync` again, or name a schema for it under `models:`"
+        )
+    closest = catalog.closest(model) if isinstance(model, str) else []
+    near = f"; closest: {', '.join(closest)}" if closest else ""
+    return (
+        f"unknown model {shown}{near} (`runcomfy-batch models` lists the {len(catalog)} known; "
+        "`runcomfy-batch models sync` fetches RunComfy's current catalog)"
+    )

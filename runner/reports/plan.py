@@ -1,9 +1,15 @@
 """The cost of a run before it starts: per model, in total, and what is left given the state file.
 
-A job's estimate is its model's tier price times its seconds of output (``pricing.py``). Jobs with
-the same model and input are one paid request (the runner submits the first and copies its
-outputs), so twins are counted once. A model without a known price makes the estimate
-"unknown", which the plan says, rather than a guess.
+What is left is told as the commands would spend it: what a plain ``run`` would submit (new, edited,
+pending and held jobs), and apart from it what ``retry`` would send again (failed, cancelled, expired)
+and what ``--resubmit-unknown`` would (unknown: maybe paid already). A job that can adopt an attempt
+already paid under another id (a rename; see ``engine/adopt.py``) costs nothing and is named.
+
+A job's estimate is its model's tier price times its seconds of output, or times the files it asks
+for (``pricing.py``). Each model's line says its price, where it was read and when. Jobs with the
+same model and input are one paid request (the runner submits the first and copies its outputs),
+so twins are counted once. A model without a known price makes the estimate "unknown", which the
+plan says, rather than a guess.
 """
 
 from __future__ import annotations
@@ -12,9 +18,12 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ..catalog.pricing import PriceTable
-from ..engine import store as S
-from ..engine.loop import committed_spend, spent, twin_map
+from ..catalog.pricing import PriceTable, unit_of
+from ..engine.budget import committed_spend, spent
+from ..engine.home import is_simulator, recorded_owner
+from ..engine.states import IN_FLIGHT, RETRIED, JobState
+from ..engine.store import Store
+from ..engine.workplan import twin_map
 from ..manifest.loader import Manifest
 
 
@@ -25,13 +34,23 @@ class ModelPlan:
     model: str
     jobs: int = 0
     paid_requests: int = 0
-    seconds: float = 0.0
+    seconds: float = 0.0  # of output, for a model priced per second
+    outputs: float = 0.0  # files asked for, for a model priced per output
+    price_unit: str | None = None  # ``second``, ``output``; None: nothing states it
+    usd_per_unit: float | None = None  # the base price (tiers may differ); None: unknown
+    price_source: str | None = None  # ``price table``, ``catalog``, ``--prices FILE``…
+    price_read_on: str | None = None
     estimate_usd: float = 0.0
     unknown_price_jobs: int = 0
     done: int = 0
     in_flight: int = 0
-    remaining: int = 0
+    remaining: int = 0  # what a plain `run` would submit
     remaining_usd: float = 0.0
+    adopted: int = 0  # take what was already paid under another id
+    retry: int = 0  # failed, cancelled or expired: what `retry` would submit besides
+    retry_usd: float = 0.0
+    unknown: int = 0  # sent again only with --resubmit-unknown
+    unknown_usd: float = 0.0
 
 
 @dataclass
@@ -42,7 +61,7 @@ class Plan:
     jobs: int
     twins: dict[str, str]
     estimate_usd: float
-    remaining_usd: float
+    remaining_usd: float  # what a plain `run` would still spend
     spent_usd: float
     committed_usd: float
     unknown_price: bool
@@ -50,26 +69,49 @@ class Plan:
     budget_usd: float | None = None
     over_budget: bool = False
     notes: list[str] = field(default_factory=list)
+    retry_usd: float = 0.0  # what `retry` would spend besides (failed, cancelled, expired jobs)
+    unknown_usd: float = 0.0  # what `--resubmit-unknown` would spend besides (maybe paying twice)
+    adopted: dict[str, str] = field(default_factory=dict)  # job -> the id whose paid request it takes
+    simulated: bool = False  # the journal's results came from a simulator (never charged)
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def _model_plan(model: str, prices: PriceTable) -> ModelPlan:
+    rule = prices.rule_for(model) or {}
+    usd = rule.get("usd")
+    known = isinstance(usd, int | float)
+    return ModelPlan(
+        model,
+        price_unit=unit_of(rule) if known else rule.get("unit"),
+        usd_per_unit=float(usd) if isinstance(usd, int | float) else None,
+        price_source=rule.get("source") if known else None,
+        price_read_on=rule.get("read_on") if known else None,
+    )
 
 
 def make_plan(
     manifest: Manifest,
     prices: PriceTable,
     defaults_for: Callable[[str], Mapping[str, Any]],
-    store: S.Store | None = None,
+    store: Store | None = None,
     budget_usd: float | None = None,
 ) -> Plan:
     twins = twin_map(manifest.jobs)
     known: dict[str, tuple[str, str]] = {}
+    held: set[int] = set()
     if store is not None:
-        known = {r.job_id: (r.fingerprint, r.status) for r in store.jobs(in_manifest_only=False)}
+        for r in store.jobs(in_manifest_only=False):
+            known[r.job_id] = (r.fingerprint, r.status)
+            if r.in_manifest and r.attempt_id is not None and r.status != JobState.SUCCEEDED:
+                held.add(r.attempt_id)
+    paid = store.paid_attempts(_waiting(manifest, known, twins)) if store is not None else {}
+    adopted: dict[str, str] = {}
     by_model: dict[str, ModelPlan] = {}
     unknown = False
     for job in manifest.jobs:
-        plan = by_model.setdefault(job.model, ModelPlan(job.model))
+        plan = by_model.get(job.model) or by_model.setdefault(job.model, _model_plan(job.model, prices))
         plan.jobs += 1
         quote = prices.quote(job.model, job.input, defaults_for(job.model))
         fingerprint, status = known.get(job.id, (None, None))
@@ -77,16 +119,29 @@ def make_plan(
         if job.id in twins:
             continue  # one paid request with its leader
         plan.paid_requests += 1
-        plan.seconds += quote.units or 0.0
+        if quote.unit == "output":
+            plan.outputs += quote.units or 0.0
+        else:
+            plan.seconds += quote.units or 0.0
         if quote.usd is None:
             plan.unknown_price_jobs += 1
             unknown = True
         else:
             plan.estimate_usd += quote.usd
-        if same and status == S.SUCCEEDED:
+        attempt = paid.get(job.fingerprint)
+        if same and status == JobState.SUCCEEDED:
             plan.done += 1
-        elif same and status in S.IN_FLIGHT:
+        elif same and status in IN_FLIGHT:
             plan.in_flight += 1
+        elif same and status in RETRIED:
+            plan.retry += 1
+            plan.retry_usd += quote.usd or 0.0
+        elif same and status == JobState.UNKNOWN:
+            plan.unknown += 1
+            plan.unknown_usd += quote.usd or 0.0
+        elif attempt is not None and attempt.model == job.model and attempt.attempt_id not in held:
+            plan.adopted += 1
+            adopted[job.id] = attempt.job_id
         else:
             plan.remaining += 1
             plan.remaining_usd += quote.usd or 0.0
@@ -94,6 +149,8 @@ def make_plan(
     for p in models:
         p.estimate_usd = round(p.estimate_usd, 6)
         p.remaining_usd = round(p.remaining_usd, 6)
+        p.retry_usd = round(p.retry_usd, 6)
+        p.unknown_usd = round(p.unknown_usd, 6)
     remaining = round(sum(p.remaining_usd for p in models), 6)
     committed = committed_spend(store) if store is not None else 0.0
     budget = budget_usd if budget_usd is not None else manifest.budget_usd
@@ -108,6 +165,10 @@ def make_plan(
         unknown,
         prices.read_on,
         budget,
+        retry_usd=round(sum(p.retry_usd for p in models), 6),
+        unknown_usd=round(sum(p.unknown_usd for p in models), 6),
+        adopted=adopted,
+        simulated=store is not None and is_simulator(_api(store)),
     )
     if budget is not None:
         result.over_budget = committed + remaining > budget + 1e-9
@@ -118,8 +179,32 @@ def make_plan(
             + ", ".join(f"{a} = {b}" for a, b in list(twins.items())[:10])
             + (" …" if len(twins) > 10 else "")
         )
+    if adopted:
+        result.notes.append(
+            f"{len(adopted)} job(s) take what was already paid under another id, without a new submit: "
+            + ", ".join(f"{a} adopted from {b}" for a, b in list(adopted.items())[:10])
+            + (" …" if len(adopted) > 10 else "")
+        )
     if unknown:
         result.notes.append(
             "some models have no known price: the estimate leaves them out (add a --prices file)"
         )
     return result
+
+
+def _api(store: Store) -> str:
+    owner = recorded_owner(store)
+    return owner.api if owner is not None else ""
+
+
+def _waiting(manifest: Manifest, known: Mapping[str, tuple[str, str]], twins: Mapping[str, str]) -> set[str]:
+    """The fingerprints of the jobs a run would submit (new, edited, pending, held; no twin): those that
+    may adopt what was already paid."""
+    waiting = set()
+    for job in manifest.jobs:
+        fingerprint, status = known.get(job.id, (None, None))
+        if job.id not in twins and (
+            fingerprint != job.fingerprint or status in (JobState.PENDING, JobState.HELD)
+        ):
+            waiting.add(job.fingerprint)
+    return waiting

@@ -19,7 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from ..disk import written_whole
-from ..engine import store as S
+from ..engine.home import is_simulator, recorded_owner
+from ..engine.states import NEEDS_ATTENTION, JobState
+from ..engine.store import Store
 from ..manifest.loader import Manifest
 from ..manifest.snapshot import reader_digest
 from .html import PageFacts, is_video, write_html
@@ -34,7 +36,7 @@ INPUT_SUMMARY_FIELDS = (
     "shot_type",
     "multi_prompt",
 )
-INPUT_FILE_FIELDS = ("image", "images", "end_image", "video")
+_FILE_VALUE = ("https://", "http://", "data:")
 
 
 def _iso(t: float | None) -> str | None:
@@ -42,12 +44,12 @@ def _iso(t: float | None) -> str | None:
 
 
 def _input_files(input: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The file inputs of a job: public URLs as they are; inline ``data:`` images by type and size only."""
+    """The file inputs of a job, whatever its model calls them (``image``, ``image_urls``,
+    ``audio_url``…): public URLs as they are; inline ``data:`` images by type and size only."""
     files = []
-    for name in INPUT_FILE_FIELDS:
-        values = input.get(name)
+    for name, values in input.items():
         for value in values if isinstance(values, list) else [values]:
-            if not isinstance(value, str):
+            if not isinstance(value, str) or not value.startswith(_FILE_VALUE):
                 continue
             if value.startswith("data:"):
                 head, _, body = value.partition(",")
@@ -67,6 +69,8 @@ def _input_files(input: Mapping[str, Any]) -> list[dict[str, Any]]:
 def _run_span(attempt: Mapping[str, Any]) -> tuple[float, float] | None:
     """When an attempt held one of the account's slots, as the runner saw it: from the first poll that
     found it running (or its submit, if no poll did) to the poll that found it finished."""
+    if attempt.get("end_unseen") and not attempt["started_at"]:
+        return None  # it ran and ended while no runner watched: when it ran is not known
     start = attempt["started_at"] or attempt["submitted_at"]
     end = attempt["finished_at"]
     return (start, end) if attempt["request_id"] and start and end and end >= start else None
@@ -97,7 +101,7 @@ def _slot_use(edges: Iterable[tuple[float, int]], busy: float) -> dict[str, floa
     return {"busy_seconds": round(busy, 3), "peak_running": peak, "slot_efficiency": efficiency}
 
 
-def wall_seconds(store: S.Store, runs: list[dict[str, Any]]) -> float:
+def wall_seconds(store: Store, runs: list[dict[str, Any]]) -> float:
     """Seconds the runner ran, over every run. A run that was killed has no end of its own: it ended
     before the next run started, and no earlier than the last thing it journaled. (Counting it until
     now would grow the figure every time the report is written.)"""
@@ -112,7 +116,7 @@ def wall_seconds(store: S.Store, runs: list[dict[str, Any]]) -> float:
     return total
 
 
-def report_summary(store: S.Store) -> dict[str, Any]:
+def report_summary(store: Store) -> dict[str, Any]:
     """The summary block of the report, from aggregates over the state file (nothing per job is kept)."""
     counts = store.counts()
     totals = store.totals()
@@ -122,8 +126,8 @@ def report_summary(store: S.Store) -> dict[str, Any]:
     return {
         "jobs": sum(counts.values()),
         "counts": dict(sorted(counts.items())),
-        "succeeded": counts.get(S.SUCCEEDED, 0),
-        "needs_attention": sum(counts.get(s, 0) for s in S.NEEDS_ATTENTION),
+        "succeeded": counts.get(JobState.SUCCEEDED, 0),
+        "needs_attention": sum(counts.get(s, 0) for s in NEEDS_ATTENTION),
         "cost_usd": round(totals.cost_usd, 6),
         "estimate_usd": round(totals.estimate_usd, 6),
         "started_at": _iso(started),
@@ -134,19 +138,23 @@ def report_summary(store: S.Store) -> dict[str, Any]:
     }
 
 
-def report_header(manifest: Manifest, store: S.Store) -> dict[str, Any]:
+def report_header(manifest: Manifest, store: Store) -> dict[str, Any]:
     """Everything in report.json but its ``jobs``."""
+    owner = recorded_owner(store)
+    api = owner.api if owner is not None else ""
     return {
         "report_version": REPORT_VERSION,
         "name": manifest.name,
         "manifest": str(manifest.path),
         "output_dir": str(manifest.output_dir),
+        "api": api,
+        "simulated": is_simulator(api),
         "generated_at": _iso(time.time()),
         "summary": report_summary(store),
     }
 
 
-def job_entries(manifest: Manifest, store: S.Store) -> Iterator[dict[str, Any]]:
+def job_entries(manifest: Manifest, store: Store) -> Iterator[dict[str, Any]]:
     """One report entry per job of the manifest, in manifest order, made one at a time as the journal is
     read (:meth:`Store.job_histories`), so memory stays flat however many jobs there are."""
     jobs_by_id = {job.id: job for job in manifest.jobs}
@@ -159,15 +167,20 @@ def job_entries(manifest: Manifest, store: S.Store) -> Iterator[dict[str, Any]]:
                 "submitted_at": row.submitted_at,
                 "finished_at": row.finished_at,
                 "request_id": row.request_id,
+                "end_unseen": row.end_unseen,
             }
         )
         submitted, finished = row.submitted_at, row.finished_at
+        twin_of = row.twin_of if row.twin_of and row.attempt_of not in (None, row.job_id) else None
         yield {
             "id": row.job_id,
             "model": row.model,
             "status": row.status,
             "request_id": row.request_id,
-            "twin_of": row.twin_of if row.twin_of and row.attempt_of not in (None, row.job_id) else None,
+            "twin_of": twin_of,
+            "adopted_from": row.attempt_of
+            if not twin_of and row.attempt_of not in (None, row.job_id)
+            else None,
             "input": {k: job.input[k] for k in INPUT_SUMMARY_FIELDS if job and k in job.input},
             "input_files": _input_files(job.input) if job else [],
             "line": job.line if job else None,
@@ -200,13 +213,13 @@ def job_entries(manifest: Manifest, store: S.Store) -> Iterator[dict[str, Any]]:
         }
 
 
-def build_report(manifest: Manifest, store: S.Store) -> dict[str, Any]:
+def build_report(manifest: Manifest, store: Store) -> dict[str, Any]:
     """The whole report as one dict, as report.json holds it (fine for a few thousand jobs; the files
     themselves are written job by job)."""
     return {**report_header(manifest, store), "jobs": list(job_entries(manifest, store))}
 
 
-def page_facts(store: S.Store) -> PageFacts:
+def page_facts(store: Store) -> PageFacts:
     """What report.html's head says about all the rows, from the state file."""
     counts = store.counts()
     videos = sum(is_video(path) for path in store.current_output_paths())
@@ -230,16 +243,27 @@ CSV_FIELDS = (
 )
 
 
+# A cell starting with one of these is a formula to a spreadsheet (=1+1, +cmd, -2+3, @SUM, and a tab or
+# carriage return before one): report.csv writes it after a quote, so it is shown, never evaluated.
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: Any) -> Any:
+    """A value as report.csv writes it: text that a spreadsheet would evaluate is neutralised."""
+    return "'" + value if isinstance(value, str) and value.startswith(_FORMULA_STARTS) else value
+
+
 def csv_row(job: Mapping[str, Any]) -> dict[str, Any]:
     """A report entry as one row of report.csv."""
     error = job["error"] or {}
-    return {
+    row = {
         **{k: job.get(k) for k in CSV_FIELDS if k in job},
         "duration": job["input"].get("duration"),
         "prompt": job["input"].get("prompt"),
         "outputs": " ".join(o["path"] for o in job["outputs"]),
         "error": error.get("message") or error.get("error_message") or "",
     }
+    return {key: csv_cell(value) for key, value in row.items()}
 
 
 REPORTS_KEY = "reports_written_for"
@@ -249,21 +273,21 @@ def report_paths(folder: Path) -> dict[str, Path]:
     return {"json": folder / "report.json", "csv": folder / "report.csv", "html": folder / "report.html"}
 
 
-def _reports_key(store: S.Store, manifest_sha256: str, output_dir: Path) -> str:
+def _reports_key(store: Store, manifest_sha256: str, output_dir: Path) -> str:
     """What the reports were written from: the journal's version, the manifest, and this runner."""
     return ":".join(
         (str(store.journal_version()), manifest_sha256, str(output_dir), reader_digest(), _report_code())
     )
 
 
-def reports_current(store: S.Store, manifest_sha256: str, output_dir: Path) -> bool:
+def reports_current(store: Store, manifest_sha256: str, output_dir: Path) -> bool:
     """Whether the reports on disk were written for this very journal, manifest and runner."""
     return store.get_meta(REPORTS_KEY) == _reports_key(store, manifest_sha256, output_dir) and all(
         p.exists() for p in report_paths(output_dir).values()
     )
 
 
-def write_reports(manifest: Manifest, store: S.Store, *, if_changed: bool = False) -> dict[str, Path]:
+def write_reports(manifest: Manifest, store: Store, *, if_changed: bool = False) -> dict[str, Path]:
     """Write report.json, report.csv and report.html into the output folder, job by job; their paths.
 
     With ``if_changed``, reports already written for this very journal (``journal_version``), manifest

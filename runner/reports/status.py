@@ -11,19 +11,30 @@ read, never locked), after one, and after a crash.
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from ..catalog.models import Catalog
-from ..engine.store import Store, quick_state_path, state_path_for
+from ..engine.home import (
+    Owner,
+    check_owner,
+    is_simulator,
+    journal_path,
+    locate,
+    recorded_owner,
+    run_output_dir,
+)
+from ..engine.store import Store
+from ..errors import EXIT_BUDGET
 from ..manifest.loader import Manifest, load_manifest
-from ..manifest.snapshot import META_KEY, Snapshot
+from ..manifest.snapshot import META_KEY, Snapshot, quick_name, quick_output_dir
 
 
 @dataclass(frozen=True)
 class LastRun:
-    """The latest run: ``running`` (its process is alive), ``finished`` or ``interrupted`` (it died)."""
+    """The latest run: ``running`` (its process is alive), ``finished``, ``refused`` (it would not start:
+    over budget) or ``interrupted`` (it died)."""
 
     state: str
     pid: int
@@ -47,6 +58,13 @@ class Status:
     cost_usd: float
     estimate_usd: float
     run: LastRun | None
+    api: str = ""  # the API the journal's requests went to ("" before any was sent)
+    notices: tuple[str, ...] = ()  # what finding the journal did (a move)
+
+    @property
+    def simulated(self) -> bool:
+        """Whether the journal's results came from a simulator, not from RunComfy."""
+        return is_simulator(self.api)
 
     def as_json(self) -> dict[str, Any]:
         """What ``status --json`` prints."""
@@ -61,20 +79,42 @@ class Status:
             "cost_usd": self.cost_usd,
             "estimate_usd": self.estimate_usd,
             "run": None if self.run is None else asdict(self.run),
+            "api": self.api,
+            "simulated": self.simulated,
         }
 
 
-def status(manifest_path: str | Path, state_path: str | Path | None = None) -> Status:
-    """Where the run of the manifest at ``manifest_path`` stands, read from its state file (``state_path``,
-    else ``state/<name>.sqlite`` under the working directory); :class:`~runner.errors.StateError` when
-    there is none yet."""
+def status(
+    manifest_path: str | Path,
+    state_path: str | Path | None = None,
+    *,
+    output_dir: str | Path | None = None,
+    simulated: bool = False,
+) -> Status:
+    """Where the run of the manifest at ``manifest_path`` stands, read from its journal (``state_path``,
+    else the one in the run's output folder: ``output_dir``, else the manifest's, ``-simulated`` for
+    ``simulated``); :class:`~runner.errors.StateError` when there is none yet, and
+    :class:`~runner.errors.JournalRefused` when it is another manifest's."""
     path = Path(manifest_path)
     manifest: Manifest | None = None
-    found = quick_state_path(path, state_path)
-    if found is None:  # the name cannot be told without reading the manifest
+    output = Path(output_dir) if output_dir is not None else None
+    notices: tuple[str, ...] = ()
+    found = Path(state_path) if state_path is not None else None
+    if found is None:
+        quick = quick_output_dir(path)
+        if quick is not None:
+            found = journal_path(run_output_dir(quick, output, simulated=simulated))
+    if found is None or (state_path is None and not found.exists()):  # a full load tells (and moves old ones)
         manifest = load_manifest(path, Catalog.load())
-        found = state_path_for(manifest.name)
+        manifest = replace(
+            manifest, output_dir=run_output_dir(manifest.output_dir, output, simulated=simulated)
+        )
+        located = locate(manifest, None)
+        found, notices = located.path, located.notices
     with Store.open(found, create=False) as store:
+        name = manifest.name if manifest is not None else quick_name(path) or ""
+        check_owner(store, Owner(os.path.abspath(path), name), record=False, api_matters=False)
+        owner = recorded_owner(store)
         run = last_run(store)
         snapshot = Snapshot.from_json(store.get_meta(META_KEY))
         synced = snapshot is not None and snapshot.matches(path)
@@ -82,11 +122,12 @@ def status(manifest_path: str | Path, state_path: str | Path | None = None) -> S
             manifest = load_manifest(path, Catalog.load())
         per_model: dict[str, dict[str, int]] = {}
         counts: dict[str, int] = {}
-        cost = estimate = 0.0
+        estimate = 0.0
         for tally in store.tallies():
             per_model.setdefault(tally.model, {})[tally.status] = tally.jobs
             counts[tally.status] = counts.get(tally.status, 0) + tally.jobs
-            cost, estimate = cost + tally.cost_usd, estimate + tally.estimate_usd
+            estimate += tally.estimate_usd
+        cost = store.spent_usd()  # the report's sum, from the same query
         not_synced: int | None
         if manifest is not None:
             known = store.job_ids()
@@ -106,6 +147,8 @@ def status(manifest_path: str | Path, state_path: str | Path | None = None) -> S
             round(cost, 6),
             round(estimate, 6),
             run,
+            owner.api if owner is not None else "",
+            notices,
         )
 
 
@@ -116,7 +159,7 @@ def last_run(store: Store) -> LastRun | None:
         return None
     last = max(runs, key=lambda r: r["run_id"])
     if last["finished_at"] is not None:
-        state = "finished"
+        state = "refused" if last["exit_code"] == EXIT_BUDGET else "finished"
     else:
         try:
             os.kill(last["pid"], 0)

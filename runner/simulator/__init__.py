@@ -1,10 +1,10 @@
 """A stateful simulator of RunComfy's Model API, for tests, benchmarks and the demo.
 
-It speaks the protocol of ``shared/runcomfy-api.md`` (submit, status, result, cancel, price, output
-files), runs one account's queue exactly on an injectable clock, validates and prices inputs with the
-runner's own bundled schemas and price table, injects faults on demand, and writes its answers in any
-of the shapes of :data:`SHAPES` (the other ways a real API may write them). ``GET /_sim/stats`` counts
-what happened. Use it in-process::
+It speaks the protocol of ``shared/runcomfy-api.md`` (submit, status, result, cancel, price, the model
+catalog in pages, output files of each model's kind), runs one account's queue exactly on an
+injectable clock, validates and prices inputs with the runner's own bundled catalog and price table,
+injects faults on demand, and writes its answers in any of the shapes of :data:`SHAPES` (the other
+ways a real API may write them). ``GET /_sim/stats`` counts what happened. Use it in-process::
 
     app = create_app(SimulatorConfig(concurrency=2), clock=ManualClock())
     client = httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://sim")

@@ -45,6 +45,7 @@ class Job:
     finished_at: float | None = None
     outputs: int = 1  # how many output files it produces
     output_bytes: int = 0  # the size of each
+    output_kind: str = "video"  # what they are: video, image or audio
 
     @property
     def billed_micros(self) -> int:

@@ -31,7 +31,7 @@ from ..errors import RunnerError
 from .account import COMPLETED, FAILED, FINISHED, Job
 from .config import SimulatorConfig
 from .faults import DroppedConnection, TruncatedBody
-from .outputs import expected_output_bytes, output_index, output_name
+from .outputs import MEDIA_TYPES, expected_output_bytes, output_index, output_name
 from .shapes import Wire
 from .simulation import Clock, Simulation
 
@@ -204,10 +204,11 @@ async def result(request: Request) -> Response:
     body: dict[str, Any] = {"request_id": job.request_id, "status": wire.word(job.state)}
     if job.state == COMPLETED:
         files = f"{_base(request)}/files/{job.request_id}/"
-        urls = [files + output_name(i) for i in range(job.outputs)]
+        bare = sim.config.bare_output_names
+        urls = [files + output_name(i, job.output_kind, bare=bare) for i in range(job.outputs)]
         body["model_id"] = job.model_id
         late = sim.lags("output-late", job.request_id, job.finished_at)
-        body["output"] = None if late else wire.output(urls)
+        body["output"] = None if late else wire.output(urls, job.output_kind)
         wire.put_times(body, created_at=sim.wall(job.submitted_at), finished_at=sim.wall(job.finished_at))
     elif job.state == FAILED:
         body["error"] = wire.failure("the generation failed (simulated)")
@@ -238,16 +239,55 @@ async def price(request: Request) -> Response:
     if answered is not None:
         return answered
     sim, model_id = _sim(request), request.path_params["model_id"]
-    rule = sim.prices.models.get(model_id)
-    if not sim.config.serve_prices or (rule is None and model_id in sim.catalog):
-        return _refuse(request, 404, 404001, f"no price for {model_id!r}")
-    if rule is None:
+    if model_id not in sim.catalog:
         return _refuse(request, 400, 400001, f"unknown model id {model_id!r}")
+    rule = sim.prices.models.get(model_id) or {}
+    if not sim.config.serve_prices or not isinstance(rule.get("usd"), int | float):
+        return _refuse(request, 404, 404001, f"no price for {model_id!r}")
     unit = rule.get("unit", "second")
     notes = [f"USD {rule['usd']} per {unit} of output"]
-    notes += [f"with {t.get('name', t['when'])}: USD {t['usd']} per {unit}" for t in rule.get("tiers", [])]
+    for tier in rule.get("tiers", []):
+        change = f"USD {tier['usd']}" if "usd" in tier else f"{tier.get('factor') or 'an unknown'} times that"
+        notes.append(f"with {tier.get('name', tier['when'])}: {change} per {unit}")
     body = {"model_id": model_id, "base_price_usd": sim.wire.number(float(rule["usd"])), "price_unit": unit}
     return _answer(request, {**body, "pricing_note": "; ".join(notes)})
+
+
+async def model_list(request: Request) -> Response:
+    """GET /v1/models?include_schema=true: the models this simulator serves, a page at a time, linked
+    as ``catalog_paging`` says (``cursor``: ``next_cursor`` and ``has_more``; ``next-url``: a ``next``
+    URL; ``page``: ``page`` and ``total_pages``; ``none``: every model in one answer;
+    ``cursor-loop``: the first page, again and again, each saying more follows)."""
+    answered = await _arrive(request, "catalog")
+    if answered is not None:
+        return answered
+    sim = _sim(request)
+    listing, paging, size = sim.listing, sim.config.catalog_paging, sim.config.catalog_page_size
+    if request.query_params.get("include_schema", "").lower() not in ("true", "1"):
+        listing = [{k: v for k, v in entry.items() if k != "input_schema"} for entry in listing]
+    if paging == "none":
+        return _answer(request, {"models": listing})
+    if paging == "cursor-loop":
+        return _answer(request, {"models": listing[:size], "has_more": True, "next_cursor": "again"})
+    params = request.query_params
+    try:
+        page = int(params.get("page", "1")) if paging == "page" else 1
+        start = int(params.get("cursor", "0")) if paging == "cursor" else (page - 1) * size
+        if paging == "next-url":
+            start = int(params.get("offset", "0"))
+    except ValueError:
+        return _refuse(request, 400, 400000, "a cursor, offset or page that is not a number")
+    start = max(start, 0)
+    end = start + size
+    body: dict[str, Any] = {"models": listing[start:end]}
+    more = end < len(listing)
+    if paging == "cursor":
+        body |= {"has_more": more, "next_cursor": str(end) if more else None}
+    elif paging == "next-url":
+        body["next"] = f"{_base(request)}/v1/models?include_schema=true&offset={end}" if more else None
+    else:
+        body |= {"page": page, "total_pages": max(1, -(-len(listing) // size))}
+    return _answer(request, body)
 
 
 async def download(request: Request) -> Response:
@@ -262,7 +302,7 @@ async def download(request: Request) -> Response:
     sim = _sim(request)
     if sim.lags("file-404-grace", job.request_id, job.finished_at, file=index):
         return error(404, 404001, "no such file", wire=sim.wire)
-    content = expected_output_bytes(job.request_id, index, job.output_bytes)
+    content = expected_output_bytes(job.request_id, index, job.output_bytes, job.output_kind)
     total, status_code = len(content), 200
     headers = {"Accept-Ranges": "bytes"}
     wanted = _RANGE.match(request.headers.get("range", "").strip())
@@ -279,7 +319,7 @@ async def download(request: Request) -> Response:
         sim.served(sent)
         return TruncatedBody(content, sent, status_code, headers)
     sim.served(len(content))
-    return Response(content, status_code, headers=headers, media_type="video/mp4")
+    return Response(content, status_code, headers=headers, media_type=MEDIA_TYPES[job.output_kind])
 
 
 async def sim_stats(request: Request) -> Response:
@@ -328,9 +368,12 @@ def create_app(
     """The simulator as an ASGI app; ``app.state.sim`` is its :class:`.Simulation` (for tests).
 
     ``clock`` is a monotonic clock in seconds (a :class:`.ManualClock` makes tests exact); ``catalog``
-    replaces the bundled models (default: ``Catalog.load()``, the schemas the runner validates with).
+    replaces the bundled models it accepts (default: the bundled catalog the runner validates with,
+    never a user's synced one); what ``GET /v1/models`` lists is the newest saved catalog answer in
+    ``schemas/catalog/source/`` and ``extra_models_path``'s entries.
     """
     routes = [
+        Route("/v1/models", model_list, methods=["GET"]),
         Route("/v1/models/{model_id:path}", submit, methods=["POST"]),
         Route("/v1/models/{model_id:path}", price, methods=["GET"]),
         Route("/v1/requests/{request_id}/status", status, methods=["GET"]),

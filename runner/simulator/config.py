@@ -19,8 +19,11 @@ from ..errors import UsageError
 from .shapes import shape_problems
 
 # Endpoint classes, as counted in ``/_sim/stats`` and named in ``fault_endpoints``.
-ENDPOINTS = ("submit", "status", "result", "cancel", "price", "download")
-_API = ("submit", "status", "result", "cancel", "price")
+ENDPOINTS = ("submit", "status", "result", "cancel", "price", "catalog", "download")
+_API = ("submit", "status", "result", "cancel", "price", "catalog")
+# How the pages of GET /v1/models link (the API does not document it; a client must follow any), and
+# a broken one: every page says more follows, under the same cursor.
+CATALOG_PAGING = ("cursor", "next-url", "page", "none", "cursor-loop")
 
 # Where each fault applies unless the config says otherwise. The fault's name is its config field
 # without the ``rate_`` prefix, and its key in the ``faults`` counters of ``/_sim/stats``.
@@ -58,6 +61,10 @@ class SimulatorConfig:
     balance_usd: float | None = None  # None: unlimited; else a submit past it answers 400/400002
     prices_path: str | None = None  # a price file overlaid on the bundled table (as ``--prices``)
     serve_prices: bool = True  # False: GET /v1/models/{id} answers 404, as an API without it would
+    catalog_paging: str = "cursor"  # how GET /v1/models links its pages: one of CATALOG_PAGING
+    catalog_page_size: int = 50  # models per page of GET /v1/models
+    extra_models_path: str | None = None  # catalog entries listed and accepted beside the bundled ones
+    bare_output_names: bool = False  # output URLs without an extension (…/files/ID/output)
     rate_slow: float = 0.0
     slow_seconds: float = 2.0
     rate_drop: float = 0.0
@@ -86,6 +93,12 @@ class SimulatorConfig:
             problems.append("outputs_per_job must be at least 1")
         if self.output_bytes < 0:
             problems.append("output_bytes must not be negative")
+        if not (isinstance(self.catalog_page_size, int) and self.catalog_page_size >= 1):
+            problems.append(f"catalog_page_size must be a whole number >= 1, not {self.catalog_page_size!r}")
+        if self.catalog_paging not in CATALOG_PAGING:
+            problems.append(
+                f"catalog_paging must be one of {', '.join(CATALOG_PAGING)}, not {self.catalog_paging!r}"
+            )
         if not (isinstance(self.shape_grace_answers, int) and self.shape_grace_answers >= 0):
             problems.append(
                 f"shape_grace_answers must be a whole number >= 0, not {self.shape_grace_answers!r}"
@@ -170,6 +183,10 @@ _HELP = {
     "balance_usd": "account balance; a submit past it answers 400/400002 (default: unlimited)",
     "prices_path": "a price file overlaid on the bundled price table",
     "serve_prices": "answer the price endpoint GET /v1/models/{id}",
+    "catalog_paging": "how GET /v1/models links its pages: " + ", ".join(CATALOG_PAGING),
+    "catalog_page_size": "models per page of GET /v1/models",
+    "extra_models_path": "a JSON file of catalog entries to list and accept beside the bundled models",
+    "bare_output_names": "output URLs without a file extension (the runner names files by content type)",
     "rate_slow": "share of answers delayed by --slow-seconds",
     "slow_seconds": "delay of a slow answer",
     "rate_drop": "share of requests whose connection closes without an answer",
@@ -203,13 +220,16 @@ def add_simulator_arguments(parser: argparse.ArgumentParser, prefix: str = "") -
         if f.name == "serve_prices":
             flag = "--" + prefix + "no-prices"
             parser.add_argument(flag, dest=dest, action="store_false", default=None, help="do not " + text)
+        elif default is False:
+            parser.add_argument(flag, dest=dest, action="store_true", default=None, help=text)
         elif f.name in ("revoked_tokens", "fault_endpoints", "shapes"):
             flag = flag if f.name == "fault_endpoints" else flag.removesuffix("s")
             metavar = {"revoked_tokens": "TOKEN", "fault_endpoints": "FAULT=ENDPOINTS"}.get(f.name, "SHAPE")
             parser.add_argument(flag, dest=dest, action="append", default=None, metavar=metavar, help=text)
         else:
-            kind = {"balance_usd": float, "prices_path": str}.get(f.name, type(default))
-            metavar = "FILE" if f.name == "prices_path" else {int: "N", float: "X", str: "TEXT"}[kind]
+            kind = float if f.name == "balance_usd" else str if f.name.endswith("_path") else type(default)
+            metavar = {int: "N", float: "X", str: "TEXT"}[kind]
+            metavar = "FILE" if f.name.endswith("_path") else metavar
             metavar = "SECONDS" if f.name in ("shape_grace_seconds", "keepalive_timeout") else metavar
             shown = "" if default is None else f" (default: {default})"
             parser.add_argument(flag, dest=dest, type=kind, default=None, metavar=metavar, help=text + shown)

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
+from .outputs import MEDIA_TYPES
+
 
 @dataclass(frozen=True)
 class Shape:
@@ -164,23 +166,25 @@ class Wire:
         for key, wall in walls.items():
             body[key] = _timestamp(form, wall)
 
-    def output(self, urls: list[str]) -> Any:
-        """A completed job's ``output`` for its file URLs."""
-        form, one = self._output, len(urls) == 1
+    def output(self, urls: list[str], kind: str = "video") -> Any:
+        """A completed job's ``output`` for its file URLs, keyed by the kind of file they are
+        (``video``/``videos``, ``image``/``images``, ``audio``/``audios``)."""
+        form, one, many = self._output, len(urls) == 1, kind + "s"
         if form is None:
-            value: Any = {"video": urls[0]} if one else {"videos": urls}
+            value: Any = {kind: urls[0]} if one else {many: urls}
         elif form == "output-bare-uri":
             return urls[0] if one else urls
         elif form == "output-uri-list":
             return urls
         elif form == "output-url-object":
-            value = {"video": {"url": urls[0]}} if one else {"videos": [{"url": u} for u in urls]}
+            value = {kind: {"url": urls[0]}} if one else {many: [{"url": u} for u in urls]}
         elif form == "output-url-objects":
-            value = {"videos": [{"url": u, "content_type": "video/mp4"} for u in urls]}
+            media = MEDIA_TYPES.get(kind, "application/octet-stream")
+            value = {many: [{"url": u, "content_type": media} for u in urls]}
         elif form == "output-url-object-list":
             return [{"url": u} for u in urls]
         else:  # output-other-keys
-            value = {"video_url": urls[0]} if one else {"video_urls": urls}
+            value = {f"{kind}_url": urls[0]} if one else {f"{kind}_urls": urls}
         return {**value, **_EXTRA_OUTPUT} if self._extra else value
 
     def failure(self, message: str) -> Any:

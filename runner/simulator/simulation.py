@@ -18,9 +18,11 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from ..catalog.models import Catalog
+from ..catalog.build import latest_answer
+from ..catalog.models import Catalog, ModelSpec
+from ..catalog.normalise import catalog_entries, normalise_entry
 from ..catalog.pricing import PriceTable
-from ..errors import UsageError
+from ..errors import RunnerError, UsageError
 from .account import IN_QUEUE, STATES, Account, Job
 from .config import ENDPOINTS, FAULTS, SimulatorConfig
 from .faults import FaultDice
@@ -52,7 +54,8 @@ class Simulation:
     ):
         self.config = config
         self.clock = clock
-        self.catalog = catalog or Catalog.load()
+        self._bundled = catalog or Catalog.load(use_cache=False)
+        self.listing, self.catalog = self._load_models(config)
         self.prices = self._load_prices(config)
         self._lock = threading.Lock()
         self._wall_at_zero = time.time() - clock()
@@ -83,7 +86,9 @@ class Simulation:
             old, new = self.config, self.config.updated(changes)
             if new.keepalive_timeout != old.keepalive_timeout:
                 raise UsageError("simulator config: keepalive_timeout is fixed when the server starts")
-            if new.prices_path != old.prices_path:
+            if new.extra_models_path != old.extra_models_path:
+                self.listing, self.catalog = self._load_models(new)
+            if new.prices_path != old.prices_path or new.extra_models_path != old.extra_models_path:
                 self.prices = self._load_prices(new)
             if new.seed != old.seed:
                 self.dice.rng.seed(f"faults:{new.seed}")
@@ -97,6 +102,37 @@ class Simulation:
 
     def _load_prices(self, config: SimulatorConfig) -> PriceTable:
         return PriceTable.load(self.catalog, Path(config.prices_path) if config.prices_path else None)
+
+    def _load_models(self, config: SimulatorConfig) -> tuple[list[Any], Catalog]:
+        """What ``GET /v1/models`` lists (catalog entries as RunComfy writes them: the newest saved
+        answer, then ``extra_models_path``'s) and the catalog submits are checked against (the
+        bundled one, with the extra models over it)."""
+        try:
+            saved = json.loads(latest_answer(self._bundled.root).read_text(encoding="utf-8"))
+        except (RunnerError, OSError, ValueError):
+            saved = []  # a catalog of models only (tests): nothing to list but the extra models
+        listing = {e["model_id"]: e for e in catalog_entries(saved)[0] if isinstance(e, dict)}
+        extra: dict[str, ModelSpec] = {}
+        if config.extra_models_path:
+            path = Path(config.extra_models_path)
+            problem = f"simulator config: extra_models_path {path}"
+            try:
+                found = json.loads(path.read_text(encoding="utf-8"))
+                entries, notes = catalog_entries(
+                    [found] if isinstance(found, dict) and "model_id" in found else found
+                )
+            except (OSError, ValueError) as exc:
+                raise UsageError(f"{problem}: cannot be read ({exc})") from None
+            for entry in entries:
+                result = normalise_entry(entry, source=f"the simulator's extra models ({path.name})")
+                if result.schema is None or result.model_id is None:
+                    notes += result.notes
+                    continue
+                extra[result.model_id] = ModelSpec(result.model_id, result.schema, path, "synced")
+                listing[result.model_id] = entry
+            if not extra:
+                raise UsageError(f"{problem}: no usable model ({'; '.join(notes)})")
+        return list(listing.values()), self._bundled.with_models(extra)
 
     # --- what a request does to the counters and the dice
 
@@ -159,7 +195,12 @@ class Simulation:
             return self.account.charged_micros + cost_micros > round(self.config.balance_usd * 1_000_000)
 
     def accept(self, model_id: str, payload: Any, body_bytes: int, cost_micros: int) -> Job:
-        """Accept a submit: the job exists, is billed, and runs when its turn comes."""
+        """Accept a submit: the job exists, is billed, and runs when its turn comes. It makes the
+        files its model's categories say (a video where they say nothing), as many as its input asks
+        for (``num_images``…) or ``outputs_per_job``, whichever is more."""
+        spec = self.catalog.get(model_id)
+        kind = (spec.output_kind if spec else None) or "video"
+        asked = spec.outputs_for(payload) if spec is not None and isinstance(payload, dict) else 1
         canonical = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
         key = hashlib.blake2b(f"{model_id}\n{canonical}".encode(), digest_size=16).digest()
         with self._lock:
@@ -174,8 +215,9 @@ class Simulation:
                 run_seconds=max(run_seconds, 0.0),
                 will_fail=will_fail,
                 submitted_at=self.clock(),
-                outputs=config.outputs_per_job,
+                outputs=max(config.outputs_per_job, asked),
                 output_bytes=config.output_bytes,
+                output_kind=kind,
             )
             self.account.submit(job, job.submitted_at)
             self.submits_accepted += 1
@@ -220,6 +262,7 @@ class Simulation:
             "finished_at": job.finished_at,
             "outputs": job.outputs,
             "output_bytes": job.output_bytes,
+            "output_kind": job.output_kind,
         }
 
     def stats(self) -> dict[str, Any]:
