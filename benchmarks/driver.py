@@ -63,7 +63,7 @@ async def _trace(runner: Any, base_url: str, path: Path) -> None:
                             "submits": pacer.submits,
                             "sent": pacer.sent,
                             "started": pacer._started,
-                            "shared": pacer.shared,
+                            "shared": pacer.starts.shared,
                             "to_submit": len(runner.flight.to_submit),
                         }
                     )

@@ -80,7 +80,7 @@ def test_a_queued_jobs_position_says_how_many_started_and_keeps_the_queue_small(
     pacer = Pacer()
     tracks = sent(pacer, 8)
     pacer.on_polled(tracks[-1], "in_queue", 3, 1.0)  # the 8th waits behind 2 more: 5 have started
-    assert pacer.saturated and not pacer.shared
+    assert pacer.saturated and not pacer.starts.shared
     assert pacer.queue_estimate(1.0) == 3
     sent(pacer, 5, now=1.0)  # up to target_queue (min_queue, 8) waiting at RunComfy
     assert pacer.queue_estimate(1.0) == 8 and not pacer.may_submit(1.0)
@@ -98,9 +98,9 @@ def test_the_start_rate_is_measured_between_queue_positions_and_grows_the_estima
     # Nothing confirms the rate after the horizon (3 probe intervals + 1 s): the estimate holds.
     horizon = 3 * pacer.probe_interval + 1.0
     assert pacer.started_estimate(100.0) == 9 + int(2.0 * horizon)
-    assert pacer.start_of(7) == pytest.approx(11.0)  # read off the record of starts, in between
-    assert pacer.start_of(5) is None  # before what was seen
-    assert pacer.start_of(10) == pytest.approx(12.5)  # past it, where the rate puts it
+    assert pacer.starts.start_of(7) == pytest.approx(11.0)  # read off the record of starts, in between
+    assert pacer.starts.start_of(5) is None  # before what was seen
+    assert pacer.starts.start_of(10) == pytest.approx(12.5)  # past it, where the rate puts it
 
 
 def test_each_finish_on_a_one_slot_account_says_the_next_job_started_and_when():
@@ -294,7 +294,7 @@ def test_a_shared_account_is_noticed_and_its_positions_taken_as_bounds():
         pacer.on_finished(track, 5010.0)
     # Yet our eighth has 11 jobs ahead of it: more than ours could be, so others' wait there too.
     pacer.on_probe(tracks[-1], "in_queue", 12, 5010.5)
-    assert pacer.shared
+    assert pacer.starts.shared
     assert pacer.started_estimate(5010.5) == base + 2  # never below what was seen, never negative
     # None of ours is believed running: no finish of ours will tell when one starts, so probes do
     # (less often the longer the wait, but at least once a job's run).

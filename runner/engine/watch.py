@@ -71,15 +71,13 @@ class Watcher(Part):
             self._poll_due.set()
 
     def probe_soon(self) -> None:
-        """The slow start's window is used up: a probe's answer may open it (see :meth:`probe_loop`)."""
+        """The slow start's window is used up: a probe's answer may open it."""
         if self._early_probe is None:
             self._early_probe = self._clock() + PROBE_GAP  # at most one per gap, however fast answers come
             self._probe_wake.set()
 
     def drain(self, draining: bool) -> None:
-        """Once nothing is left to submit, a finish noticed late may delay the end of the run (no
-        queued job takes the slot any more): every live job's poll is looked at again, and the pacer
-        polls eagerly the ones that may finish last."""
+        """Nothing left to submit: every poll is looked at again (the ones that may finish last, eagerly)."""
         self.pacer.draining = draining
         if draining:
             now = self._clock()
@@ -88,8 +86,7 @@ class Watcher(Part):
                     self.schedule(live, self.pacer.poll_due(live.track, now))
 
     def _learnt(self, now: float) -> None:
-        """After an answer: the jobs the pacer now believes started have their polls due again, and
-        the probe loop looks again at when its next probe is due if that may have come sooner."""
+        """After an answer: polls of jobs now believed started are due, the next probe perhaps sooner."""
         for track in self.pacer.take_started(now):
             live = self.flight.live.get(track.job_id)
             if live is not None and live.track is track and not live.polling and live.request_id:
@@ -98,12 +95,11 @@ class Watcher(Part):
             self._probe_wake.set()
 
     async def poll_loop(self, tg: TaskGroup) -> None:
-        """Start each poll when it is due, for as long as the run goes on. A poll the pacer set is
-        looked at again by the pacer when it comes due, as it may know better by then (that the job has
-        not started yet, say): then it waits, at no cost."""
+        """Start each poll when it is due, for as long as the run goes on; one the pacer set is looked at
+        again first (it may know better by then, e.g. that the job has not started): it waits, free."""
         while True:
             now = self._clock()
-            for live in self.polls.take_due(now, self._current):
+            for live in self.polls.take_due(now, lambda live: self.flight.live.get(live.job.id) is live):
                 if live.job.id in self._asked_again:
                     self._asked_again.discard(live.job.id)
                 else:
@@ -118,14 +114,9 @@ class Watcher(Part):
             with anyio.move_on_after(first - now if first is not None else 1.0):
                 await self._poll_due.wait()
 
-    def _current(self, live: Live) -> bool:
-        return self.flight.live.get(live.job.id) is live
-
     async def probe_loop(self, tg: TaskGroup) -> None:
-        """Now and then poll the most recently submitted job RunComfy knows: its queue position (plus
-        the jobs submitted after it) is the length of the queue. The pacer says how often
-        (:meth:`~.pacing.Pacer.probe_gap`), looked at again when an answer may have made it sooner.
-        During the slow start, a submit answered while the window is used up asks for a probe at once
+        """Now and then poll the newest job RunComfy knows: its queue position is the queue's length, and
+        the pacer says how often (``probe_gap``). In the slow start a full window asks for one at once
         (at most one per PROBE_GAP): the window doubles per round trip, not per probe interval."""
         while True:
             now = self._clock()
