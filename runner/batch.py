@@ -4,9 +4,10 @@
     result = run_batch_sync("manifests/demo.yaml", BatchOptions(token="…"))
     print(result.exit_code, result.report["summary"])
 
-Everything here is a thin composition of the modules that do the work: it opens the state file
-(taking the run lock), opens the one shared HTTP session, runs the scheduler and writes
-the reports. ``run_batch`` is the async core; ``run_batch_sync`` calls ``anyio.run`` once.
+Everything here is a thin composition of the modules that do the work: it checks that the state and
+output folders can be written (before anything is paid), opens the state file (taking the run lock),
+opens the one shared HTTP session, runs the scheduler and writes the reports, whatever way the run
+ended. ``run_batch`` is the async core; ``run_batch_sync`` calls ``anyio.run`` once.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from . import defaults
 from .api.catalog import read_catalog
 from .api.client import CANCELLED, ApiConfig, RunComfyClient
 from .api.download import DownloadConfig
-from .api.http import AiohttpSession, HttpSession, HttpxSession
+from .api.http import AiohttpSession, HttpSession, httpx_session
 from .api.retry import RetryPolicy
 from .catalog.models import Catalog, schema_dir
 from .catalog.pricing import PriceTable
@@ -52,8 +53,10 @@ from .engine.home import (
     journal_path,
     locate,
     recorded_owner,
+    refuse_unplaced,
     run_output_dir,
 )
+from .engine.isolation import check_writable, close_kept, journal_kept, log_path_for
 from .engine.loop import Runner
 from .engine.outputs import damaged_outputs
 from .engine.settings import RunResult, RunSettings, outcome, runs_now
@@ -62,7 +65,7 @@ from .engine.store import Store
 from .errors import ApiError, ErrorRecord, JournalRefused, RunnerError, StateError, UsageError, keep_secret
 from .manifest.loader import Manifest, load_manifest
 from .manifest.snapshot import META_KEY, Snapshot, quick_output_dir
-from .reports.report import report_paths, reports_current, write_reports
+from .reports.report import report_paths, reports_current, write_reports_kept
 
 if TYPE_CHECKING:
     import httpx
@@ -95,12 +98,16 @@ class BatchOptions:
     queue_timeout: float | None = None
     verify_hashes: bool = False
     handle_signals: bool = False  # the command line's: Ctrl-C and SIGTERM stop the run gracefully
+    only: tuple[str, ...] = ()  # --only GLOB (repeatable): send only the jobs whose ids match
+    limit: int | None = None  # --limit N: send at most the first N jobs still to do
+    halt_after: int | None = None  # --halt-after N: stop submitting once N jobs failed in this run
     # -- how patiently ----------------------------------------------------------------------------
     connect_timeout: float = defaults.CONNECT_TIMEOUT  # API calls and downloads
     read_timeout: float = defaults.READ_TIMEOUT  # API calls; a download's is stall_timeout
     stall_timeout: float = defaults.STALL_TIMEOUT
     retries: int = defaults.RETRY_ATTEMPTS  # attempts of a call that is safe to repeat
     retry_max_time: float = defaults.RETRY_MAX_SECONDS
+    outage_max_time: float | None = defaults.OUTAGE_MAX_SECONDS  # None: as long as retry_max_time
     allowed_output_hosts: tuple[str, ...] = ()  # besides RunComfy's and the API's
     # -- tuning, for tests and benchmarks ---------------------------------------------------------
     http_concurrency: int = defaults.HTTP_CONCURRENCY
@@ -162,10 +169,14 @@ def configure(options: BatchOptions, manifest: Manifest | None = None) -> RunCon
         budget_partial=options.budget_partial,
         job_timeout=options.job_timeout,
         queue_timeout=options.queue_timeout,
+        outage_max_time=_first(options.outage_max_time, options.retry_max_time) or 0.0,
         verify_hashes=options.verify_hashes,
         flush_interval=options.flush_interval,
         handle_signals=options.handle_signals,
         download=download,
+        only=tuple(options.only),
+        limit=options.limit,
+        halt_after=options.halt_after,
     )
     return RunConfig(api, settings)
 
@@ -208,6 +219,7 @@ class BatchResult:
 
 def resolve(manifest: Manifest, options: BatchOptions) -> tuple[Manifest, Located]:
     """Apply option overrides to the manifest; its journal (see ``engine/home.py``)."""
+    refuse_unplaced(manifest, options.state_path, options.output_dir)
     manifest = replace(
         manifest,
         output_dir=run_output_dir(manifest.output_dir, options.output_dir, simulated=options.simulated),
@@ -231,7 +243,7 @@ def open_journal(
             raise JournalRefused("; ".join([*located.notices, str(exc)])) from None
         raise
     except BaseException:
-        store.close()
+        close_kept(store)
         raise
     return store, notices
 
@@ -242,10 +254,7 @@ def open_session(options: BatchOptions) -> HttpSession:
     connections = max(16, options.http_concurrency * 2)
     if options.transport is None and sniffio.current_async_library() == "asyncio":
         return AiohttpSession(max_connections=connections)
-    import httpx  # noqa: PLC0415 - only tests and trio use it
-
-    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
-    return HttpxSession(httpx.AsyncClient(transport=options.transport, limits=limits))
+    return httpx_session(options.transport, max_connections=connections)
 
 
 def _setup(
@@ -278,8 +287,11 @@ async def run_batch(
     catalog = catalog.with_models(manifest.models)
     prices = PriceTable.load(catalog, options.prices_path)
     settings = config.settings
-    store, notices = open_journal(manifest, located, options, run=True)
-    with store:
+    check_writable(manifest.output_dir, "output folder")
+    check_writable(located.path.parent, "state folder")
+    with journal_kept(located.path):
+        store, notices = open_journal(manifest, located, options, run=True)
+    try:
         http = open_session(options)
         try:
             client = RunComfyClient(http, config.api)
@@ -292,24 +304,19 @@ async def run_batch(
                 defaults_for=_defaults(catalog),
                 output_kind_for=_output_kinds(catalog),
                 on_event=on_event,
+                log_path=log_path_for(located.path),
             )
             client.on_retry = runner.on_retry
             result: RunResult = await runner.run()
         finally:
             with anyio.CancelScope(shield=True):
                 await http.aclose()
-        paths = write_reports(manifest, store, if_changed=True)
-        attention = store.needs_attention(ATTENTION_SHOWN)
-    return BatchResult(
-        result.exit_code,
-        result.message,
-        result.counts,
-        result.cost_usd,
-        paths,
-        located.path,
-        attention,
-        notices,
-    )
+        paths, code, message = write_reports_kept(manifest, store, result.exit_code, result.message)
+        attention = runner.isolation.stopped_jobs(ATTENTION_SHOWN) + store.needs_attention(ATTENTION_SHOWN)
+        attention = attention[:ATTENTION_SHOWN]
+    finally:
+        close_kept(store)
+    return BatchResult(code, message, result.counts, result.cost_usd, paths, located.path, attention, notices)
 
 
 ATTENTION_SHOWN = 50

@@ -28,10 +28,21 @@ RETRY_MAX_SECONDS = 300.0  # --retry-max-time
 RETRY_BASE_DELAY = 0.5  # full jitter: uniform in [0, min(max delay, base * 2**attempt)]
 RETRY_MAX_DELAY = 30.0
 
-# -- retries of a submit that surely never reached RunComfy (refused, DNS, connect timeout, 429);
-# fewer than a read's, and why: ``RetryPolicy.for_submit`` -----------------------------------------
+# -- retries of a submit answered 429 (it was surely not taken; one that never connected waits for the
+# API to answer instead: engine/outage.py); fewer than a read's, and why: ``RetryPolicy.for_submit`` --
 SUBMIT_RETRY_ATTEMPTS = 6
 SUBMIT_RETRY_MAX_SECONDS = 120.0
+
+# -- an API that does not answer (an outage) --------------------------------------------------------
+# --outage-max-time: how long a run waits for the API to answer again before it stops (exit 10). None:
+# as long as --retry-max-time, the patience the user gave one call.
+OUTAGE_MAX_SECONDS: float | None = None
+# Paid submits on the wire at once. A submit that meets an outage may have been accepted (it becomes
+# unknown), so this is what an outage can cost at most; 4 at a time still carry hundreds a second.
+SUBMITS_ON_WIRE = 4
+# Trial submits (one at a time, after the API answered reads again) whose outcome is unknown in a row
+# before the run stops: RunComfy answers, but not its submits, and each trial may be paid.
+OUTAGE_TRIALS = 2
 
 # -- answers that lag or puzzle: how long the reader's grace rules last (docs/api-answers.md) -------
 STATUS_NOT_FOUND_GRACE = 30.0  # a 404 on a poll this soon after this run's submit is asked again

@@ -13,6 +13,8 @@ for a manifest with several problems), then exits with ``error.exit_code``. Anyt
     │   ├── JournalRefused         it belongs to another manifest or API          exit 3
     │   └── StateLocked            another runner holds the state file            exit 4
     ├── BudgetExceeded             the estimate for what remains is over budget   exit 5
+    ├── StorageError               the output or state folder cannot be written   exit 9
+    ├── ApiUnreachable             the API did not answer for --outage-max-time   exit 10
     └── ApiError                   RunComfy answered with an error
         ├── AccountError           token rejected (401/400004): stop the run      exit 6
         │   └── BalanceError       no balance left (400002/402): stop submitting  exit 7
@@ -25,6 +27,9 @@ for a manifest with several problems), then exits with ``error.exit_code``. Anyt
         │   └── SubmitUnknown      a submit may or may not have been accepted
         └── OutputHostRefused      an output URL points at a host not allowed
 
+A run that stops early says why with one of these too (``StorageError``, ``ApiUnreachable``) as its
+result's message and exit code; an interrupted one exits ``EXIT_INTERRUPTED`` (130).
+
 Messages never contain the API token: :func:`redact` is applied to anything that echoes a
 server's answer or a URL, and removes the environment's token and every token a run was given in code
 (:func:`keep_secret`). What the journal keeps about a failure is an :class:`ErrorRecord`.
@@ -32,6 +37,7 @@ server's answer or a URL, and removes the environment's token and every token a 
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 from collections.abc import Iterator, Mapping, Sequence
@@ -48,6 +54,9 @@ EXIT_LOCKED = 4
 EXIT_BUDGET = 5
 EXIT_AUTH = 6
 EXIT_BALANCE = 7
+EXIT_HALTED = 8
+EXIT_STORAGE = 9
+EXIT_OUTAGE = 10
 EXIT_INTERRUPTED = 130
 
 _BEARER = re.compile(r"(Bearer\s+)\S+", re.IGNORECASE)
@@ -158,6 +167,31 @@ class BudgetExceeded(RunnerError):
     exit_code = EXIT_BUDGET
 
 
+class StorageError(RunnerError):
+    """A folder the run writes into (the output folder or the state file's) cannot be written: read-only,
+    full, or a file where a folder must be."""
+
+    exit_code = EXIT_STORAGE
+
+
+class ApiUnreachable(RunnerError):
+    """The API did not answer for longer than ``--outage-max-time`` (or answered reads, not submits)."""
+
+    exit_code = EXIT_OUTAGE
+
+
+# Failures of a folder as a whole (its disk, its permissions): every job writing there would fail alike.
+# Anything else (a file where a job's folder should be, a name too long) concerns one job's path.
+_FOLDER_ERRNOS = frozenset(
+    {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO}
+)
+
+
+def folder_trouble(exc: OSError) -> bool:
+    """Whether a failed write says the folder (its disk or its permissions) is unusable, not one path."""
+    return exc.errno in _FOLDER_ERRNOS
+
+
 class ApiError(RunnerError):
     """RunComfy (or the simulator) answered with an error."""
 
@@ -218,6 +252,22 @@ class TransportError(ApiError):
     # Whether the request cannot have reached the server: it is what the type says (NeverSent), readable
     # on any transport failure.
     surely_not_sent: ClassVar[bool] = False
+
+    def __init__(self, message: str, *, reason: str | None = None, **facts: Any) -> None:
+        self._reason = reason
+        super().__init__(message, **facts)
+
+    @property
+    def reason(self) -> str:
+        """What happened, in a few plain words ("connection refused", "read timed out"), as the HTTP
+        session said it. An error raised while handling the one that said it (``raise … from None``
+        keeps that one as ``__context__``) tells the same. Empty when nothing said it."""
+        error: BaseException | None = self
+        while error is not None:
+            if isinstance(error, TransportError) and error._reason:
+                return error._reason
+            error = error.__context__
+        return ""
 
 
 class NeverSent(TransportError):

@@ -6,12 +6,13 @@ import os
 import shutil
 import tempfile
 import textwrap
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from helpers import stop_leftovers
 
 from runner.api.retry import RetryPolicy
 from runner.batch import BatchOptions, BatchResult, run_batch
@@ -36,6 +37,14 @@ os.environ["XDG_CACHE_HOME"] = _CACHE
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     shutil.rmtree(_CACHE, ignore_errors=True)
+
+
+@pytest.fixture
+def no_runner_outlives_its_test() -> Iterator[None]:
+    """Runners a test started in the background (``helpers.start_cli``) are stopped when it ends
+    (``pytestmark = pytest.mark.usefixtures("no_runner_outlives_its_test")``)."""
+    yield
+    stop_leftovers()
 
 
 @pytest.fixture

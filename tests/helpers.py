@@ -14,6 +14,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import textwrap
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -127,6 +128,14 @@ def start_cli(args: Sequence[str], *, cwd: Path, log: Path | None = None) -> sub
     return proc
 
 
+def write_text(folder: Path, text: str, name: str = "m.yaml") -> Path:
+    """``text``, dedented, as the file ``name`` in ``folder`` (its folders made); its path."""
+    path = folder / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(textwrap.dedent(text).lstrip(), encoding="utf-8")
+    return path
+
+
 def stop_leftovers() -> None:
     """Kill the background runners a failed test left running (only those, by their own handle)."""
     while STARTED:
@@ -172,6 +181,11 @@ def query(state: Path, sql: str, params: Iterable[Any] = ()) -> list[tuple[Any, 
         raise
     finally:
         db.close()
+
+
+def journal(folder: Path) -> Path:
+    """Where a CLI run of a manifest in ``folder`` (outputs in ``./out``) keeps its journal by default."""
+    return folder / "out" / ".runcomfy-batch" / "journal.sqlite"
 
 
 def integrity(state: Path) -> str:

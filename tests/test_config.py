@@ -46,7 +46,7 @@ def test_the_configs_built_from_default_options_are_each_class_s_own_defaults():
 
 
 def test_a_submit_retries_less_than_a_read_and_the_flags_only_lower_it():
-    """A submit that surely never arrived is retried with the reads' backoff, at most 6 times within
+    """A submit answered 429 (surely not taken) is retried with the reads' backoff, at most 6 times within
     120 s; --retries and --retry-max-time lower both policies and never raise a submit's."""
     api = configure(cli_options()).api
     assert (api.retry.attempts, api.retry.max_seconds) == (8, 300.0)
@@ -88,6 +88,7 @@ def test_every_flag_reaches_the_config_it_sets():
         budget_partial=True,
         job_timeout=1800.0,
         queue_timeout=600.0,
+        outage_max_time=90.0,  # as long as --retry-max-time, unless given
         verify_hashes=True,
         handle_signals=True,
         download=fetch,

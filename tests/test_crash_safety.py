@@ -184,6 +184,9 @@ class Chaos:
             if code == 0:
                 return
             text = log.read_text()
+            if code == 10:  # RunComfy answered, but two trial submits in a row did not: a clean stop
+                assert "to resume, run:" in text, text
+                continue
             assert code == 1, f"run {self.runs} exited {code}:\n{text}"
             left = {s for s in job_statuses(self.state).values() if s != "succeeded"}
             assert left == {"unknown"}, f"run {self.runs} left {left}:\n{text}"
@@ -319,9 +322,10 @@ def test_a_signal_stops_submitting_records_everything_and_exits_130_saying_how_t
 
 @pytest.mark.parametrize("how", ["second Ctrl-C", "SIGKILL"])
 def test_a_stop_while_submits_are_on_the_wire_leaves_them_unknown_never_paid_twice_unasked(how, tmp_path):
-    """Submits are slow; the runner is stopped hard while they are on the wire (a second Ctrl-C exits at
-    once, like SIGKILL). The state stays whole; the next run calls those jobs unknown and sends nothing;
-    --resubmit-unknown sends them again, marked, and the simulator counts those duplicates."""
+    """Submits are slow; the runner is stopped hard while one is on the wire (the first of a run goes
+    alone: a second Ctrl-C exits at once, like SIGKILL). The state stays whole; the next run calls that
+    job unknown and never sends it; --resubmit-unknown sends it again, marked, and the simulator counts
+    that duplicate."""
     write_jobs_manifest(tmp_path / "m.yaml", [(f"shot-{i}", f"shot number {i}") for i in range(3)])
     state = tmp_path / "state.sqlite"
     with SimProcess(
@@ -333,7 +337,7 @@ def test_a_stop_while_submits_are_on_the_wire_leaves_them_unknown_never_paid_twi
         fault_endpoints=["slow=submit"],
     ) as sim:
         proc = start_cli(run_args(sim), cwd=tmp_path)
-        wait_for(lambda: sim.stats()["requests"]["submit"] == 3, what="three POSTs at the simulator")
+        wait_for(lambda: sim.stats()["requests"]["submit"] == 1, what="the first POST at the simulator")
         if how == "SIGKILL":
             proc.kill()
             proc.wait(10)
@@ -348,22 +352,22 @@ def test_a_stop_while_submits_are_on_the_wire_leaves_them_unknown_never_paid_twi
             assert time.monotonic() - stopped < 1.5  # not the 2 s the slowed answers take
             assert "stopped at once; run the same command again to resume" in err
         assert integrity(state) == "ok"
-        assert query(state, "SELECT status, count(*) FROM attempts GROUP BY status") == [("submitting", 3)]
-        wait_for(lambda: sim.stats()["submits_accepted"] == 3, what="the slow submits to be accepted")
+        assert query(state, "SELECT status, count(*) FROM attempts GROUP BY status") == [("submitting", 1)]
+        wait_for(lambda: sim.stats()["submits_accepted"] == 1, what="the slow submit to be accepted")
         sim.configure(rate_slow=0.0)
 
         again = run_cli(run_args(sim), cwd=tmp_path)
         assert again.returncode == 1
-        assert "3 job(s) unknown: the submit may have been accepted and billed" in again.stderr
+        assert "1 job(s) unknown: the submit may have been accepted and billed" in again.stderr
         assert "--resubmit-unknown" in again.stderr
-        assert set(job_statuses(state).values()) == {"unknown"}
+        assert sorted(job_statuses(state).values()) == ["succeeded", "succeeded", "unknown"]
         assert sim.stats()["requests"]["submit"] == 3
 
         knowing = run_cli(run_args(sim, "--resubmit-unknown"), cwd=tmp_path)
         assert knowing.returncode == 0, knowing.stderr
         stats = sim.stats()
-    assert stats["submits_accepted"] == 6 and stats["duplicate_submissions"] == 3
-    assert query(state, "SELECT resubmit_of_unknown, count(*) FROM attempts GROUP BY 1") == [(0, 3), (1, 3)]
+    assert stats["submits_accepted"] == 4 and stats["duplicate_submissions"] == 1
+    assert query(state, "SELECT resubmit_of_unknown, count(*) FROM attempts GROUP BY 1") == [(0, 3), (1, 1)]
 
 
 def test_a_second_runner_is_refused_with_exit_4_while_status_keeps_working(tmp_path):

@@ -98,26 +98,29 @@ async def test_an_unknown_status_word_is_logged_once_and_polled_on(sim, write_ma
 async def test_an_accepted_submit_answered_with_5xx_is_unknown_and_not_resubmitted(
     sim, write_manifest, tmp_path
 ):
-    """The job exists at RunComfy but the answer was a 5xx: the runner reports it unknown, exit 1,
-    and a second run does not submit it again unless told to."""
+    """The job exists at RunComfy but the answer was a 5xx: the runner reports it unknown, and a second
+    run does not submit it again unless told to. Every submit is answered so, though reads are: the run
+    stops after two such submits in a row (each may be paid; exit 10), the rest never sent."""
     account = sim(rate_accepted_5xx=1.0)
     manifest = write_manifest(simple_manifest(3))
     result = await account.run(manifest)
-    assert result.exit_code == 1
-    assert result.counts == {"unknown": 3}
-    assert (await account.stats())["submits_accepted"] == 3
+    assert result.exit_code == 10, result.message
+    assert "to submits, though it answers reads" in result.message
+    assert result.counts == {"unknown": 2, "pending": 1}
+    assert (await account.stats())["submits_accepted"] == 2
 
     await account.configure(rate_accepted_5xx=0.0)
     again = await account.run(manifest)
-    assert again.counts == {"unknown": 3}
+    assert again.exit_code == 1
+    assert again.counts == {"unknown": 2, "succeeded": 1}
     assert (await account.stats())["submits_accepted"] == 3  # nothing sent for unknown jobs
 
     knowingly = await account.run(manifest, resubmit_unknown=True)
     assert knowingly.exit_code == 0
     stats = await account.stats()
-    assert stats["duplicate_submissions"] == 3  # exactly the jobs resubmitted knowingly
+    assert stats["duplicate_submissions"] == 2  # exactly the jobs resubmitted knowingly
     with sqlite3.connect(tmp_path / "state.sqlite") as db:
-        assert db.execute("SELECT count(*) FROM attempts WHERE resubmit_of_unknown=1").fetchone()[0] == 3
+        assert db.execute("SELECT count(*) FROM attempts WHERE resubmit_of_unknown=1").fetchone()[0] == 2
 
 
 async def test_an_accepted_submit_whose_connection_drops_is_unknown(sim, write_manifest):

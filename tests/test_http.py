@@ -199,3 +199,111 @@ def test_aiohttp_failures_while_connecting_are_the_only_surely_unsent_ones():
     assert all(_aiohttp_failure(e).surely_not_sent for e in sure)  # type: ignore[union-attr]
     assert not any(_aiohttp_failure(e).surely_not_sent for e in unsure)  # type: ignore[union-attr]
     assert _aiohttp_failure(ValueError("not ours")) is None
+
+
+# -- no POST on a connection the server may be closing ---------------------------------------------
+class IdleClosingServer:
+    """A loopback HTTP server that closes a kept-alive connection, unanswered, when a request arrives
+    after the connection sat idle for ``idle`` seconds: the race a server's keep-alive timeout makes
+    real, staged every time. It answers ``{}`` otherwise, and records each connection's requests."""
+
+    def __init__(self, idle: float = 0.2) -> None:
+        self.idle = idle
+        self.connections: list[list[str]] = []  # per connection, the methods it carried (and answered)
+        self.closed_unanswered: list[str] = []
+
+    async def handle(self, reader, writer) -> None:  # type: ignore[no-untyped-def]
+        import anyio
+
+        seen: list[str] = []
+        self.connections.append(seen)
+        last = anyio.current_time()
+        try:
+            while head := await reader.readuntil(b"\r\n\r\n"):
+                lines = head.decode().split("\r\n")
+                method = lines[0].split(" ")[0]
+                length = next(
+                    (int(line.split(":")[1]) for line in lines if line.lower().startswith("content-length")),
+                    0,
+                )
+                await reader.readexactly(length)
+                if seen and anyio.current_time() - last >= self.idle:
+                    self.closed_unanswered.append(method)
+                    break
+                seen.append(method)
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}"
+                )
+                await writer.drain()
+                last = anyio.current_time()
+        except Exception:  # noqa: BLE001 - the client went away
+            pass
+        writer.close()
+
+
+def fresh_session(kind: str) -> HttpSession:
+    """The sessions as a run opens them (``runner.batch.open_session``)."""
+    from runner.api.http import httpx_session
+
+    return AiohttpSession() if kind == "aiohttp" else httpx_session()
+
+
+async def test_a_post_never_goes_out_on_a_pooled_connection(kind):
+    """A GET, a pause longer than the server's idle limit, then a POST: the POST goes on a connection of
+    its own and is answered, where a pooled one would have met the server's close (and a paid submit
+    would have become unknown). GETs close together still share one connection."""
+    import asyncio
+
+    import anyio
+
+    server = IdleClosingServer(idle=0.2)
+    listening = await asyncio.start_server(server.handle, "127.0.0.1", 0)
+    base = f"http://127.0.0.1:{listening.sockets[0].getsockname()[1]}"
+    http = fresh_session(kind)
+    try:
+        for _ in range(2):
+            got = await http.request("GET", f"{base}/status", headers=AUTH, body=None, timeout=QUICK)
+            assert got.status == 200
+        await anyio.sleep(0.3)
+        posted = await http.request("POST", f"{base}/v1/models/m", headers=AUTH, body=INPUT, timeout=QUICK)
+        assert posted.status == 200
+    finally:
+        await http.aclose()
+        listening.close()
+    assert server.closed_unanswered == []
+    assert server.connections[0] == ["GET", "GET"]  # reused for reads
+    assert ["POST"] in server.connections  # the POST alone on its own connection
+
+
+@pytest.mark.parametrize("keepalive", [1.0, 5.0])
+async def test_submits_after_idle_spells_past_the_servers_keepalive_are_never_unknown(keepalive, tmp_path):
+    """The simulator served on loopback closes connections idle ``keepalive`` seconds; jobs run longer
+    than that, so polls and submits come after idle spells past it: every submit has its answer."""
+    from dataclasses import replace
+
+    from conftest import FAST_RETRY, simple_manifest
+
+    from runner.batch import BatchOptions, run_batch
+
+    config = SimulatorConfig(
+        concurrency=2,
+        job_seconds=keepalive + 0.5,
+        job_spread=0.0,
+        output_bytes=4096,
+        keepalive_timeout=keepalive,
+    )
+    manifest = tmp_path / "m.yaml"
+    manifest.write_text(simple_manifest(4 if keepalive < 2 else 3))
+    with running_server(config) as base:
+        options = BatchOptions(
+            token="sim-token",
+            base_url=base,
+            state_path=tmp_path / "state.sqlite",
+            max_in_flight=2,
+            **FAST_RETRY,
+        )
+        result = await run_batch(manifest, replace(options, flush_interval=0.01))
+        stats = await _stats(base)
+    assert result.exit_code == 0, result.message
+    assert "unknown" not in result.counts
+    assert stats["duplicate_submissions"] == 0 and stats["requests"]["submit"] == stats["submits_accepted"]

@@ -254,7 +254,11 @@ def test_the_example_in_docs_manifest_md_loads(tmp_path: Path) -> None:
     (tmp_path / "refs").mkdir()
     for name in ("woman.png", "man.png"):
         shutil.copy(ROOT / "tests" / "bad_manifests" / "files" / "red.png", tmp_path / "refs" / name)
+    (tmp_path / "shots.csv").write_text("id,prompt,duration\nshot-1,From a table.,10\n", encoding="utf-8")
+    (tmp_path / "more.jsonl").write_text('{"id": "line-1", "input": {"prompt": "From a line."}}\n')
     jobs = load_manifest(write(tmp_path, example.group(1))).jobs
     assert [job.id for job in jobs][:3] == ["push-in", "orbit", "couple--aspect_ratio-16x9--duration-5"]
-    assert len(jobs) == 13 and jobs[-4].id == "turntable-15s"
-    assert [job.id for job in jobs[-3:]] == ["hero--take-1", "hero--take-2", "hero--take-3"]
+    assert len(jobs) == 16 and jobs[-7].id == "turntable-15s"
+    assert [job.id for job in jobs[-6:-3]] == ["hero--take-1", "hero--take-2", "hero--take-3"]
+    assert [job.id for job in jobs[-3:]] == ["next-shot", "shot-1", "line-1"]
+    assert jobs[-3].needs == ("push-in",) and jobs[-2].input["duration"] == 10

@@ -184,17 +184,20 @@ async def test_retry_reruns_failed_jobs_only(sim, write_manifest):
 async def test_a_submit_that_may_have_landed_is_unknown_and_resubmitted_only_when_asked(
     fault, accepted, sim, write_manifest, tmp_path
 ):
-    """A 5xx or a closed connection after the POST was sent: ``unknown``, exit 1, never resubmitted by a
-    plain run. ``resubmit_unknown`` sends it again, marked; the simulator counts a duplicate exactly
-    when the first submit had in fact been accepted."""
+    """A 5xx or a closed connection after the POST was sent: ``unknown``, never resubmitted by a plain
+    run. Every submit is answered so while reads are not: the run stops after two in a row (exit 10),
+    the next sends the rest. ``resubmit_unknown`` sends them again, marked; the simulator counts a
+    duplicate exactly when the first submit had in fact been accepted."""
     account = sim(**{f"rate_{fault}": 1.0, "fault_endpoints": {fault: ("submit",)}})
     manifest = write_manifest(simple_manifest(3))
     result = await account.run(manifest)
-    assert result.exit_code == 1 and result.counts == {"unknown": 3}
+    assert result.exit_code == 10 and result.counts == {"unknown": 2, "pending": 1}, result.message
     assert (
         "may have been accepted" in report(tmp_path)["jobs"][0]["error"]["message"]
         or "may exist" in report(tmp_path)["jobs"][0]["error"]["message"]
     )
+    assert (await account.stats())["submits_accepted"] == (2 if accepted else 0)
+    assert (await account.run(manifest)).counts == {"unknown": 3}
     assert (await account.stats())["submits_accepted"] == (3 if accepted else 0)
     assert (await account.run(manifest)).counts == {"unknown": 3}
     assert (await account.stats())["requests"]["submit"] == 3  # nothing sent again
@@ -229,8 +232,8 @@ async def test_rate_limited_submits_are_retried_and_never_unknown(sim, write_man
 
 
 async def test_submits_refused_at_connect_are_retried_until_the_api_answers(write_manifest, tmp_path):
-    """Connection refused cannot have reached RunComfy: the submit is retried (with backoff), not made
-    unknown; once the API is up every job runs once."""
+    """Connection refused cannot have reached RunComfy: the submit waits (the API probed with backoff)
+    and is sent again, not made unknown; once the API is up every job runs once."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
@@ -242,7 +245,7 @@ async def test_submits_refused_at_connect_are_retried_until_the_api_answers(writ
 
         def on_event(event: dict[str, Any]) -> None:
             events.append(event)
-            refused = event["event"] == "retry" and "ConnectError" in str(event.get("error"))
+            refused = event["event"] == "outage" and "connection refused" in str(event.get("problem"))
             if refused and not any(e.get("up") for e in events):
                 stack.enter_context(running_server(config, port=port))  # the API comes up
                 events.append({"event": "test", "up": True})

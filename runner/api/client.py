@@ -12,9 +12,11 @@ whose outputs come late, a word nobody knows), is one line of ``docs/api-answers
 Which calls are safe to repeat is decided here, once:
 
 * result (the poll), cancel and price are reads (or idempotent): retried on transient failures;
-* a submit is paid and has no idempotency key. It is retried only when the request surely never
-  reached the server (connection refused, DNS failure, connect timeout, 429). Anything else after
-  the bytes may have left (read timeout, closed connection, 5xx) raises :class:`SubmitUnknown`.
+* a submit is paid and has no idempotency key. It is retried here only on a 429 (the server said it
+  did not take it, and when to come back). One that surely never reached the server (connection
+  refused, DNS failure, connect timeout) raises :class:`NeverSent` at once: the caller may send it
+  again, and decides when (a run waits for the API to answer first). Anything else after the bytes
+  may have left (read timeout, closed connection, 5xx) raises :class:`SubmitUnknown`.
 """
 
 from __future__ import annotations
@@ -65,7 +67,7 @@ __all__ = [
 @dataclass(frozen=True)
 class ApiConfig:
     """Where the API is and how patiently to talk to it: ``retry`` for the calls that are safe to
-    repeat, ``submit_retry`` for a paid submit that surely never arrived (``RetryPolicy.for_submit``)."""
+    repeat, ``submit_retry`` for a paid submit answered 429 (``RetryPolicy.for_submit``)."""
 
     token: str = field(repr=False)
     base_url: str = defaults.BASE_URL
@@ -145,7 +147,7 @@ class RunComfyClient:
             return request_id
 
         def safe_to_repeat(error: BaseException) -> bool:
-            return isinstance(error, RateLimited | NeverSent)
+            return isinstance(error, RateLimited)
 
         return await call_with_retry(
             once, self.config.submit_retry, retryable=safe_to_repeat, on_retry=self.on_retry
@@ -166,6 +168,18 @@ class RunComfyClient:
         """One page of the model catalog (``GET /v1/models?include_schema=true``), as the API wrote it;
         :mod:`.catalog` follows the pages."""
         return await self._read("GET", path, query=query)
+
+    async def probe(self, model_id: str) -> None:
+        """One safe read, never retried, to learn whether the API answers at all: it returns on any
+        answer but a 5xx (a 404 or a 429 says the API is there), and raises the
+        :class:`TransportError` or :class:`ServerError` that says it does not."""
+        try:
+            await self._call("GET", f"/v1/models/{model_id}")
+        except TransportError:
+            raise
+        except ApiError as exc:
+            if isinstance(exc, ServerError) and (exc.http_status or 500) >= 500:
+                raise
 
     async def price(self, model_id: str) -> Mapping[str, Any] | None:
         """The model's price from the API (undocumented call), or ``None`` where it does not answer."""

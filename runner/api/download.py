@@ -229,3 +229,22 @@ def _length(value: str | None) -> int | None:
     """A ``Content-Length`` to check the body against; ``None`` where it is missing or not a number."""
     text = (value or "").strip()
     return int(text) if text.isdigit() else None
+
+
+async def still_served(
+    http: HttpSession, url: str, config: DownloadConfig, *, on_retry: OnRetry | None = None
+) -> bool:
+    """Whether RunComfy still serves an output (anything but a 404), asked without reading the file.
+    A URL that cannot be asked (a host not allowed, the network down) counts as served: the request
+    that names it then says what RunComfy thinks."""
+    timeout = Timeouts(config.connect_timeout, config.stall_seconds)
+
+    async def once() -> bool:
+        async with http.stream(url, timeout=timeout) as response:
+            return response.status != 404
+
+    try:
+        config.check_host(url)
+        return await call_with_retry(once, config.retry, on_retry=on_retry)
+    except (OutputHostRefused, TransportError):
+        return True

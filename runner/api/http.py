@@ -19,11 +19,26 @@ paid submit has no idempotency key, so every failure says whether the request **
 is written out below for each library and tested against real dropped connections on loopback
 (``tests/test_http.py``). (The ``httpx-aiohttp`` package was not used for this reason: it maps every
 ``aiohttp.ClientConnectionError``, a server that closed the connection after reading the request
-included, to ``httpx.ConnectTimeout``, which says the request never left.)
+included, to ``httpx.ConnectTimeout``, which says the request never left.) Each failure also says
+what happened in a few plain words (``TransportError.reason``: "connection refused", "read timed
+out"), read off the OS error under it, for the lines a user reads during an outage.
+
+**A POST never goes out on a pooled connection.** A server closes a connection that sat idle for its
+keep-alive timeout (uvicorn 5 s, many load balancers a few seconds more, some 1 s), and says so only by
+closing it. A request written into a connection whose close is on its way is met by that close, and
+from the client the two cases look alike: the server closed before reading it, or read it, acted, and
+died. For a GET that is a retry; for a paid submit it is an ``unknown`` job. No idle limit on the
+client's side closes that race, since the server's timeout is not known (and a connection idle a moment
+less than it is the worst case, not the best). So every POST (the paid submit; cancel too, which is
+rare) goes on a connection of its own, opened for it and closed after: a failure before the request
+is written is then a connect error, surely not sent. It costs one TCP (and TLS) handshake per submit,
+about a round trip and a millisecond of CPU, next to a paid job of minutes; polls and downloads keep
+reusing connections.
 """
 
 from __future__ import annotations
 
+import socket
 import ssl
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
@@ -84,10 +99,45 @@ class HttpSession(Protocol):
 
 def failure(kind: str, detail: object, *, surely_not_sent: bool) -> TransportError:
     """The project's error for a failed exchange. ``kind`` names what happened in httpx's words
-    (``ConnectError``, ``ReadTimeout``, ``RemoteProtocolError``…), whichever library saw it."""
+    (``ConnectError``, ``ReadTimeout``, ``RemoteProtocolError``…), whichever library saw it; ``detail``
+    is the library's exception (or its words)."""
     text = str(detail)
     error = NeverSent if surely_not_sent else TransportError
-    return error(f"{kind}: {text}" if text and text != kind else kind)
+    reason = plain_reason(detail, kind) if isinstance(detail, BaseException) else _PLAIN.get(kind, kind)
+    return error(f"{kind}: {text}" if text and text != kind else kind, reason=reason)
+
+
+# What each kind of failure is called in a line a user reads, when no OS error under it says more.
+_PLAIN = {
+    "ConnectError": "cannot connect",
+    "ConnectTimeout": "connect timed out",
+    "PoolTimeout": "no free connection in time",
+    "UnsupportedProtocol": "not an http(s) URL",
+    "ReadTimeout": "no answer in time (read timeout)",
+    "WriteTimeout": "sending timed out",
+    "RemoteProtocolError": "connection closed without an answer",
+    "ReadError": "connection broken",
+    "WriteError": "connection broken",
+}
+
+
+def plain_reason(exc: BaseException, kind: str) -> str:
+    """A failure in the words a user knows, from the OS error under the library's exception if any."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        if isinstance(cause, ConnectionRefusedError):
+            return "connection refused"
+        if isinstance(cause, socket.gaierror):
+            return "host name not found"
+        if isinstance(cause, ssl.SSLError | ssl.CertificateError):
+            return "TLS handshake failed"
+        if isinstance(cause, ConnectionResetError):
+            return "connection reset"
+        os_error = getattr(cause, "os_error", None)  # aiohttp's connector errors carry it
+        cause = os_error if isinstance(os_error, BaseException) else (cause.__cause__ or cause.__context__)
+    return _PLAIN.get(kind, kind)
 
 
 # -- httpx (tests in-process, trio) ---------------------------------------------------------------
@@ -115,20 +165,25 @@ class _HttpxStreamed:
 
 
 class HttpxSession:
-    """The interface over an ``httpx.AsyncClient`` (its transport decides where requests go)."""
+    """The interface over an ``httpx.AsyncClient`` (its transport decides where requests go), and
+    ``fresh``, a client that keeps no connection alive, for POSTs (see the module's docstring; without
+    one, POSTs go through ``client``: right for an in-process transport, which has no connections).
+    :func:`httpx_session` makes both."""
 
-    def __init__(self, client: httpx.AsyncClient) -> None:
+    def __init__(self, client: httpx.AsyncClient, *, fresh: httpx.AsyncClient | None = None) -> None:
         import httpx  # noqa: PLC0415
 
         self.client = client
+        self.fresh = fresh
         self._httpx = httpx
 
     async def request(
         self, method: str, url: str, *, headers: Mapping[str, str], body: bytes | None, timeout: Timeouts
     ) -> Answer:
         httpx = self._httpx
+        client = self.fresh if method == "POST" and self.fresh is not None else self.client
         try:
-            response = await self.client.request(
+            response = await client.request(
                 method,
                 url,
                 headers=headers,
@@ -156,6 +211,23 @@ class HttpxSession:
 
     async def aclose(self) -> None:
         await self.client.aclose()
+        if self.fresh is not None:
+            await self.fresh.aclose()
+
+
+def httpx_session(
+    transport: httpx.AsyncBaseTransport | None = None, *, max_connections: int = 16
+) -> HttpxSession:
+    """An :class:`HttpxSession` over ``transport`` (default: the network), its POSTs on connections of
+    their own."""
+    import httpx  # noqa: PLC0415
+
+    pooled = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+    single = httpx.Limits(max_connections=max_connections, max_keepalive_connections=0)
+    return HttpxSession(
+        httpx.AsyncClient(transport=transport, limits=pooled),
+        fresh=httpx.AsyncClient(transport=transport, limits=single),
+    )
 
 
 # -- aiohttp (real runs) --------------------------------------------------------------------------
@@ -230,18 +302,20 @@ class AiohttpSession:
         self._ssl = verify
         self._trust_env = trust_env
         self._session: Any = None
+        self._fresh: Any = None  # for POSTs: a connection opened for each, closed after
         self._timeouts: dict[Timeouts, Any] = {}
         self._proxies: dict[tuple[str, str], tuple[Any, Any]] = {}
 
-    def _open(self) -> Any:
+    def _open(self, *, pooled: bool = True) -> Any:
         import aiohttp  # noqa: PLC0415
 
         connector = aiohttp.TCPConnector(
             limit=self._max_connections,
             limit_per_host=0,
-            # Idle connections are closed before a server would close them (httpx's default is the same
-            # 5 s), so a submit is not written into a connection the server is closing.
-            keepalive_timeout=self._keepalive_expiry,
+            # Idle connections are closed before most servers would close them (httpx's default is the
+            # same 5 s); what a server closes sooner costs a GET a retry, never a POST (it has its own).
+            keepalive_timeout=self._keepalive_expiry if pooled else None,
+            force_close=not pooled,
             ssl=self._ssl if self._ssl is not None else _default_ssl(),
         )
         return aiohttp.ClientSession(
@@ -287,11 +361,17 @@ class AiohttpSession:
     async def request(
         self, method: str, url: str, *, headers: Mapping[str, str], body: bytes | None, timeout: Timeouts
     ) -> Answer:
-        if self._session is None:
-            self._session = self._open()
+        if method == "POST":
+            if self._fresh is None:
+                self._fresh = self._open(pooled=False)
+            session = self._fresh
+        else:
+            if self._session is None:
+                self._session = self._open()
+            session = self._session
         proxy, proxy_auth = self._proxy(url)
         with _aiohttp_errors():
-            async with self._session.request(
+            async with session.request(
                 method,
                 url,
                 headers=headers,
@@ -324,6 +404,7 @@ class AiohttpSession:
             response.release()  # back to the pool when read to the end; an unfinished one is closed
 
     async def aclose(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        for session in (self._session, self._fresh):
+            if session is not None:
+                await session.close()
+        self._session = self._fresh = None

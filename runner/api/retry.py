@@ -40,12 +40,13 @@ class RetryPolicy:
     def for_submit(self) -> RetryPolicy:
         """This policy as a paid submit uses it: the same backoff and sleep switch, but never more
         than ``SUBMIT_RETRY_ATTEMPTS`` tries within ``SUBMIT_RETRY_MAX_SECONDS``."""
-        # A submit is only retried when it surely never reached RunComfy (refused, DNS, connect
-        # timeout, 429), so a retry never pays twice; what a long retry costs is elsewhere. One that
-        # gives up is not lost: the run puts its job back in line and slows its submits down. But while
-        # it backs off it holds one of the run's few HTTP slots, which the polls of running, billed jobs
-        # wait for. So it gives up sooner than a read (6 tries in 120 s against 8 in 300 s), and
-        # --retries and --retry-max-time, which lower every call's patience, lower a submit's too.
+        # A submit is only retried when RunComfy surely did not take it (a 429; one that never
+        # connected waits for the API instead), so a retry never pays twice; what a long retry costs
+        # is elsewhere. One that gives up is not lost: the run puts its job back in line and slows its
+        # submits down. But while it backs off it holds one of the run's few HTTP slots, which the
+        # polls of running, billed jobs wait for. So it gives up sooner than a read (6 tries in 120 s
+        # against 8 in 300 s), and --retries and --retry-max-time, which lower every call's patience,
+        # lower a submit's too.
         return replace(
             self,
             attempts=min(self.attempts, defaults.SUBMIT_RETRY_ATTEMPTS),

@@ -11,6 +11,7 @@ import shlex
 import sys
 import time
 from pathlib import Path
+from typing import TextIO
 
 import anyio
 from rich import box
@@ -33,40 +34,68 @@ from ..batch import (
 from ..catalog.models import Catalog
 from ..catalog.pricing import PriceTable
 from ..engine.home import DEFAULT_API, SIMULATOR, Owner, check_owner
-from ..engine.states import ALL_STATES, NEEDS_ATTENTION, RETRIED, JobState
+from ..engine.outage import span
+from ..engine.settings import RunSettings
+from ..engine.states import ALL_STATES, IN_FLIGHT, NEEDS_ATTENTION, RETRIED, JobState
 from ..engine.store import Store
-from ..errors import EXIT_AUTH, EXIT_BALANCE, EXIT_JOBS_FAILED, EXIT_OK, redact
-from ..manifest.loader import load_manifest
+from ..errors import (
+    EXIT_AUTH,
+    EXIT_BALANCE,
+    EXIT_HALTED,
+    EXIT_INTERRUPTED,
+    EXIT_JOBS_FAILED,
+    EXIT_OK,
+    EXIT_OUTAGE,
+    EXIT_STORAGE,
+    ManifestInvalid,
+    redact,
+)
+from ..manifest.loader import is_stdin, load_manifest
 from ..reports.plan import ModelPlan, make_plan
-from ..reports.progress import progress_sink
+from ..reports.progress import let_go, progress_sink
 from ..reports.report import write_reports
 from ..reports.status import Status
 from ..reports.status import status as read_status
 
 
 def _out(text: str = "") -> None:
-    print(redact(text))
+    say(text, sys.stdout)
+
+
+def say(text: str, stream: TextIO) -> None:
+    """Print one line (redacted). A stream whose reader went away (``… | head -3``) is let go: what the
+    command did does not depend on anyone reading about it, and its exit code still says it."""
+    try:
+        print(redact(text), file=stream, flush=True)
+    except (OSError, ValueError):  # EPIPE, or a stream closed already
+        let_go(stream)
 
 
 def validate(path: Path, *, as_json: bool = False) -> int:
-    manifest = load_manifest(path, Catalog.load())
+    try:
+        manifest = load_manifest(path, Catalog.load())
+    except ManifestInvalid as error:
+        if not as_json:
+            raise
+        problems = [
+            {"file": p.file, "line": p.line, "job": p.job_id, "field": p.field, "message": p.message}
+            for p in error.problems
+        ]
+        _out(json.dumps({"ok": False, "problems": problems}, indent=2, ensure_ascii=False))
+        return error.exit_code
     if as_json:
-        _out(
-            json.dumps(
-                [
-                    {
-                        "id": j.id,
-                        "model": j.model,
-                        "input": j.input,
-                        "line": j.line,
-                        "fingerprint": j.fingerprint,
-                    }
-                    for j in manifest.jobs
-                ],
-                indent=2,
-                ensure_ascii=False,
-            )
-        )
+        jobs = [
+            {
+                "id": j.id,
+                "model": j.model,
+                "input": j.input,
+                "line": j.line,
+                "fingerprint": j.fingerprint,
+                "after": list(j.needs),
+            }
+            for j in manifest.jobs
+        ]
+        _out(json.dumps({"ok": True, "problems": [], "jobs": jobs}, indent=2, ensure_ascii=False))
     else:
         models = sorted({j.model for j in manifest.jobs})
         _out(f"{path}: ok: {len(manifest.jobs)} job(s) across {len(models)} model(s)")
@@ -116,42 +145,59 @@ def print_run_summary(
     next (stderr), each hint a command that works as printed (``located``: see :func:`located_by`)."""
     located = located or []
     for notice in result.notices:
-        print(redact(f"runcomfy-batch: {notice}"), file=sys.stderr)
+        say(f"runcomfy-batch: {notice}", sys.stderr)
     counts = ", ".join(f"{n} {s}" for s, n in sorted(result.counts.items()))
     stream = sys.stderr if result.exit_code else sys.stdout
     # The account's refusal was told as the run stopped, once; the summary does not say it again.
     message = (
         "stopped by RunComfy (above)" if result.exit_code in (EXIT_AUTH, EXIT_BALANCE) else result.message
     )
-    print(
-        redact(
-            f"{message}; {counts}; cost ${result.cost_usd:.2f}; took {_duration(seconds)}; "
-            f"report: {_shown(result.report_paths['html'])}"
-        ),
-        file=stream,
+    say(
+        f"{message}; {counts}; cost ${result.cost_usd:.2f}; took {span(seconds)}; "
+        f"report: {_shown(result.report_paths['html'])}",
+        stream,
     )
     if not result.exit_code:
         return
     attention = result.needs_attention
     for job in attention[:limit]:
         why = job.get("error") or ""
-        print(redact(f"  {job['id']}: {job['status']}" + (f": {why}" if why else "")), file=stream)
+        say(f"  {job['id']}: {job['status']}" + (f": {why}" if why else ""), stream)
     total = sum(n for status, n in result.counts.items() if status in NEEDS_ATTENTION)
     readers = _readers(located)
     if total > limit:
-        print(f"  … and {total - limit} more: {command('status', path, readers)}", file=stream)
-    if result.exit_code == 130:
-        print(f"runcomfy-batch: to resume, run: {command('run', path, located)}", file=stream)
-        return
+        say(f"  … and {total - limit} more: {command('status', path, readers)}", stream)
+    if result.exit_code in (EXIT_INTERRUPTED, EXIT_OUTAGE, EXIT_STORAGE):
+        say(f"runcomfy-batch: to resume, run: {command('run', path, located)}", stream)
+        if result.exit_code == EXIT_INTERRUPTED:
+            return
+    elif any(job["status"] in IN_FLIGHT for job in attention):
+        say(
+            f"runcomfy-batch: the next run picks up the jobs it stopped: {command('run', path, located)}",
+            stream,
+        )
+    if result.exit_code == EXIT_HALTED:
+        say(
+            "runcomfy-batch: stopped submitting (--halt-after); to send the rest once the cause is fixed: "
+            + command("run", path, located),
+            stream,
+        )
     if any(result.counts.get(s) for s in RETRIED):
-        print(f"runcomfy-batch: to run the failed jobs again: {command('retry', path, located)}", file=stream)
+        say(f"runcomfy-batch: to run the failed jobs again: {command('retry', path, located)}", stream)
+    blocked = result.counts.get(JobState.BLOCKED, 0)
+    if blocked:
+        say(
+            f"runcomfy-batch: {blocked} chained job(s) blocked: a job whose output each needs did not "
+            "succeed; they are sent once it does (retry runs the failed ones again)",
+            stream,
+        )
     unknown = result.counts.get(JobState.UNKNOWN, 0)
     if unknown:
         again = command("run", path, located, "--resubmit-unknown")
-        print(
+        say(
             f"runcomfy-batch: {unknown} job(s) unknown: the submit may have been accepted and billed; to "
             f"submit them again anyway (maybe paying twice): {again}",
-            file=stream,
+            stream,
         )
 
 
@@ -161,12 +207,6 @@ def _readers(located: list[str]) -> list[str]:
         at = located.index("--base-url")
         return located[:at] + located[at + 2 :]
     return located
-
-
-def _duration(seconds: float) -> str:
-    minutes, secs = divmod(round(seconds), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s" if minutes else f"{seconds:.1f}s"
 
 
 def _shown(path: Path) -> str:
@@ -295,6 +335,7 @@ _STATE_STYLE = {
     JobState.UNKNOWN: "red",
     JobState.CANCELLED: "yellow",
     JobState.HELD: "magenta",
+    JobState.BLOCKED: "yellow",
     JobState.QUEUED: "blue",
     JobState.RUNNING: "cyan",
     JobState.COLLECTING: "cyan",
@@ -319,16 +360,21 @@ def report(path: Path, options: BatchOptions) -> int:
 
 def plan(path: Path, options: BatchOptions, *, budget: float | None, as_json: bool) -> int:
     catalog = Catalog.load()
-    manifest, located = resolve(load_manifest(path, catalog), options)
-    _notices(located.notices)
+    manifest = load_manifest(path, catalog)
+    subset = RunSettings(only=options.only, limit=options.limit)
+    journal: Path | None = None
+    if not is_stdin(path) or options.state_path or options.output_dir:  # a piped one may have no journal
+        manifest, located = resolve(manifest, options)
+        _notices(located.notices)
+        journal = located.path
     catalog = catalog.with_models(manifest.models)
     prices = PriceTable.load(catalog, options.prices_path)
-    if located.path.exists():
-        with Store.open(located.path, create=False) as store:
+    if journal is not None and journal.exists():
+        with Store.open(journal, create=False) as store:
             check_owner(store, Owner.of(manifest), record=False, api_matters=False)
-            result = make_plan(manifest, prices, _defaults(catalog), store, budget)
+            result = make_plan(manifest, prices, _defaults(catalog), store, budget, subset)
     else:
-        result = make_plan(manifest, prices, _defaults(catalog), None, budget)
+        result = make_plan(manifest, prices, _defaults(catalog), None, budget, subset)
     if as_json:
         _out(json.dumps(result.as_json(), indent=2))
         return EXIT_JOBS_FAILED if result.over_budget else EXIT_OK
@@ -366,6 +412,7 @@ def plan(path: Path, options: BatchOptions, *, budget: float | None, as_json: bo
             f"  budget ${result.budget_usd:.2f}: committed ${result.committed_usd:.2f} + "
             f"remaining ${result.remaining_usd:.2f} is {verdict} budget"
         )
+    _out(f"  a run would send {result.would_submit} job(s)")
     for note in result.notes:
         _out(f"  note: {note}")
     return EXIT_JOBS_FAILED if result.over_budget else EXIT_OK

@@ -18,6 +18,7 @@ from .. import defaults
 from ..batch import BatchOptions
 from ..errors import ManifestInvalid, RunnerError, UsageError
 from . import commands, models
+from .commands import say
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
 
@@ -57,7 +58,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _add_manifest(p: argparse.ArgumentParser) -> None:
-    p.add_argument("manifest", type=Path, help="the YAML manifest")
+    p.add_argument("manifest", type=Path, help="the YAML manifest (- reads it from standard input)")
     p.add_argument(
         "--state",
         type=Path,
@@ -99,7 +100,7 @@ def _add_connection(p: argparse.ArgumentParser, *, simulate: bool = True) -> Non
         type=_positive_int,
         default=defaults.RETRY_ATTEMPTS,
         help="attempts for a call that is safe to repeat (status, result, cancel, download; "
-        f"default {defaults.RETRY_ATTEMPTS}; a submit that surely never arrived: at most "
+        f"default {defaults.RETRY_ATTEMPTS}; a submit answered 429: at most "
         f"{defaults.SUBMIT_RETRY_ATTEMPTS})",
     )
     _add_duration(
@@ -143,6 +144,13 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     )
     _add_duration(p, "--job-timeout", defaults.JOB_TIMEOUT, "give up on a job this long after its submit")
     p.add_argument(
+        "--outage-max-time",
+        type=parse_duration,
+        default=defaults.OUTAGE_MAX_SECONDS,
+        help="stop the run (exit 10; run it again to resume) when the API has not answered for this long "
+        "(default: as long as --retry-max-time)",
+    )
+    p.add_argument(
         "--queue-timeout",
         type=parse_duration,
         help="cancel a job still queued this long after its submit (cancelled jobs cost nothing)",
@@ -162,9 +170,33 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="on resume, re-hash every finished output instead of trusting size and mtime",
     )
+    _add_subset(p)
+    p.add_argument(
+        "--halt-after",
+        type=_positive_int,
+        metavar="N",
+        help="stop submitting once N jobs failed in this run (in-flight jobs are still collected; exit 8)",
+    )
     p.add_argument("--no-progress", action="store_true", help="plain line-by-line output, no live display")
     p.add_argument("--json-log", action="store_true", help="one JSON object per event on stderr")
     p.add_argument("-v", "--verbose", action="store_true", help="log every event")
+
+
+def _add_subset(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        metavar="GLOB",
+        help="send only the jobs whose ids match (repeatable; shell-style: 'shot-1*'); the jobs whose "
+        "outputs they need, and a twin's leader, come too",
+    )
+    p.add_argument(
+        "--limit",
+        type=_positive_int,
+        metavar="N",
+        help="send at most the first N jobs still to do (manifest order, a chain's jobs before it)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -183,8 +215,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="Check a manifest against the bundled schemas. Prints every problem as "
         "file:line job ID: field: message and exits 2 if there are any. Sends no request.",
     )
-    p.add_argument("manifest", type=Path)
-    p.add_argument("--json", action="store_true", help="print the expanded jobs as JSON")
+    p.add_argument("manifest", type=Path, help="the YAML manifest (- reads it from standard input)")
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help='print {"ok": …, "problems": [{"file", "line", "job", "field", "message"}…], "jobs": […]} '
+        "on stdout (exit codes unchanged)",
+    )
 
     p = sub.add_parser(
         "run",
@@ -230,7 +267,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_simulated(p)
     p.add_argument("--prices", type=Path, help="a price file overriding the bundled one per model")
     p.add_argument("--budget", type=float, metavar="USD", help="compare the estimate with this budget")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
+    _add_subset(p)
+    p.add_argument(
+        "--json",
+        action="store_true",
+        help="machine-readable output, with every job and whether a run sends it",
+    )
 
     p = sub.add_parser(
         "cancel",
@@ -320,10 +362,14 @@ def run_options(ns: argparse.Namespace) -> BatchOptions:
         auto_resubmit_failed=ns.auto_resubmit_failed,
         job_timeout=ns.job_timeout,
         queue_timeout=ns.queue_timeout,
+        outage_max_time=ns.outage_max_time,
         stall_timeout=ns.stall_timeout,
         verify_hashes=ns.verify_hashes,
         handle_signals=True,
         allowed_output_hosts=tuple(ns.allow_output_host),
+        only=tuple(ns.only),
+        limit=ns.limit,
+        halt_after=ns.halt_after,
     )
 
 
@@ -348,12 +394,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         if os.environ.get("RUNCOMFY_BATCH_TRACEBACK"):
             raise
         # A manifest's problems already start with file:line; everything else is prefixed.
-        print(
-            str(error) if isinstance(error, ManifestInvalid) else f"runcomfy-batch: {error}", file=sys.stderr
-        )
+        say(str(error) if isinstance(error, ManifestInvalid) else f"runcomfy-batch: {error}", sys.stderr)
         return error.exit_code
     except KeyboardInterrupt:
-        print("runcomfy-batch: interrupted", file=sys.stderr)
+        say("runcomfy-batch: interrupted", sys.stderr)
         return 130
 
 
@@ -373,7 +417,7 @@ def dispatch(ns: argparse.Namespace) -> int:
     if ns.command == "plan":
         return commands.plan(
             ns.manifest,
-            replace(reader_options(ns), prices_path=ns.prices),
+            replace(reader_options(ns), prices_path=ns.prices, only=tuple(ns.only), limit=ns.limit),
             budget=ns.budget,
             as_json=ns.json,
         )

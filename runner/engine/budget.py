@@ -36,6 +36,8 @@ class Budget:
         self.cap_usd = cap_usd
         self.partial = partial  # --budget-partial: start even when the estimate is over the cap
         self.committed_usd = 0.0
+        self.reserved_usd = 0.0  # the estimates of chained jobs waiting for another job's output
+        self._reserved: dict[str, Job] = {}
         self._defaults_for = defaults_for or (lambda model: {})
         self._estimates: dict[str, float | None] = {}
 
@@ -52,6 +54,7 @@ class Budget:
         """A fresher price for ``model`` (the API answered it): estimates are made again from now on."""
         self.prices = self.prices.refreshed(model, answer)
         self._estimates.clear()
+        self.reserved_usd = sum(self.estimate(job) or 0.0 for job in self._reserved.values())
 
     def check_start(self, to_submit: Iterable[Job]) -> None:
         """Refuse to start (:class:`BudgetExceeded`) when committed spend plus the estimate of what is
@@ -79,11 +82,23 @@ class Budget:
         pass the cap or, under a cap, its price is unknown: the job is then held."""
         estimate = self.estimate(job)
         if self.cap_usd is not None and (
-            estimate is None or self.committed_usd + estimate > self.cap_usd + _SLACK
+            estimate is None or self.committed_usd + self.reserved_usd + estimate > self.cap_usd + _SLACK
         ):
             return False
         self.committed_usd += estimate or 0.0
         return True
+
+    def reserve(self, job: Job) -> None:
+        """Keep room for a chained job while it waits for another job's output: the jobs after it
+        cannot take that money (its submit then takes its hold, :meth:`unreserve` first)."""
+        if job.id not in self._reserved:
+            self._reserved[job.id] = job
+            self.reserved_usd += self.estimate(job) or 0.0
+
+    def unreserve(self, job: Job) -> None:
+        """The chained job is about to be sent, or will not be: its room is given back."""
+        if self._reserved.pop(job.id, None) is not None:
+            self.reserved_usd -= self.estimate(job) or 0.0
 
     def refund(self, job: Job) -> None:
         """The job's submit created no request: its hold is lifted."""

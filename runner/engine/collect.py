@@ -16,7 +16,7 @@ from ..api.download import DownloadConfig, Fsync, download, file_names
 from ..api.http import HttpSession
 from ..api.retry import OnRetry
 from ..disk import copy_whole
-from ..errors import ApiError, ErrorRecord, OutputHostRefused, RequestNotFound
+from ..errors import ApiError, ErrorRecord, OutputHostRefused, RequestNotFound, StorageError, folder_trouble
 from .events import Emit, EventKind
 from .states import JobState
 from .store import Store
@@ -106,23 +106,41 @@ class Collector:
         assert attempt_id is not None  # the leader succeeded: it has an attempt
         files = self.store.outputs_of(leader, attempt_id)
         for twin in twins:
-            for output in files:
-                source = self.output_dir / output.path
-                target = self.output_dir / twin / Path(output.path).name
-                copy_whole(source, target)
-                rel = target.relative_to(self.output_dir).as_posix()
-                self.store.record_output(
-                    twin,
-                    attempt_id,
-                    output.idx,
-                    output.url,
-                    rel,
-                    output.bytes,
-                    output.sha256,
-                    target.stat().st_mtime_ns,
-                )
+            try:
+                for output in files:
+                    source = self.output_dir / output.path
+                    target = self.output_dir / twin / Path(output.path).name
+                    copy_whole(source, target)
+                    rel = target.relative_to(self.output_dir).as_posix()
+                    self.store.record_output(
+                        twin,
+                        attempt_id,
+                        output.idx,
+                        output.url,
+                        rel,
+                        output.bytes,
+                        output.sha256,
+                        target.stat().st_mtime_ns,
+                    )
+            except OSError as exc:
+                if folder_trouble(exc):
+                    raise self.cannot_write(exc, twin) from exc
+                # This twin's path only (a file where its folder should be): it waits, and the next run
+                # copies its leader's files again.
+                why = ErrorRecord("OSError", f"cannot copy {leader}'s outputs: {exc}")
+                self.store.set_status(twin, JobState.PENDING, why)
+                self._emit(EventKind.DOWNLOAD_ERROR, job_id=twin, twin_of=leader, error=why.message)
+                continue
             self.store.adopt_attempt(twin, attempt_id, JobState.SUCCEEDED)
             self._emit(EventKind.SUCCEEDED, job_id=twin, twin_of=leader)
+
+    def cannot_write(self, exc: OSError, job_id: str | None = None) -> StorageError:
+        """The error that stops a run whose output folder cannot be written (full, read-only…)."""
+        where = self.output_dir / job_id if job_id else self.output_dir
+        return StorageError(
+            f"cannot write into the output folder {where}: {exc.strerror or exc}; make room (or make it "
+            "writable) and run the same command again: finished jobs are downloaded then, none is paid twice"
+        )
 
     def fail_twins(self, leader: str, state: JobState, error: ErrorRecord) -> None:
         """``leader`` ended without outputs: the twins following it end the same way."""

@@ -21,14 +21,21 @@ class EventKind(StrEnum):
     """Every kind of event a run emits, with the fields it carries (besides ``event`` and ``time``)."""
 
     # The run as a whole.
-    START = (
-        "start"  # jobs, to_submit, reattached, collecting, waiting, counts, spent_usd, http, max_in_flight
-    )
+    # jobs, to_submit, reattached, collecting, waiting, chained (of those waiting: for another job's
+    # output), left_out (by --only / --limit), counts, spent_usd, http, max_in_flight
+    START = "start"
     FINISH = "finish"  # counts, exit_code, cost_usd
     STOPPING = "stopping"  # reason
     PRICE = "price"  # model, usd, unit: a price the API answered, fresher than the table
     CONCURRENCY = "concurrency"  # http, reason: the HTTP limit moved (429s halve it, successes grow it)
     RETRY = "retry"  # error, and delay and attempt (a safe call retried), or job_id (a submit put back)
+    # The API does not answer (or fails its submits): submitting waits. problem (one line: "cannot reach
+    # HOST: connection refused"), retry_in and gives_up_in (seconds), attempt (1 when it begins)
+    OUTAGE = "outage"
+    API_BACK = "api_back"  # host, after (seconds), unknown (submits of the outage whose outcome is unknown)
+    # Something the runner did not expect while handling one job (or the run, without job_id): error (one
+    # line), stage (submit, poll, collect, run), log (the file with the traceback), traceback
+    INTERNAL_ERROR = "internal_error"
     # One job (every one carries job_id).
     SUBMITTED = "submitted"  # request_id
     QUEUED = "queued"
@@ -40,6 +47,8 @@ class EventKind(StrEnum):
     EXPIRED = "expired"  # error, cost_usd, twin_of: RunComfy no longer has its results
     CANCELLED = "cancelled"  # error, cost_usd, twin_of
     HELD = "held"  # estimate_usd: it would take committed spend over the budget
+    READY = "ready"  # after: the jobs whose outputs its input names succeeded; it is submitted next
+    BLOCKED = "blocked"  # error, after: a job whose output its input names did not succeed
     RESUBMIT = "resubmit"  # attempt: a failed job sent again (--auto-resubmit-failed)
     POLL_ERROR = "poll_error"  # error: a poll failed; the job is polled again later
     DOWNLOAD_ERROR = "download_error"  # error: its outputs are downloaded on the next run

@@ -11,13 +11,13 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 import anyio
 
 from ..api.client import RunComfyClient
-from ..errors import AccountError, BalanceError
+from ..errors import AccountError, BalanceError, RunnerError
 from ..manifest.loader import Job
 from .budget import Budget
 from .collect import Collector
@@ -27,7 +27,9 @@ from .states import JobState
 from .store import Store
 from .throttle import Throttle
 
-StopReason = Literal["signal", "auth", "balance"]
+# Why a run stops before its work is done: Ctrl-C, the account (token, balance), --halt-after, an API
+# that stopped answering (--outage-max-time), a folder it cannot write (the journal's or the outputs').
+StopReason = Literal["signal", "auth", "balance", "halted", "outage", "storage"]
 
 
 @dataclass(eq=False)
@@ -51,7 +53,7 @@ class Flight:
     """The state of one run that its parts share, with the few things any of them may do to it."""
 
     def __init__(self, emit: Emit) -> None:
-        self._emit = emit
+        self.emit = emit  # the run's events, for the parts that tell them
         self.live: dict[str, Live] = {}
         self.to_submit: deque[str] = deque()
         self.collecting: set[str] = set()
@@ -60,8 +62,10 @@ class Flight:
         # jobs), a waiting job costs a queue entry, not a task of its own.
         self._to_collect, self.collect_queue = anyio.create_memory_object_stream[str](math.inf)
         self.stop_reason: StopReason | None = None
+        self.failed_jobs = 0  # paid requests that failed in this run (what --halt-after counts)
         self.fatal: AccountError | None = None  # the token was refused: nothing more can be done
         self.balance_hit: BalanceError | None = None  # no balance: nothing more is submitted
+        self.stopped: RunnerError | None = None  # why the run stopped at once (an outage, a full disk)
         self.work: anyio.CancelScope | None = None  # the work's task group, cancelled to stop at once
         self._wake = anyio.Event()
 
@@ -99,6 +103,32 @@ class Flight:
             self.wake()  # the submit loop ends once nothing is in flight
 
     # -- stopping ------------------------------------------------------------------------------
+    def stop(self, reason: StopReason, why: RunnerError) -> None:
+        """Stop the run at once, as a Ctrl-C does: submits on the wire get their answers, jobs at
+        RunComfy stay there for the next run. The first reason given is the run's."""
+        if self.stopped is not None or self.stop_reason == "signal":
+            return
+        self.stop_reason = reason
+        self.stopped = why
+        self.emit(EventKind.STOPPING, reason=str(why))
+        if self.work is not None:
+            self.work.cancel()
+        self.wake()
+
+    def job_failed(self, halt_after: int | None) -> None:
+        """A paid request failed. Once ``halt_after`` have in this run (``--halt-after``), nothing more is
+        submitted (a bad prompt template must not spend the whole budget); what is in flight lands."""
+        self.failed_jobs += 1
+        if halt_after is None or self.failed_jobs < halt_after or self.stop_reason is not None:
+            return
+        self.stop_reason = "halted"
+        self.emit(
+            EventKind.STOPPING,
+            reason=f"{self.failed_jobs} job(s) failed (--halt-after {halt_after}): no more submits; "
+            "the jobs in flight are still collected",
+        )
+        self.wake()
+
     @property
     def refused(self) -> AccountError | None:
         """Why the account stopped the run, if it did: the token first, else the balance."""
@@ -109,12 +139,12 @@ class Flight:
         a refused token stops everything."""
         if isinstance(exc, BalanceError):
             if self.balance_hit is None:
-                self._emit(EventKind.STOPPING, reason=str(exc))
+                self.emit(EventKind.STOPPING, reason=str(exc))
             self.balance_hit = exc
             self.stop_reason = self.stop_reason or "balance"
         else:
             if self.fatal is None:  # told once, however many requests were refused with it
-                self._emit(EventKind.STOPPING, reason=str(exc))
+                self.emit(EventKind.STOPPING, reason=str(exc))
             self.fatal = exc
             self.stop_reason = "auth"
             if self.work is not None:
@@ -135,6 +165,16 @@ class Parts:
     collector: Collector
     emit: Emit
     clock: Callable[[], float]
+    # What to do when handling one job raises what the code did not expect (:mod:`.isolation`): the job,
+    # its trouble, and the stage it was in (submit, poll, collect). Parts driven on their own (a unit's
+    # test) hear of it as the exception itself.
+    on_crash: Callable[[Live | str, Exception, str], None] = field(
+        default=lambda job, exc, stage: _reraise(exc)
+    )
+
+
+def _reraise(exc: Exception) -> None:
+    raise exc
 
 
 class Part:
@@ -150,3 +190,4 @@ class Part:
         self.collector = parts.collector
         self._emit = parts.emit
         self._clock = parts.clock
+        self._on_crash = parts.on_crash

@@ -177,6 +177,17 @@ class Located:
     notices: tuple[str, ...] = ()
 
 
+def refuse_unplaced(manifest: Manifest, state_path: Path | None, output: Path | None) -> None:
+    """A manifest read from standard input has no folder of its own: its output folder, where its
+    journal lives, would come from the working folder alone, as every other piped manifest's would.
+    It needs ``--output`` (or ``--state``): :class:`UsageError` without either."""
+    if manifest.source is not None and manifest.source.stdin and state_path is None and output is None:
+        raise UsageError(
+            "a manifest read from standard input has no place of its own for its outputs and journal: "
+            "give --output DIR (or --state FILE)"
+        )
+
+
 def locate(manifest: Manifest, state_path: Path | None, cwd: Path | None = None) -> Located:
     """The journal of ``manifest`` (whose ``output_dir`` is the run's): ``state_path`` when given, else
     the one in its output folder, moving there a journal of an earlier version that belongs to it."""

@@ -11,13 +11,17 @@ from ..api.download import DownloadConfig
 from ..errors import (
     EXIT_AUTH,
     EXIT_BALANCE,
+    EXIT_HALTED,
     EXIT_INTERRUPTED,
     EXIT_JOBS_FAILED,
     EXIT_OK,
     AccountError,
     BalanceError,
+    RunnerError,
 )
 from .states import RETRIED, JobState
+
+HALTED_KEY = "halted"  # journal meta: how the last run was halted by --halt-after (empty: it was not)
 
 
 @dataclass(frozen=True)
@@ -34,10 +38,16 @@ class RunSettings:
     budget_partial: bool = False
     job_timeout: float | None = defaults.JOB_TIMEOUT
     queue_timeout: float | None = None
+    # --outage-max-time: how long the API may not answer before the run stops (exit 10); unset on the
+    # command line, it is --retry-max-time's (defaults.OUTAGE_MAX_SECONDS)
+    outage_max_time: float = defaults.RETRY_MAX_SECONDS
     verify_hashes: bool = False
     flush_interval: float = defaults.FLUSH_INTERVAL
     handle_signals: bool = False
     download: DownloadConfig = field(default_factory=DownloadConfig)
+    only: tuple[str, ...] = ()  # --only GLOB: send only the jobs whose ids match (and what they need)
+    limit: int | None = None  # --limit N: send at most the first N jobs still to do
+    halt_after: int | None = None  # --halt-after N: stop submitting once N jobs failed in this run
 
 
 @dataclass
@@ -76,10 +86,19 @@ def run_result(
     *,
     interrupted: bool,
     refused: AccountError | None,
+    judged: Mapping[str, int] | None = None,
+    left_out: int = 0,
+    halted: int | None = None,
+    stopped: RunnerError | None = None,
 ) -> RunResult:
-    """The result of a run that ended with these counts: interrupted (exit 130), stopped by the account
-    (``refused``: the token, 6, or the balance, 7), or else as its counts say."""
-    if interrupted:
+    """The result of a run that ended with these counts: stopped at once for an API that does not
+    answer or a folder it cannot write (``stopped``: 10, 9), interrupted (exit 130), stopped by the
+    account (``refused``: the token, 6, or the balance, 7), halted by ``--halt-after`` after ``halted``
+    failed jobs (8), or else as the counts of the jobs it was about say (``judged``: those ``--only`` /
+    ``--limit`` chose; ``left_out`` more were left for another run)."""
+    if stopped is not None:
+        code, message = stopped.exit_code, str(stopped)
+    elif interrupted:
         code, message = (
             EXIT_INTERRUPTED,
             "interrupted; run the same command again to resume "
@@ -87,6 +106,15 @@ def run_result(
         )
     elif refused is not None:
         code, message = (EXIT_BALANCE if isinstance(refused, BalanceError) else EXIT_AUTH), str(refused)
+    elif halted is not None:
+        waiting = sum(n for s, n in (judged or counts).items() if s == JobState.PENDING)
+        code, message = (
+            EXIT_HALTED,
+            f"halted after {halted} failed job(s) (--halt-after); {waiting} job(s) not submitted: "
+            "fix what made them fail, then run again",
+        )
     else:
-        code, message = outcome(counts)
+        code, message = outcome(judged if judged is not None else counts)
+    if left_out and code != EXIT_INTERRUPTED:
+        message += f"; {left_out} job(s) left for another run (--only/--limit)"
     return RunResult(counts, code, message, cost_usd, wall_seconds)

@@ -3,7 +3,9 @@ display reads them.
 
 ``pending`` and ``held`` wait to be submitted; ``submitting``, ``queued``, ``running`` and
 ``collecting`` are in flight; the rest are at rest until the user acts (``retry``,
-``--resubmit-unknown``, an edit of the manifest). An attempt (one paid request, or one try at it) goes
+``--resubmit-unknown``, an edit of the manifest). ``blocked`` is a chained job (its input names another
+job's output) whose upstream job ended without success: it was never sent, and it is sent once that
+job succeeds. An attempt (one paid request, or one try at it) goes
 through the same words, plus two of its own for a submit that RunComfy surely did not take.
 """
 
@@ -26,11 +28,12 @@ class JobState(StrEnum):
     FAILED = "failed"
     CANCELLED = "cancelled"
     EXPIRED = "expired"  # RunComfy no longer has its results
+    BLOCKED = "blocked"  # never sent: a job whose output its input names did not succeed
 
 
 IN_FLIGHT = frozenset({JobState.SUBMITTING, JobState.QUEUED, JobState.RUNNING, JobState.COLLECTING})
 NEEDS_ATTENTION = frozenset(
-    {JobState.FAILED, JobState.UNKNOWN, JobState.EXPIRED, JobState.HELD, JobState.CANCELLED}
+    {JobState.FAILED, JobState.UNKNOWN, JobState.EXPIRED, JobState.HELD, JobState.CANCELLED, JobState.BLOCKED}
 )
 # What `retry` (``run --retry-failed``) sends again: the jobs that ended without success and cost nothing
 # more to retry than a new request.

@@ -12,6 +12,10 @@ For each submit, in this order:
 
 Commits are grouped (:meth:`Submitter._commit_soon`): every submit journaled in the same turn of the
 event loop shares one commit, and each still returns only once its own writes are durable.
+
+Every submit passes the outage gate first (:mod:`.outage`): a few at a time on the wire, none while
+the API does not answer. A submit that surely never left (a refused connection) is first in line again
+once it answers; one that may have been accepted is ``unknown``.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from ..errors import AccountError, ApiError, ErrorRecord, NeverSent, RateLimited
 from ..manifest.loader import Job
 from .events import EventKind
 from .flight import Live, Part, Parts
+from .outage import Outage
 from .pacing import Track
 from .states import AttemptState, JobState
 from .watch import Watcher
@@ -33,9 +38,10 @@ from .watch import Watcher
 class Submitter(Part):
     """Starts attempts within the pacer's and the budget's limits and sends them."""
 
-    def __init__(self, parts: Parts, watcher: Watcher) -> None:
+    def __init__(self, parts: Parts, watcher: Watcher, outage: Outage) -> None:
         super().__init__(parts)
         self.watcher = watcher
+        self.outage = outage
 
     def start(self, job: Job, now: float) -> Live | None:
         """Take a place for the job's submit (in the pacer, and its estimate on the budget), or hold it
@@ -57,8 +63,8 @@ class Submitter(Part):
         try:
             # The intent is journaled only once a connection slot is ours, right before the POST: a run
             # killed while jobs wait for a slot leaves them pending (they were never sent), not unknown.
-            # The wait is not shielded, so a stop before the POST leaves sends nothing.
-            async with self.throttle.limiter:
+            # The waits are not shielded, so a stop before the POST leaves sends nothing.
+            async with self.outage.sending(), self.throttle.limiter:
                 if not self.flight.may_submit:
                     self._drop(live, refund=True)
                     return
@@ -75,6 +81,7 @@ class Submitter(Part):
                 except ApiError as exc:
                     self._failed(live, exc)
                     return
+                self.outage.answered()
                 live.request_id = request_id
                 live.status = JobState.QUEUED
                 self.flight.unknown.discard(job.id)
@@ -130,13 +137,23 @@ class Submitter(Part):
             self.flight.unknown.add(job.id)
             self._emit(EventKind.UNKNOWN, job_id=job.id, error=str(exc))
             self.collector.fail_twins(job.id, JobState.UNKNOWN, why)
+            self.outage.submit_failed(exc, unknown=True)
+        elif isinstance(exc, NeverSent):
+            # It never left (refused, DNS, connect timeout): first in line again, sent once the API
+            # answers. Not a rate limit: nothing is slowed down for it.
+            self._drop(live, refund=True)
+            self.store.record_error(job.id, live.attempt_id, AttemptState.NOT_SENT, why)
+            self.store.set_status(job.id, at_rest)
+            self.flight.to_submit.appendleft(job.id)
+            self.outage.submit_failed(exc, unknown=False)
         elif isinstance(exc, AccountError):  # BalanceError included
+            self.outage.answered()
             self._drop(live, refund=True)
             self.store.record_error(job.id, live.attempt_id, AttemptState.REFUSED, why)
             self.store.set_status(job.id, at_rest)
             self.flight.account_refused(exc)
-        elif isinstance(exc, RateLimited | NeverSent):
-            # Surely not accepted (429 or never connected), retries exhausted: back in line.
+        elif isinstance(exc, RateLimited):
+            # Surely not accepted (429), retries exhausted: back in line.
             self._drop(live, refund=True)
             self.store.record_error(job.id, live.attempt_id, AttemptState.NOT_SENT, why)
             self.store.set_status(job.id, at_rest)
@@ -147,6 +164,7 @@ class Submitter(Part):
         else:
             # Refused (422, a bad model id), or any other answer to a submit (the client turns 5xx into
             # SubmitUnknown): not accepted, and sending it again would not help.
+            self.outage.answered()
             self._drop(live, refund=True)
             self.store.record_error(job.id, live.attempt_id, AttemptState.FAILED, why)
             self._emit(EventKind.FAILED, job_id=job.id, error=str(exc), stage="submit")

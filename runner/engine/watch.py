@@ -139,7 +139,15 @@ class Watcher(Part):
 
     # -- one poll and its answer ----------------------------------------------------------------
     async def poll(self, live: Live, probe: bool = False) -> None:
-        """Ask RunComfy about one request and act on the answer (a probe also teaches the pacer the queue)."""
+        """Ask RunComfy about one request and act on the answer (a probe also teaches the pacer the
+        queue); what this code did not expect fails that job alone, not the run (``on_crash``:
+        :mod:`.isolation`)."""
+        try:
+            await self._ask(live, probe)
+        except Exception as exc:  # noqa: BLE001 - handed on whole, traceback and all
+            self._on_crash(live, exc, "poll")
+
+    async def _ask(self, live: Live, probe: bool) -> None:
         job = live.job
         try:
             async with self.throttle.limiter:
@@ -176,7 +184,7 @@ class Watcher(Part):
             if remote.word not in self.unknown_words:
                 self.unknown_words.add(remote.word)
                 self._emit(EventKind.UNKNOWN_STATUS, job_id=job.id, status=remote.word)
-            if self._puzzled_too_long(live, now):
+            if puzzled_too_long(self.puzzled, job.id, now):
                 why = f"RunComfy answered only {remote.word!r}, a word the runner does not know,"
                 await self._give_up(live, "UnknownStatus", why, ask_cancel=True)
                 return
@@ -190,7 +198,7 @@ class Watcher(Part):
             if status != live.status:
                 self._emit(EventKind(status), job_id=job.id)
             live.status, live.remote_status = status, remote.label
-        if self._deadline_passed(live, now):
+        if deadline_passed(self.settings, live, now):
             queued = live.status == JobState.QUEUED
             await self._give_up(live, "Timeout", "job deadline passed", ask_cancel=queued)
             return
@@ -211,25 +219,6 @@ class Watcher(Part):
         re-attached request was submitted some time ago: its 404 is expiry at once)."""
         waited = self._clock() - live.track.submitted_at
         return bool(live.track.seq) and waited < defaults.STATUS_NOT_FOUND_GRACE
-
-    def _puzzled_too_long(self, live: Live, now: float) -> bool:
-        """Count one more answer in a word nobody knows; whether the job has answered only such words
-        for UNKNOWN_STATUS_PATIENCE seconds and UNKNOWN_STATUS_MIN_POLLS polls."""
-        since, polls = self.puzzled.get(live.job.id, (now, 0))
-        self.puzzled[live.job.id] = (since, polls + 1)
-        return (
-            now - since >= defaults.UNKNOWN_STATUS_PATIENCE and polls + 1 >= defaults.UNKNOWN_STATUS_MIN_POLLS
-        )
-
-    def _deadline_passed(self, live: Live, now: float) -> bool:
-        waited = now - live.track.submitted_at
-        if self.settings.job_timeout is not None and waited > self.settings.job_timeout:
-            return True
-        return (
-            self.settings.queue_timeout is not None
-            and live.status == JobState.QUEUED
-            and waited > self.settings.queue_timeout
-        )
 
     async def _give_up(self, live: Live, kind: str, why: str, *, ask_cancel: bool) -> None:
         """Stop watching a live request and fail its job; a cancel asked first is never billed if the
@@ -336,3 +325,20 @@ class Watcher(Part):
         self.empty_results.pop(job_id, None)
         self.puzzled.pop(job_id, None)
         self._asked_again.discard(job_id)
+
+
+def puzzled_too_long(puzzled: dict[str, tuple[float, int]], job_id: str, now: float) -> bool:
+    """Count one more answer in a word nobody knows; whether the job has answered only such words
+    for UNKNOWN_STATUS_PATIENCE seconds and UNKNOWN_STATUS_MIN_POLLS polls."""
+    since, polls = puzzled.get(job_id, (now, 0))
+    puzzled[job_id] = (since, polls + 1)
+    return now - since >= defaults.UNKNOWN_STATUS_PATIENCE and polls + 1 >= defaults.UNKNOWN_STATUS_MIN_POLLS
+
+
+def deadline_passed(settings: RunSettings, live: Live, now: float) -> bool:
+    """Whether the job has waited past ``--job-timeout``, or queued past ``--queue-timeout``."""
+    waited = now - live.track.submitted_at
+    if settings.job_timeout is not None and waited > settings.job_timeout:
+        return True
+    queued = live.status == JobState.QUEUED
+    return settings.queue_timeout is not None and queued and waited > settings.queue_timeout

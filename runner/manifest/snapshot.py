@@ -29,6 +29,10 @@ META_KEY = "manifest_snapshot"
 # The modules whose code decides what a manifest expands into.
 _READERS = (
     "manifest/loader.py",
+    "manifest/chains.py",
+    "manifest/tables.py",
+    "manifest/job.py",
+    "manifest/matrix.py",
     "manifest/validate.py",
     "manifest/yamldoc.py",
     "manifest/inputs.py",
@@ -76,7 +80,7 @@ class Snapshot:
 
     @classmethod
     def of(cls, manifest: Manifest) -> Snapshot | None:
-        if manifest.source is None:
+        if manifest.source is None or manifest.source.stdin:  # nothing to read again and compare
             return None
         return cls(
             str(manifest.path),
@@ -144,6 +148,8 @@ def quick_name(path: str | Path) -> str | None:
     """The manifest's ``name`` read off its top-level ``name:`` line (or the file's stem when a
     block-style manifest has none), without parsing the YAML; ``None`` when that cannot be told
     for sure. Used only to find the state file; what is found there is then checked by sha256."""
+    if os.fspath(path) == "-":
+        return None  # standard input: read once, by the full load
     try:
         data = Path(path).read_bytes()
     except OSError:
@@ -163,6 +169,8 @@ def quick_output_dir(path: str | Path) -> Path | None:
     read off its top-level ``output_dir:`` (and ``name:``) lines without parsing the YAML; ``None``
     when that cannot be told for sure. Used only to find the journal, which lives in that folder;
     what is found there is then checked by sha256."""
+    if os.fspath(path) == "-":
+        return None  # standard input: read once, by the full load
     try:
         data = Path(path).read_bytes()
     except OSError:

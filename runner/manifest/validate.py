@@ -23,7 +23,7 @@ from dataclasses import field as default
 from typing import Any
 
 from ..catalog.models import Catalog, ModelSpec, format_path, schema_dir
-from ..catalog.schema import Schema, describe, shorten, show
+from ..catalog.schema import Schema, describe, shorten, show, suggest
 from ..errors import Problem
 from .yamldoc import Document
 
@@ -50,6 +50,7 @@ class _Entry:
     order: int
     jobs: list[str] = default(default_factory=list)
     scope: str = ""  # "defaults": count every job it affects; "matrix": count sibling combinations
+    file: str | None = None  # another file than the manifest (a table of jobs_from)
 
 
 class ProblemLog:
@@ -62,6 +63,9 @@ class ProblemLog:
         self._entries: list[_Entry] = []
         self._groups: dict[tuple[Any, ...], _Entry] = {}
         self._covered: set[tuple[int | None, str | None]] = set()  # (line, field) already told in full
+        self.tables: list[str] = []  # the other files jobs were read from, in the order they are told
+        self.read_files: dict[str, tuple[int, int]] = {}  # those tables: absolute path -> (size, mtime ns)
+        self.may_chain = False  # some file read holds "job:": inputs are searched for references
 
     def __bool__(self) -> bool:
         return bool(self._entries)
@@ -74,13 +78,21 @@ class ProblemLog:
         job_id: str | None = None,
         field: str | None = None,
         covers_value: bool = False,
+        file: str | None = None,
     ) -> None:
-        if (line, field or None) in self._covered:
+        if (line, field or None) in self._covered and file is None:
             return
         if covers_value:
             self._covered.add((line, field or None))
         self._entries.append(
-            _Entry(line, one_line(message), job_id, one_line(field) if field else None, len(self._entries))
+            _Entry(
+                line,
+                one_line(message),
+                job_id,
+                one_line(field) if field else None,
+                len(self._entries),
+                file=file,
+            )
         )
 
     def at(self, path: DocPath, message: str, *, line: int | None = None, covers_value: bool = False) -> None:
@@ -99,9 +111,10 @@ class ProblemLog:
         job_id: str | None,
         field: str,
         scope: str,
+        file: str | None = None,
     ) -> None:
         """One problem however many jobs repeat it; ``job_id`` is one of those jobs."""
-        if (line, field) in self._covered:
+        if (line, field) in self._covered and file is None:
             return
         entry = self._groups.get(key)
         if entry is None:
@@ -112,6 +125,7 @@ class ProblemLog:
                 one_line(field),
                 len(self._entries),
                 scope=scope,
+                file=file,
             )
             self._groups[key] = entry
             self._entries.append(entry)
@@ -130,12 +144,15 @@ class ProblemLog:
         return None, format_path(list(path))
 
     def problems(self, total_jobs: int = 0) -> list[Problem]:
-        """The problems, in file order, at most :data:`MAX_PROBLEMS_SHOWN` and a line saying how many more."""
+        """The problems, in file order (the manifest's, then each table's), at most
+        :data:`MAX_PROBLEMS_SHOWN` and a line saying how many more."""
         out: list[Problem] = []
-        for entry in sorted(self._entries, key=lambda e: (e.line or 0, e.order)):
+        files = {**dict.fromkeys(self.tables), **{e.file: None for e in self._entries if e.file is not None}}
+        rank: dict[str | None, int] = {file: n for n, file in enumerate(files, start=1)}
+        for entry in sorted(self._entries, key=lambda e: (rank.get(e.file, 0), e.line or 0, e.order)):
             out.append(
                 Problem(
-                    self.file,
+                    entry.file or self.file,
                     entry.line,
                     entry.message + self._scope(entry, total_jobs),
                     entry.job_id,
@@ -182,6 +199,10 @@ class ManifestSchema:
         root = catalog.root if (catalog.root / "manifest.schema.json").is_file() else schema_dir()
         return cls(json.loads((root / "manifest.schema.json").read_text(encoding="utf-8")))
 
+    def job_problems(self, job: Any) -> list[tuple[DocPath, str]]:
+        """What is wrong with one job's entry (a table's row), as (path in the entry, message)."""
+        return [found for error in self.job.errors(job) for found in describe(error, "manifest")]
+
     def check(self, data: dict[str, Any], log: ProblemLog) -> set[int]:
         """Log every way ``data`` breaks the schema; the indexes of the jobs that do."""
         if self.whole.surely_valid(data):
@@ -212,6 +233,7 @@ class InputSource:
     own: Mapping[str, Any]  # the job's `input`
     matrix_keys: tuple[str, ...] = ()
     matrix_pick: tuple[int, ...] = ()  # which value of each matrix field this combination took
+    row: tuple[str, int] | None = None  # a job read from a table: its file and line (not the document)
 
     def origin(self, path: DocPath) -> tuple[str, DocPath]:
         """(``defaults``, ``job`` or ``matrix``, the document path of the value at input ``path``)."""
@@ -264,7 +286,12 @@ class InputChecker:
 
     def report(self, job_id: str, path: DocPath, message: str, source: InputSource) -> None:
         where, doc_path = source.origin(path)
-        line = self.log.doc.line_at(doc_path) if self.log.doc is not None else None
+        file: str | None = None
+        line: int | None
+        if where != "defaults" and source.row is not None:
+            file, line = source.row
+        else:
+            line = self.log.doc.line_at(doc_path) if self.log.doc is not None else None
         shown = format_path(["input", *path])
         if where == "defaults":
             self.log.grouped(
@@ -283,6 +310,7 @@ class InputChecker:
                 job_id=job_id,
                 field=shown,
                 scope="matrix",
+                file=file,
             )
 
 
@@ -322,3 +350,32 @@ def check_model(model: Any, catalog: Catalog) -> str | None:
         f"unknown model {shown}{near} (`runcomfy-batch models` lists the {len(catalog)} known; "
         "`runcomfy-batch models sync` fetches RunComfy's current catalog)"
     )
+
+
+def check_defaults_used(
+    log: ProblemLog, catalog: Catalog, default_input: dict[str, Any], inherited: dict[str, dict[str, Any]]
+) -> None:
+    """A defaults.input field that no job's model has is a typo, not a field for other models."""
+    if not inherited:
+        return
+    known = sorted(
+        {name for spec in map(catalog.get, inherited) if spec for name in spec.schema.get("properties", {})}
+    )
+    for name in default_input:
+        if not any(name in fields for fields in inherited.values()):
+            hint = suggest(name, known)
+            log.at(
+                ("defaults", "input", name),
+                f"no job's model has this field{hint} (known: {', '.join(known)})",
+            )
+
+
+def check_name(log: ProblemLog, name: Any) -> None:
+    """A ``name`` the schema's pattern lets through but no file name should have (``"name\\n"``: Python's
+    ``$`` matches before a final newline)."""
+    if isinstance(name, str) and SAFE_ID.match(name) and not SAFE_ID.fullmatch(name):
+        log.at(
+            ("name",),
+            f"{show(name)} is not a usable name: use 1-128 letters, digits, '.', '_' "
+            "or '-', starting with a letter or digit",
+        )

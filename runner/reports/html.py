@@ -188,6 +188,8 @@ def _prompt(job: Mapping[str, Any]) -> str:
     facts.append(_input_files(job.get("input_files") or []))
     if job.get("twin_of"):
         facts.append(f"<div><dt>same request as</dt><dd>{_e(job['twin_of'])}</dd></div>")
+    if job.get("after"):
+        facts.append(f"<div><dt>made from the output of</dt><dd>{_e(', '.join(job['after']))}</dd></div>")
     if job.get("adopted_from"):
         facts.append(f"<div><dt>adopted from</dt><dd>{_e(job['adopted_from'])}</dd></div>")
     parts.append(f'<dl class="params">{"".join(facts)}</dl>')
@@ -248,6 +250,11 @@ def _cards(report: Mapping[str, Any]) -> str:
             f"slot efficiency (peak {s.get('peak_running', 0)} running)",
         ),
     ]
+    halted = s.get("halted")
+    if halted:
+        cards.append(
+            (f"halted after {halted.get('failed')}", "failed jobs (--halt-after): the rest not sent")
+        )
     return "".join(f'<div class="card"><b>{_e(v)}</b><span>{_e(label)}</span></div>' for v, label in cards)
 
 

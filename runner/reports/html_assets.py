@@ -37,7 +37,7 @@ td.num{text-align:right;white-space:nowrap;font-variant-numeric:tabular-nums}
 background:#eef1f5}
 .s-succeeded{background:#dafbe1;color:var(--ok)}
 .s-failed,.s-expired,.s-unknown{background:#ffebe9;color:var(--bad)}
-.s-cancelled,.s-held{background:#fff8c5;color:var(--warn)}
+.s-cancelled,.s-held,.s-blocked{background:#fff8c5;color:var(--warn)}
 .s-queued,.s-running,.s-collecting,.s-submitting{background:#ddf4ff;color:var(--run)}
 .player{width:240px;height:135px;border-radius:6px;background:#222}
 video,.media img{width:240px;max-width:100%;border-radius:6px;background:#000;display:block}

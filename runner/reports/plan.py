@@ -10,6 +10,10 @@ for (``pricing.py``). Each model's line says its price, where it was read and wh
 same model and input are one paid request (the runner submits the first and copies its outputs),
 so twins are counted once. A model without a known price makes the estimate "unknown", which the
 plan says, rather than a guess.
+
+Each job is listed too (``plan --json``), with its estimate and whether a run would send it, as the run
+itself decides it (:func:`~runner.engine.workplan.plan_work` over the journal): a chained job (its input
+names another job's output) is sent once that job succeeds, and its estimate counts from the start.
 """
 
 from __future__ import annotations
@@ -20,10 +24,12 @@ from typing import Any
 
 from ..catalog.pricing import PriceTable, unit_of
 from ..engine.budget import committed_spend, spent
+from ..engine.chains import outdated_chains
 from ..engine.home import is_simulator, recorded_owner
+from ..engine.settings import RunSettings
 from ..engine.states import IN_FLIGHT, RETRIED, JobState
 from ..engine.store import Store
-from ..engine.workplan import twin_map
+from ..engine.workplan import Row, WorkPlan, plan_work, twin_map
 from ..manifest.loader import Manifest
 
 
@@ -54,6 +60,20 @@ class ModelPlan:
 
 
 @dataclass
+class JobPlan:
+    """One job as a run would see it: its estimate, where it stands, and whether a run sends it."""
+
+    id: str
+    model: str
+    estimate_usd: float | None
+    status: str  # in the journal (``pending`` for a job it does not know or that changed)
+    would_submit: bool  # now, or (a chained job) once the jobs it names succeed
+    twin_of: str | None = None  # same model and input as this job: one paid request
+    after: list[str] = field(default_factory=list)  # the jobs whose outputs its input names
+    why: str | None = None  # why it is not sent (blocked: the job it needs did not succeed)
+
+
+@dataclass
 class Plan:
     """A dry run: what the manifest costs and what a run would still spend."""
 
@@ -73,6 +93,10 @@ class Plan:
     unknown_usd: float = 0.0  # what `--resubmit-unknown` would spend besides (maybe paying twice)
     adopted: dict[str, str] = field(default_factory=dict)  # job -> the id whose paid request it takes
     simulated: bool = False  # the journal's results came from a simulator (never charged)
+    chained: int = 0  # jobs whose input names another job's output (twins counted once)
+    chained_usd: float = 0.0  # what they are estimated to cost
+    would_submit: int = 0  # jobs a run would send (chained ones included)
+    job_list: list[JobPlan] = field(default_factory=list)
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -97,6 +121,7 @@ def make_plan(
     defaults_for: Callable[[str], Mapping[str, Any]],
     store: Store | None = None,
     budget_usd: float | None = None,
+    settings: RunSettings | None = None,
 ) -> Plan:
     twins = twin_map(manifest.jobs)
     known: dict[str, tuple[str, str]] = {}
@@ -108,6 +133,11 @@ def make_plan(
                 held.add(r.attempt_id)
     paid = store.paid_attempts(_waiting(manifest, known, twins)) if store is not None else {}
     adopted: dict[str, str] = {}
+    work, rows = _work(manifest, store, twins, known, settings or RunSettings())
+    sends = set(work.sends)
+    details: list[JobPlan] = []
+    chained = 0
+    chained_usd = 0.0
     by_model: dict[str, ModelPlan] = {}
     unknown = False
     for job in manifest.jobs:
@@ -116,8 +146,25 @@ def make_plan(
         quote = prices.quote(job.model, job.input, defaults_for(job.model))
         fingerprint, status = known.get(job.id, (None, None))
         same = fingerprint == job.fingerprint
+        blocked = work.blocked.get(job.id)
+        status_now = JobState.BLOCKED if blocked else rows[job.id][0]
+        details.append(
+            JobPlan(
+                job.id,
+                job.model,
+                quote.usd,
+                status_now,
+                job.id in sends,
+                twins.get(job.id),
+                list(job.needs),
+                blocked.message if blocked else None,
+            )
+        )
         if job.id in twins:
             continue  # one paid request with its leader
+        if job.after:
+            chained += 1
+            chained_usd += quote.usd or 0.0
         plan.paid_requests += 1
         if quote.unit == "output":
             plan.outputs += quote.units or 0.0
@@ -170,6 +217,9 @@ def make_plan(
         adopted=adopted,
         simulated=store is not None and is_simulator(_api(store)),
     )
+    result.chained, result.chained_usd = chained, round(chained_usd, 6)
+    result.would_submit, result.job_list = len(sends), details
+    _chain_notes(result, work, details)
     if budget is not None:
         result.over_budget = committed + remaining > budget + 1e-9
     if twins:
@@ -190,6 +240,42 @@ def make_plan(
             "some models have no known price: the estimate leaves them out (add a --prices file)"
         )
     return result
+
+
+def _work(
+    manifest: Manifest,
+    store: Store | None,
+    twins: Mapping[str, str],
+    known: Mapping[str, tuple[str, str]],
+    settings: RunSettings,
+) -> tuple[WorkPlan, dict[str, Row]]:
+    """What a run would do, as the run decides it, and the rows it decides from: a job the journal does
+    not know, or knows with another model or input, is new (pending)."""
+    journal = store.states() if store is not None else {}
+    rows: dict[str, Row] = {
+        job.id: journal[job.id]
+        if job.id in journal and known.get(job.id, ("",))[0] == job.fingerprint
+        else (JobState.PENDING, None, None)
+        for job in manifest.jobs
+    }
+    outdated = outdated_chains(manifest.jobs, store, rows) if store is not None else set()
+    return plan_work(manifest.jobs, rows, twins, settings, outdated), rows
+
+
+def _chain_notes(result: Plan, work: WorkPlan, details: list[JobPlan]) -> None:
+    if work.chained:
+        waiting = sum(d.estimate_usd or 0.0 for d in details if d.id in work.chained)
+        result.notes.append(
+            f"{len(work.chained)} of them are chained (${waiting:.2f}): each is sent once the jobs whose "
+            "outputs it names have succeeded, and its estimate counts from the start"
+        )
+    if work.blocked:
+        result.notes.append(
+            f"{len(work.blocked)} chained job(s) are blocked: a job whose output they need did not "
+            "succeed (see job_list in --json)"
+        )
+    if work.left_out:
+        result.notes.append(f"{work.left_out} job(s) still to do are left out by --only/--limit")
 
 
 def _api(store: Store) -> str:

@@ -2,23 +2,27 @@
 the run's events (``{"event": kind, "time": …, …}``, their kinds listed in
 :mod:`runner.engine.events`), so the run holds no display code.
 
-* :class:`LiveProgress` (a terminal): a bar with done / running / queued / waiting / failed counts,
+* :class:`LiveProgress` (a terminal): a bar with done / running / queued / waiting / chained / failed /
+  blocked counts (chained: waiting for another job's output; blocked: that job did not succeed),
   throughput, ETA, spend so far and the current concurrency, above a short log of notable events
   (retries, 429 slow-downs, failures). Failures are also printed above the bar, so they stay on screen
   after it is gone; on success the bar leaves nothing behind but the command's one-line summary.
 * :class:`LineLog` (a log file, a pipe, ``--no-progress``): one line per notable event; routine events
   (submitted, running, succeeded, retries) only with ``--verbose``. With ``--json-log`` it writes every
-  event as one JSON object per line, for pipelines.
+  event as one JSON object per line, for pipelines. A stream that goes away (a pipe whose reader
+  exited) is written to no more: the run does not depend on anyone reading it.
 
-Both read the run through :class:`Tally`, which places every job in one bucket from the ``start``
-event's counts and each job event after it. Nothing printed here can contain the API token: every line
-goes through :func:`~runner.errors.redact`, and user text is never read as rich markup.
+Both word each event with :func:`.lines.describe`, and read the run through :class:`Tally`, which
+places every job in one bucket from the ``start`` event's counts and each job event after it. Nothing
+printed here can contain the API token: every line goes through :func:`~runner.errors.redact`, and
+user text is never read as rich markup.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sys
 import threading
 import time
@@ -37,6 +41,7 @@ from rich.text import Text
 from ..engine.events import Event, EventKind, EventSink
 from ..engine.states import JobState
 from ..errors import redact
+from .lines import describe, money
 
 
 class Bucket(StrEnum):
@@ -46,8 +51,10 @@ class Bucket(StrEnum):
     RUNNING = "running"  # running at RunComfy or being downloaded
     QUEUED = "queued"  # in RunComfy's queue
     WAITING = "waiting"  # not sent yet
+    CHAINED = "chained"  # not sent yet: waiting for the output of another job
     FAILED = "failed"  # at rest, needing attention: failed, unknown, expired, cancelled
     HELD = "held"  # waiting for budget
+    BLOCKED = "blocked"  # never sent: a job whose output it needs did not succeed
 
 
 BUCKETS = tuple(Bucket)
@@ -57,7 +64,11 @@ _ENDED_BADLY = frozenset(EventKind(state) for state in _AT_REST_FAILED)
 
 # Shown in plain mode without --verbose, and kept in the live display's log.
 NOTABLE = _ENDED_BADLY | {
+    EventKind.BLOCKED,
     EventKind.STOPPING,
+    EventKind.OUTAGE,
+    EventKind.API_BACK,
+    EventKind.INTERNAL_ERROR,
     EventKind.CONCURRENCY,
     EventKind.UNKNOWN_STATUS,
     EventKind.DOWNLOAD_ERROR,
@@ -65,13 +76,10 @@ NOTABLE = _ENDED_BADLY | {
     EventKind.REFETCH,
 }
 # Shown in the live log (they explain a slow run), but in plain mode only with --verbose.
-WORTH_A_GLANCE = frozenset({EventKind.RETRY, EventKind.POLL_ERROR, EventKind.HELD})
-# Printed above the live display, so they stay on screen after it is gone.
-_KEPT_ON_SCREEN = NOTABLE - {EventKind.CONCURRENCY, EventKind.REFETCH}
-
-
-def _money(usd: float) -> str:
-    return f"${usd:,.2f}"
+WORTH_A_GLANCE = frozenset({EventKind.RETRY, EventKind.POLL_ERROR, EventKind.HELD, EventKind.READY})
+# Printed above the live display, so they stay on screen after it is gone (an outage's first line and
+# its end, not each probe's).
+_KEPT_ON_SCREEN = NOTABLE - {EventKind.CONCURRENCY, EventKind.REFETCH, EventKind.OUTAGE}
 
 
 def _clock(seconds: float | None) -> str:
@@ -80,75 +88,6 @@ def _clock(seconds: float | None) -> str:
     seconds = int(max(0, seconds))
     hours, rest = divmod(seconds, 3600)
     return f"{hours}:{rest // 60:02d}:{rest % 60:02d}" if hours else f"{rest // 60:02d}:{rest % 60:02d}"
-
-
-def describe(event: Event) -> str:
-    """One human line for an event (without a time stamp)."""
-    kind = event["event"]
-    job = event.get("job_id")
-    error = event.get("error")
-    twin = f" (same request as {event['twin_of']})" if event.get("twin_of") else ""
-    if kind == EventKind.START:
-        counts = event.get("counts") or {}
-        return (
-            f"starting: {event.get('jobs', 0)} job(s); {event.get('to_submit', 0)} to submit, "
-            f"{event.get('reattached', 0)} re-attached, {event.get('collecting', 0)} to download, "
-            f"{counts.get(JobState.SUCCEEDED, 0)} already done"
-        )
-    if kind == EventKind.SUBMITTED:
-        return f"{job}: submitted as {event.get('request_id')}"
-    if kind in (EventKind.QUEUED, EventKind.RUNNING):
-        return f"{job}: {kind} at RunComfy"
-    if kind == EventKind.COMPLETED:
-        cost = event.get("cost_usd")
-        paid = f" ({_money(cost)})" if cost is not None else ""
-        return f"{job}: finished at RunComfy{paid}, downloading"
-    if kind == EventKind.SUCCEEDED:
-        return f"{job}: done{twin}"
-    if kind == EventKind.FAILED:
-        where = " at submit" if event.get("stage") == "submit" else ""
-        return f"{job}: failed{where}{twin}" + (f": {error}" if error else "")
-    if kind == EventKind.UNKNOWN:
-        return (
-            f"{job}: submit outcome unknown (it may have been accepted and billed); not resubmitted "
-            f"unless you pass --resubmit-unknown" + (f": {error}" if error else "")
-        )
-    if kind in (EventKind.EXPIRED, EventKind.CANCELLED):
-        return f"{job}: {kind}{twin}" + (f": {error}" if error else "")
-    if kind == EventKind.HELD:
-        estimate = event.get("estimate_usd")
-        guess = f" (estimate {_money(estimate)})" if estimate is not None else ""
-        return f"{job}: held by the budget cap{guess}"
-    if kind == EventKind.RETRY:
-        who = f"{job}: " if job else ""
-        delay = event.get("delay")
-        after = f" in {delay:.1f}s" if isinstance(delay, int | float) else ""
-        attempt = f" (attempt {event['attempt']})" if event.get("attempt") else ""
-        return f"{who}retrying{after}{attempt}: {error}"
-    if kind == EventKind.POLL_ERROR:
-        return f"{job}: poll failed, will poll again: {error}"
-    if kind == EventKind.CONCURRENCY:
-        return f"HTTP concurrency now {event.get('http')}: {event.get('reason')}"
-    if kind == EventKind.STOPPING:
-        return f"stopping: {event.get('reason')}"
-    if kind == EventKind.UNKNOWN_STATUS:
-        return f"{job}: RunComfy answered an unknown status {event.get('status')!r}; treated as still running"
-    if kind == EventKind.DOWNLOAD_ERROR:
-        return f"{job}: download failed; it will be downloaded on the next run: {error}"
-    if kind == EventKind.RESUBMIT:
-        return f"{job}: resubmitting after a failure (resubmit {event.get('attempt')}; each one is paid)"
-    if kind == EventKind.REFETCH:
-        return f"{job}: output missing or changed on disk; downloading it again"
-    if kind == EventKind.PRICE:
-        unit = event.get("unit")
-        per = f" per {unit}" if unit else ""
-        return f"price of {event.get('model')} from the API: ${event.get('usd')}{per}"
-    if kind == EventKind.FINISH:
-        counts = event.get("counts") or {}
-        parts = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
-        return f"finished ({parts}); exit code {event.get('exit_code')}"
-    details = " ".join(f"{k}={v}" for k, v in event.items() if k not in ("event", "time") and v is not None)
-    return f"{kind}: {details}" if details else str(kind)
 
 
 class Tally:
@@ -182,7 +121,7 @@ class Tally:
 
     @property
     def remaining(self) -> int:
-        return self.counts[Bucket.WAITING] + self.in_flight
+        return self.counts[Bucket.WAITING] + self.counts[Bucket.CHAINED] + self.in_flight
 
     @property
     def elapsed(self) -> float:
@@ -229,7 +168,9 @@ class Tally:
         pool[Bucket.DONE] = counts.get(JobState.SUCCEEDED, 0)
         pool[Bucket.QUEUED] = counts.get(JobState.QUEUED, 0)
         pool[Bucket.RUNNING] = counts.get(JobState.RUNNING, 0) + counts.get(JobState.COLLECTING, 0)
-        pool[Bucket.WAITING] = int(event.get("waiting") or event.get("to_submit") or 0)
+        pool[Bucket.CHAINED] = int(event.get("chained") or 0)
+        pool[Bucket.WAITING] = int(event.get("waiting") or event.get("to_submit") or 0) - pool[Bucket.CHAINED]
+        pool[Bucket.BLOCKED] = counts.get(JobState.BLOCKED, 0)
         pool[Bucket.FAILED] = max(0, self.jobs - sum(pool.values()))
         self._pool = pool
         self.counts = dict(pool)
@@ -249,7 +190,9 @@ class Tally:
             Bucket.QUEUED: counts.get(JobState.QUEUED, 0),
             Bucket.WAITING: counts.get(JobState.PENDING, 0),
             Bucket.FAILED: sum(counts.get(s, 0) for s in _AT_REST_FAILED),
+            Bucket.CHAINED: 0,
             Bucket.HELD: counts.get(JobState.HELD, 0),
+            Bucket.BLOCKED: counts.get(JobState.BLOCKED, 0),
         }
         if isinstance(event.get("cost_usd"), int | float):
             self.spent_usd = float(event["cost_usd"])
@@ -263,11 +206,13 @@ class Tally:
             return Bucket.RUNNING
         if kind == EventKind.SUCCEEDED:
             return Bucket.DONE
-        if kind in _ENDED_BADLY:
+        if kind in _ENDED_BADLY or kind == EventKind.INTERNAL_ERROR:
             return Bucket.FAILED
         if kind == EventKind.HELD:
             return Bucket.HELD
-        if kind == EventKind.RESUBMIT:
+        if kind == EventKind.BLOCKED:
+            return Bucket.BLOCKED
+        if kind in (EventKind.RESUBMIT, EventKind.READY):
             return Bucket.WAITING
         return None
 
@@ -277,7 +222,9 @@ class Tally:
         if known is not None:
             return known
         sent_now = kind in (EventKind.SUBMITTED, EventKind.HELD, EventKind.UNKNOWN)
-        if sent_now or event.get("twin_of") or event.get("stage") == "submit":
+        if kind in (EventKind.READY, EventKind.BLOCKED):
+            order = (Bucket.CHAINED, Bucket.WAITING, Bucket.FAILED, Bucket.RUNNING)
+        elif sent_now or event.get("twin_of") or event.get("stage") == "submit":
             order = (Bucket.WAITING, Bucket.QUEUED, Bucket.RUNNING, Bucket.FAILED)
         elif kind == EventKind.RUNNING:
             order = (Bucket.QUEUED, Bucket.RUNNING, Bucket.WAITING, Bucket.FAILED)
@@ -295,7 +242,7 @@ class Tally:
             return
         self.counts[source] = max(0, self.counts[source] - 1)
         self.counts[target] += 1
-        if target in (Bucket.DONE, Bucket.FAILED):
+        if target in (Bucket.DONE, Bucket.FAILED, Bucket.BLOCKED):
             now = self.clock()
             if len(self._recent) == self._recent.maxlen:
                 self._rate_base = self._recent[0]
@@ -324,13 +271,13 @@ class LineLog:
         self.json_lines = json_lines
         self.tally = Tally()
         self._held_shown = False
+        self.closed = False  # the stream went away (its reader exited): nothing more is written
 
     def __call__(self, event: Event) -> None:
         self.tally.apply(event)
         if self.json_lines:
             # Redact the values, not the JSON text: a redaction must not eat a closing quote.
-            self.stream.write(json.dumps(_redacted(event), default=str, ensure_ascii=False) + "\n")
-            self.stream.flush()
+            self._put(json.dumps(_redacted(event), default=str, ensure_ascii=False) + "\n")
             return
         kind = event["event"]
         if kind == EventKind.HELD and not self._held_shown and not self.verbose:
@@ -339,6 +286,8 @@ class LineLog:
             return
         if kind in NOTABLE or self.verbose:
             self._write(self._stamp(event) + describe(event))
+            if self.verbose and event.get("traceback"):
+                self._write(str(event["traceback"]).rstrip())
 
     @staticmethod
     def _stamp(event: Event) -> str:
@@ -346,8 +295,31 @@ class LineLog:
         return datetime.fromtimestamp(t).strftime("%H:%M:%S ") if isinstance(t, int | float) else ""
 
     def _write(self, line: str) -> None:
-        self.stream.write(redact(line) + "\n")
-        self.stream.flush()
+        self._put(redact(line) + "\n")
+
+    def _put(self, text: str) -> None:
+        if self.closed:
+            return
+        try:
+            self.stream.write(text)
+            self.stream.flush()
+        except (OSError, ValueError):  # a closed pipe (EPIPE), a closed file
+            self.closed = True
+            let_go(self.stream)
+
+
+def let_go(stream: TextIO) -> None:
+    """Point a stream whose reader went away at /dev/null: what is still buffered for it, and the
+    interpreter's last flush at exit, go nowhere instead of raising (or setting the exit code) again."""
+    try:
+        fd = stream.fileno()
+    except (OSError, ValueError):
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+    finally:
+        os.close(devnull)
 
 
 class LiveProgress:
@@ -392,8 +364,11 @@ class LiveProgress:
             self.tally.apply(event)
             if kind in NOTABLE or kind in WORTH_A_GLANCE or (self.verbose and kind != EventKind.FINISH):
                 self.log.append(redact(LineLog._stamp(event) + describe(event)))
-        if kind in _KEPT_ON_SCREEN:
+        first_of_outage = kind == EventKind.OUTAGE and event.get("attempt") == 1
+        if kind in _KEPT_ON_SCREEN or first_of_outage:
             self._live.console.print(Text(redact(LineLog._stamp(event) + describe(event)), style="yellow"))
+            if self.verbose and event.get("traceback"):
+                self._live.console.print(Text(redact(str(event["traceback"]).rstrip()), style="dim"))
         if kind == EventKind.STOPPING:
             # A second Ctrl-C ends the process at once (os._exit): leave the terminal's cursor visible.
             self.console.show_cursor(True)
@@ -409,7 +384,7 @@ class LiveProgress:
         t = self.tally
         c = t.counts
         total = max(t.jobs, 1)
-        finished = c[Bucket.DONE] + c[Bucket.FAILED]
+        finished = c[Bucket.DONE] + c[Bucket.FAILED] + c[Bucket.BLOCKED]
         head = Table.grid(padding=(0, 1))
         head.add_column(no_wrap=True)
         head.add_column(width=30)
@@ -428,10 +403,12 @@ class LiveProgress:
             (Bucket.RUNNING, "cyan"),
             (Bucket.QUEUED, "blue"),
             (Bucket.WAITING, ""),
+            (Bucket.CHAINED, ""),
             (Bucket.FAILED, "red"),
             (Bucket.HELD, "magenta"),
+            (Bucket.BLOCKED, "yellow"),
         ):
-            if bucket == Bucket.HELD and not c[Bucket.HELD]:
+            if bucket in (Bucket.HELD, Bucket.BLOCKED, Bucket.CHAINED) and not c[bucket]:
                 continue
             counts.append(f"{bucket} ", style="dim")
             counts.append(str(c[bucket]), style=style if c[bucket] else "")
@@ -441,7 +418,7 @@ class LiveProgress:
         http = f" · http {t.http}" + (f"/{t.http_max}" if t.http_max and t.http != t.http_max else "")
         stats = Text(
             (f"{rate * 60:.1f} jobs/min" if rate else "-- jobs/min")
-            + f" · spent {_money(t.spent_usd)} · in flight {t.in_flight}/{limit}{http}"
+            + f" · spent {money(t.spent_usd)} · in flight {t.in_flight}/{limit}{http}"
             + (f" · {t.retries} retries" if t.retries else ""),
             style="dim",
         )

@@ -20,8 +20,10 @@ from typing import Any
 
 from ..disk import written_whole
 from ..engine.home import is_simulator, recorded_owner
+from ..engine.settings import HALTED_KEY
 from ..engine.states import NEEDS_ATTENTION, JobState
-from ..engine.store import Store
+from ..engine.store import Store, journal_trouble
+from ..errors import EXIT_JOBS_FAILED, EXIT_OK, EXIT_STORAGE
 from ..manifest.loader import Manifest
 from ..manifest.snapshot import reader_digest
 from .html import PageFacts, is_video, write_html
@@ -135,6 +137,7 @@ def report_summary(store: Store) -> dict[str, Any]:
         "wall_seconds": round(wall_seconds(store, runs), 3),
         "runs": len(runs),
         **_slot_use(store.span_edges(), totals.busy_seconds),
+        "halted": json.loads(store.get_meta(HALTED_KEY) or "null"),
     }
 
 
@@ -181,6 +184,7 @@ def job_entries(manifest: Manifest, store: Store) -> Iterator[dict[str, Any]]:
             "adopted_from": row.attempt_of
             if not twin_of and row.attempt_of not in (None, row.job_id)
             else None,
+            "after": list(job.needs) if job else [],
             "input": {k: job.input[k] for k in INPUT_SUMMARY_FIELDS if job and k in job.input},
             "input_files": _input_files(job.input) if job else [],
             "line": job.line if job else None,
@@ -320,6 +324,28 @@ def write_reports(manifest: Manifest, store: Store, *, if_changed: bool = False)
     store.set_meta(REPORTS_KEY, key)
     store.flush()
     return paths
+
+
+def write_reports_kept(
+    manifest: Manifest, store: Store, code: int, message: str
+) -> tuple[dict[str, Path], int, str]:
+    """:func:`write_reports` at the end of a run that ended with ``code`` and ``message``: their paths,
+    and the code and message the run ends with. An output folder that cannot take them (full,
+    read-only) is said, exit 9 over a job's 1; a journal that cannot note them (its disk is full) is
+    no reason to say more: they are rewritten next time."""
+    try:
+        return write_reports(manifest, store, if_changed=True), code, message
+    except OSError as exc:
+        unwritten = (
+            f"the reports could not be written into {manifest.output_dir}: {exc.strerror or exc} "
+            "(`runcomfy-batch report` writes them once it is fixed)"
+        )
+        code = EXIT_STORAGE if code in (EXIT_OK, EXIT_JOBS_FAILED) else code
+        return report_paths(manifest.output_dir), code, f"{message}; {unwritten}"
+    except Exception as exc:
+        if not journal_trouble(exc):
+            raise
+        return report_paths(manifest.output_dir), code, message
 
 
 @cache

@@ -203,9 +203,7 @@ async def result(request: Request) -> Response:
     wire = sim.wire
     body: dict[str, Any] = {"request_id": job.request_id, "status": wire.word(job.state)}
     if job.state == COMPLETED:
-        files = f"{_base(request)}/files/{job.request_id}/"
-        bare = sim.config.bare_output_names
-        urls = [files + output_name(i, job.output_kind, bare=bare) for i in range(job.outputs)]
+        urls = _output_urls(request, job)
         body["model_id"] = job.model_id
         late = sim.lags("output-late", job.request_id, job.finished_at)
         body["output"] = None if late else wire.output(urls, job.output_kind)
@@ -348,11 +346,21 @@ async def sim_config(request: Request) -> Response:
 
 
 async def sim_request(request: Request) -> Response:
-    """GET /_sim/requests/{id}: everything the simulator knows about one job."""
+    """GET /_sim/requests/{id}: everything the simulator knows about one job: the input it was sent,
+    when (``submitted_at``, ``finished_at``: the account clock's seconds) and its output URLs."""
     job, _ = _sim(request).lookup(request.path_params["request_id"])
     if job is None:
         return error(404, 404001, "unknown or expired request id")
-    return JSONResponse(_sim(request).describe(job))
+    described = _sim(request).describe(job)
+    described["output_urls"] = _output_urls(request, job) if job.state == COMPLETED else []
+    return JSONResponse(described)
+
+
+def _output_urls(request: Request, job: Job) -> list[str]:
+    """The URLs of a completed job's outputs, as its result names them (from this request's base URL)."""
+    files = f"{_base(request)}/files/{job.request_id}/"
+    bare = _sim(request).config.bare_output_names
+    return [files + output_name(i, job.output_kind, bare=bare) for i in range(job.outputs)]
 
 
 async def _no_route(request: Request, exc: Exception) -> Response:

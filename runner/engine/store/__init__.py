@@ -30,6 +30,7 @@ sent, ``request_id``, timings, cost, error), ``outputs`` (files on disk per atte
 
 from __future__ import annotations
 
+from .journal import journal_trouble
 from .lifecycle import JobLife
 from .reads import JournalReads
 from .rows import AttemptRow, JobHistory, JobRow, OutputRow, PaidAttempt, StateTally, SyncSummary, Totals
@@ -44,6 +45,7 @@ __all__ = [
     "Store",
     "SyncSummary",
     "Totals",
+    "journal_trouble",
 ]
 
 

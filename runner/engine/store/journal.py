@@ -11,7 +11,8 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, Self
 
@@ -23,6 +24,16 @@ def now() -> float:
     return time.time()
 
 
+# A write that failed for the values written (a bug of the caller's), not for the file.
+_BAD_VALUES = (sqlite3.IntegrityError, sqlite3.ProgrammingError, sqlite3.DataError)
+
+
+def journal_trouble(exc: BaseException) -> bool:
+    """Whether an error says the state file cannot be written: its disk is full, it went read-only, an
+    I/O error (what stops a run at once, rather than failing one job)."""
+    return isinstance(exc, sqlite3.DatabaseError) and not isinstance(exc, _BAD_VALUES)
+
+
 class Journal:
     """One open state file and its transaction. Open it with :meth:`open` (``with Store.open(path) as
     store:``); hold the run lock with :meth:`lock`."""
@@ -32,6 +43,7 @@ class Journal:
         self._conn = conn  # private: every statement over the journal is a method of the store
         self._in_tx = False
         self._changed = False  # the open transaction wrote a job, an attempt or an output
+        self._broken: BaseException | None = None  # why the file stopped taking writes (full, read-only)
         self._lock_fd: int | None = None
         self.commits = 0  # transactions committed, and statements written: how grouped the writes are
         self.writes = 0
@@ -90,12 +102,15 @@ class Journal:
         self._lock_fd = fd
 
     def close(self) -> None:
-        """Commit what is written, close the file, and let go of the run lock if this store holds it."""
-        self.flush()
-        self._conn.close()
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)
-            self._lock_fd = None
+        """Commit what is written, close the file, and let go of the run lock if this store holds it
+        (also when the last commit fails: it raises once the file is closed)."""
+        try:
+            self.flush()
+        finally:
+            self._conn.close()
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)
+                self._lock_fd = None
 
     def __enter__(self) -> Self:
         return self
@@ -105,33 +120,57 @@ class Journal:
 
     # -- transactions ---------------------------------------------------------------------------
     def _write(self, sql: str, params: Iterable[Any] = (), *, journal: bool = True) -> sqlite3.Cursor:
-        if not self._in_tx:
-            self._conn.execute("BEGIN IMMEDIATE")
-            self._in_tx = True
-        self._changed |= journal
-        self.writes += 1
-        return self._conn.execute(sql, tuple(params))
+        with self._writing():
+            if not self._in_tx:
+                self._conn.execute("BEGIN IMMEDIATE")
+                self._in_tx = True
+            self._changed |= journal
+            self.writes += 1
+            return self._conn.execute(sql, tuple(params))
 
     def _write_many(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
-        if not self._in_tx:
-            self._conn.execute("BEGIN IMMEDIATE")
-            self._in_tx = True
-        cursor = self._conn.executemany(sql, rows)
-        self._changed |= cursor.rowcount > 0
-        self.writes += max(0, cursor.rowcount)
+        with self._writing():
+            if not self._in_tx:
+                self._conn.execute("BEGIN IMMEDIATE")
+                self._in_tx = True
+            cursor = self._conn.executemany(sql, rows)
+            self._changed |= cursor.rowcount > 0
+            self.writes += max(0, cursor.rowcount)
 
     def flush(self) -> None:
         """Commit everything written so far (group commit); a commit that changed a job, an attempt or
-        an output also moves ``journal_version`` on."""
-        if self._in_tx:
-            if self._changed:
-                self._conn.execute(
-                    "UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'journal_version'"
-                )
-            self._conn.execute("COMMIT")
+        an output also moves ``journal_version`` on. Once the file failed a write, it raises even
+        with nothing open: what another task wrote into the lost transaction is not durable."""
+        if self._in_tx or self._broken is not None:
+            with self._writing():
+                if self._changed:
+                    self._conn.execute(
+                        "UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'journal_version'"
+                    )
+                self._conn.execute("COMMIT")
             self.commits += 1
             self._in_tx = False
             self._changed = False
+
+    @contextmanager
+    def _writing(self) -> Iterator[None]:
+        """A write, or the commit. Once the file fails one (its disk is full, it went read-only), the
+        open transaction is rolled back and every later write fails alike: SQLite may have ended the
+        transaction itself, and writes after that would each commit alone, half a job's update at a
+        time. What was committed before stays whole."""
+        if self._broken is not None:
+            raise sqlite3.OperationalError(f"the state file takes no more writes ({self._broken})")
+        try:
+            yield
+        except sqlite3.DatabaseError as exc:
+            if not journal_trouble(exc):
+                raise
+            self._broken = exc
+            with suppress(sqlite3.Error):
+                self._conn.rollback()
+            self._in_tx = False
+            self._changed = False
+            raise
 
     # -- facts about the journal ----------------------------------------------------------------
     def journal_version(self) -> int:
@@ -185,16 +224,18 @@ class Journal:
         self.flush()
 
     def last_activity(self, since: float, before: float) -> float | None:
-        """The latest time journaled in ``[since, before)``: how far a run killed in that span got."""
+        """The latest time journaled in ``[since, before)``: how far a run killed in that span got.
+        Only the runner's own clock counts: an end RunComfy reported for a job no runner saw finish
+        (``end_unseen``) may fall in the idle time after the kill."""
         spans = " UNION ALL ".join(
-            f"SELECT max({column}) AS t FROM {table} WHERE {column} >= :since AND {column} < :before"
-            for table, column in (
-                ("attempts", "intent_at"),
-                ("attempts", "submitted_at"),
-                ("attempts", "started_at"),
-                ("attempts", "finished_at"),
-                ("outputs", "downloaded_at"),
-                ("jobs", "updated_at"),
+            f"SELECT max({column}) AS t FROM {table} WHERE {column} >= :since AND {column} < :before{also}"
+            for table, column, also in (
+                ("attempts", "intent_at", ""),
+                ("attempts", "submitted_at", ""),
+                ("attempts", "started_at", ""),
+                ("attempts", "finished_at", " AND end_unseen IS NOT 1"),
+                ("outputs", "downloaded_at", ""),
+                ("jobs", "updated_at", ""),
             )
         )
         row = self._conn.execute(

@@ -13,7 +13,7 @@ from typing import Any, Generic, TypeVar
 
 from ..states import NEEDS_ATTENTION, AttemptState, JobState
 from .journal import Journal
-from .rows import AttemptRow, JobHistory, JobRow, OutputRow, PaidAttempt, StateTally, Totals
+from .rows import AttemptRow, JobHistory, JobRow, OutputRow, PaidAttempt, SentRequest, StateTally, Totals
 
 # Attempts that belong to a job of the manifest (its history; a twin's adopted attempt is its leader's).
 _HISTORY = "FROM attempts a JOIN jobs j ON j.job_id = a.job_id WHERE j.in_manifest = 1"
@@ -142,6 +142,20 @@ class JournalReads(Journal):
         if row is None:
             return None
         return int(row[0]), json.loads(row[1]) if row[1] else []
+
+    def current_request(self, job_id: str) -> SentRequest | None:
+        """What the job's current attempt sent and got back: the input as sent, the output URLs (empty
+        until it finished) and when it finished (what a chained job is resolved and checked from)."""
+        row = self._conn.execute(
+            "SELECT a.input_json, a.outputs_json, a.finished_at FROM jobs j "
+            "JOIN attempts a ON a.attempt_id = j.attempt_id WHERE j.job_id = ?",
+            (job_id,),
+        ).fetchone()
+        if row is None:
+            return None
+        return SentRequest(
+            json.loads(row[0]) if row[0] else None, json.loads(row[1]) if row[1] else [], row[2]
+        )
 
     def committed_usd(self) -> float:
         """Money spent or possibly spent by this state file: charged costs, else estimates of every

@@ -82,6 +82,15 @@ class JobHistory:
 
 
 @dataclass(frozen=True)
+class SentRequest:
+    """A job's current attempt as a chain reads it: the input it sent, its output URLs, when it finished."""
+
+    input: dict[str, Any] | None
+    outputs: list[str]
+    finished_at: float | None
+
+
+@dataclass(frozen=True)
 class Totals:
     """Sums over the manifest's jobs and the attempts they made."""
 
