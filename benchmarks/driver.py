@@ -62,7 +62,7 @@ async def _trace(runner: Any, base_url: str, path: Path) -> None:
                             "collecting": len(runner.flight.collecting),
                             "submits": pacer.submits,
                             "sent": pacer.sent,
-                            "started": pacer._started,
+                            "started": pacer.starts.started,
                             "shared": pacer.starts.shared,
                             "to_submit": len(runner.flight.to_submit),
                         }
@@ -143,7 +143,7 @@ async def _run(args: argparse.Namespace, figures: dict[str, Any]) -> None:
         options = replace(options, http_concurrency=args.http_concurrency)
     if args.download_concurrency:
         options = replace(options, download_concurrency=args.download_concurrency)
-    manifest, state_path = resolve(manifest, options)
+    manifest, located = resolve(manifest, options)  # the journal: --state here, always
     config = configure(options, manifest)
     events: Counter[str] = Counter()
     times: dict[str, float] = {}
@@ -153,7 +153,7 @@ async def _run(args: argparse.Namespace, figures: dict[str, Any]) -> None:
         events[kind] += 1
         times[kind] = time.monotonic()  # the simulator's clock too: its job times line up
 
-    store = Store.open(state_path)
+    store = Store.open(located.path)
     cpu_before = _cpu()
     try:
         store.lock()

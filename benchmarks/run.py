@@ -109,16 +109,18 @@ QUICK = {
     "B": Scenario("B", 2_000, 200, 2.0),
     "vs": Scenario("vs", 150, 50, 6.0, baseline=True, goals=False),
     "scale": Scenario("scale", 10_000, 1_000, 0.05, output_bytes=16),
-    "slots1": Scenario("slots1", 6, 1, 1.0, baseline=True, makespan_goal=True),
-    "slots2": Scenario("slots2", 12, 2, 1.0, baseline=True, makespan_goal=True),
-    "slots5": Scenario("slots5", 30, 5, 1.0, baseline=True, makespan_goal=True),
-    "slots20": Scenario("slots20", 80, 20, 2.0, baseline=True, makespan_goal=True),
-    "shared2": Scenario(
-        "shared2", 40, 20, 2.0, baseline=True, runners=2, max_requests=5.0, min_efficiency=0.93
-    ),
-    "shared3": Scenario(
-        "shared3", 30, 20, 2.0, baseline=True, runners=3, max_requests=5.0, min_efficiency=0.93
-    ),
+    # The account sizes, as above with fewer jobs.
+    **{
+        name: replace(SCENARIOS[name], jobs=jobs)
+        for name, jobs in (
+            ("slots1", 6),
+            ("slots2", 12),
+            ("slots5", 30),
+            ("slots20", 80),
+            ("shared2", 40),
+            ("shared3", 30),
+        )
+    },
 }
 SMALL = ["slots1", "slots2", "slots5", "slots20", "shared2", "shared3"]  # the scenario group ``sizes``
 ACCOUNT_SIZES = (*SMALL, "A", "B")  # on the chart of requests and efficiency by account size
@@ -753,7 +755,7 @@ def main() -> None:
         "scenarios",
         nargs="*",
         metavar="SCENARIO",
-        help=f"which to run, of {', '.join(SCENARIOS)} (default: all)",
+        help=f"which to run, of {', '.join(SCENARIOS)}, or sizes (all the account sizes; default: all)",
     )
     parser.add_argument("--quick", action="store_true", help="smaller sizes, for a smoke run")
     parser.add_argument("--jobs", type=int, help="override the number of jobs of every chosen scenario")
@@ -791,19 +793,22 @@ def main() -> None:
             folder.mkdir(parents=True, exist_ok=True)
         else:
             folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="runcomfy-bench-")))
-        for name in [n for n in chosen for _ in range(args.repeat)]:
+        for name, turn in [(n, k) for n in chosen for k in range(1, args.repeat + 1)]:
             scenario = (QUICK if args.quick else SCENARIOS)[name]
             if args.jobs:
                 scenario = replace(scenario, jobs=args.jobs)
+            # Each run its own folder: a journal left by the one before would leave nothing to do.
+            where = folder / f"run-{turn}" if args.repeat > 1 else folder
+            where.mkdir(exist_ok=True)
             begun = time.perf_counter()
             if name == "scale":
-                run_scale(scenario, folder, table)
+                run_scale(scenario, where, table)
             else:
                 wanted = scenario.baseline or args.baseline_all
                 points.append(
                     run_slots(
                         scenario,
-                        folder,
+                        where,
                         table,
                         baseline=wanted and not args.no_baseline,
                         diagnose=args.diagnose,
