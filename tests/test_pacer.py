@@ -207,6 +207,36 @@ def test_the_end_phase_polls_eagerly_only_the_job_that_may_finish_last_and_only_
     assert pacer.on_polled(last, "in_progress", None, first) == pytest.approx(first + step)
 
 
+def test_on_two_slots_the_end_phase_waits_for_the_last_wave_though_all_is_submitted_at_once():
+    pacer = Pacer()
+    learnt(pacer, [10.0] * 20)
+    base = pacer.submits
+    tracks = sent(pacer, 8, now=5000.0)
+    pacer.on_probe(tracks[-1], "in_queue", 6, 5000.0)  # two of the eight run: two slots
+    pacer.draining = True  # nothing left to submit from the start
+    due = [pacer.poll_due(track, 5000.0) for track in tracks]  # each first poll, as the watcher asks
+    assert due[:2] == [pytest.approx(HIGH, abs=0.1)] * 2  # the running pair: when it should be done
+    assert [track.waiting for track in tracks] == [False] * 2 + [True] * 6  # the rest: not at all
+    when = 5000.0
+    for wave in range(3):  # each pair's finishes let the next pair start, ten seconds apart
+        when += 10.0
+        for track in tracks[2 * wave : 2 * wave + 2]:
+            pacer.on_polled(track, "in_progress", None, when - 0.1)
+            pacer.on_finished(track, when + 0.1)
+        following = pacer.take_started(when + 0.1)
+        assert following == tracks[2 * wave + 2 : 2 * wave + 4]
+        low, high = pacer.duration_quantile(0.05), pacer.duration_quantile(0.9)
+        assert low is not None and high is not None
+        due = [pacer.poll_due(track, when + 0.1) for track in following]
+        if wave < 2:  # a wave the last one follows: polled once, lazily, when it should be done
+            assert due == [pytest.approx(when + high * (1.05 + 0.3 / len(pacer.durations)))] * 2
+        else:  # the last wave: eagerly, from its earliest likely end on
+            assert due == [pytest.approx(when + low)] * 2
+            step = pacer.eager_step(due[0])
+            assert pacer.on_polled(following[0], "in_progress", None, due[0]) == pytest.approx(due[0] + step)
+    assert pacer.submits - base == 8
+
+
 def test_the_end_phase_step_grows_when_the_run_holds_few_jobs_per_slot():
     pacer = Pacer()
     learnt(pacer, [9.0, 10.0, 11.0] * 10)
@@ -300,6 +330,21 @@ def test_a_shared_account_is_noticed_and_its_positions_taken_as_bounds():
     # (less often the longer the wait, but at least once a job's run).
     assert pacer.started_estimate(5010.5) - pacer.finished < 1
     assert pacer.probe_interval <= pacer.probe_gap(5010.5) <= 10.0 + 1e-9
+
+
+def test_on_a_shared_account_probes_come_every_half_a_run_as_finishes_no_longer_tell_the_starts():
+    def two_running(position: int) -> Pacer:
+        pacer = Pacer()
+        learnt(pacer, [10.0] * 20)
+        tracks = sent(pacer, 8, now=5000.0)
+        pacer.on_polled(tracks[1], "in_progress", None, 5001.0)
+        pacer.on_probe(tracks[-1], "in_queue", position, 5001.0)
+        return pacer
+
+    alone = two_running(6)  # two of ours run, six wait: our finishes will say when each starts
+    assert not alone.starts.shared and alone.probe_gap(5001.0) == pytest.approx(PROBE_STARTS * 10.0 / 2)
+    shared = two_running(12)  # others' jobs wait too: when they stop coming, ours start at once
+    assert shared.starts.shared and shared.probe_gap(5001.0) == pytest.approx(10.0 / 2)
 
 
 # -- whole runs on a fake clock ------------------------------------------------------------------

@@ -25,7 +25,7 @@ learns what it needs from the API itself:
 * **Probes cost per start, not per second.** Every so often the newest job is polled for its queue
   position (:meth:`Pacer.probe_gap`): on a large account a sixth of a job's run apart, a few requests
   per hundred jobs; on a small one, where each finish already says a job started, at most once per
-  ``PROBE_STARTS`` starts.
+  ``PROBE_STARTS`` starts; on a shared one, where it does not, at least every half a job's run.
 * **Lazy while the queue is full, eager for the last finish.** A late poll costs nothing while jobs
   wait at RunComfy: the freed slot is taken at once whether we notice or not. Once nothing is left to
   submit (``draining``), the run cannot end before the last submitted job's earliest likely finish
@@ -48,6 +48,7 @@ from .starts import Starts
 
 PROBE_STARTS = 8  # at most one probe per this many starts (estimated), below PROBE_INTERVAL_MAX
 PROBE_INTERVAL_MAX = 5.0  # seconds: on a large account, a probe at least this often
+SHARED_PROBE_RUNS = 0.5  # on a shared account, a probe at least once per this many job runs
 EAGER_SPREAD = 2.5  # eager step ≥ this x the spread of durations / jobs run per slot so far
 TIMESTAMP_ERROR = 1.0  # seconds either way: RunComfy's timestamps are whole seconds
 
@@ -213,7 +214,10 @@ class Pacer:
         if run is None:
             pilot = self.pilot
             run = max(self.first_poll, now - (pilot.est_start if pilot else now))
-        return max(self.probe_interval, PROBE_STARTS * run / running)
+        gap = PROBE_STARTS * run / running
+        if self.starts.shared:  # others' finishes start ours too (all, once they stop sending)
+            gap = min(gap, SHARED_PROBE_RUNS * run)
+        return max(self.probe_interval, gap)
 
     def eager_step(self, now: float) -> float:
         """How often the job that may finish last is polled once nothing is left to submit."""
@@ -443,6 +447,4 @@ class Pacer:
 
     def on_rate_limited(self) -> None:
         """A 429 on a submit: assume the queue is full for now."""
-        starts = self.starts
-        starts.saturated = True
-        starts.started = min(starts.started, float(max(0, self.submits - self.target_queue)))
+        self.starts.rate_limited(self.submits, self.target_queue)

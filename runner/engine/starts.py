@@ -106,6 +106,11 @@ class Starts:
             times.insert(i, when)
             counts.insert(i, reached)
 
+    def rate_limited(self, submits: int, queue: int) -> None:
+        """A 429 on a submit: the queue is taken as full, ``queue`` of our ``submits`` waiting in it."""
+        self.saturated = True
+        self.started = min(self.started, float(max(0, submits - queue)))
+
     def _moved(self, started: float, now: float) -> None:
         if started > self.started:
             self.rose_at = now
