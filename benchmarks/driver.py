@@ -62,14 +62,45 @@ async def _trace(runner: Any, base_url: str, path: Path) -> None:
                             "collecting": len(runner.flight.collecting),
                             "submits": pacer.submits,
                             "sent": pacer.sent,
-                            "started": pacer._started,
-                            "exact": pacer._started_exact,
+                            "started": pacer.starts.started,
+                            "shared": pacer.starts.shared,
                             "to_submit": len(runner.flight.to_submit),
                         }
                     )
                     + "\n"
                 )
                 await anyio.sleep(0.05)
+
+
+def _log_polls(runner: Any, client: Any, path: Path) -> None:
+    """Write one line per ``/result`` call: when, which of this run's submits, and what it found
+    (diagnostics only: where the polls of a run went)."""
+    out = open(path, "w")  # open for the whole run, closed with the process
+    result = client.result
+
+    async def logged(request_id: str, **kwargs: Any) -> Any:
+        track = next((v.track for v in runner.flight.live.values() if v.request_id == request_id), None)
+        asked = runner.clock()
+        remote = await result(request_id, **kwargs)
+        pacer = runner.pacer
+        out.write(
+            json.dumps(
+                {
+                    "t": asked,
+                    "seq": track.seq if track else None,
+                    "status": remote.status,
+                    "position": remote.queue_position,
+                    "draining": pacer.draining,
+                    "submits": pacer.submits,
+                    "started": pacer.started_estimate(asked),
+                }
+            )
+            + "\n"
+        )
+        out.flush()
+        return remote
+
+    client.result = logged
 
 
 async def _run(args: argparse.Namespace, figures: dict[str, Any]) -> None:
@@ -112,7 +143,7 @@ async def _run(args: argparse.Namespace, figures: dict[str, Any]) -> None:
         options = replace(options, http_concurrency=args.http_concurrency)
     if args.download_concurrency:
         options = replace(options, download_concurrency=args.download_concurrency)
-    manifest, state_path = resolve(manifest, options)
+    manifest, located = resolve(manifest, options)  # the journal: --state here, always
     config = configure(options, manifest)
     events: Counter[str] = Counter()
     times: dict[str, float] = {}
@@ -122,7 +153,7 @@ async def _run(args: argparse.Namespace, figures: dict[str, Any]) -> None:
         events[kind] += 1
         times[kind] = time.monotonic()  # the simulator's clock too: its job times line up
 
-    store = Store.open(state_path)
+    store = Store.open(located.path)
     cpu_before = _cpu()
     try:
         store.lock()
@@ -146,6 +177,8 @@ async def _run(args: argparse.Namespace, figures: dict[str, Any]) -> None:
                 on_event=on_event,
             )
             client.on_retry = runner.on_retry
+            if args.poll_log:
+                _log_polls(runner, client, args.poll_log)
             if args.trace:
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(_trace, runner, args.base_url, args.trace)
@@ -188,6 +221,7 @@ def main() -> None:
     parser.add_argument("--state", type=Path, required=True)
     parser.add_argument("--output", type=Path, required=True)
     parser.add_argument("--trace", type=Path, help="write the pacer's and the simulator's queue here")
+    parser.add_argument("--poll-log", type=Path, help="write every /result call and what it found here")
     parser.add_argument("--gc-freeze", action="store_true", help="experiment: gc.freeze() after loading")
     parser.add_argument("--httpx", action="store_true", help="experiment: httpx's transport, not aiohttp's")
     parser.add_argument("--download-concurrency", type=int, help="override BatchOptions.download_concurrency")

@@ -58,6 +58,8 @@ def knobs_for(*names: str, **more: Any) -> dict[str, Any]:
         knobs["fail_rate"] = 1.0
     if any(name in BODY_WORDS for name in names):
         knobs.update(FAULTS)
+    if "unknown-live-status" in names:  # a poll must find a job live: the first comes half a second in
+        knobs["job_seconds"] = 1.0
     return {**knobs, **more}
 
 

@@ -159,11 +159,13 @@ def test_an_upstream_output_gone_from_runcomfy_is_said_and_retry_makes_it_again(
     ``retry`` makes it again, and the chain goes on from the new URL."""
     write(tmp_path, CHAIN)
     state = tmp_path / "state.sqlite"
-    with SimProcess(tmp_path / "sim", job_seconds=0.2, expire_seconds=1.0) as sim:
+    # Forgotten 3 s after it ends: the retry's own first step is checked a second or more after it ended
+    # (the pilot's first poll, two more steps, the reports), which must not be forgotten by then.
+    with SimProcess(tmp_path / "sim", job_seconds=0.2, expire_seconds=3.0) as sim:
         first = run_cli(run_args(sim, state, "--only", "still"), cwd=tmp_path)
         assert first.returncode == 0, first.stderr
         assert "2 job(s) left for another run" in first.stdout
-        time.sleep(1.5)  # the simulator now answers 404 for it, as RunComfy does after about 7 days
+        time.sleep(3.5)  # the simulator now answers 404 for it, as RunComfy does after about 7 days
         stale = run_cli(run_args(sim, state), cwd=tmp_path)
         assert stale.returncode == 1, stale.stderr
         assert sim.stats()["submits_accepted"] == 1
@@ -181,9 +183,9 @@ def test_a_step_made_again_makes_the_steps_after_it_run_again(tmp_path):
     again with the new one (their old attempts stay in the history)."""
     write(tmp_path, CHAIN)
     state = tmp_path / "state.sqlite"
-    with SimProcess(tmp_path / "sim", job_seconds=0.2, expire_seconds=1.5) as sim:
+    with SimProcess(tmp_path / "sim", job_seconds=0.2, expire_seconds=3.0) as sim:  # (room: as above)
         assert run_cli(run_args(sim, state), cwd=tmp_path).returncode == 0
-        time.sleep(2.0)
+        time.sleep(3.5)
         (tmp_path / "out" / "still" / "output.png").unlink()
         lost = run_cli(run_args(sim, state), cwd=tmp_path)
         assert lost.returncode == 1, lost.stderr

@@ -86,7 +86,8 @@ async def test_every_fault_at_once_loses_nothing_and_pays_once(sim, write_manife
 
 async def test_an_unknown_status_word_is_logged_once_and_polled_on(sim, write_manifest):
     """Every live answer says "preparing": the runner logs the new word and keeps polling to the end."""
-    account = sim(rate_unknown_status=1.0, concurrency=1, job_seconds=0.1)
+    # Jobs long enough that a poll finds one live (the first poll comes half a second in).
+    account = sim(rate_unknown_status=1.0, concurrency=1, job_seconds=1.0)
     events: list[dict] = []
     result = await account.run(write_manifest(simple_manifest(3)), events)
     assert result.exit_code == 0

@@ -1,12 +1,21 @@
 """The pacer on its own, on a made-up timeline (every call is told the time; nothing sleeps): the slow
-start, the queue read off queue positions, the start rate, durations learnt from finished jobs, and the
-poll times drawn from them, lazy while the queue is full and eager at the end."""
+start, the queue read off queue positions and off finishes, the start rate, durations learnt from
+finished jobs, and the poll times drawn from them: a queued job waits for the running one ahead of
+it, the end phase begins only near the run's end, probes cost per start, and a shared account is
+noticed. The last tests drive whole runs against the simulator's own account (its FIFO queue, on a
+fake clock) at one slot and at many, with jobs of seconds and of minutes, alone and shared."""
 
 from __future__ import annotations
 
+import heapq
+import itertools
+import random
+from dataclasses import dataclass, field
+
 import pytest
 
-from runner.engine.pacing import Pacer, Track
+from runner.engine.pacing import PROBE_STARTS, Pacer, Track
+from runner.simulator.account import Account, Job
 
 
 def sent(pacer: Pacer, n: int, now: float = 0.0) -> list[Track]:
@@ -34,10 +43,30 @@ def learnt(pacer: Pacer, seconds: list[float]) -> None:
         pacer.on_finished(track, start + duration + 0.01)
 
 
+# When one_slot's first job should be done: its start plus the 90% quantile, with a margin.
+HIGH = 5000.0 + 10.0 * (1.05 + 0.3 / 20)
+
+
+def one_slot(jobs: int, seconds: float = 10.0) -> tuple[Pacer, list[Track]]:
+    """A pacer that knows ``seconds``-long jobs, with ``jobs`` of this run's sent at t=5000 to an
+    account that runs one at a time: a probe found the last one queued behind all the others."""
+    pacer = Pacer()
+    learnt(pacer, [seconds] * 20)
+    base = pacer.submits
+    tracks = sent(pacer, 8, now=5000.0)
+    pacer.on_probe(tracks[-1], "in_queue", 7, 5000.0)  # only the first of the eight runs
+    tracks += sent(pacer, jobs - 8, now=5000.0) if jobs > 8 else []
+    assert pacer.started_estimate(5000.0) == base + 1
+    for track in tracks:  # each first poll, as the watcher asks for it
+        pacer.poll_due(track, 5000.0)
+    return pacer, tracks
+
+
 def test_the_slow_start_sends_a_window_and_doubles_it_when_the_newest_job_is_found_running():
     pacer = Pacer()
     tracks = sent(pacer, 8)  # min_queue: as many as may go before anything is known
     assert not pacer.may_submit(0.0) and pacer.window_full()
+    assert pacer.probe_gap(0.0) == pacer.probe_interval  # a full window is worth a probe soon
     pacer.on_probe(tracks[-1], "in_progress", None, 0.2)  # all eight started: none is queued
     assert not pacer.window_full()
     tracks = sent(pacer, 8, now=0.2)
@@ -51,34 +80,66 @@ def test_a_queued_jobs_position_says_how_many_started_and_keeps_the_queue_small(
     pacer = Pacer()
     tracks = sent(pacer, 8)
     pacer.on_polled(tracks[-1], "in_queue", 3, 1.0)  # the 8th waits behind 2 more: 5 have started
-    assert pacer.saturated
+    assert pacer.saturated and not pacer.starts.shared
     assert pacer.queue_estimate(1.0) == 3
     sent(pacer, 5, now=1.0)  # up to target_queue (min_queue, 8) waiting at RunComfy
     assert pacer.queue_estimate(1.0) == 8 and not pacer.may_submit(1.0)
 
 
-def test_the_start_rate_is_measured_between_exact_counts_and_grows_the_estimate_only_for_a_while():
+def test_the_start_rate_is_measured_between_queue_positions_and_grows_the_estimate_only_for_a_while():
     pacer = Pacer()
     tracks = sent(pacer, 8)
     pacer.on_polled(tracks[-1], "in_queue", 3, 10.0)  # 5 started by t=10
     tracks += sent(pacer, 5, now=10.0)
     pacer.on_polled(tracks[-1], "in_queue", 4, 12.0)  # the 13th at position 4: 9 started by t=12
     assert pacer.start_rate == pytest.approx(2.0)  # 4 starts in 2 s
-    assert pacer.started_estimate(12.5) == pytest.approx(10.0)
+    assert pacer.started_estimate(12.4) == 9  # whole starts only: the next one is due at 12.5
+    assert pacer.started_estimate(12.6) == 10
     # Nothing confirms the rate after the horizon (3 probe intervals + 1 s): the estimate holds.
     horizon = 3 * pacer.probe_interval + 1.0
-    assert pacer.started_estimate(100.0) == pytest.approx(9 + 2.0 * horizon)
-    assert pacer.start_of(7) == pytest.approx(11.0)  # read off the record of starts, in between
-    assert pacer.start_of(5) is None and pacer.start_of(10) is None  # outside what was seen
+    assert pacer.started_estimate(100.0) == 9 + int(2.0 * horizon)
+    assert pacer.starts.start_of(7) == pytest.approx(11.0)  # read off the record of starts, in between
+    assert pacer.starts.start_of(5) is None  # before what was seen
+    assert pacer.starts.start_of(10) == pytest.approx(12.5)  # past it, where the rate puts it
 
 
-def test_before_any_duration_is_known_a_job_is_polled_sooner_then_less_often():
+def test_each_finish_on_a_one_slot_account_says_the_next_job_started_and_when():
+    pacer, tracks = one_slot(8)
+    first, second = tracks[0], tracks[1]
+    pacer.on_polled(first, "in_progress", None, 5009.9)
+    pacer.on_finished(first, 5010.1)  # it ended at 5010: the second took its slot then
+    assert pacer.started_estimate(5010.1) == pacer.submits - 6
+    assert pacer.take_started(5010.1) == [second]  # its poll, deferred so far, is due again
+    assert pacer.start_time(second, 5010.1) == pytest.approx(5010.0)
+    assert pacer.poll_due(second, 5010.1) == pytest.approx(5010.0 + 10.0 * (1.05 + 0.3 / 21), abs=0.05)
+
+
+def test_a_queued_job_is_not_polled_while_the_running_one_ahead_of_it_can_tell_the_same():
+    pacer, tracks = one_slot(8)
+    running, queued = tracks[0], tracks[1:]
+    assert pacer.poll_due(running, 5000.0) == pytest.approx(HIGH, abs=0.1)  # when it should be done
+    for track in queued:
+        # Not before the job ahead of it could have finished, and then only looked at again (for
+        # free): only the running one's finish lets it start.
+        assert pacer.poll_due(track, 5000.0) > 5010.0
+        assert pacer.start_time(track, 5000.0) is None and track.waiting
+    assert pacer.take_started(5015.0) == []  # nothing says the first one finished yet
+    assert pacer.start_time(queued[0], 5015.0) is None
+
+
+def test_before_any_duration_is_known_only_the_oldest_running_job_is_polled_ever_less_often():
     pacer = Pacer()
-    track = Track("a", 0.0)
-    assert pacer.on_submitted(track, 0.0) == pytest.approx(0.5)  # first_poll
-    pacer.on_sent(track, 0.0)
-    assert pacer.on_polled(track, "in_progress", None, 0.5) == pytest.approx(0.5 + 0.5 * 1.5)
-    assert pacer.on_polled(track, "in_progress", None, 1.25) == pytest.approx(1.25 + 0.5 * 1.5**2)
+    pilot, other = sent(pacer, 2)
+    assert pacer.pilot is pilot
+    assert pacer.poll_due(pilot, 0.0) == pytest.approx(0.5)  # first_poll
+    assert pacer.on_polled(pilot, "in_progress", None, 0.5) == pytest.approx(1.0)  # each time its age doubles
+    assert pacer.poll_due(other, 0.5) > 0.5  # it waits for what the pilot teaches
+    assert pacer.on_polled(pilot, "in_progress", None, 1.0) == pytest.approx(2.0)
+    assert pacer.poll_due(other, 1.9) > 1.9  # still waiting, at no cost
+    pacer.draining = True  # nothing left to submit: it may be the last, so no more than a quarter late
+    assert pacer.on_polled(pilot, "in_progress", None, 2.0) == pytest.approx(2.5)
+    pacer.on_finished(pilot, 2.2)
+    assert pacer.durations and pacer.poll_due(other, 2.2) <= 2.2 + 2.1 * 1.4  # its turn now
 
 
 def test_a_finished_job_teaches_its_duration_from_polls_or_runcomfys_timestamps():
@@ -89,12 +150,13 @@ def test_a_finished_job_teaches_its_duration_from_polls_or_runcomfys_timestamps(
     pacer.on_polled(narrow, "in_progress", None, 1.0)  # found running at 1.0
     pacer.on_polled(narrow, "in_progress", None, 4.6)
     pacer.on_finished(narrow, 5.0)  # done between 4.6 and 5.0: at 4.8
-    assert list(pacer.durations) == [pytest.approx(3.8)]
+    assert list(pacer.durations) == [pytest.approx(4.8)]  # it ran since its submit (nothing queued)
     wide = Track("wide", 10.0)
     pacer.on_submitted(wide, 10.0)
     pacer.on_sent(wide, 10.0)
     pacer.on_polled(wide, "in_progress", None, 10.5)
-    # Polled too long ago to tell when it ended: RunComfy's timestamps say it took 3 s from its submit.
+    # Polled too long ago to tell when it ended: RunComfy's timestamps say it took 3 s from its submit
+    # (whole seconds: 12 to 14 s, and after the poll that found it running).
     pacer.on_finished(wide, 20.0, 1772366400.0, 1772366403.0)  # 12:00:00Z and 12:00:03Z
     assert list(pacer.durations)[-1] == pytest.approx(3.0)
     assert pacer.in_flight == 0
@@ -104,6 +166,7 @@ def test_a_reattached_job_teaches_nothing_about_durations_or_the_queue():
     pacer = Pacer()
     resumed = Track("old", 0.0)  # seq 0: submitted by an earlier run
     pacer.in_flight += 1
+    assert pacer.poll_due(resumed, 0.0) == 0.0  # polled at once
     pacer.on_polled(resumed, "in_queue", 2, 1.0)
     pacer.on_finished(resumed, 5.0)
     assert not pacer.saturated and not pacer.durations and pacer.in_flight == 0
@@ -114,28 +177,98 @@ def test_with_durations_known_a_job_is_polled_once_when_it_should_be_done():
     learnt(pacer, [10.0] * 20)
     track = Track("a", 5000.0)
     due = pacer.on_submitted(track, 5000.0)
-    assert due == pytest.approx(5000.0 + 10.0 * 1.05, abs=0.05)  # its start plus the 90% quantile
+    assert due == pytest.approx(5000.0 + 10.0 * (1.05 + 0.3 / 20), abs=0.05)  # start + 90% quantile
     assert pacer.probe_interval == pytest.approx(10.0 / 6, abs=0.01)
 
 
-def test_while_draining_the_job_that_may_finish_last_is_polled_every_step_and_others_lazily():
+def test_the_end_phase_polls_eagerly_only_the_job_that_may_finish_last_and_only_near_the_end():
+    pacer, tracks = one_slot(8)
+    pacer.draining = True  # everything is submitted at once on a small account...
+    running, last = tracks[0], tracks[-1]
+    # ...but nothing can end the run before the last job has run: the running one is polled lazily,
+    # when it should be done, and the queued ones not at all.
+    assert pacer.poll_due(running, 5000.0) == pytest.approx(HIGH, abs=0.1)
+    assert pacer.poll_due(last, 5000.0) > 5010.0 and last.waiting
+    # The jobs run one after another, each finish letting the next one start: the last one starts at
+    # 5070, and from its earliest likely end on it is polled every step.
+    when = 5000.0
+    for ahead, following in zip(tracks, tracks[1:], strict=False):
+        when += 10.0
+        pacer.on_polled(ahead, "in_progress", None, when - 0.1)
+        pacer.on_finished(ahead, when + 0.1)
+        assert pacer.take_started(when + 0.1) == [following]
+    start = pacer.start_time(last, 5070.1)
+    assert start == pytest.approx(5070.0, abs=0.01)
+    low = pacer.duration_quantile(0.05)
+    assert low is not None
+    first = pacer.poll_due(last, 5070.1)
+    assert first == pytest.approx(start + low)
+    step = pacer.eager_step(first)
+    assert pacer.on_polled(last, "in_progress", None, first) == pytest.approx(first + step)
+
+
+def test_on_two_slots_the_end_phase_waits_for_the_last_wave_though_all_is_submitted_at_once():
     pacer = Pacer()
     learnt(pacer, [10.0] * 20)
-    early, last = Track("early", 50.0), Track("last", 100.0)
-    pacer.on_submitted(early, 50.0)
-    pacer.on_submitted(last, 100.0)
+    base = pacer.submits
+    tracks = sent(pacer, 8, now=5000.0)
+    pacer.on_probe(tracks[-1], "in_queue", 6, 5000.0)  # two of the eight run: two slots
+    pacer.draining = True  # nothing left to submit from the start
+    due = [pacer.poll_due(track, 5000.0) for track in tracks]  # each first poll, as the watcher asks
+    assert due[:2] == [pytest.approx(HIGH, abs=0.1)] * 2  # the running pair: when it should be done
+    assert [track.waiting for track in tracks] == [False] * 2 + [True] * 6  # the rest: not at all
+    when = 5000.0
+    for wave in range(3):  # each pair's finishes let the next pair start, ten seconds apart
+        when += 10.0
+        for track in tracks[2 * wave : 2 * wave + 2]:
+            pacer.on_polled(track, "in_progress", None, when - 0.1)
+            pacer.on_finished(track, when + 0.1)
+        following = pacer.take_started(when + 0.1)
+        assert following == tracks[2 * wave + 2 : 2 * wave + 4]
+        low, high = pacer.duration_quantile(0.05), pacer.duration_quantile(0.9)
+        assert low is not None and high is not None
+        due = [pacer.poll_due(track, when + 0.1) for track in following]
+        if wave < 2:  # a wave the last one follows: polled once, lazily, when it should be done
+            assert due == [pytest.approx(when + high * (1.05 + 0.3 / len(pacer.durations)))] * 2
+        else:  # the last wave: eagerly, from its earliest likely end on
+            assert due == [pytest.approx(when + low)] * 2
+            step = pacer.eager_step(due[0])
+            assert pacer.on_polled(following[0], "in_progress", None, due[0]) == pytest.approx(due[0] + step)
+    assert pacer.submits - base == 8
+
+
+def test_the_end_phase_step_grows_when_the_run_holds_few_jobs_per_slot():
+    pacer = Pacer()
+    learnt(pacer, [9.0, 10.0, 11.0] * 10)
+    pacer.on_sent(Track("first", 0.0), 0.0)  # the run's first submit at t=0, learnt's at 1000 on
+    mean = pacer.mean_duration
+    assert mean is not None
+    long_run = pacer.eager_step(10_000.0)  # a thousand job-lengths: as precise as a sixtieth of one
+    assert long_run == pytest.approx(max(mean / 60, 2.5 * (11.0 * 1.05 - 9.0) / (10_000 / mean)))
+    assert pacer.eager_step(1_200.0) > long_run  # a hundred and twenty: coarser
+
+
+def test_probes_cost_per_start_not_per_second():
+    small, _ = one_slot(8)  # one job running at a time: each finish already says a job started
+    assert small.probe_gap(5000.0) == pytest.approx(PROBE_STARTS * 10.0)
+    large = Pacer()
+    learnt(large, [10.0] * 20)
+    tracks = sent(large, 8, now=5000.0)
+    large.on_probe(tracks[-1], "in_progress", None, 5000.0)
+    tracks += sent(large, 16, now=5000.0)
+    large.on_probe(tracks[-1], "in_progress", None, 5000.0)
+    tracks += sent(large, 32, now=5000.0)
+    large.on_probe(tracks[-1], "in_queue", 2, 5000.0)  # 54 of ours running
+    assert large.probe_gap(5000.0) == large.probe_interval  # a sixth of a job's run
+
+
+def test_jobs_that_seem_to_take_no_time_leave_the_pacer_working():
+    pacer = Pacer()
+    learnt(pacer, [0.0] * 5)  # estimates can come out at zero (the end seen before the start)
     pacer.draining = True
-    step = pacer.eager_step
-    assert step == pytest.approx(10.0 / 60, rel=0.01)
-    low, high = pacer.duration_quantile(0.05), pacer.duration_quantile(0.9)
-    assert low is not None and high is not None
-    # The run cannot end before the last job's earliest likely finish: the early one is polled once,
-    # when it should be done.
-    assert pacer.eager_poll(early, 50.0) == pytest.approx(50.0 + high * 1.05)
-    # The last one from its earliest likely end on, a step at a time.
-    first = pacer.eager_poll(last, 100.0)
-    assert first == pytest.approx(100.0 + low)
-    assert pacer.eager_poll(last, first) == pytest.approx(first + step)
+    track = sent(pacer, 1, now=2000.0)[0]
+    assert pacer.poll_due(track, 2000.0) >= 2000.0
+    assert pacer.eager_step(2000.0) == pacer.poll_min
 
 
 def test_a_429_on_a_submit_assumes_the_queue_is_full():
@@ -179,3 +312,181 @@ def test_a_probe_that_finds_the_newest_job_running_raises_a_measured_start_rate(
     assert pacer.start_rate == pytest.approx(1.5)
     pacer.on_probe(tracks[-1], "in_progress", None, 5003.0)  # the queue ran dry: slots may idle
     assert pacer.start_rate == pytest.approx(1.5 * 1.25)
+
+
+def test_a_shared_account_is_noticed_and_its_positions_taken_as_bounds():
+    pacer = Pacer()
+    learnt(pacer, [10.0] * 20)
+    base = pacer.submits
+    tracks = sent(pacer, 8, now=5000.0)
+    pacer.on_polled(tracks[1], "in_progress", None, 5001.0)  # our second runs, and ends with the first
+    for track in tracks[:2]:
+        pacer.on_finished(track, 5010.0)
+    # Yet our eighth has 11 jobs ahead of it: more than ours could be, so others' wait there too.
+    pacer.on_probe(tracks[-1], "in_queue", 12, 5010.5)
+    assert pacer.starts.shared
+    assert pacer.started_estimate(5010.5) == base + 2  # never below what was seen, never negative
+    # None of ours is believed running: no finish of ours will tell when one starts, so probes do
+    # (less often the longer the wait, but at least once a job's run).
+    assert pacer.started_estimate(5010.5) - pacer.finished < 1
+    assert pacer.probe_interval <= pacer.probe_gap(5010.5) <= 10.0 + 1e-9
+
+
+def test_on_a_shared_account_probes_come_every_half_a_run_as_finishes_no_longer_tell_the_starts():
+    def two_running(position: int) -> Pacer:
+        pacer = Pacer()
+        learnt(pacer, [10.0] * 20)
+        tracks = sent(pacer, 8, now=5000.0)
+        pacer.on_polled(tracks[1], "in_progress", None, 5001.0)
+        pacer.on_probe(tracks[-1], "in_queue", position, 5001.0)
+        return pacer
+
+    alone = two_running(6)  # two of ours run, six wait: our finishes will say when each starts
+    assert not alone.starts.shared and alone.probe_gap(5001.0) == pytest.approx(PROBE_STARTS * 10.0 / 2)
+    shared = two_running(12)  # others' jobs wait too: when they stop coming, ours start at once
+    assert shared.starts.shared and shared.probe_gap(5001.0) == pytest.approx(10.0 / 2)
+
+
+# -- whole runs on a fake clock ------------------------------------------------------------------
+@dataclass
+class FakeRunner:
+    """One runner as the run loop drives its pacer (submit loop, poll queue, probe loop, end phase),
+    against an account shared with any other FakeRunner; answers come at once."""
+
+    name: str
+    jobs: int
+    pacer: Pacer = field(default_factory=Pacer)
+    to_submit: int = 0
+    live: dict[int, tuple[Track, Job]] = field(default_factory=dict)
+    due: dict[int, float] = field(default_factory=dict)
+    requests: int = 0
+    last_probe: float = 0.0
+    finished_at: float | None = None
+
+    def __post_init__(self) -> None:
+        self.to_submit = self.jobs
+
+
+@dataclass
+class FakeRun:
+    slots: int
+    seconds: float
+    runners: list[FakeRunner]
+    account: Account = field(init=False)
+    now: float = 0.0
+    events: list[tuple[float, int, str, int]] = field(default_factory=list)
+    rng: random.Random = field(default_factory=lambda: random.Random(7))
+    _seq: itertools.count[int] = field(default_factory=itertools.count)
+
+    def __post_init__(self) -> None:
+        self.account = Account(self.slots, expire_seconds=1e9)
+
+    def at(self, when: float, what: str, who: int, job: int = 0) -> None:
+        heapq.heappush(self.events, (when, next(self._seq), what, who * 1_000_000 + job))
+
+    def run(self) -> None:
+        for who in range(len(self.runners)):
+            self.at(0.0, "drive", who)
+            self.at(0.0, "probe", who)
+        while self.events:
+            self.now, _, what, key = heapq.heappop(self.events)
+            who, seq = divmod(key, 1_000_000)
+            runner = self.runners[who]
+            if runner.finished_at is None:
+                getattr(self, what)(runner, who, seq)
+
+    def drive(self, runner: FakeRunner, who: int, _: int) -> None:
+        pacer, now = runner.pacer, self.now
+        if pacer.draining != (runner.to_submit == 0):
+            pacer.draining = runner.to_submit == 0
+            for seq in runner.live:
+                self.schedule(runner, who, seq, pacer.poll_due(runner.live[seq][0], now))
+        while runner.to_submit and pacer.may_submit(now):
+            runner.to_submit -= 1
+            track = Track(f"{runner.name}-{runner.to_submit}", now)
+            pacer.on_submitted(track, now)
+            pacer.on_sent(track, now)
+            job = Job(track.job_id, "m", None, 0, self.seconds * self.rng.uniform(0.8, 1.2), False, now)
+            self.account.submit(job, now)
+            runner.live[track.seq] = (track, job)
+            runner.requests += 1
+            self.schedule(runner, who, track.seq, pacer.expected_done(track, now))
+            if pacer.window_full():
+                self.at(now + 0.02, "probe", who)
+        if not runner.to_submit and not runner.live:
+            runner.finished_at = now
+
+    def schedule(self, runner: FakeRunner, who: int, seq: int, when: float) -> None:
+        runner.due[seq] = when = max(when, self.now)
+        self.at(when, "poll", who, seq)
+
+    def poll(self, runner: FakeRunner, who: int, seq: int) -> None:
+        if seq not in runner.live or runner.due.get(seq) != self.now:
+            return  # stale: it finished, or was rescheduled since
+        when = runner.pacer.poll_due(runner.live[seq][0], self.now)
+        if when > self.now + 0.005:
+            self.schedule(runner, who, seq, when)  # looked at again: it waits, at no cost
+            return
+        self.answer(runner, who, seq, probe=False)
+
+    def probe(self, runner: FakeRunner, who: int, _: int) -> None:
+        pacer = runner.pacer
+        if self.now < runner.last_probe + pacer.probe_gap(self.now) and not pacer.window_full():
+            return
+        runner.last_probe = self.now
+        newest = max(runner.live, default=None)
+        if newest is not None:
+            self.answer(runner, who, newest, probe=True)
+        self.at(self.now + pacer.probe_gap(self.now), "probe", who)
+
+    def answer(self, runner: FakeRunner, who: int, seq: int, *, probe: bool) -> None:
+        pacer, now = runner.pacer, self.now
+        track, job = runner.live[seq]
+        job = self.account.get(job.request_id, now) or job
+        position = self.account.queue_position(job)
+        runner.requests += 1
+        if probe:
+            pacer.on_probe(track, job.state, position, now)
+        if job.state == "completed":
+            pacer.on_finished(track, now, stamp(job.submitted_at), stamp(job.finished_at))
+            del runner.live[seq]
+            runner.requests += 1  # the download
+        else:
+            self.schedule(runner, who, seq, pacer.on_polled(track, job.state, position, now))
+        for started in pacer.take_started(now):
+            self.schedule(runner, who, started.seq, pacer.poll_due(started, now))
+        self.at(now, "drive", who)
+        gap = pacer.probe_gap(now)
+        if runner.last_probe + gap < now + gap:  # it may be due sooner than the probe loop thought
+            self.at(max(now, runner.last_probe + gap), "probe", who)
+
+
+def stamp(when: float | None) -> float:
+    """An account time as RunComfy writes it (whole seconds), read as Unix seconds."""
+    return 1_800_000_000.0 + int(when or 0.0)
+
+
+def fake_run(slots: int, jobs: int, seconds: float, runners: int = 1) -> tuple[float, float]:
+    """Requests per job and slot efficiency of ``runners`` runners of ``jobs`` jobs each."""
+    run = FakeRun(slots, seconds, [FakeRunner(f"r{i}", jobs) for i in range(runners)])
+    run.run()
+    makespan = max(r.finished_at or run.now for r in run.runners)
+    requests = sum(r.requests for r in run.runners) / (jobs * runners)
+    return requests, jobs * runners * seconds / slots / makespan
+
+
+@pytest.mark.parametrize(
+    ("slots", "jobs", "seconds"),
+    [(1, 20, 3.0), (1, 20, 120.0), (2, 40, 5.0), (5, 100, 3.0), (5, 60, 120.0), (50, 1000, 1.0)],
+)
+def test_a_whole_run_costs_few_requests_a_job_at_every_account_size(slots, jobs, seconds):
+    requests, efficiency = fake_run(slots, jobs, seconds)
+    assert requests <= 4.0
+    assert efficiency >= 0.93  # the last wave's idle slots included (about half a job per slot)
+
+
+@pytest.mark.parametrize("runners", [2, 3])
+def test_runners_sharing_an_account_stay_cheap_and_keep_it_busy(runners):
+    requests, efficiency = fake_run(20, 150, 2.0, runners)
+    assert requests <= 5.0
+    assert efficiency >= 0.93

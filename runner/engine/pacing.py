@@ -1,39 +1,56 @@
-"""When to submit and when to poll: keeping the account's paid slots full with few requests.
+"""When to submit and when to poll: keeping the account's paid slots full with few requests, whatever
+the account's size (one slot or hundreds) and however long its jobs run (seconds or minutes).
 
-The runner is not told how many jobs the account runs at once. It learns it from the API itself:
+The runner is not told how many jobs the account runs at once, nor whether other runners share it. It
+learns what it needs from the API itself:
 
 * **A small queue at RunComfy keeps slots full.** The API queues what it cannot run yet and starts
   the next job the instant a slot frees, whatever our poll latency. So the runner keeps a small,
   bounded number of its jobs waiting ``in_queue`` (``target_queue``), enough to cover the time it
   takes us to notice and refill.
-* **A queued job's position counts the jobs that started.** One account, one FIFO: when our
-  ``k``-th submit is at ``queue_position`` ``p``, exactly ``k - p`` of our jobs have left the queue
-  (``started``), and every job submitted after it waits behind it. Every ``probe_interval`` the
-  newest job RunComfy knows is polled for that; any other poll that finds a job queued or running
-  tells the same. Between answers the count grows at the measured start rate (for a little while
-  only: an estimate nothing confirms stops draining, so the runner never floods the queue blind).
-  Before any queue is seen the runner ramps up like TCP slow start: each answer that finds the
-  newest job already running doubles the window.
-* **Finished jobs teach how long the next ones take.** When the ``k``-th job started is read off the
-  record of ``started`` over time; when it finished, from the result's timestamps or our own polls.
-  A job is polled (on ``/result``, which answers both live status and results) when it should be
-  done: its estimated start plus a high quantile of the durations seen. So most jobs cost one
-  submit, one poll and one download.
-* **Lazy while the queue is full, eager at the end.** A late poll costs nothing while jobs wait at
-  RunComfy: the freed slot is taken at once whether we notice or not. Once nothing is left to submit
-  (``draining``) a finish noticed late delays the end of the run, so the jobs that may finish last
-  are polled every ``eager_step`` from the run's earliest likely end. That costs a few polls for the
-  last wave only.
+* **The queue is one FIFO, so our jobs start in the order we sent them**, and the pacer only needs
+  *how many* of them have started (``started``). A queued job's position says it: when our ``k``-th
+  submit is at ``queue_position`` ``p``, ``k - p`` of ours have left the queue (exactly, when no one
+  else uses the account; at least, when others do). So does every finish: the slot it freed took the
+  next job in the queue (:meth:`Pacer.on_finished`). Between answers the count grows at the measured
+  start rate, whole starts only and for a little while (an estimate nothing confirms stops draining,
+  so the runner never floods the queue blind). Before any queue is seen the runner ramps up like TCP
+  slow start: each answer that finds the newest job already running doubles the window.
+* **A job is polled once, when it should be done**: its start plus a high quantile of the durations
+  seen. A job the pacer believes still queued is not polled at all (:meth:`Pacer.poll_due` defers it
+  for free): only a running one can finish, and the finish that lets the queued one start is seen on
+  the running one. The watcher asks :meth:`Pacer.take_started` after each answer for the jobs that
+  have just started by that count. Before any duration is known, only the oldest running job (the
+  *pilot*) is polled, less and less often as it ages; its finish teaches when the others will end.
+* **Probes cost per start, not per second.** Every so often the newest job is polled for its queue
+  position (:meth:`Pacer.probe_gap`): on a large account a sixth of a job's run apart, a few requests
+  per hundred jobs; on a small one, where each finish already says a job started, at most once per
+  ``PROBE_STARTS`` starts; on a shared one, where it does not, at least every half a job's run.
+* **Lazy while the queue is full, eager for the last finish.** A late poll costs nothing while jobs
+  wait at RunComfy: the freed slot is taken at once whether we notice or not. Once nothing is left to
+  submit (``draining``), the run cannot end before the last submitted job's earliest likely finish
+  (``end``): a job likely done before that is still polled once, lazily; only one that may be the last
+  to finish is polled every ``eager_step`` from ``end`` on. The step is a sixtieth of a job's run,
+  or more when the run holds few jobs per slot, so the last wave's polls stay a small share of the
+  run's requests while its lateness stays a small share of the run's time.
 """
 
 from __future__ import annotations
 
-import bisect
+import heapq
 import math
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from ..api.client import COMPLETED, IN_QUEUE
+from .starts import Starts
+
+PROBE_STARTS = 8  # at most one probe per this many starts (estimated), below PROBE_INTERVAL_MAX
+PROBE_INTERVAL_MAX = 5.0  # seconds: on a large account, a probe at least this often
+SHARED_PROBE_RUNS = 0.5  # on a shared account, a probe at least once per this many job runs
+EAGER_SPREAD = 2.5  # eager step ≥ this x the spread of durations / jobs run per slot so far
+TIMESTAMP_ERROR = 1.0  # seconds either way: RunComfy's timestamps are whole seconds
 
 
 @dataclass(eq=False, slots=True)
@@ -49,6 +66,86 @@ class Track:
     last_live: float = 0.0  # when a poll last found it queued or running
     polls: int = 0
     live_polls: int = 0  # consecutive polls that found it running
+    waiting: bool = False  # its poll is deferred until the pacer believes it started
+
+
+def finish_time(
+    track: Track, start: float, now: float, created: float | None, finished: float | None
+) -> float:
+    """When a job that has just been found ended did: after our last poll that found it live (or its
+    start) and before this one; RunComfy's timestamps (whole seconds: their difference is up to a second
+    off either way, but right on average) narrow that down; the middle of what is left."""
+    low, high = max(track.last_live, start), now
+    if created is not None and finished is not None and finished >= created:
+        at = track.submitted_at + (finished - created)
+        if at - TIMESTAMP_ERROR < high and at + TIMESTAMP_ERROR > low:
+            low, high = max(low, at - TIMESTAMP_ERROR), min(high, at + TIMESTAMP_ERROR)
+    return (low + high) / 2
+
+
+@dataclass
+class Durations:
+    """How long the last jobs ran, as learnt from their finishes: the mean and quantiles."""
+
+    values: deque[float] = field(default_factory=lambda: deque(maxlen=256))
+    _sorted: list[float] | None = None
+    _mean: float | None = None
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def __iter__(self) -> Iterator[float]:
+        return iter(self.values)
+
+    def add(self, seconds: float) -> None:
+        self.values.append(max(0.0, seconds))
+        self._sorted = self._mean = None
+
+    @property
+    def mean(self) -> float | None:
+        if self._mean is None and self.values:
+            self._mean = sum(self.values) / len(self.values)
+        return self._mean
+
+    def quantile(self, q: float) -> float | None:
+        if not self.values:
+            return None
+        if self._sorted is None:
+            self._sorted = sorted(self.values)
+        return self._sorted[min(len(self._sorted) - 1, int(q * len(self._sorted)))]
+
+    def eager_step(self, elapsed: float, floor: float) -> float:
+        """How often to poll the job that may finish last, ``elapsed`` seconds into the run: a sixtieth
+        of a job's run; more when the run so far holds few jobs per slot (its elapsed time over a job's
+        run), so that the last wave's polls stay a small share of all."""
+        mean = self.mean
+        if not mean:
+            return floor
+        spread = (self.quantile(0.9) or 0.0) * 1.05 - (self.quantile(0.05) or 0.0)
+        return max(floor, mean / 60, EAGER_SPREAD * spread / max(1.0, elapsed / mean))
+
+
+@dataclass
+class Waiting:
+    """The submits whose poll waits until the pacer believes they started, by their place."""
+
+    _heap: list[tuple[int, int, Track]] = field(default_factory=list)
+    _pushes: int = 0  # ties go in the order pushed (a Track is not ordered)
+
+    def add(self, track: Track) -> None:
+        track.waiting = True
+        self._pushes += 1
+        heapq.heappush(self._heap, (track.seq, self._pushes, track))
+
+    def started(self, count: float) -> list[Track]:
+        """Those among the first ``count`` submits, oldest first; they wait no more."""
+        heap, out = self._heap, []
+        while heap and heap[0][0] <= count:
+            track = heapq.heappop(heap)[2]
+            if track.waiting:
+                track.waiting = False
+                out.append(track)
+        return out
 
 
 @dataclass
@@ -59,57 +156,73 @@ class Pacer:
     min_queue: int = 8
     first_poll: float = 0.5  # before any duration is known
     poll_min: float = 0.05
-    poll_max: float = 30.0
+    poll_max: float = 30.0  # the longest a job goes without its poll time being looked at again
     in_flight: int = 0
     submits: int = 0
     sent: int = 0  # submits whose POST has left (the others wait for a connection)
     max_unsent: int = 16  # more waiting for a connection would only make the queue estimate stale
     draining: bool = False  # nothing left to submit: poll eagerly (set by the scheduler)
-    saturated: bool = False  # a job of ours has been seen waiting in RunComfy's queue
-    start_rate: float | None = None  # our jobs leaving RunComfy's queue per second, while it is not empty
+    stale: bool = False  # a finish showed the count of starts lagging: probe soon
+    finished: int = 0  # this run's submits seen to leave the account after running
     tail: Track | None = None  # the newest live request
     last_submitted: Track | None = None  # kept after it finishes: it starts last, so it ends the run
+    pilot: Track | None = None  # the first submit, polled for its end before any duration is known
     recent: deque[Track] = field(default_factory=lambda: deque(maxlen=64))  # newest sent last: to probe
-    durations: deque[float] = field(default_factory=lambda: deque(maxlen=256))
-    # ``started`` (how many of our submits have left the queue) as last observed, and when
-    _started: float = 0.0
-    _started_at: float = 0.0
-    _started_exact: bool = False  # observed from a queued job (not only a lower bound)
-    _log_times: list[float] = field(default_factory=list)  # exact observations of ``started``, in order
-    _log_started: list[float] = field(default_factory=list)
-    _sorted_cache: list[float] | None = None
-    _mean_cache: float | None = None
+    durations: Durations = field(default_factory=Durations)
+    starts: Starts = field(default_factory=Starts)  # how many of ours have left the queue, and when
+    waiting: Waiting = field(default_factory=Waiting)
+    _first_sent_at: float | None = None
 
     # -- estimates ----------------------------------------------------------------------------
     @property
+    def start_rate(self) -> float | None:  # (see Starts for both)
+        return self.starts.rate
+
+    @property
+    def saturated(self) -> bool:
+        return self.starts.saturated
+
+    @property
     def mean_duration(self) -> float | None:
-        if self._mean_cache is None and self.durations:
-            self._mean_cache = sum(self.durations) / len(self.durations)
-        return self._mean_cache
+        return self.durations.mean
 
     def duration_quantile(self, q: float) -> float | None:
-        if not self.durations:
-            return None
-        if self._sorted_cache is None:
-            self._sorted_cache = sorted(self.durations)
-        values = self._sorted_cache
-        return values[min(len(values) - 1, int(q * len(values)))]
+        return self.durations.quantile(q)
 
     @property
     def probe_interval(self) -> float:
+        """The shortest time between probes (and between the submit loop's looks at the estimate): a
+        sixth of a job's run, at most ``PROBE_INTERVAL_MAX``."""
         mean = self.mean_duration
-        return min(5.0, max(self.poll_min, (mean / 6) if mean else 0.1))
+        return min(PROBE_INTERVAL_MAX, max(self.poll_min, (mean / 6) if mean else 0.1))
 
-    @property
-    def eager_step(self) -> float:
-        mean = self.mean_duration
-        return max(self.poll_min, mean / 60) if mean else self.poll_min
+    def probe_gap(self, now: float) -> float:
+        """Seconds from the last probe to the next. Before a queue is seen, only a full slow-start
+        window needs one; after, at most one per ``PROBE_STARTS`` starts (finishes tell the others), as
+        the jobs of ours running make them over a job's run (or, before any, over the pilot's age)."""
+        if not self.saturated:
+            return self.probe_interval if self.window_full() else self.poll_max
+        if self.stale:
+            return self.probe_interval
+        started = self.started_estimate(now)
+        running = started - self.finished
+        if running < 1:
+            # Others' jobs hold the slots: only a probe can tell when one of ours starts.
+            wait = min(self.mean_duration or self.first_poll, 0.5 * (now - self.starts.rose_at))
+            return max(self.probe_interval, wait)
+        run = self.mean_duration
+        if run is None:
+            pilot = self.pilot
+            run = max(self.first_poll, now - (pilot.est_start if pilot else now))
+        gap = PROBE_STARTS * run / running
+        if self.starts.shared:  # others' finishes start ours too (all, once they stop sending)
+            gap = min(gap, SHARED_PROBE_RUNS * run)
+        return max(self.probe_interval, gap)
 
-    @property
-    def rate_memory(self) -> float:
-        """Seconds over which the start rate is averaged: long enough to see many starts."""
-        mean = self.mean_duration
-        return max(1.0, mean / 2) if mean else 1.0
+    def eager_step(self, now: float) -> float:
+        """How often the job that may finish last is polled once nothing is left to submit."""
+        first = self._first_sent_at
+        return self.durations.eager_step(now - first if first is not None else 0.0, self.poll_min)
 
     @property
     def target_queue(self) -> int:
@@ -119,25 +232,23 @@ class Pacer:
         return max(self.min_queue, math.ceil(self.start_rate * (2 * self.probe_interval + 0.2)))
 
     def started_estimate(self, now: float) -> float:
-        """How many of our submits have left the queue by ``now``: the last answer, plus starts at the
-        measured rate since, but only for as long as answers should have come (then it holds)."""
-        horizon = 3 * self.probe_interval + 1.0
-        grown = (self.start_rate or 0.0) * min(max(0.0, now - self._started_at), horizon)
-        return min(float(self.submits), self._started + grown)
+        """How many of ours have left the queue by ``now`` (growing for three probe intervals at most)."""
+        return self.starts.estimate(now, self.submits, 3 * self.probe_interval + 1.0)
 
     def queue_estimate(self, now: float) -> float:
-        if not self.saturated:
-            return 0.0
-        return max(0.0, self.submits - self.started_estimate(now))
+        return max(0.0, self.submits - self.started_estimate(now)) if self.saturated else 0.0
 
-    def start_of(self, seq: int) -> float | None:
-        """When our ``seq``-th submit left the queue, from the record of ``started`` (None: unknown)."""
-        times, counts = self._log_times, self._log_started
-        i = bisect.bisect_left(counts, seq)
-        if i == 0 or i == len(counts):
+    def start_time(self, track: Track, now: float) -> float | None:
+        """When ``track`` started running, as far as known; None while it is believed queued."""
+        if not track.seq:
+            return track.est_start  # re-attached: it started some time ago (0), or will
+        if not track.running_at and self.saturated and track.seq > self.started_estimate(now):
             return None
-        t0, s0, t1, s1 = times[i - 1], counts[i - 1], times[i], counts[i]
-        return t0 + (t1 - t0) * (seq - s0) / (s1 - s0) if s1 > s0 else t1
+        start = self.starts.start_of(track.seq) if self.saturated else None
+        start = track.est_start if start is None else start
+        if track.running_at:
+            start = min(start, track.running_at)
+        return max(track.submitted_at, start)
 
     # -- decisions ----------------------------------------------------------------------------
     def may_submit(self, now: float) -> bool:
@@ -147,13 +258,14 @@ class Pacer:
             return False
         if not self.saturated:
             # Slow start: as many unconfirmed submits as jobs already known to run (at least min_queue).
-            return self.submits - self._started < max(self.min_queue, self._started)
+            started = self.starts.started
+            return self.submits - started < max(self.min_queue, started)
         return self.queue_estimate(now) < self.target_queue
 
     def window_full(self) -> bool:
-        """In the slow start, whether the window of unconfirmed submits is used up: only an answer that
-        finds the newest job running can open it further (so it is worth asking at once)."""
-        return not self.saturated and self.submits - self._started >= max(self.min_queue, self._started)
+        """In the slow start, whether the window of unconfirmed submits is used up (ask at once)."""
+        started = self.starts.started
+        return not self.saturated and self.submits - started >= max(self.min_queue, started)
 
     def on_submitted(self, track: Track, now: float) -> float:
         """Account for a new request; the time of its first poll."""
@@ -163,7 +275,7 @@ class Pacer:
         track.seq = self.submits
         track.est_start = now + (ahead / self.start_rate if self.start_rate else 0.0)
         self.tail = self.last_submitted = track
-        return self.expected_done(track, now)
+        return self.poll_due(track, now)
 
     def on_sent(self, track: Track, now: float) -> bool:
         """Its POST is leaving now (it may have waited for a connection since :meth:`on_submitted`).
@@ -174,38 +286,84 @@ class Pacer:
         track.sent = True
         self.sent += 1
         self.recent.append(track)
+        if self._first_sent_at is None:  # the run's first submit: its pilot (the only one there is)
+            self._first_sent_at = now
+            self.pilot = track
         return held
 
-    def expected_done(self, track: Track, now: float) -> float:
+    def poll_due(self, track: Track, now: float) -> float:
+        """When to poll ``track``, from what is known now (not after ``now``: now); a job believed queued
+        is looked at again, for free, when it may have started."""
+        start = self.start_time(track, now)
+        if start is None:
+            if not track.waiting:
+                self.waiting.add(track)
+            wait = self._wait_to_start(track, now) + (self.duration_quantile(0.9) or 0.0)
+            return now + min(self.poll_max, max(self.poll_min, wait))
         high = self.duration_quantile(0.9)
-        if high is None:
-            return now + self.first_poll * (1.5 ** min(track.polls, 8))
+        mean = self.mean_duration
+        if high is None or mean is None:
+            return self._before_durations(track, start, now)
+        high *= 1.05 + 0.3 / len(self.durations)  # the few first durations say little of the spread
         if self.draining:
-            return self.eager_poll(track, now)
-        return min(now + self.poll_max, max(now + self.poll_min, track.est_start + high * 1.05))
+            when = self._eager(track, start, high, now)
+        else:
+            when = start + high
+            if track.live_polls:  # found running past when it should have been done
+                when = max(when, track.last_live + 0.2 * mean)
+        return min(now + self.poll_max, when)
 
-    def eager_poll(self, track: Track, now: float) -> float:
-        """When to poll a live job while draining. The run cannot end before the last submitted job's
-        earliest likely finish (``end``): a job likely done before that is polled once, lazily, when it
-        should be done; one that may be the last to finish is polled every step from ``end`` on."""
-        low, high = self.duration_quantile(0.05), self.duration_quantile(0.9)
-        if low is None or high is None:
-            return now + self.first_poll * (1.5 ** min(track.polls, 8))
+    expected_done = poll_due
+
+    def _before_durations(self, track: Track, start: float, now: float) -> float:
+        """No job has finished yet: only the pilot is polled, each time its age has doubled (late costs
+        nothing while jobs wait at RunComfy) or, once nothing is left to submit, grown by a quarter; the
+        others wait for what it teaches. Without a pilot (it failed at once, say) each polls itself."""
+        if not track.seq:  # re-attached: at once, then less and less often
+            return track.last_live + self.first_poll * (1.5 ** min(track.polls, 8)) if track.polls else now
+        pilot = self.pilot
+        polled = track.last_live if track is pilot or pilot is None else now
+        growth = 1.25 if self.draining else 2.0
+        return min(now + self.poll_max, start + max(self.first_poll, growth * (polled - start)))
+
+    def _eager(self, track: Track, start: float, high: float, now: float) -> float:
+        """Draining: the run cannot end before the last submitted job's earliest likely finish (``end``).
+        A job likely done before that is polled lazily (if not done, again just before ``end``); one
+        that may be the last to finish, every step from ``end`` on."""
+        low = self.duration_quantile(0.05) or 0.0
+        step = self.eager_step(now)
         last = self.last_submitted or track
-        step = self.eager_step
-        end = max(last.est_start, track.est_start) + low
-        when = min(track.est_start + high * 1.05, max(track.est_start + low, end - step))
-        return min(now + self.poll_max, max(now + step, when))
+        last_start = start if last is track else self.start_time(last, now)
+        if last_start is None:  # still queued: it starts when the jobs ahead of it have
+            last_start = self.starts.start_of(last.seq) or now + self._wait_to_start(last, now)
+        end = max(last_start, start) + low
+        if track.live_polls:
+            return max(track.last_live + step, min(start + high, end) - step)
+        return min(start + high, max(start + low, end - step))
+
+    def _wait_to_start(self, track: Track, now: float) -> float:
+        """How long a job believed queued may still wait: the jobs ahead of it at the measured start
+        rate, or else at the rate the jobs believed running start others (one per run each)."""
+        ahead = track.seq - self.started_estimate(now)
+        rate = self.start_rate
+        if not rate:
+            running = max(1.0, self.started_estimate(now) - self.finished)
+            rate = running / (self.mean_duration or self.first_poll)
+        return max(0.0, ahead) / rate
 
     def probe_candidates(self) -> list[Track]:
         """The most recently sent requests, newest first: the first one known to RunComfy is probed."""
         return list(reversed(self.recent))
 
+    def take_started(self, now: float) -> list[Track]:
+        """The submits whose poll was deferred while they were believed queued, and that are now
+        believed started (oldest first): their polls are due again (:meth:`poll_due`)."""
+        return self.waiting.started(self.started_estimate(now))
+
     # -- what the API says ----------------------------------------------------------------------
     def on_probe(self, track: Track, status: str, position: int | None, now: float) -> None:
-        """A probe's answer: how many of our jobs have left the queue. The newest job RunComfy knows
-        already running means the queue ran dry, and slots may be idling: the start rate (hence the
-        target queue) is too low, so it grows until a queue is seen again (where it is measured)."""
+        """A probe's answer. The newest job found running means the queue ran dry and slots may idle:
+        the start rate (hence the target queue) is too low, so it grows until a queue is seen again."""
         if (
             self.saturated
             and not self.draining
@@ -215,34 +373,21 @@ class Pacer:
         ):
             mean = self.mean_duration or self.probe_interval
             ceiling = 2.0 * max(1, self.in_flight) / mean  # every job in flight starting within a mean run
-            self.start_rate = max(self.start_rate, min(ceiling, self.start_rate * 1.25))
+            self.starts.rate = max(self.start_rate, min(ceiling, self.start_rate * 1.25))
+        self.stale = False
         self.observe(track, status, position, now)
 
     def observe(self, track: Track, status: str, position: int | None, now: float) -> None:
-        """What any answer about one of our jobs tells about the queue (FIFO, one account): queued at
-        ``position``, exactly ``seq - position`` of ours have started; running or done, at least ``seq``."""
+        """What any answer about one of our jobs tells the count of starts (:class:`~.starts.Starts`)."""
         if not track.seq:
             return
         if status == IN_QUEUE:
-            started, exact = float(track.seq - (position if position is not None else 1)), True
-            self.saturated = True
+            mean = self.mean_duration  # the rate is averaged over half a job's run: many starts
+            self.starts.queued(track.seq, position, now, max(1.0, mean / 2) if mean else 1.0)
+            if not track.waiting:
+                self.waiting.add(track)  # it may have been taken for started: wait for it again
         else:
-            started, exact = float(track.seq), False
-            if started <= self.started_estimate(now):
-                return  # nothing new: it only bounds what we already believe
-        if exact and self._started_exact and now > self._started_at:
-            elapsed = now - self._started_at
-            rate = max(0.0, started - self._started) / elapsed
-            # Averaged over time, not over answers: they come often and each sees few starts.
-            weight = 1.0 - math.exp(-elapsed / self.rate_memory)
-            old = self.start_rate
-            self.start_rate = rate if old is None else old + weight * (rate - old)
-        self._started, self._started_at, self._started_exact = started, now, exact
-        if exact and (not self._log_started or started >= self._log_started[-1]):
-            self._log_times.append(now)
-            self._log_started.append(started)
-            if len(self._log_times) > 8192:
-                del self._log_times[:4096], self._log_started[:4096]
+            self.starts.seen(track.seq, now, self.started_estimate(now))
 
     def on_polled(self, track: Track, status: str, position: int | None, now: float) -> float:
         """A live job's status; the time of its next poll."""
@@ -253,49 +398,41 @@ class Pacer:
             rate = self.start_rate or 0.0
             track.est_start = now + ((position or 1) / rate if rate else 0.0)
             track.live_polls = 0
-            return min(now + self.poll_max, max(now + self.poll_min, self.expected_done(track, now)))
-        if not track.running_at:
-            track.running_at = now
-            track.est_start = min(track.est_start, now) if track.est_start else now
-        track.live_polls += 1
-        mean = self.mean_duration
-        if mean is None:
-            return now + min(self.poll_max, self.first_poll * (1.5 ** min(track.polls, 8)))
-        if self.draining:
-            return self.eager_poll(track, now)
-        done = self.expected_done(track, now)
-        if done > now + self.poll_min and track.live_polls == 1:
-            return min(now + self.poll_max, done)
-        return now + min(self.poll_max, max(self.poll_min, 0.2 * mean))
+        else:
+            if not track.running_at:
+                track.running_at = now
+                track.est_start = min(track.est_start, now) if track.seq else now
+            track.live_polls += 1
+        return max(now + self.poll_min, self.poll_due(track, now))
 
     def on_finished(
         self, track: Track, now: float, created: float | None = None, finished: float | None = None
     ) -> None:
-        """A job left the account (done, failed, cancelled): learn how long it ran. ``created`` and
-        ``finished`` are RunComfy's timestamps in Unix seconds (read at the API edge, whatever their
-        form on the wire; ``None`` when the answer had none)."""
+        """A job left the account (done, failed, cancelled): learn how long it ran, and that the slot
+        it freed took the next job in the queue. ``created`` and ``finished`` are RunComfy's timestamps
+        in Unix seconds (read at the API edge, whatever their form on the wire; ``None`` when the
+        answer had none)."""
         self.in_flight = max(0, self.in_flight - 1)
         if self.tail is track:
             self.tail = None
-        if not track.seq or not (track.running_at or (created is not None and finished is not None)):
-            return  # re-attached (when it started is unknown), or never seen to run (cancelled while queued)
+        if self.pilot is track:
+            self.pilot = None
+        if not track.seq:
+            return  # re-attached: when it started is unknown
+        self.finished += 1
         self.observe(track, COMPLETED, None, now)
-        # When it finished: between our last poll that found it live and this one, if that window is
-        # narrow; else from RunComfy's timestamps (whole seconds: their difference is up to a second
-        # off either way, but right on average); else the middle of what we know.
-        if track.last_live and now - track.last_live < 1.0:
-            end = (track.last_live + now) / 2
-        elif created is not None and finished is not None and finished >= created:
-            end = track.submitted_at + (finished - created)
-        else:
-            end = (max(track.last_live, track.submitted_at) + now) / 2
-        # When it started: read off the record of starts; bounded by its submit and by a poll that
-        # found it running.
-        start = self.start_of(track.seq)
-        start = track.est_start if start is None else start
-        start = max(track.submitted_at, min(start, track.running_at or now))
-        self.durations.append(max(0.0, end - start))
-        self._sorted_cache = self._mean_cache = None
+        start = self.start_time(track, now) or track.submitted_at
+        end = finish_time(track, start, now, created, finished)
+        if self.saturated:
+            self.starts.freed(end, self.submits)
+        if not (track.running_at or (created is not None and finished is not None and finished >= created)):
+            return  # never seen to run, nor timed by RunComfy (cancelled while queued, say)
+        shortest = self.duration_quantile(0.05)
+        if shortest is not None and len(self.durations) >= 8 and end - start < 0.8 * shortest:
+            # It ran shorter than jobs do: it started well before we thought, so the count of starts
+            # lags (others' jobs may share the queue, or finishes were missed). A probe says how far.
+            self.stale = True
+        self.durations.add(end - start)
 
     def on_dropped(self, track: Track) -> None:
         """A submit that created no request (refused, or never sent)."""
@@ -304,8 +441,10 @@ class Pacer:
             self.sent += 1  # no longer waiting for a connection
         if self.tail is track:
             self.tail = None
+        if self.pilot is track:
+            self.pilot = None
+        track.waiting = False
 
     def on_rate_limited(self) -> None:
         """A 429 on a submit: assume the queue is full for now."""
-        self.saturated = True
-        self._started = min(self._started, float(max(0, self.submits - self.target_queue)))
+        self.starts.rate_limited(self.submits, self.target_queue)

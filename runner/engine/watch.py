@@ -27,7 +27,7 @@ from ..manifest.loader import Job
 from .events import EventKind
 from .flight import Live, Part, Parts
 from .pacing import Track
-from .polls import PollQueue
+from .polls import TOGETHER, PollQueue
 from .settings import RunSettings
 from .states import JobState
 
@@ -50,7 +50,11 @@ class Watcher(Part):
         self.empty_results: Counter[str] = Counter()  # per job: `completed` answers without outputs
         self.puzzled: dict[str, tuple[float, int]] = {}  # per job: since when, how many unknown words
         self._poll_due = anyio.Event()
-        self._probe_now = anyio.Event()
+        self._asked_again: set[str] = set()  # jobs whose next poll the watcher set itself (a retry, a grace)
+        self._probe_wake = anyio.Event()  # the probe loop looks again at when its next probe is due
+        self._probe_due = 0.0  # when it sleeps until
+        self._last_probe = parts.clock()
+        self._early_probe: float | None = None  # a probe asked for early by the slow start, due then
 
     # -- what to poll, when ---------------------------------------------------------------------
     def reattach(self, job: Job, attempt_id: int, request_id: str, status: JobState) -> None:
@@ -67,24 +71,43 @@ class Watcher(Part):
             self._poll_due.set()
 
     def probe_soon(self) -> None:
-        """The slow start's window is used up: a probe's answer may open it (see :meth:`probe_loop`)."""
-        self._probe_now.set()
+        """The slow start's window is used up: a probe's answer may open it."""
+        if self._early_probe is None:
+            self._early_probe = self._clock() + PROBE_GAP  # at most one per gap, however fast answers come
+            self._probe_wake.set()
 
     def drain(self, draining: bool) -> None:
-        """Once nothing is left to submit, a finish noticed late delays the end of the run (no queued
-        job takes the slot any more): the pacer polls eagerly, starting with every live job now."""
+        """Nothing left to submit: every poll is looked at again (the ones that may finish last, eagerly)."""
         self.pacer.draining = draining
         if draining:
             now = self._clock()
             for live in self.flight.live.values():
-                if not live.polling:
-                    self.schedule(live, self.pacer.eager_poll(live.track, now))
+                if not live.polling and live.request_id and live.job.id not in self._asked_again:
+                    self.schedule(live, self.pacer.poll_due(live.track, now))
+
+    def _learnt(self, now: float) -> None:
+        """After an answer: polls of jobs now believed started are due, the next probe perhaps sooner."""
+        for track in self.pacer.take_started(now):
+            live = self.flight.live.get(track.job_id)
+            if live is not None and live.track is track and not live.polling and live.request_id:
+                self.schedule(live, self.pacer.poll_due(track, now))
+        if self._last_probe + self.pacer.probe_gap(now) < self._probe_due:
+            self._probe_wake.set()
 
     async def poll_loop(self, tg: TaskGroup) -> None:
-        """Start each poll when it is due, for as long as the run goes on."""
+        """Start each poll when it is due, for as long as the run goes on; one the pacer set is looked at
+        again first (it may know better by then, e.g. that the job has not started): it waits, free."""
         while True:
             now = self._clock()
             for live in self.polls.take_due(now, lambda live: self.flight.live.get(live.job.id) is live):
+                if live.job.id in self._asked_again:
+                    self._asked_again.discard(live.job.id)
+                else:
+                    when = self.pacer.poll_due(live.track, now)
+                    if when > now + TOGETHER:
+                        live.polling = False
+                        self.schedule(live, when)
+                        continue
                 tg.start_soon(self.poll, live, False)
             self._poll_due = anyio.Event()
             first = self.polls.next_due()
@@ -92,15 +115,20 @@ class Watcher(Part):
                 await self._poll_due.wait()
 
     async def probe_loop(self, tg: TaskGroup) -> None:
-        """Now and then poll the most recently submitted job RunComfy knows: its queue position (plus
-        the jobs submitted after it) is the length of the queue. During the slow start, a submit answered
-        while the window is used up asks for a probe at once (at most one per PROBE_GAP): the window
-        doubles per round trip, not per probe interval."""
+        """Now and then poll the newest job RunComfy knows: its queue position is the queue's length, and
+        the pacer says how often (``probe_gap``). In the slow start a full window asks for one at once
+        (at most one per PROBE_GAP): the window doubles per round trip, not per probe interval."""
         while True:
-            with anyio.move_on_after(self.pacer.probe_interval):
-                await self._probe_now.wait()
-                await anyio.sleep(PROBE_GAP)  # at most one early probe per gap, however fast answers come
-            self._probe_now = anyio.Event()
+            now = self._clock()
+            due = self._last_probe + self.pacer.probe_gap(now)
+            if self._early_probe is not None:
+                due = min(due, self._early_probe)
+            if now < due:
+                self._probe_due, self._probe_wake = due, anyio.Event()
+                with anyio.move_on_after(due - now):
+                    await self._probe_wake.wait()
+                continue
+            self._last_probe, self._early_probe = now, None
             for track in self.pacer.probe_candidates():
                 live = self.flight.live.get(track.job_id)
                 if live is None or live.track is not track or live.polling or live.request_id is None:
@@ -150,12 +178,13 @@ class Watcher(Part):
             self.flight.wake()
         if remote.terminal:
             self._landed(live, remote, now, self._unseen_end(live, remote) if first_sight else None)
+            self._learnt(now)
             return
         if not remote.known:
             if remote.word not in self.unknown_words:
                 self.unknown_words.add(remote.word)
                 self._emit(EventKind.UNKNOWN_STATUS, job_id=job.id, status=remote.word)
-            if self._puzzled_too_long(live, now):
+            if puzzled_too_long(self.puzzled, job.id, now):
                 why = f"RunComfy answered only {remote.word!r}, a word the runner does not know,"
                 await self._give_up(live, "UnknownStatus", why, ask_cancel=True)
                 return
@@ -169,18 +198,20 @@ class Watcher(Part):
             if status != live.status:
                 self._emit(EventKind(status), job_id=job.id)
             live.status, live.remote_status = status, remote.label
-        if self._deadline_passed(live, now):
+        if deadline_passed(self.settings, live, now):
             queued = live.status == JobState.QUEUED
             await self._give_up(live, "Timeout", "job deadline passed", ask_cancel=queued)
             return
         live.polling = False
         self.schedule(live, self.pacer.on_polled(live.track, remote.status, remote.queue_position, now))
+        self._learnt(now)
 
     def _poll_again(self, live: Live, exc: ApiError, delay: float) -> None:
         """A poll failed: say so and ask again after ``delay`` seconds (at most MAX_POLL_BACKOFF)."""
         live.polling = False
         live.failed_polls += 1
         self._emit(EventKind.POLL_ERROR, job_id=live.job.id, error=str(exc))
+        self._asked_again.add(live.job.id)
         self.schedule(live, self._clock() + min(MAX_POLL_BACKOFF, delay))
 
     def _just_submitted(self, live: Live) -> bool:
@@ -188,25 +219,6 @@ class Watcher(Part):
         re-attached request was submitted some time ago: its 404 is expiry at once)."""
         waited = self._clock() - live.track.submitted_at
         return bool(live.track.seq) and waited < defaults.STATUS_NOT_FOUND_GRACE
-
-    def _puzzled_too_long(self, live: Live, now: float) -> bool:
-        """Count one more answer in a word nobody knows; whether the job has answered only such words
-        for UNKNOWN_STATUS_PATIENCE seconds and UNKNOWN_STATUS_MIN_POLLS polls."""
-        since, polls = self.puzzled.get(live.job.id, (now, 0))
-        self.puzzled[live.job.id] = (since, polls + 1)
-        return (
-            now - since >= defaults.UNKNOWN_STATUS_PATIENCE and polls + 1 >= defaults.UNKNOWN_STATUS_MIN_POLLS
-        )
-
-    def _deadline_passed(self, live: Live, now: float) -> bool:
-        waited = now - live.track.submitted_at
-        if self.settings.job_timeout is not None and waited > self.settings.job_timeout:
-            return True
-        return (
-            self.settings.queue_timeout is not None
-            and live.status == JobState.QUEUED
-            and waited > self.settings.queue_timeout
-        )
 
     async def _give_up(self, live: Live, kind: str, why: str, *, ask_cancel: bool) -> None:
         """Stop watching a live request and fail its job; a cancel asked first is never billed if the
@@ -244,6 +256,7 @@ class Watcher(Part):
                 if seen <= defaults.EMPTY_RESULT_POLLS:
                     # The result may say completed a moment before its outputs are filled in.
                     live.polling = False
+                    self._asked_again.add(job.id)
                     self.schedule(live, now + AGAIN_SOON * 2 ** (seen - 1))
                     return
                 why = f"RunComfy said {remote.word!r} but gave no output URI ({seen} answers)"
@@ -311,3 +324,21 @@ class Watcher(Part):
         self.flight.live.pop(job_id, None)
         self.empty_results.pop(job_id, None)
         self.puzzled.pop(job_id, None)
+        self._asked_again.discard(job_id)
+
+
+def puzzled_too_long(puzzled: dict[str, tuple[float, int]], job_id: str, now: float) -> bool:
+    """Count one more answer in a word nobody knows; whether the job has answered only such words
+    for UNKNOWN_STATUS_PATIENCE seconds and UNKNOWN_STATUS_MIN_POLLS polls."""
+    since, polls = puzzled.get(job_id, (now, 0))
+    puzzled[job_id] = (since, polls + 1)
+    return now - since >= defaults.UNKNOWN_STATUS_PATIENCE and polls + 1 >= defaults.UNKNOWN_STATUS_MIN_POLLS
+
+
+def deadline_passed(settings: RunSettings, live: Live, now: float) -> bool:
+    """Whether the job has waited past ``--job-timeout``, or queued past ``--queue-timeout``."""
+    waited = now - live.track.submitted_at
+    if settings.job_timeout is not None and waited > settings.job_timeout:
+        return True
+    queued = live.status == JobState.QUEUED
+    return settings.queue_timeout is not None and queued and waited > settings.queue_timeout

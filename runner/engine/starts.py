@@ -1,0 +1,132 @@
+"""How many of a run's submits have left RunComfy's queue, and when each did (the pacer's count).
+
+One account has one FIFO queue, so our jobs start in the order we sent them and one number says which
+have: ``started``. Three kinds of answer tell it, with different strength:
+
+* a queued job's position: when our ``k``-th submit waits at ``queue_position`` ``p``, ``k - p`` of
+  ours have left the queue — exactly when no one else's jobs wait there, at least when they do (the
+  account is then *shared*, which shows when the count comes out below one already seen to run);
+* a job of ours found running or done: at least its place;
+* a finish of ours: the slot it freed took the next queued job at that moment (exactly, when alone).
+
+Between answers the count grows at the measured start rate, in whole starts and for a short horizon
+only (an estimate nothing confirms stops growing, so the runner never floods the queue blind). The
+record of when each count was reached says when a given job started.
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from dataclasses import dataclass, field
+
+
+@dataclass
+class Starts:
+    """The count of our submits that have left the queue: as last observed, plus what finishes and the
+    start rate have told since."""
+
+    rate: float | None = None  # our jobs leaving the queue per second, while it is not empty
+    saturated: bool = False  # a job of ours has been seen waiting in RunComfy's queue
+    shared: bool = False  # others' jobs have been seen waiting in it too
+    started: float = 0.0  # as the last observation that moved it said, and when
+    observed_at: float = 0.0
+    rose_at: float = 0.0  # when an observation last found more of ours started
+    chain: list[float] = field(default_factory=list)  # when each start a finish told of since was
+    known: int = 0  # the newest of ours seen running or done: surely started
+    _exact: tuple[float, float] | None = None  # the last count read off a queue position, and when
+    # when ``started`` reached each value, as far as known (every observation, in order)
+    _log_times: list[float] = field(default_factory=list)
+    _log_started: list[float] = field(default_factory=list)
+
+    def estimate(self, now: float, submits: int, horizon: float) -> float:
+        """How many have left the queue by ``now``: the last observation, plus the starts finishes told
+        of since or (if more) whole starts at the measured rate, for ``horizon`` seconds at most."""
+        grown = math.floor((self.rate or 0.0) * min(max(0.0, now - self.observed_at), horizon))
+        return min(float(submits), self.started + max(grown, len(self.chain)))
+
+    def start_of(self, seq: int) -> float | None:
+        """When our ``seq``-th submit left the queue, from the record and the starts finishes told of
+        since (None: unknown); past both, where the measured start rate puts it."""
+        times, counts = self._log_times, self._log_started
+        chained = seq - int(self.started)
+        if 0 < chained <= len(self.chain) and (not counts or seq > counts[-1]):
+            return self.chain[chained - 1]
+        i = bisect.bisect_left(counts, seq)
+        if i == len(counts):
+            if not counts or not self.rate:
+                return None
+            return times[-1] + (seq - counts[-1]) / self.rate
+        if i == 0:
+            return None
+        t0, s0, t1, s1 = times[i - 1], counts[i - 1], times[i], counts[i]
+        return t0 + (t1 - t0) * (seq - s0) / (s1 - s0) if s1 > s0 else t1
+
+    def queued(self, seq: int, position: int | None, now: float, memory: float) -> None:
+        """Our ``seq``-th submit waits at ``position``. The rate is measured between such answers and
+        averaged over ``memory`` seconds (answers come often and each sees few starts)."""
+        self.saturated = True
+        count = seq - (position if position is not None else 1)
+        if count < self.known:
+            self.shared = True  # more jobs wait ahead of it than ours could: others use the account
+        count = max(0, count)
+        if self._exact is not None and now > self._exact[1]:
+            elapsed = now - self._exact[1]
+            rate = max(0.0, count - self._exact[0]) / elapsed
+            weight = 1.0 - math.exp(-elapsed / memory)
+            self.rate = rate if self.rate is None else self.rate + weight * (rate - self.rate)
+        self._exact = (count, now)
+        self._moved(float(max(count, self.known)), now)
+
+    def seen(self, seq: int, now: float, estimate: float) -> None:
+        """Our ``seq``-th submit is running or done: at least that many have started."""
+        self.known = max(self.known, seq)
+        if seq > estimate:  # else it only bounds what is believed already
+            self._moved(float(seq), now)
+
+    def freed(self, when: float, submits: int) -> None:
+        """A job of ours finished at ``when``: alone on the account, the slot it freed took the next job
+        in the queue then. After the last observation that is one more start (in the order they
+        happened, whatever order they are seen in); before it, the record learns that the count it
+        shows was reached by ``when``, not only when it was seen."""
+        if when > self.observed_at:
+            if self.started + len(self.chain) < submits:
+                bisect.insort(self.chain, when)
+            return
+        if self.shared:
+            return  # the start it made may have been another runner's
+        times, counts = self._log_times, self._log_started
+        i = bisect.bisect_right(times, when)
+        if i == len(times):
+            return
+        reached = (counts[i - 1] if i else 0.0) + 1
+        if counts[i] == reached:
+            times[i] = when
+        elif counts[i] > reached:
+            times.insert(i, when)
+            counts.insert(i, reached)
+
+    def rate_limited(self, submits: int, queue: int) -> None:
+        """A 429 on a submit: the queue is taken as full, ``queue`` of our ``submits`` waiting in it."""
+        self.saturated = True
+        self.started = min(self.started, float(max(0, submits - queue)))
+
+    def _moved(self, started: float, now: float) -> None:
+        if started > self.started:
+            self.rose_at = now
+        for k, when in enumerate(self.chain, start=1):  # the starts finishes told of, kept
+            if self.started + k <= started:
+                self._record(when, self.started + k)
+        self.started, self.observed_at = started, now
+        self.chain.clear()
+        self._record(now, started)
+
+    def _record(self, when: float, started: float) -> None:
+        """``started`` had reached this value by ``when`` (kept in order: a later count, a later time)."""
+        times, counts = self._log_times, self._log_started
+        if counts and started <= counts[-1]:
+            return
+        times.append(max(when, times[-1]) if times else when)
+        counts.append(started)
+        if len(times) > 8192:
+            del times[:4096], counts[:4096]
