@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from conftest import simple_manifest
 
+from runner.errors import EXIT_OUTAGE
 from runner.simulator import expected_output_bytes
 
 pytestmark = pytest.mark.anyio
@@ -50,6 +51,13 @@ async def test_every_fault_at_once_loses_nothing_and_pays_once(sim, write_manife
     manifest = write_manifest(simple_manifest(40))
     events: list[dict] = []
     result = await account.run(manifest, events)
+    for _ in range(3):
+        # Two trial submits in a row without an answer stop a run as an outage (exit 10: it may be
+        # paying for submits it never hears of). At this density of faults that happens now and then
+        # (more often under load, as the dice fall in another order): the user runs it again.
+        if result.exit_code != EXIT_OUTAGE:
+            break
+        result = await account.run(manifest, events)
     stats = await account.stats()
     assert stats["duplicate_submissions"] == 0
     assert sum(stats["faults"].values()) > 10, stats["faults"]
@@ -57,7 +65,7 @@ async def test_every_fault_at_once_loses_nothing_and_pays_once(sim, write_manife
     # A submit answered with a 5xx or a dropped connection may have been accepted: such jobs are
     # unknown, never silently resubmitted. Here none was accepted (no accepted_* faults), so every
     # accepted submit is a job that finished, and the unknown ones are exactly the cut-off submits.
-    assert set(counts) <= {"succeeded", "failed", "unknown"}, counts
+    assert set(counts) <= {"succeeded", "failed", "unknown"}, (counts, result.exit_code, result.message)
     assert stats["submits_accepted"] == counts.get("succeeded", 0) + counts.get("failed", 0)
     assert counts.get("failed", 0) == stats["jobs"]["failed"]
     assert check_files(tmp_path) == counts["succeeded"]
