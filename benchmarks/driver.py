@@ -105,11 +105,10 @@ def _log_polls(runner: Any, client: Any, path: Path) -> None:
 
 async def _run(args: argparse.Namespace, figures: dict[str, Any]) -> None:
     from runner.api.client import RunComfyClient
-    from runner.batch import BatchOptions, _defaults, configure, open_session, resolve
+    from runner.batch import BatchOptions, _defaults, configure, open_journal, open_session, resolve
     from runner.catalog.models import Catalog
     from runner.catalog.pricing import PriceTable
     from runner.engine.loop import Runner
-    from runner.engine.store import Store
     from runner.manifest.loader import load_manifest
     from runner.reports.report import write_reports
 
@@ -153,10 +152,11 @@ async def _run(args: argparse.Namespace, figures: dict[str, Any]) -> None:
         events[kind] += 1
         times[kind] = time.monotonic()  # the simulator's clock too: its job times line up
 
-    store = Store.open(located.path)
+    # As a run opens it: locked, and recording the manifest and API it belongs to (a later CLI run
+    # against the same simulator must find it its own).
+    store, _ = open_journal(manifest, located, options, run=True)
     cpu_before = _cpu()
     try:
-        store.lock()
         http = open_session(options)
         if args.httpx:  # for comparison: the runner over httpx's own connection pool
             import httpx
