@@ -388,10 +388,11 @@ def simulated(ns: argparse.Namespace, options: BatchOptions) -> Iterator[BatchOp
         concurrency=4, job_seconds=2.0, job_spread=0.3, books_path=str(books) if books else None
     )
     # The same port each time when it is free: the output URLs a killed run journaled stay good.
-    port = 20000 + int.from_bytes(hashlib.blake2b(str(books).encode(), digest_size=4).digest()) % 30000
+    digest = hashlib.blake2b(str(books).encode(), digest_size=4).digest() if books else None
+    port = 20000 + int.from_bytes(digest) % 30000 if digest else 0
     with contextlib.ExitStack() as stack:
         try:
-            base_url = stack.enter_context(running_server(config, port=port if books else 0))
+            base_url = stack.enter_context(running_server(config, port=port))
         except UsageError:  # taken: any free port (only not-yet-downloaded outputs miss the old one)
             base_url = stack.enter_context(running_server(config))
         yield replace(options, base_url=base_url, token=config.token, simulated=True)
