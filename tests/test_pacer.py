@@ -136,10 +136,28 @@ def test_before_any_duration_is_known_only_the_oldest_running_job_is_polled_ever
     assert pacer.poll_due(other, 0.5) > 0.5  # it waits for what the pilot teaches
     assert pacer.on_polled(pilot, "in_progress", None, 1.0) == pytest.approx(2.0)
     assert pacer.poll_due(other, 1.9) > 1.9  # still waiting, at no cost
-    pacer.draining = True  # nothing left to submit: it may be the last, so no more than a quarter late
-    assert pacer.on_polled(pilot, "in_progress", None, 2.0) == pytest.approx(2.5)
+    pacer.draining = True  # nothing left to submit: whether the pilot may be the last, a probe says
+    assert pacer.probe_gap(1.9) == pacer.probe_interval
+    pacer.on_probe(other, "in_progress", None, 1.95)  # running too: nothing waits behind the pilot
+    assert pacer.probe_gap(1.95) == pacer.poll_max  # all of ours are seen to run: nothing to ask
+    assert pacer.on_polled(pilot, "in_progress", None, 2.0) == pytest.approx(2.5)  # a quarter late at most
     pacer.on_finished(pilot, 2.2)
     assert pacer.durations and pacer.poll_due(other, 2.2) <= 2.2 + 2.1 * 1.4  # its turn now
+
+
+def test_a_pilot_with_ours_queued_behind_it_is_polled_lazily_though_all_is_submitted():
+    pacer = Pacer()
+    pilot, *queued = sent(pacer, 6)  # a one-slot account: the other five wait behind the pilot
+    pacer.draining = True
+    assert pacer.probe_gap(0.0) == pacer.probe_interval  # are they queued? one probe says
+    pacer.on_probe(queued[-1], "in_queue", 5, 0.1)
+    assert pacer.probe_gap(0.1) > 1.0  # known now: no more probes before the pilot teaches a duration
+    assert pacer.poll_due(pilot, 0.1) == pytest.approx(0.5)
+    # Late costs nothing while five wait behind it (RunComfy starts the next at once): its age is
+    # quadrupled between polls, not doubled, nor grown by a quarter as for a job that may finish last.
+    assert pacer.on_polled(pilot, "in_progress", None, 0.5) == pytest.approx(2.0)
+    assert pacer.on_polled(pilot, "in_progress", None, 2.0) == pytest.approx(8.0)
+    assert all(pacer.start_time(track, 2.0) is None for track in queued)  # believed queued: not polled
 
 
 def test_a_finished_job_teaches_its_duration_from_polls_or_runcomfys_timestamps():
@@ -304,14 +322,13 @@ def test_the_in_flight_cap_and_the_submits_waiting_for_a_connection_hold_submits
 
 def test_a_probe_that_finds_the_newest_job_running_raises_a_measured_start_rate():
     pacer = Pacer()
-    learnt(pacer, [10.0] * 20)
-    tracks = sent(pacer, 8, now=5000.0)
-    pacer.on_polled(tracks[-1], "in_queue", 3, 5000.0)
-    tracks += sent(pacer, 2, now=5000.0)
-    pacer.on_polled(tracks[-1], "in_queue", 2, 5002.0)  # 5 -> 8 started in 2 s
-    assert pacer.start_rate == pytest.approx(1.5)
+    learnt(pacer, [5.0] * 20)
+    tracks = sent(pacer, 12, now=5000.0)
+    pacer.on_polled(tracks[-1], "in_queue", 11, 5000.0)
+    pacer.on_polled(tracks[-1], "in_queue", 7, 5002.0)  # 1 -> 5 started in 2 s
+    assert pacer.start_rate == pytest.approx(2.0)
     pacer.on_probe(tracks[-1], "in_progress", None, 5003.0)  # the queue ran dry: slots may idle
-    assert pacer.start_rate == pytest.approx(1.5 * 1.25)
+    assert pacer.start_rate == pytest.approx(2.0 * 1.25)
 
 
 def test_a_shared_account_is_noticed_and_its_positions_taken_as_bounds():
@@ -431,7 +448,9 @@ class FakeRun:
 
     def probe(self, runner: FakeRunner, who: int, _: int) -> None:
         pacer = runner.pacer
-        if self.now < runner.last_probe + pacer.probe_gap(self.now) and not pacer.window_full():
+        due = runner.last_probe + pacer.probe_gap(self.now)
+        if self.now < due and not pacer.window_full():
+            self.at(due, "probe", who)  # as the probe loop does: it waits, and looks again
             return
         runner.last_probe = self.now
         newest = max(runner.live, default=None)

@@ -21,11 +21,15 @@ learns what it needs from the API itself:
   for free): only a running one can finish, and the finish that lets the queued one start is seen on
   the running one. The watcher asks :meth:`Pacer.take_started` after each answer for the jobs that
   have just started by that count. Before any duration is known, only the oldest running job (the
-  *pilot*) is polled, less and less often as it ages; its finish teaches when the others will end.
+  *pilot*) is polled, less and less often as it ages (:func:`pilot_growth`: its age doubled, up to
+  quadrupled while many of ours wait behind it, since late costs nothing then); its finish teaches
+  when the others will end. A job found running past its likely end is asked again ever later.
 * **Probes cost per start, not per second.** Every so often the newest job is polled for its queue
   position (:meth:`Pacer.probe_gap`): on a large account a sixth of a job's run apart, a few requests
   per hundred jobs; on a small one, where each finish already says a job started, at most once per
-  ``PROBE_STARTS`` starts; on a shared one, where it does not, at least every half a job's run.
+  ``PROBE_STARTS`` starts; on a shared one, where it does not, at least every half a job's run. Once
+  all is submitted before any queue was seen, one probe says whether ours wait behind the first ones
+  (on a one-slot account they do, and the pilot is then not the job that may finish last).
 * **Lazy while the queue is full, eager for the last finish.** A late poll costs nothing while jobs
   wait at RunComfy: the freed slot is taken at once whether we notice or not. Once nothing is left to
   submit (``draining``), the run cannot end before the last submitted job's earliest likely finish
@@ -197,27 +201,8 @@ class Pacer:
         return min(PROBE_INTERVAL_MAX, max(self.poll_min, (mean / 6) if mean else 0.1))
 
     def probe_gap(self, now: float) -> float:
-        """Seconds from the last probe to the next. Before a queue is seen, only a full slow-start
-        window needs one; after, at most one per ``PROBE_STARTS`` starts (finishes tell the others), as
-        the jobs of ours running make them over a job's run (or, before any, over the pilot's age)."""
-        if not self.saturated:
-            return self.probe_interval if self.window_full() else self.poll_max
-        if self.stale:
-            return self.probe_interval
-        started = self.started_estimate(now)
-        running = started - self.finished
-        if running < 1:
-            # Others' jobs hold the slots: only a probe can tell when one of ours starts.
-            wait = min(self.mean_duration or self.first_poll, 0.5 * (now - self.starts.rose_at))
-            return max(self.probe_interval, wait)
-        run = self.mean_duration
-        if run is None:
-            pilot = self.pilot
-            run = max(self.first_poll, now - (pilot.est_start if pilot else now))
-        gap = PROBE_STARTS * run / running
-        if self.starts.shared:  # others' finishes start ours too (all, once they stop sending)
-            gap = min(gap, SHARED_PROBE_RUNS * run)
-        return max(self.probe_interval, gap)
+        """Seconds from the last probe to the next (:func:`probe_gap`)."""
+        return probe_gap(self, now)
 
     def eager_step(self, now: float) -> float:
         """How often the job that may finish last is polled once nothing is left to submit."""
@@ -309,21 +294,23 @@ class Pacer:
             when = self._eager(track, start, high, now)
         else:
             when = start + high
-            if track.live_polls:  # found running past when it should have been done
-                when = max(when, track.last_live + 0.2 * mean)
+            if track.live_polls:  # found running past when it should have been done: back off
+                when = max(when, track.last_live + 0.2 * mean * 2 ** min(track.live_polls - 1, 3))
         return min(now + self.poll_max, when)
 
     expected_done = poll_due
 
     def _before_durations(self, track: Track, start: float, now: float) -> float:
-        """No job has finished yet: only the pilot is polled, each time its age has doubled (late costs
-        nothing while jobs wait at RunComfy) or, once nothing is left to submit, grown by a quarter; the
-        others wait for what it teaches. Without a pilot (it failed at once, say) each polls itself."""
+        """No job has finished yet: only the pilot is polled, each time its age has grown by
+        :func:`pilot_growth`; the others wait for what it teaches. Without a pilot (it failed at once,
+        say) each polls itself."""
         if not track.seq:  # re-attached: at once, then less and less often
             return track.last_live + self.first_poll * (1.5 ** min(track.polls, 8)) if track.polls else now
         pilot = self.pilot
         polled = track.last_live if track is pilot or pilot is None else now
-        growth = 1.25 if self.draining else 2.0
+        queued = self.queue_estimate(now)  # may it be the last to finish? (unknown until a probe says)
+        last = self.draining and queued < 1 and (self.saturated or self.starts.known >= self.submits)
+        growth = pilot_growth(queued, self.started_estimate(now) - self.finished, may_be_last=last)
         return min(now + self.poll_max, start + max(self.first_poll, growth * (polled - start)))
 
     def _eager(self, track: Track, start: float, high: float, now: float) -> float:
@@ -337,8 +324,9 @@ class Pacer:
         if last_start is None:  # still queued: it starts when the jobs ahead of it have
             last_start = self.starts.start_of(last.seq) or now + self._wait_to_start(last, now)
         end = max(last_start, start) + low
-        if track.live_polls:
-            return max(track.last_live + step, min(start + high, end) - step)
+        if track.live_polls:  # running past its likely end: lazily again until the end phase
+            lazy = max(start + high, track.last_live + 0.5 * (self.mean_duration or step))
+            return max(track.last_live + step, min(lazy, end - step))
         return min(start + high, max(start + low, end - step))
 
     def _wait_to_start(self, track: Track, now: float) -> float:
@@ -448,3 +436,39 @@ class Pacer:
     def on_rate_limited(self) -> None:
         """A 429 on a submit: assume the queue is full for now."""
         self.starts.rate_limited(self.submits, self.target_queue)
+
+
+def probe_gap(pacer: Pacer, now: float) -> float:
+    """Seconds from the pacer's last probe to its next. Before a queue is seen, only a full slow-start
+    window needs one; after, at most one per ``PROBE_STARTS`` starts (finishes tell the others), as
+    the jobs of ours running make them over a job's run (or, before any, over the pilot's age)."""
+    if not pacer.saturated:
+        # A full slow-start window, or all submitted and not all seen to run: whether ours queue
+        # behind the first ones decides how eagerly to poll them (one probe says).
+        asking = pacer.window_full() or (pacer.draining and pacer.starts.known < pacer.submits)
+        return pacer.probe_interval if asking else pacer.poll_max
+    if pacer.stale:
+        return pacer.probe_interval
+    started = pacer.started_estimate(now)
+    running = started - pacer.finished
+    if running < 1:
+        # Others' jobs hold the slots: only a probe can tell when one of ours starts.
+        wait = min(pacer.mean_duration or pacer.first_poll, 0.5 * (now - pacer.starts.rose_at))
+        return max(pacer.probe_interval, wait)
+    run = pacer.mean_duration
+    if run is None:
+        pilot = pacer.pilot
+        run = max(pacer.first_poll, now - (pilot.est_start if pilot else now))
+    gap = PROBE_STARTS * run / running
+    if pacer.starts.shared:  # others' finishes start ours too (all, once they stop sending)
+        gap = min(gap, SHARED_PROBE_RUNS * run)
+    return max(pacer.probe_interval, gap)
+
+
+def pilot_growth(queued: float, running: float, *, may_be_last: bool) -> float:
+    """How much the pilot's age grows between its polls: a quarter when it may be the last job to
+    finish; else late costs nothing while ours wait behind it (RunComfy starts the next at once), so
+    2x, up to 4x the more of ours wait for each one running."""
+    if may_be_last:
+        return 1.25
+    return max(2.0, min(4.0, 1 + queued / max(1.0, running)))

@@ -9,7 +9,9 @@ have: ``started``. Three kinds of answer tell it, with different strength:
 * a job of ours found running or done: at least its place;
 * a finish of ours: the slot it freed took the next queued job at that moment (exactly, when alone).
 
-Between answers the count grows at the measured start rate, in whole starts and for a short horizon
+The start rate is measured between queue positions at least ``RATE_STARTS`` starts apart (or a
+while): on a small account starts come seconds apart, and one start between two close answers is
+no rate. Between answers the count grows at the measured start rate, in whole starts and for a short horizon
 only (an estimate nothing confirms stops growing, so the runner never floods the queue blind). The
 record of when each count was reached says when a given job started.
 """
@@ -19,6 +21,8 @@ from __future__ import annotations
 import bisect
 import math
 from dataclasses import dataclass, field
+
+RATE_STARTS = 4  # the start rate is measured over at least this many starts (or a while)
 
 
 @dataclass
@@ -70,12 +74,17 @@ class Starts:
         if count < self.known:
             self.shared = True  # more jobs wait ahead of it than ours could: others use the account
         count = max(0, count)
-        if self._exact is not None and now > self._exact[1]:
-            elapsed = now - self._exact[1]
-            rate = max(0.0, count - self._exact[0]) / elapsed
-            weight = 1.0 - math.exp(-elapsed / memory)
-            self.rate = rate if self.rate is None else self.rate + weight * (rate - self.rate)
-        self._exact = (count, now)
+        if self._exact is None:
+            self._exact = (count, now)
+        else:
+            # Measured over RATE_STARTS starts at least (or 4 x memory): on a small account starts are
+            # seconds apart, and one that falls between two close answers is no rate.
+            before, elapsed = self._exact[0], now - self._exact[1]
+            if elapsed > 0 and (count - before >= RATE_STARTS or elapsed >= 4 * memory or count < before):
+                rate = max(0.0, count - before) / elapsed
+                weight = 1.0 - math.exp(-elapsed / memory)
+                self.rate = rate if self.rate is None else self.rate + weight * (rate - self.rate)
+                self._exact = (count, now)
         self._moved(float(max(count, self.known)), now)
 
     def seen(self, seq: int, now: float, estimate: float) -> None:

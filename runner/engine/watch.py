@@ -79,6 +79,7 @@ class Watcher(Part):
     def drain(self, draining: bool) -> None:
         """Nothing left to submit: every poll is looked at again (the ones that may finish last, eagerly)."""
         self.pacer.draining = draining
+        self._probe_wake.set()  # the probe gap depends on it (are ours queued behind the first ones?)
         if draining:
             now = self._clock()
             for live in self.flight.live.values():
