@@ -11,6 +11,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 from conftest import FAST_POLICY, R2V
@@ -487,3 +488,44 @@ def test_an_error_record_is_stored_with_the_keys_state_files_always_had(store):
         "message": "boom",
     }
     assert stored["c"] == {"type": "Timeout", "message": "deadline passed"}
+
+
+def test_the_flusher_sleeps_while_nothing_is_written_and_commits_a_write_one_interval_later(tmp_path):
+    """The journal's group commit, on a real file and a real event loop: no wake-ups while a run only
+    waits for its jobs (minutes, on a one-slot account), and a write after the quiet is committed (seen
+    from another connection) one flush interval later."""
+    from runner.engine.flight import Flight
+    from runner.engine.loop import flush_journal
+
+    path = tmp_path / "state.sqlite"
+
+    def committed() -> str | None:
+        with sqlite3.connect(path) as other:
+            row = other.execute("SELECT value FROM meta WHERE key = 'probe'").fetchone()
+        return row[0] if row else None
+
+    async def scenario() -> None:
+        with Store.open(path) as store:
+            store.flush()
+            flight = Flight(lambda *args, **kwargs: None)
+            commits, woken = store.commits, []
+
+            def kept(write: Any) -> None:
+                woken.append(store.pending)
+                write()
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(flush_journal, store, 0.05, flight, kept)
+                await anyio.sleep(0.3)  # nothing written: it has not woken to commit nothing
+                assert woken == [] and store.commits == commits and not store.pending
+                store.set_meta("probe", "written after a quiet while")
+                assert store.pending and committed() is None
+                with anyio.fail_after(5):
+                    while store.pending:
+                        await anyio.sleep(0.01)
+                assert woken == [True] and store.commits == commits + 1
+                assert committed() == "written after a quiet while"
+                tg.cancel_scope.cancel()
+            assert store.on_begin is None  # the flusher let go of the journal
+
+    anyio.run(scenario)

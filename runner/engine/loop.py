@@ -299,7 +299,9 @@ class Runner:
                     outer.start_soon(self._signals)
                 async with anyio.create_task_group() as tg:
                     flight.work = tg.cancel_scope
-                    tg.start_soon(self._flusher)
+                    tg.start_soon(
+                        flush_journal, self.store, self.settings.flush_interval, flight, self.isolation.kept
+                    )
                     for job_id in sorted(flight.collecting):
                         flight.collect(job_id)
                     for _ in range(self.settings.download_concurrency):
@@ -351,11 +353,6 @@ class Runner:
                 self.isolation.job_failed(job_id, exc, "collect")
             finally:
                 self.flight.collected(job_id)
-
-    async def _flusher(self) -> None:
-        while self.flight.stopped is None:  # a journal that failed a commit stopped the run
-            await anyio.sleep(self.settings.flush_interval)
-            self.isolation.kept(self.store.flush)
 
     async def _signals(self) -> None:
         with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
@@ -409,3 +406,21 @@ def end_run(runner: Runner, run_id: int, wall: float, *, interrupted: bool, cras
     if runner.display.failure is not None:
         runner.isolation.log("the event display (let go of; the run went on)", runner.display.failure)
     return result
+
+
+async def flush_journal(
+    store: Store, interval: float, flight: Flight, kept: Callable[[Callable[[], None]], None]
+) -> None:
+    """Commit the journal's writes ``interval`` seconds after the first of them; asleep while there
+    are none (a run waiting minutes for its jobs wakes for nothing). ``kept`` makes the commit (the
+    run's isolation: one that fails stops the run, ``flight.stopped``, and this loop with it)."""
+    try:
+        while flight.stopped is None:  # a journal that failed a commit stopped the run
+            written = anyio.Event()
+            store.on_begin = written.set
+            if not store.pending:
+                await written.wait()
+            await anyio.sleep(interval)
+            kept(store.flush)
+    finally:
+        store.on_begin = None

@@ -11,7 +11,7 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, Self
@@ -47,6 +47,7 @@ class Journal:
         self._lock_fd: int | None = None
         self.commits = 0  # transactions committed, and statements written: how grouped the writes are
         self.writes = 0
+        self.on_begin: Callable[[], None] | None = None  # told when a transaction opens (a flush is due)
 
     # -- opening --------------------------------------------------------------------------------
     @classmethod
@@ -122,8 +123,7 @@ class Journal:
     def _write(self, sql: str, params: Iterable[Any] = (), *, journal: bool = True) -> sqlite3.Cursor:
         with self._writing():
             if not self._in_tx:
-                self._conn.execute("BEGIN IMMEDIATE")
-                self._in_tx = True
+                self._begin()
             self._changed |= journal
             self.writes += 1
             return self._conn.execute(sql, tuple(params))
@@ -131,11 +131,21 @@ class Journal:
     def _write_many(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         with self._writing():
             if not self._in_tx:
-                self._conn.execute("BEGIN IMMEDIATE")
-                self._in_tx = True
+                self._begin()
             cursor = self._conn.executemany(sql, rows)
             self._changed |= cursor.rowcount > 0
             self.writes += max(0, cursor.rowcount)
+
+    def _begin(self) -> None:
+        self._conn.execute("BEGIN IMMEDIATE")
+        self._in_tx = True
+        if self.on_begin is not None:
+            self.on_begin()
+
+    @property
+    def pending(self) -> bool:
+        """Whether writes wait for a commit."""
+        return self._in_tx
 
     def flush(self) -> None:
         """Commit everything written so far (group commit); a commit that changed a job, an attempt or
