@@ -316,7 +316,7 @@ class AiohttpSession:
             # same 5 s); what a server closes sooner costs a GET a retry, never a POST (it has its own).
             keepalive_timeout=self._keepalive_expiry if pooled else None,
             force_close=not pooled,
-            ssl=self._ssl if self._ssl is not None else _default_ssl(),
+            ssl=self._context(),
         )
         return aiohttp.ClientSession(
             connector=connector,
@@ -326,6 +326,12 @@ class AiohttpSession:
             cookie_jar=aiohttp.DummyCookieJar(),
             raise_for_status=False,
         )
+
+    def _context(self) -> ssl.SSLContext:
+        """One TLS context for both connection pools (loading the CA bundle costs ~25 ms of CPU)."""
+        if self._ssl is None:
+            self._ssl = _default_ssl()
+        return self._ssl
 
     def _timeout(self, timeout: Timeouts) -> Any:
         found = self._timeouts.get(timeout)
