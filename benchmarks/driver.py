@@ -147,10 +147,14 @@ async def _run(args: argparse.Namespace, figures: dict[str, Any]) -> None:
     events: Counter[str] = Counter()
     times: dict[str, float] = {}
 
+    cpu_at: dict[str, float] = {}
+
     def on_event(event: dict[str, Any]) -> None:
         kind = event["event"]
         events[kind] += 1
         times[kind] = time.monotonic()  # the simulator's clock too: its job times line up
+        if kind in ("submitted", "finish"):  # the CPU of start-up, and of the jobs themselves
+            cpu_at.setdefault(kind, _cpu())
 
     # As a run opens it: locked, and recording the manifest and API it belongs to (a later CLI run
     # against the same simulator must find it its own).
@@ -189,6 +193,10 @@ async def _run(args: argparse.Namespace, figures: dict[str, Any]) -> None:
         finally:
             await http.aclose()
         figures["run_cpu_seconds"] = _cpu() - cpu_before
+        # Start-up: everything before RunComfy accepted the first job (imports, catalog, journal, the
+        # session and its TLS context). The jobs: from then to the run's end (polls, downloads, state).
+        figures["startup_cpu_seconds"] = cpu_at.get("submitted", 0.0)
+        figures["jobs_cpu_seconds"] = cpu_at.get("finish", 0.0) - cpu_at.get("submitted", 0.0)
         commits, writes = store.commits, store.writes
         figures["peak_rss_mb_run"] = _peak_mb()
         report_started = time.perf_counter()
