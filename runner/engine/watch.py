@@ -14,6 +14,7 @@ few times; a job that answers only words nobody knows is polled on, then given u
 
 from __future__ import annotations
 
+import math
 import time
 from collections import Counter
 
@@ -33,6 +34,7 @@ from .states import JobState
 
 PROBE_GAP = 0.02  # seconds between probes asked for early by the slow start
 MAX_POLL_BACKOFF = 60.0  # seconds: the longest wait before polling again after failed polls
+DEADLINE_SLACK = 0.01  # seconds past a timeout that its poll comes (the timeout is passed, not met)
 AGAIN_SOON = 0.5  # seconds before asking again about a 404 in its grace or a result without outputs
 
 
@@ -67,6 +69,9 @@ class Watcher(Part):
         self.schedule(live, now)
 
     def schedule(self, live: Live, when: float) -> None:
+        deadline = poll_deadline(self.settings, live)  # a deferred poll still keeps the job's timeouts
+        if self._clock() < deadline < when:
+            when = deadline
         if self.polls.schedule(live, when):
             self._poll_due.set()
 
@@ -104,7 +109,7 @@ class Watcher(Part):
                 if live.job.id in self._asked_again:
                     self._asked_again.discard(live.job.id)
                 else:
-                    when = self.pacer.poll_due(live.track, now)
+                    when = min(self.pacer.poll_due(live.track, now), poll_deadline(self.settings, live))
                     if when > now + TOGETHER:
                         live.polling = False
                         self.schedule(live, when)
@@ -334,6 +339,17 @@ def puzzled_too_long(puzzled: dict[str, tuple[float, int]], job_id: str, now: fl
     since, polls = puzzled.get(job_id, (now, 0))
     puzzled[job_id] = (since, polls + 1)
     return now - since >= defaults.UNKNOWN_STATUS_PATIENCE and polls + 1 >= defaults.UNKNOWN_STATUS_MIN_POLLS
+
+
+def poll_deadline(settings: RunSettings, live: Live) -> float:
+    """The latest a job's poll may come to keep ``--job-timeout``, and ``--queue-timeout`` while it
+    may be queued: the pacer defers the polls of jobs it believes queued, not their deadlines."""
+    at = math.inf
+    if settings.job_timeout is not None:
+        at = live.track.submitted_at + settings.job_timeout
+    if settings.queue_timeout is not None and live.status != JobState.RUNNING:
+        at = min(at, live.track.submitted_at + settings.queue_timeout)
+    return at + DEADLINE_SLACK
 
 
 def deadline_passed(settings: RunSettings, live: Live, now: float) -> bool:
