@@ -509,3 +509,15 @@ def test_runners_sharing_an_account_stay_cheap_and_keep_it_busy(runners):
     requests, efficiency = fake_run(20, 150, 2.0, runners)
     assert requests <= 5.0
     assert efficiency >= 0.93
+
+
+def test_a_runner_whose_jobs_wait_behind_anothers_asks_less_and_less_often():
+    """One slot shared: the first runner's five jobs hold it for about 15 s, and the second runner's
+    twenty wait behind them before any of its own has run (so no duration is known). Its probes
+    space out as the wait goes on, rather than one every first_poll (32 of them in that wait)."""
+    run = FakeRun(1, 3.0, [FakeRunner("first", 5), FakeRunner("behind", 20)])
+    run.run()
+    first, behind = run.runners
+    assert first.requests / 5 <= 5.0 and behind.requests / 20 <= 5.0  # 7.55 a job before
+    busy = sum(job.run_seconds for job in run.account.jobs.values())  # one slot: a perfect makespan
+    assert behind.finished_at is not None and behind.finished_at <= 1.03 * busy  # the slot kept busy

@@ -452,8 +452,11 @@ def probe_gap(pacer: Pacer, now: float) -> float:
     started = pacer.started_estimate(now)
     running = started - pacer.finished
     if running < 1:
-        # Others' jobs hold the slots: only a probe can tell when one of ours starts.
-        wait = min(pacer.mean_duration or pacer.first_poll, 0.5 * (now - pacer.starts.rose_at))
+        # Others' jobs hold the slots: only a probe can tell when one of ours starts. The longer the
+        # wait so far, the longer it may go on (at most a job's run apart, once a run is known).
+        wait = 0.5 * (now - pacer.starts.rose_at)
+        if pacer.mean_duration is not None:
+            wait = min(pacer.mean_duration, wait)
         return max(pacer.probe_interval, wait)
     run = pacer.mean_duration
     if run is None:
