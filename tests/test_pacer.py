@@ -521,3 +521,18 @@ def test_a_runner_whose_jobs_wait_behind_anothers_asks_less_and_less_often():
     assert first.requests / 5 <= 5.0 and behind.requests / 20 <= 5.0  # 7.55 a job before
     busy = sum(job.run_seconds for job in run.account.jobs.values())  # one slot: a perfect makespan
     assert behind.finished_at is not None and behind.finished_at <= 1.03 * busy  # the slot kept busy
+
+
+def test_with_none_of_ours_running_the_probes_space_out_from_the_first_submit_not_from_clock_zero():
+    """A resumed run: re-attached jobs (not ours by place) fill the account, the new submits wait
+    behind them and no duration is known. The wait between probes grows from the first submit, at most
+    poll_max: a monotonic clock is far from zero, and a gap measured from zero never came (the run hung)."""
+    pacer = Pacer()
+    now = 50_000.0  # a monotonic clock some hours after boot
+    tracks = sent(pacer, 6, now=now)
+    pacer.draining = True
+    pacer.on_probe(tracks[-1], "in_queue", 9, now + 0.1)  # three re-attached ahead: none of ours runs
+    assert pacer.started_estimate(now + 0.1) == 0
+    assert pacer.probe_gap(now + 0.1) <= 1.0  # soon: the wait has only begun
+    assert pacer.probe_gap(now + 40.0) <= pacer.poll_max  # later, further apart, but never unbounded
+    assert pacer.probe_gap(now + 40.0) > pacer.probe_gap(now + 4.0)

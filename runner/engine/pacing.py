@@ -175,7 +175,7 @@ class Pacer:
     durations: Durations = field(default_factory=Durations)
     starts: Starts = field(default_factory=Starts)  # how many of ours have left the queue, and when
     waiting: Waiting = field(default_factory=Waiting)
-    _first_sent_at: float | None = None
+    first_sent_at: float | None = None  # when this run's first submit left
 
     # -- estimates ----------------------------------------------------------------------------
     @property
@@ -206,7 +206,7 @@ class Pacer:
 
     def eager_step(self, now: float) -> float:
         """How often the job that may finish last is polled once nothing is left to submit."""
-        first = self._first_sent_at
+        first = self.first_sent_at
         return self.durations.eager_step(now - first if first is not None else 0.0, self.poll_min)
 
     @property
@@ -271,8 +271,8 @@ class Pacer:
         track.sent = True
         self.sent += 1
         self.recent.append(track)
-        if self._first_sent_at is None:  # the run's first submit: its pilot (the only one there is)
-            self._first_sent_at = now
+        if self.first_sent_at is None:  # the run's first submit: its pilot (the only one there is)
+            self.first_sent_at = now
             self.pilot = track
         return held
 
@@ -453,8 +453,10 @@ def probe_gap(pacer: Pacer, now: float) -> float:
     running = started - pacer.finished
     if running < 1:
         # Others' jobs hold the slots: only a probe can tell when one of ours starts. The longer the
-        # wait so far, the longer it may go on (at most a job's run apart, once a run is known).
-        wait = 0.5 * (now - pacer.starts.rose_at)
+        # wait so far (since ours last started, or since the first was sent), the longer it may go on:
+        # at most a job's run apart once one is known, and never more than poll_max.
+        since = max(pacer.starts.rose_at, pacer.first_sent_at if pacer.first_sent_at is not None else now)
+        wait = min(pacer.poll_max, 0.5 * (now - since))
         if pacer.mean_duration is not None:
             wait = min(pacer.mean_duration, wait)
         return max(pacer.probe_interval, wait)
