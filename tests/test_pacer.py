@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from runner.engine.pacing import PROBE_STARTS, Pacer, Track
+from runner.engine.pacing import PROBE_GAP_MAX, PROBE_STARTS, Pacer, Track
 from runner.simulator.account import Account, Job
 
 
@@ -536,3 +536,12 @@ def test_with_none_of_ours_running_the_probes_space_out_from_the_first_submit_no
     assert pacer.probe_gap(now + 0.1) <= 1.0  # soon: the wait has only begun
     assert pacer.probe_gap(now + 40.0) <= pacer.poll_max  # later, further apart, but never unbounded
     assert pacer.probe_gap(now + 40.0) > pacer.probe_gap(now + 4.0)
+
+
+def test_a_probe_comes_at_least_every_ten_minutes_whatever_the_estimates_say():
+    """One slot, two-minute jobs: a probe per eight starts would be 16 minutes apart. A count of starts
+    gone wrong defers the polls of jobs believed queued, and only a probe sets it right: one comes
+    within PROBE_GAP_MAX whatever the estimates."""
+    pacer, _ = one_slot(8, seconds=120.0)
+    assert 8 * 120.0 > PROBE_GAP_MAX  # the per-start rule alone would wait longer
+    assert pacer.probe_gap(5000.0) == PROBE_GAP_MAX

@@ -53,6 +53,8 @@ from .starts import Starts
 PROBE_STARTS = 8  # at most one probe per this many starts (estimated), below PROBE_INTERVAL_MAX
 PROBE_INTERVAL_MAX = 5.0  # seconds: on a large account, a probe at least this often
 SHARED_PROBE_RUNS = 0.5  # on a shared account, a probe at least once per this many job runs
+PROBE_GAP_MAX = 600.0  # seconds: a probe at least this often, whatever the estimates say (a wrong count
+# of starts defers polls of jobs believed queued; a probe is what sets it right)
 EAGER_SPREAD = 2.5  # eager step ≥ this x the spread of durations / jobs run per slot so far
 TIMESTAMP_ERROR = 1.0  # seconds either way: RunComfy's timestamps are whole seconds
 
@@ -467,7 +469,7 @@ def probe_gap(pacer: Pacer, now: float) -> float:
     gap = PROBE_STARTS * run / running
     if pacer.starts.shared:  # others' finishes start ours too (all, once they stop sending)
         gap = min(gap, SHARED_PROBE_RUNS * run)
-    return max(pacer.probe_interval, gap)
+    return min(PROBE_GAP_MAX, max(pacer.probe_interval, gap))
 
 
 def pilot_growth(queued: float, running: float, *, may_be_last: bool) -> float:
