@@ -29,7 +29,9 @@ learns what it needs from the API itself:
   per hundred jobs; on a small one, where each finish already says a job started, at most once per
   ``PROBE_STARTS`` starts; on a shared one, where it does not, at least every half a job's run. Once
   all is submitted before any queue was seen, one probe says whether ours wait behind the first ones
-  (on a one-slot account they do, and the pilot is then not the job that may finish last).
+  (on a one-slot account they do, and the pilot is then not the job that may finish last). Whatever
+  the estimates say, a probe comes at least every ``PROBE_GAP_MAX``: only a probe corrects a count of
+  starts gone wrong, and the polls of jobs believed queued wait on that count.
 * **Lazy while the queue is full, eager for the last finish.** A late poll costs nothing while jobs
   wait at RunComfy: the freed slot is taken at once whether we notice or not. Once nothing is left to
   submit (``draining``), the run cannot end before the last submitted job's earliest likely finish
@@ -293,7 +295,7 @@ class Pacer:
             return self._before_durations(track, start, now)
         high *= 1.05 + 0.3 / len(self.durations)  # the few first durations say little of the spread
         if self.draining:
-            when = self._eager(track, start, high, now)
+            when = self._eager(track, start, high, mean, now)
         else:
             when = start + high
             if track.live_polls:  # found running past when it should have been done: back off
@@ -315,7 +317,7 @@ class Pacer:
         growth = pilot_growth(queued, self.started_estimate(now) - self.finished, may_be_last=last)
         return min(now + self.poll_max, start + max(self.first_poll, growth * (polled - start)))
 
-    def _eager(self, track: Track, start: float, high: float, now: float) -> float:
+    def _eager(self, track: Track, start: float, high: float, mean: float, now: float) -> float:
         """Draining: the run cannot end before the last submitted job's earliest likely finish (``end``).
         A job likely done before that is polled lazily (if not done, again just before ``end``); one
         that may be the last to finish, every step from ``end`` on."""
@@ -327,7 +329,7 @@ class Pacer:
             last_start = self.starts.start_of(last.seq) or now + self._wait_to_start(last, now)
         end = max(last_start, start) + low
         if track.live_polls:  # running past its likely end: lazily again until the end phase
-            lazy = max(start + high, track.last_live + 0.5 * (self.mean_duration or step))
+            lazy = max(start + high, track.last_live + 0.5 * mean)
             return max(track.last_live + step, min(lazy, end - step))
         return min(start + high, max(start + low, end - step))
 
