@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import math
 import random
 from dataclasses import dataclass, field
 
@@ -414,10 +415,7 @@ class FakeRun:
 
     def drive(self, runner: FakeRunner, who: int, _: int) -> None:
         pacer, now = runner.pacer, self.now
-        if pacer.draining != (runner.to_submit == 0):
-            pacer.draining = runner.to_submit == 0
-            for seq in runner.live:
-                self.schedule(runner, who, seq, pacer.poll_due(runner.live[seq][0], now))
+        self.drain(runner, who)
         while runner.to_submit and pacer.may_submit(now):
             runner.to_submit -= 1
             track = Track(f"{runner.name}-{runner.to_submit}", now)
@@ -430,8 +428,17 @@ class FakeRun:
             self.schedule(runner, who, track.seq, pacer.expected_done(track, now))
             if pacer.window_full():
                 self.at(now + 0.02, "probe", who)
+        self.drain(runner, who)  # as the run loop does, at once after its last submit
         if not runner.to_submit and not runner.live:
             runner.finished_at = now
+
+    def drain(self, runner: FakeRunner, who: int) -> None:
+        pacer = runner.pacer
+        if pacer.draining != (runner.to_submit == 0):
+            pacer.draining = runner.to_submit == 0
+            for seq in runner.live:
+                self.schedule(runner, who, seq, pacer.poll_due(runner.live[seq][0], self.now))
+            self.at(self.now, "probe", who)  # the watcher wakes its probe loop (watch.drain)
 
     def schedule(self, runner: FakeRunner, who: int, seq: int, when: float) -> None:
         runner.due[seq] = when = max(when, self.now)
@@ -480,9 +487,14 @@ class FakeRun:
             self.at(max(now, runner.last_probe + gap), "probe", who)
 
 
+STAMP_OFFSET = 0.37  # where the fake clock's 0 falls in a second of RunComfy's
+
+
 def stamp(when: float | None) -> float:
-    """An account time as RunComfy writes it (whole seconds), read as Unix seconds."""
-    return 1_800_000_000.0 + int(when or 0.0)
+    """An account time as RunComfy writes it (whole seconds), read as Unix seconds. The fake clock's 0
+    falls 0.37 s into a second of RunComfy's: a run's submits at 0 would otherwise carry exact stamps,
+    and every duration read from them would come out short (a real clock falls anywhere)."""
+    return 1_800_000_000.0 + math.floor((when or 0.0) + STAMP_OFFSET)
 
 
 def fake_run(slots: int, jobs: int, seconds: float, runners: int = 1) -> tuple[float, float]:
