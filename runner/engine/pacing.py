@@ -22,8 +22,9 @@ learns what it needs from the API itself:
   the running one. The watcher asks :meth:`Pacer.take_started` after each answer for the jobs that
   have just started by that count. Before any duration is known, only the oldest running job (the
   *pilot*) is polled, less and less often as it ages (:func:`pilot_growth`: its age doubled, up to
-  quadrupled while many of ours wait behind it, since late costs nothing then); its finish teaches
-  when the others will end. A job found running past its likely end is asked again ever later.
+  quadrupled while many of ours wait behind it, since late costs nothing then; its first poll's age
+  too, once a probe saw them wait); its finish teaches when the others will end. A job found running
+  past its likely end is asked again ever later.
 * **Probes cost per start, not per second.** Every so often the newest job is polled for its queue
   position (:meth:`Pacer.probe_gap`): on a large account a sixth of a job's run apart, a few requests
   per hundred jobs; on a small one, where each finish already says a job started, at most once per
@@ -314,8 +315,12 @@ class Pacer:
         polled = track.last_live if track is pilot or pilot is None else now
         queued = self.queue_estimate(now)  # may it be the last to finish? (unknown until a probe says)
         last = self.draining and queued < 1 and (self.saturated or self.starts.known >= self.submits)
-        growth = pilot_growth(queued, self.started_estimate(now) - self.finished, may_be_last=last)
-        return min(now + self.poll_max, start + max(self.first_poll, growth * (polled - start)))
+        running = self.started_estimate(now) - self.finished
+        growth = pilot_growth(queued, running, may_be_last=last)
+        age = polled - start
+        if track is pilot and not track.polls and queued >= max(1.0, running):
+            age = self.first_poll  # a probe saw ours wait behind it: its first poll grows too
+        return min(now + self.poll_max, start + max(self.first_poll, growth * age))
 
     def _eager(self, track: Track, start: float, high: float, mean: float, now: float) -> float:
         """Draining: the run cannot end before the last submitted job's earliest likely finish (``end``).
