@@ -182,6 +182,24 @@ def test_a_finished_job_teaches_its_duration_from_polls_or_runcomfys_timestamps(
     assert pacer.in_flight == 0
 
 
+def test_a_finish_that_may_have_come_just_after_the_count_was_read_asks_for_a_probe():
+    # Whole-second timestamps place a finish within a second either way. If the count of starts was
+    # read inside that window, whether the start the finish made is in it is unknown: taken as in it,
+    # a job that runs is believed queued, and the last one is then polled a run late. A probe says.
+    def finish_near_the_count(took: float) -> Pacer:
+        pacer, tracks = one_slot(3)
+        pacer.draining = True
+        pacer.on_probe(tracks[-1], "in_queue", 1, 5010.0)  # two of the three started by 5010
+        assert not pacer.stale
+        created = 1772366400.0  # the submits at 5000, as RunComfy stamped them
+        pacer.on_finished(tracks[0], 5012.0, created, created + took)
+        return pacer
+
+    ambiguous = finish_near_the_count(10.0)  # it ended between 5009 and 5011
+    assert ambiguous.stale and ambiguous.probe_gap(5012.0) == ambiguous.probe_interval
+    assert not finish_near_the_count(8.0).stale  # between 5007 and 5009: before the count, surely
+
+
 def test_a_reattached_job_teaches_nothing_about_durations_or_the_queue():
     pacer = Pacer()
     resumed = Track("old", 0.0)  # seq 0: submitted by an earlier run

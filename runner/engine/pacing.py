@@ -78,18 +78,18 @@ class Track:
     waiting: bool = False  # its poll is deferred until the pacer believes it started
 
 
-def finish_time(
+def finish_window(
     track: Track, start: float, now: float, created: float | None, finished: float | None
-) -> float:
-    """When a job that has just been found ended did: after our last poll that found it live (or its
-    start) and before this one; RunComfy's timestamps (whole seconds: their difference is up to a second
-    off either way, but right on average) narrow that down; the middle of what is left."""
+) -> tuple[float, float]:
+    """When a job that has just been found ended did, at the earliest and latest: after our last poll
+    that found it live (or its start) and before this one; RunComfy's timestamps (whole seconds: their
+    difference is up to a second off either way, but right on average) narrow that down."""
     low, high = max(track.last_live, start), now
     if created is not None and finished is not None and finished >= created:
         at = track.submitted_at + (finished - created)
         if at - TIMESTAMP_ERROR < high and at + TIMESTAMP_ERROR > low:
             low, high = max(low, at - TIMESTAMP_ERROR), min(high, at + TIMESTAMP_ERROR)
-    return (low + high) / 2
+    return low, high
 
 
 @dataclass
@@ -419,8 +419,14 @@ class Pacer:
         self.finished += 1
         self.observe(track, COMPLETED, None, now)
         start = self.start_time(track, now) or track.submitted_at
-        end = finish_time(track, start, now, created, finished)
+        low, high = finish_window(track, start, now, created, finished)
+        end = (low + high) / 2
         if self.saturated:
+            counted = self.starts.observed_at
+            if self.draining and low < counted < high and self.starts.started < self.submits:
+                # Whether the start this finish made is in the count read at ``counted`` (the finish
+                # may have come just before or just after): a probe says, or a start goes unseen.
+                self.stale = True
             self.starts.freed(end, self.submits)
         if not (track.running_at or (created is not None and finished is not None and finished >= created)):
             return  # never seen to run, nor timed by RunComfy (cancelled while queued, say)
