@@ -86,17 +86,26 @@ class Watcher(Part):
         self.pacer.draining = draining
         self._probe_wake.set()  # the probe gap depends on it (are ours queued behind the first ones?)
         if draining:
-            now = self._clock()
-            for live in self.flight.live.values():
-                if not live.polling and live.request_id and live.job.id not in self._asked_again:
-                    self.schedule(live, self.pacer.poll_due(live.track, now))
+            self._look_again(self._clock())
+
+    def _look_again(self, now: float) -> None:
+        """Every poll set, set again from what the pacer knows now (it may come sooner)."""
+        for live in self.flight.live.values():
+            if not live.polling and live.request_id and live.job.id not in self._asked_again:
+                self.schedule(live, self.pacer.poll_due(live.track, now))
 
     def _learnt(self, now: float) -> None:
-        """After an answer: polls of jobs now believed started are due, the next probe perhaps sooner."""
-        for track in self.pacer.take_started(now):
-            live = self.flight.live.get(track.job_id)
-            if live is not None and live.track is track and not live.polling and live.request_id:
-                self.schedule(live, self.pacer.poll_due(track, now))
+        """After an answer: polls of jobs now believed started are due, the next probe perhaps sooner.
+        Once the last submit is believed started, the run's end is known: the lazy polls of the jobs
+        likely done before it, set while it was not, are set again (they are due by that end)."""
+        started = self.pacer.take_started(now)
+        if self.pacer.draining and self.pacer.last_submitted in started:
+            self._look_again(now)
+        else:
+            for track in started:
+                live = self.flight.live.get(track.job_id)
+                if live is not None and live.track is track and not live.polling and live.request_id:
+                    self.schedule(live, self.pacer.poll_due(track, now))
         if self._last_probe + self.pacer.probe_gap(now) < self._probe_due:
             self._probe_wake.set()
 
