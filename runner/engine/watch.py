@@ -17,6 +17,7 @@ from __future__ import annotations
 import math
 import time
 from collections import Counter
+from collections.abc import Iterable
 
 import anyio
 from anyio.abc import TaskGroup
@@ -82,30 +83,27 @@ class Watcher(Part):
             self._probe_wake.set()
 
     def drain(self, draining: bool) -> None:
-        """Nothing left to submit: every poll is looked at again (the ones that may finish last, eagerly)."""
+        """Nothing left to submit: every poll is set again (the ones that may finish last, eagerly)."""
         self.pacer.draining = draining
         self._probe_wake.set()  # the probe gap depends on it (are ours queued behind the first ones?)
         if draining:
-            self._look_again(self._clock())
+            self._set_again([live.track for live in self.flight.live.values()], self._clock())
 
-    def _look_again(self, now: float) -> None:
-        """Every poll set, set again from what the pacer knows now (it may come sooner)."""
-        for live in self.flight.live.values():
-            if not live.polling and live.request_id and live.job.id not in self._asked_again:
-                self.schedule(live, self.pacer.poll_due(live.track, now))
+    def _set_again(self, tracks: Iterable[Track], now: float) -> None:
+        """These polls set again from what the pacer knows now (one may come sooner); not a retry's."""
+        for track in tracks:
+            live = self.flight.live.get(track.job_id)
+            if live and live.track is track and not live.polling and live.request_id:
+                if live.job.id not in self._asked_again:
+                    self.schedule(live, self.pacer.poll_due(track, now))
 
     def _learnt(self, now: float) -> None:
-        """After an answer: polls of jobs now believed started are due, the next probe perhaps sooner.
-        Once the last submit is believed started, the run's end is known: the lazy polls of the jobs
-        likely done before it, set while it was not, are set again (they are due by that end)."""
+        """After an answer: polls of jobs now believed started are set again, the next probe perhaps
+        sooner; every poll, once the last submit is (the run's end is known: lazy ones may come sooner)."""
         started = self.pacer.take_started(now)
         if self.pacer.draining and self.pacer.last_submitted in started:
-            self._look_again(now)
-        else:
-            for track in started:
-                live = self.flight.live.get(track.job_id)
-                if live is not None and live.track is track and not live.polling and live.request_id:
-                    self.schedule(live, self.pacer.poll_due(track, now))
+            started = [live.track for live in self.flight.live.values()]
+        self._set_again(started, now)
         if self._last_probe + self.pacer.probe_gap(now) < self._probe_due:
             self._probe_wake.set()
 
