@@ -141,7 +141,7 @@ def test_before_any_duration_is_known_only_the_oldest_running_job_is_polled_ever
     pacer.draining = True  # nothing left to submit: whether the pilot may be the last, a probe says
     assert pacer.probe_gap(1.9) == pacer.probe_interval
     pacer.on_probe(other, "in_progress", None, 1.95)  # running too: nothing waits behind the pilot
-    assert pacer.probe_gap(1.95) == pacer.poll_max  # all of ours are seen to run: nothing to ask
+    assert pacer.probe_gap(1.95) == PROBE_GAP_MAX  # all of ours are seen to run: nothing to ask
     assert pacer.on_polled(pilot, "in_progress", None, 2.0) == pytest.approx(2.5)  # a quarter late at most
     pacer.on_finished(pilot, 2.2)
     assert pacer.durations and pacer.poll_due(other, 2.2) <= 2.2 + 2.1 * 1.4  # its turn now
@@ -600,6 +600,14 @@ def test_with_none_of_ours_running_the_probes_space_out_from_the_first_submit_no
     assert pacer.probe_gap(now + 0.1) <= 1.0  # soon: the wait has only begun
     assert pacer.probe_gap(now + 40.0) <= pacer.poll_max  # later, further apart, but never unbounded
     assert pacer.probe_gap(now + 40.0) > pacer.probe_gap(now + 4.0)
+
+
+def test_once_every_job_is_seen_to_run_no_more_probes_come():
+    pacer, tracks = one_slot(8)
+    pacer.draining = True
+    assert pacer.probe_gap(5000.0) < PROBE_GAP_MAX
+    pacer.on_probe(tracks[-1], "in_progress", None, 5050.0)  # the newest runs: so do all before it
+    assert pacer.probe_gap(5050.0) == PROBE_GAP_MAX  # no position is left to read (10 s apart before)
 
 
 def test_a_probe_comes_at_least_every_ten_minutes_whatever_the_estimates_say():

@@ -457,6 +457,8 @@ def probe_gap(pacer: Pacer, now: float) -> float:
     """Seconds from the pacer's last probe to its next. Before a queue is seen, only a full slow-start
     window needs one; after, at most one per ``PROBE_STARTS`` starts (finishes tell the others), as
     the jobs of ours running make them over a job's run (or, before any, over the pilot's age)."""
+    if pacer.draining and pacer.starts.known >= pacer.submits:
+        return PROBE_GAP_MAX  # all of ours are seen to run (or done): no position is left to read
     if not pacer.saturated:
         # A full slow-start window, or all submitted and not all seen to run: whether ours queue
         # behind the first ones decides how eagerly to poll them (one probe says).
