@@ -32,7 +32,8 @@ learns what it needs from the API itself:
   all is submitted before any queue was seen, one probe says whether ours wait behind the first ones
   (on a one-slot account they do, and the pilot is then not the job that may finish last). Whatever
   the estimates say, a probe comes at least every ``PROBE_GAP_MAX``: only a probe corrects a count of
-  starts gone wrong, and the polls of jobs believed queued wait on that count.
+  starts gone wrong, and the polls of jobs believed queued wait on that count. One comes soon when a
+  finish may have fallen either side of the count's last reading; none once all of ours are seen to run.
 * **Lazy while the queue is full, eager for the last finish.** A late poll costs nothing while jobs
   wait at RunComfy: the freed slot is taken at once whether we notice or not. Once nothing is left to
   submit (``draining``), the run cannot end before the last submitted job's earliest likely finish

@@ -93,8 +93,8 @@ class Watcher(Part):
         """These polls set again from what the pacer knows now (one may come sooner); not a retry's."""
         for track in tracks:
             live = self.flight.live.get(track.job_id)
-            if live and live.track is track and not live.polling and live.request_id:
-                if live.job.id not in self._asked_again:
+            if live is not None and live.track is track and not live.polling and live.request_id:
+                if live.job.id not in self._asked_again:  # a retry keeps its own delay
                     self.schedule(live, self.pacer.poll_due(track, now))
 
     def _learnt(self, now: float) -> None:
