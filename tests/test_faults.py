@@ -79,8 +79,12 @@ async def test_every_fault_at_once_loses_nothing_and_pays_once(sim, write_manife
     # The user resubmits the unknown ones knowingly: now every job that could succeed did, and the
     # duplicate counter shows none of those unknown submits had in fact been accepted.
     again = await account.run(manifest, events, resubmit_unknown=True)
+    for _ in range(3):  # resubmitting them, it may meet two failed submits in a row too: run it again
+        if again.exit_code != EXIT_OUTAGE:
+            break
+        again = await account.run(manifest, events, resubmit_unknown=True)
     stats = await account.stats()
-    assert set(again.counts) <= {"succeeded", "failed", "unknown"}
+    assert set(again.counts) <= {"succeeded", "failed", "unknown"}, (again.counts, again.message)
     assert (
         again.counts.get("succeeded", 0) + again.counts.get("failed", 0) + again.counts.get("unknown", 0)
         == 40
