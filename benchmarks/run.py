@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import heapq
 import json
 import os
 import sqlite3
@@ -36,6 +35,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
+from runner.simulator.account import fifo_makespan
 
 ROOT = Path(__file__).resolve().parent.parent
 HERE = Path(__file__).resolve().parent
@@ -409,12 +410,7 @@ def zero_latency_makespan(sim: Simulator, works: list[Path], concurrency: int) -
             ids += [r[0] for r in db.execute("SELECT request_id FROM attempts WHERE request_id IS NOT NULL")]
     jobs = [sim.http.get(f"/_sim/requests/{i}").json() for i in ids]
     jobs = sorted((j for j in jobs if j.get("run_seconds") is not None), key=lambda j: j["submitted_at"])
-    slots, end = [0.0] * concurrency, 0.0
-    for job in jobs:  # FIFO list scheduling: each job on the slot that frees first
-        start = heapq.heappop(slots)
-        heapq.heappush(slots, start + job["run_seconds"])
-        end = max(end, start + job["run_seconds"])
-    return end
+    return fifo_makespan((job["run_seconds"] for job in jobs), concurrency)
 
 
 # -- the account scenarios: A, B, vs, the small accounts, the shared one -------------------------

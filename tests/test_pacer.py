@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from runner.engine.pacing import PROBE_GAP_MAX, PROBE_STARTS, Pacer, Track
-from runner.simulator.account import Account, Job
+from runner.simulator.account import Account, Job, fifo_makespan
 
 
 def sent(pacer: Pacer, n: int, now: float = 0.0) -> list[Track]:
@@ -542,12 +542,8 @@ def test_a_whole_run_costs_few_requests_a_job_at_every_account_size(slots, jobs,
 def zero_latency_makespan(run: FakeRun) -> float:
     """How long the account would have taken with every job sent at once and every finish known at
     once: the same run times, started in the order RunComfy received them, each on the first free slot."""
-    free, end = [0.0] * run.slots, 0.0
-    for job in sorted(run.account.jobs.values(), key=lambda job: job.submitted_at):
-        start = heapq.heappop(free)
-        heapq.heappush(free, start + job.run_seconds)
-        end = max(end, start + job.run_seconds)
-    return end
+    jobs = sorted(run.account.jobs.values(), key=lambda job: job.submitted_at)
+    return fifo_makespan((job.run_seconds for job in jobs), run.slots)
 
 
 @pytest.mark.parametrize(("slots", "jobs", "seconds"), [(2, 10, 12.0), (5, 30, 5.0)])

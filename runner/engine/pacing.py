@@ -463,7 +463,7 @@ def probe_gap(pacer: Pacer, now: float) -> float:
     if not pacer.saturated:
         # A full slow-start window, or all submitted and not all seen to run: whether ours queue
         # behind the first ones decides how eagerly to poll them (one probe says).
-        asking = pacer.window_full() or (pacer.draining and pacer.starts.known < pacer.submits)
+        asking = pacer.window_full() or pacer.draining  # draining, and so not all seen to run
         return pacer.probe_interval if asking else pacer.poll_max
     if pacer.stale:
         return pacer.probe_interval

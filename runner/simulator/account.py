@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import heapq
 from collections import Counter, deque
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -191,3 +192,15 @@ class Account:
         job.state, job.finished_at = state, at
         self.charged_micros -= job.cost_micros - job.billed_micros
         self._finished.append(job)
+
+
+def fifo_makespan(run_seconds: Iterable[float], slots: int) -> float:
+    """How long ``slots`` slots take to run jobs of these run times, sent at once in this order and
+    each started on the first slot free: an account's queue with no scheduler's latency at all (what
+    the benchmarks and the pacer's tests measure a runner against)."""
+    free, end = [0.0] * slots, 0.0
+    for seconds in run_seconds:
+        start = heapq.heappop(free)
+        heapq.heappush(free, start + seconds)
+        end = max(end, start + seconds)
+    return end
