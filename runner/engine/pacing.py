@@ -48,10 +48,10 @@ from __future__ import annotations
 import heapq
 import math
 from collections import deque
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from ..api.client import COMPLETED, IN_QUEUE
+from .durations import Durations
 from .starts import Starts
 
 PROBE_STARTS = 8  # at most one probe per this many starts (estimated), below PROBE_INTERVAL_MAX
@@ -59,7 +59,6 @@ PROBE_INTERVAL_MAX = 5.0  # seconds: on a large account, a probe at least this o
 SHARED_PROBE_RUNS = 0.5  # on a shared account, a probe at least once per this many job runs
 PROBE_GAP_MAX = 600.0  # seconds: a probe at least this often, whatever the estimates say (a wrong count
 # of starts defers polls of jobs believed queued; a probe is what sets it right)
-EAGER_SPREAD = 2.5  # eager step ≥ this x the spread of durations / jobs run per slot so far
 TIMESTAMP_ERROR = 1.0  # seconds either way: RunComfy's timestamps are whole seconds
 
 
@@ -91,48 +90,6 @@ def finish_window(
         if at - TIMESTAMP_ERROR < high and at + TIMESTAMP_ERROR > low:
             low, high = max(low, at - TIMESTAMP_ERROR), min(high, at + TIMESTAMP_ERROR)
     return low, high
-
-
-@dataclass
-class Durations:
-    """How long the last jobs ran, as learnt from their finishes: the mean and quantiles."""
-
-    values: deque[float] = field(default_factory=lambda: deque(maxlen=256))
-    _sorted: list[float] | None = None
-    _mean: float | None = None
-
-    def __len__(self) -> int:
-        return len(self.values)
-
-    def __iter__(self) -> Iterator[float]:
-        return iter(self.values)
-
-    def add(self, seconds: float) -> None:
-        self.values.append(max(0.0, seconds))
-        self._sorted = self._mean = None
-
-    @property
-    def mean(self) -> float | None:
-        if self._mean is None and self.values:
-            self._mean = sum(self.values) / len(self.values)
-        return self._mean
-
-    def quantile(self, q: float) -> float | None:
-        if not self.values:
-            return None
-        if self._sorted is None:
-            self._sorted = sorted(self.values)
-        return self._sorted[min(len(self._sorted) - 1, int(q * len(self._sorted)))]
-
-    def eager_step(self, elapsed: float, floor: float) -> float:
-        """How often to poll the job that may finish last, ``elapsed`` seconds into the run: a sixtieth
-        of a job's run; more when the run so far holds few jobs per slot (its elapsed time over a job's
-        run), so that the last wave's polls stay a small share of all."""
-        mean = self.mean
-        if not mean:
-            return floor
-        spread = (self.quantile(0.9) or 0.0) * 1.05 - (self.quantile(0.05) or 0.0)
-        return max(floor, mean / 60, EAGER_SPREAD * spread / max(1.0, elapsed / mean))
 
 
 @dataclass
