@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from runner.engine.pacing import PROBE_GAP_MAX, PROBE_STARTS, Pacer, Track
+from runner.engine.pacing import PROBE_GAP_MAX, PROBE_INTERVAL_MAX, PROBE_STARTS, Pacer, Track
 from runner.simulator.account import Account, Job, fifo_makespan
 
 
@@ -103,6 +103,51 @@ def test_the_start_rate_is_measured_between_queue_positions_and_grows_the_estima
     assert pacer.starts.start_of(7) == pytest.approx(11.0)  # read off the record of starts, in between
     assert pacer.starts.start_of(5) is None  # before what was seen
     assert pacer.starts.start_of(10) == pytest.approx(12.5)  # past it, where the rate puts it
+
+
+def test_held_back_the_submit_loop_sleeps_until_the_count_of_starts_can_make_room():
+    """With the queue full, the count of starts grows only at a measured rate (and for a while) or with
+    an answer (which wakes the loop): it sleeps until the next whole start the rate brings, or else
+    PROBE_INTERVAL_MAX; not a tenth of a second, as before any duration is known it used to."""
+    pacer = Pacer()
+    tracks = sent(pacer, 8)
+    pacer.on_polled(tracks[-1], "in_queue", 8, 0.5)  # none of ours started: a queue, no rate
+    assert not pacer.may_submit(0.5)
+    assert pacer.probe_interval == pytest.approx(0.1)
+    assert pacer.submit_wait(0.5) == PROBE_INTERVAL_MAX
+    pacer.on_polled(tracks[-1], "in_queue", 4, 2.5)  # 4 started in 2 s: 2 a second
+    tracks += sent(pacer, 4, now=2.5)  # the queue is full again
+    assert not pacer.may_submit(2.5) and pacer.start_rate == pytest.approx(2.0)
+    wait = pacer.submit_wait(2.5)
+    assert wait == pytest.approx(0.5, abs=1e-3)  # the next start the rate brings
+    assert not pacer.may_submit(2.5 + wait - 0.01) and pacer.may_submit(2.5 + wait)
+    sent(pacer, 1, now=3.0)
+    assert pacer.submit_wait(3.0) == pytest.approx(0.5, abs=1e-3)
+    sent(pacer, 1, now=3.5)
+    # The estimate grows for 3 probe intervals + 1 s (1.3 s here) after the last answer, no further: a
+    # third start is past that, so only an answer can make room.
+    assert not pacer.may_submit(10.0)
+    assert pacer.submit_wait(3.5) == PROBE_INTERVAL_MAX
+
+
+def test_a_queued_job_is_looked_at_again_only_when_the_count_of_starts_could_take_it_in():
+    """Believed queued, a job is looked at again (for free) when the estimate, growing at the measured
+    start rate, may count it started; with no rate, only an answer can, and that answer sets its poll
+    again: until then it is left alone for poll_max (it was looked at every half second)."""
+    pacer = Pacer()
+    tracks = sent(pacer, 8)
+    pacer.on_polled(tracks[-1], "in_queue", 7, 0.0)  # only the first runs
+    queued = tracks[1]
+    assert pacer.start_time(queued, 0.0) is None and pacer.start_rate is None
+    assert pacer.poll_due(queued, 0.0) == pytest.approx(pacer.poll_max)
+    pacer.on_polled(tracks[0], "in_progress", None, 0.1)
+    pacer.on_finished(tracks[0], 3.1)  # an answer: the second took its slot; jobs take 3 s
+    assert pacer.take_started(3.1) == [queued]
+    pacer.on_polled(tracks[-1], "in_queue", 2, 8.0)  # 6 started by t=8: 5 since t=0
+    assert pacer.start_rate == pytest.approx(5 / 8)
+    # The estimate grows for 3 probe intervals + 1 s (2.5 s) after this answer: one more start.
+    assert pacer.poll_due(tracks[6], 8.0) < 8.0 + pacer.poll_max  # the 7th: it may start by then
+    assert pacer.poll_due(tracks[7], 8.0) == pytest.approx(8.0 + pacer.poll_max)  # the 8th may not
 
 
 def test_each_finish_on_a_one_slot_account_says_the_next_job_started_and_when():

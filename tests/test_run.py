@@ -169,6 +169,31 @@ async def test_identical_jobs_are_one_paid_request(sim, write_manifest, tmp_path
     assert report["summary"]["cost_usd"] == pytest.approx(0.56)
 
 
+async def test_on_one_slot_the_submit_loop_sleeps_until_something_happens(sim, write_manifest, monkeypatch):
+    """More jobs than the queue the pacer keeps, on one slot: the submit loop is woken by answers,
+    finishes and collects, not by a clock. Before, it looked every tenth of a second until a job had
+    finished and every sixth of a job's run after (a second, draining): on a one-slot account with
+    jobs of minutes, thousands of wake-ups for nothing."""
+    from runner.engine.flight import Flight
+
+    timeouts: list[float] = []
+    wait = Flight.wait
+
+    async def counted(self: Flight, timeout: float) -> None:
+        woken = self._wake
+        await wait(self, timeout)
+        if not woken.is_set():
+            timeouts.append(timeout)
+
+    monkeypatch.setattr(Flight, "wait", counted)
+    account = sim(concurrency=1, job_seconds=0.4, job_spread=0.0)
+    result = await account.run(write_manifest(simple_manifest(14)))
+    assert result.exit_code == 0 and result.counts == {"succeeded": 14}
+    stats = await account.stats()
+    assert stats["submits_accepted"] == 14 and stats["requests_total"] <= 4 * 14 + 1
+    assert len(timeouts) <= 4, timeouts  # a few, where a measured start rate said when to look
+
+
 def test_outputs_are_fetched_only_from_runcomfy_or_allowed_hosts():
     """RunComfy's CDN and allowed hosts pass; any other host, or a non-http URL, is refused."""
     from runner.api.download import DownloadConfig

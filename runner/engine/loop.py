@@ -76,6 +76,8 @@ from .workplan import WorkPlan, plan_work, scope_counts, selected_ids, twin_map
 
 # Submits started per turn of the submit loop before it lets other tasks run.
 BURST = 64
+# Seconds the submit loop sleeps at most once nothing is left to submit (events wake it sooner).
+DRAIN_BACKSTOP = 30.0
 
 
 def retried(emit: Emit, error: ApiError, delay: float, attempt: int) -> None:
@@ -335,7 +337,10 @@ class Runner:
                     started += 1
             if started:
                 continue
-            await flight.wait(self.pacer.probe_interval if submittable else 1.0)
+            # Every answer, finish, collect, resubmit, chained job let go and stop wakes this loop;
+            # submitting, so does time when the pacer's count of starts grows with it (submit_wait).
+            # Draining, the timeout is a backstop only.
+            await flight.wait(self.pacer.submit_wait(now) if submittable else DRAIN_BACKSTOP)
 
     def _may_submit(self, now: float) -> bool:
         """Whether another submit may be lined up: the API answers, and the pacer wants one or nothing is

@@ -179,9 +179,13 @@ class Pacer:
             return self.min_queue
         return max(self.min_queue, math.ceil(self.start_rate * (2 * self.probe_interval + 0.2)))
 
+    @property
+    def _horizon(self) -> float:
+        return 3 * self.probe_interval + 1.0
+
     def started_estimate(self, now: float) -> float:
         """How many of ours have left the queue by ``now`` (growing for three probe intervals at most)."""
-        return self.starts.estimate(now, self.submits, 3 * self.probe_interval + 1.0)
+        return self.starts.estimate(now, self.submits, self._horizon)
 
     def queue_estimate(self, now: float) -> float:
         return max(0.0, self.submits - self.started_estimate(now)) if self.saturated else 0.0
@@ -209,6 +213,16 @@ class Pacer:
             started = self.starts.started
             return self.submits - started < max(self.min_queue, started)
         return self.queue_estimate(now) < self.target_queue
+
+    def submit_wait(self, now: float) -> float:
+        """How long the submit loop may sleep while the pacer holds submits back and no answer comes
+        (each one wakes it): until the count of starts, growing at the measured rate, leaves room in
+        the target queue; ``PROBE_INTERVAL_MAX`` at most, or when only an answer can make room."""
+        if self.saturated:
+            at = self.starts.reaches(self.submits - self.target_queue + 1, self._horizon)
+            if at is not None and at > now:
+                return min(PROBE_INTERVAL_MAX, max(self.poll_min, at - now))
+        return PROBE_INTERVAL_MAX
 
     def window_full(self) -> bool:
         """In the slow start, whether the window of unconfirmed submits is used up (ask at once)."""
@@ -246,6 +260,8 @@ class Pacer:
         if start is None:
             if not track.waiting:
                 self.waiting.add(track)
+            if self.starts.reaches(track.seq, self._horizon) is None:
+                return now + self.poll_max  # only an answer can start it (and sets its poll again)
             wait = self._wait_to_start(track, now) + (self.duration_quantile(0.9) or 0.0)
             return now + min(self.poll_max, max(self.poll_min, wait))
         high = self.duration_quantile(0.9)

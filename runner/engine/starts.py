@@ -49,6 +49,17 @@ class Starts:
         grown = math.floor((self.rate or 0.0) * min(max(0.0, now - self.observed_at), horizon))
         return min(float(submits), self.started + max(grown, len(self.chain)))
 
+    def reaches(self, seq: int, horizon: float) -> float | None:
+        """When :meth:`estimate` takes in our ``seq``-th submit with no answer coming meanwhile (None:
+        only an answer can: without a measured rate, or past the horizon, the count stands still)."""
+        need = seq - (self.started + len(self.chain))
+        if need <= 0:
+            return self.observed_at
+        if not self.rate:
+            return None
+        after = math.ceil(seq - self.started) / self.rate + 1e-6  # whole starts, past the rounding
+        return self.observed_at + after if after <= horizon else None
+
     def start_of(self, seq: int) -> float | None:
         """When our ``seq``-th submit left the queue, from the record and the starts finishes told of
         since (None: unknown); past both, where the measured start rate puts it."""

@@ -99,13 +99,16 @@ class Watcher(Part):
 
     def _learnt(self, now: float) -> None:
         """After an answer: polls of jobs now believed started are set again, the next probe perhaps
-        sooner; every poll, once the last submit is (the run's end is known: lazy ones may come sooner)."""
+        sooner; every poll, once the last submit is (the run's end is known: lazy ones may come sooner).
+        While submitting, the submit loop looks again (the answer may leave room in the queue)."""
         started = self.pacer.take_started(now)
         if self.pacer.draining and self.pacer.last_submitted in started:
             started = [live.track for live in self.flight.live.values()]
         self._set_again(started, now)
         if self._last_probe + self.pacer.probe_gap(now) < self._probe_due:
             self._probe_wake.set()
+        if not self.pacer.draining:
+            self.flight.wake()  # the count of starts may leave room for a submit
 
     async def poll_loop(self, tg: TaskGroup) -> None:
         """Start each poll when it is due, for as long as the run goes on; one the pacer set is looked at
