@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from runner.engine.pacing import PROBE_GAP_MAX, PROBE_INTERVAL_MAX, PROBE_STARTS, Pacer, Track
+from runner.engine.pacing import PROBE_GAP_MAX, PROBE_INTERVAL_MAX, PROBE_STARTS, Pacer, Track, submit_wait
 from runner.simulator.account import Account, Job, fifo_makespan
 
 
@@ -114,20 +114,20 @@ def test_held_back_the_submit_loop_sleeps_until_the_count_of_starts_can_make_roo
     pacer.on_polled(tracks[-1], "in_queue", 8, 0.5)  # none of ours started: a queue, no rate
     assert not pacer.may_submit(0.5)
     assert pacer.probe_interval == pytest.approx(0.1)
-    assert pacer.submit_wait(0.5) == PROBE_INTERVAL_MAX
+    assert submit_wait(pacer, 0.5) == PROBE_INTERVAL_MAX
     pacer.on_polled(tracks[-1], "in_queue", 4, 2.5)  # 4 started in 2 s: 2 a second
     tracks += sent(pacer, 4, now=2.5)  # the queue is full again
     assert not pacer.may_submit(2.5) and pacer.start_rate == pytest.approx(2.0)
-    wait = pacer.submit_wait(2.5)
+    wait = submit_wait(pacer, 2.5)
     assert wait == pytest.approx(0.5, abs=1e-3)  # the next start the rate brings
     assert not pacer.may_submit(2.5 + wait - 0.01) and pacer.may_submit(2.5 + wait)
     sent(pacer, 1, now=3.0)
-    assert pacer.submit_wait(3.0) == pytest.approx(0.5, abs=1e-3)
+    assert submit_wait(pacer, 3.0) == pytest.approx(0.5, abs=1e-3)
     sent(pacer, 1, now=3.5)
     # The estimate grows for 3 probe intervals + 1 s (1.3 s here) after the last answer, no further: a
     # third start is past that, so only an answer can make room.
     assert not pacer.may_submit(10.0)
-    assert pacer.submit_wait(3.5) == PROBE_INTERVAL_MAX
+    assert submit_wait(pacer, 3.5) == PROBE_INTERVAL_MAX
 
 
 def test_a_queued_job_is_looked_at_again_only_when_the_count_of_starts_could_take_it_in():
@@ -490,7 +490,7 @@ class FakeRun:
             self.account.submit(job, now)
             runner.live[track.seq] = (track, job)
             runner.requests += 1
-            self.schedule(runner, who, track.seq, pacer.expected_done(track, now))
+            self.schedule(runner, who, track.seq, pacer.poll_due(track, now))
             if pacer.window_full():
                 self.at(now + 0.02, "probe", who)
         self.drain(runner, who)  # as the run loop does, at once after its last submit

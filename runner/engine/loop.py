@@ -65,7 +65,7 @@ from .flight import Flight, Parts
 from .isolation import Display, Isolation
 from .outage import Outage
 from .outputs import damaged_outputs
-from .pacing import Pacer
+from .pacing import Pacer, submit_wait
 from .settings import HALTED_KEY, RunResult, RunSettings, run_result
 from .states import JobState
 from .store import Store, SyncSummary
@@ -340,7 +340,7 @@ class Runner:
             # Every answer, finish, collect, resubmit, chained job let go and stop wakes this loop;
             # submitting, so does time when the pacer's count of starts grows with it (submit_wait).
             # Draining, the timeout is a backstop only.
-            await flight.wait(self.pacer.submit_wait(now) if submittable else DRAIN_BACKSTOP)
+            await flight.wait(submit_wait(self.pacer, now) if submittable else DRAIN_BACKSTOP)
 
     def _may_submit(self, now: float) -> bool:
         """Whether another submit may be lined up: the API answers, and the pacer wants one or nothing is

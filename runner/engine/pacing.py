@@ -180,12 +180,12 @@ class Pacer:
         return max(self.min_queue, math.ceil(self.start_rate * (2 * self.probe_interval + 0.2)))
 
     @property
-    def _horizon(self) -> float:
+    def horizon(self) -> float:  # how long after an answer the count of starts may grow without one
         return 3 * self.probe_interval + 1.0
 
     def started_estimate(self, now: float) -> float:
         """How many of ours have left the queue by ``now`` (growing for three probe intervals at most)."""
-        return self.starts.estimate(now, self.submits, self._horizon)
+        return self.starts.estimate(now, self.submits, self.horizon)
 
     def queue_estimate(self, now: float) -> float:
         return max(0.0, self.submits - self.started_estimate(now)) if self.saturated else 0.0
@@ -213,16 +213,6 @@ class Pacer:
             started = self.starts.started
             return self.submits - started < max(self.min_queue, started)
         return self.queue_estimate(now) < self.target_queue
-
-    def submit_wait(self, now: float) -> float:
-        """How long the submit loop may sleep while the pacer holds submits back and no answer comes
-        (each one wakes it): until the count of starts, growing at the measured rate, leaves room in
-        the target queue; ``PROBE_INTERVAL_MAX`` at most, or when only an answer can make room."""
-        if self.saturated:
-            at = self.starts.reaches(self.submits - self.target_queue + 1, self._horizon)
-            if at is not None and at > now:
-                return min(PROBE_INTERVAL_MAX, max(self.poll_min, at - now))
-        return PROBE_INTERVAL_MAX
 
     def window_full(self) -> bool:
         """In the slow start, whether the window of unconfirmed submits is used up (ask at once)."""
@@ -260,7 +250,7 @@ class Pacer:
         if start is None:
             if not track.waiting:
                 self.waiting.add(track)
-            if self.starts.reaches(track.seq, self._horizon) is None:
+            if self.starts.reaches(track.seq, self.horizon) is None:
                 return now + self.poll_max  # only an answer can start it (and sets its poll again)
             wait = self._wait_to_start(track, now) + (self.duration_quantile(0.9) or 0.0)
             return now + min(self.poll_max, max(self.poll_min, wait))
@@ -276,8 +266,6 @@ class Pacer:
             if track.live_polls:  # found running past when it should have been done: back off
                 when = max(when, track.last_live + 0.2 * mean * 2 ** min(track.live_polls - 1, 3))
         return min(now + self.poll_max, when)
-
-    expected_done = poll_due
 
     def _before_durations(self, track: Track, start: float, now: float) -> float:
         """No job has finished yet: only the pilot is polled, each time its age has grown by
@@ -321,10 +309,6 @@ class Pacer:
             running = max(1.0, self.started_estimate(now) - self.finished)
             rate = running / (self.mean_duration or self.first_poll)
         return max(0.0, ahead) / rate
-
-    def probe_candidates(self) -> list[Track]:
-        """The most recently sent requests, newest first: the first one known to RunComfy is probed."""
-        return list(reversed(self.recent))
 
     def take_started(self, now: float) -> list[Track]:
         """The submits whose poll was deferred while they were believed queued, and that are now
@@ -459,6 +443,17 @@ def probe_gap(pacer: Pacer, now: float) -> float:
     if pacer.starts.shared:  # others' finishes start ours too (all, once they stop sending)
         gap = min(gap, SHARED_PROBE_RUNS * run)
     return min(PROBE_GAP_MAX, max(pacer.probe_interval, gap))
+
+
+def submit_wait(pacer: Pacer, now: float) -> float:
+    """How long the submit loop may sleep while the pacer holds submits back and no answer comes (each
+    one wakes it): until the count of starts, growing at the measured rate, leaves room in the target
+    queue; ``PROBE_INTERVAL_MAX`` at most, or when only an answer can make room."""
+    if pacer.saturated:
+        at = pacer.starts.reaches(pacer.submits - pacer.target_queue + 1, pacer.horizon)
+        if at is not None and at > now:
+            return min(PROBE_INTERVAL_MAX, max(pacer.poll_min, at - now))
+    return PROBE_INTERVAL_MAX
 
 
 def pilot_growth(queued: float, running: float, *, may_be_last: bool) -> float:

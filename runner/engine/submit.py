@@ -101,7 +101,7 @@ class Submitter(Part):
             self.watcher.probe_soon()
         self._emit(EventKind.SUBMITTED, job_id=job.id, request_id=request_id)
         live.polling = False
-        self.watcher.schedule(live, self.pacer.expected_done(live.track, self._clock()))
+        self.watcher.schedule(live, self.pacer.poll_due(live.track, self._clock()))
 
     def _record_intent(self, live: Live) -> None:
         """Journal the attempt; the caller commits it (then a death of this process is an unknown)."""

@@ -98,9 +98,8 @@ class Watcher(Part):
                     self.schedule(live, self.pacer.poll_due(track, now))
 
     def _learnt(self, now: float) -> None:
-        """After an answer: polls of jobs now believed started are set again, the next probe perhaps
-        sooner; every poll, once the last submit is (the run's end is known: lazy ones may come sooner).
-        While submitting, the submit loop looks again (the answer may leave room in the queue)."""
+        """After an answer: polls of jobs now believed started are set again (all, once the last submit
+        is: the run's end is known), the next probe may come sooner, and while submitting so may a submit."""
         started = self.pacer.take_started(now)
         if self.pacer.draining and self.pacer.last_submitted in started:
             started = [live.track for live in self.flight.live.values()]
@@ -145,7 +144,7 @@ class Watcher(Part):
                     await self._probe_wake.wait()
                 continue
             self._last_probe, self._early_probe = now, None
-            for track in self.pacer.probe_candidates():
+            for track in reversed(self.pacer.recent):  # newest first: the first RunComfy knows
                 live = self.flight.live.get(track.job_id)
                 if live is None or live.track is not track or live.polling or live.request_id is None:
                     continue
@@ -189,9 +188,8 @@ class Watcher(Part):
         live.failed_polls = 0
         first_sight, live.unseen = live.unseen, False
         now = self._clock()
-        if probe:
+        if probe:  # (the submit loop is woken below, by _learnt or by an ending)
             self.pacer.on_probe(live.track, remote.status, remote.queue_position, now)
-            self.flight.wake()
         if remote.terminal:
             self._landed(live, remote, now, self._unseen_end(live, remote) if first_sight else None)
             self._learnt(now)
