@@ -204,8 +204,13 @@ async def test_a_job_stuck_in_the_queue_is_cancelled_at_its_queue_deadline(sim, 
     assert result.exit_code == 1
 
 
-async def test_results_that_expire_before_download_make_the_job_expired(sim, write_manifest):
-    """The job finished but its files are gone (404) by the time we fetch: reported as expired."""
+async def test_results_that_expire_before_download_make_the_job_expired(sim, write_manifest, monkeypatch):
+    """The job finished but its files are gone (404) by the time we fetch: reported as expired. (Its
+    result is gone too: a 404 this soon after the submit is asked again for the grace, cut to a second
+    here from 30.)"""
+    from runner import defaults
+
+    monkeypatch.setattr(defaults, "STATUS_NOT_FOUND_GRACE", 1.0)
     account = sim(expire_seconds=0.0)
     result = await account.run(write_manifest(simple_manifest(2)))
     assert result.exit_code == 1
