@@ -250,9 +250,10 @@ class Pacer:
         if start is None:
             if not track.waiting:
                 self.waiting.add(track)
-            if self.starts.reaches(track.seq, self.horizon) is None:
+            at = self.starts.reaches(track.seq, self.horizon)  # when the count may take it in
+            if at is None:
                 return now + self.poll_max  # only an answer can start it (and sets its poll again)
-            wait = self._wait_to_start(track, now) + (self.duration_quantile(0.9) or 0.0)
+            wait = max(0.0, at - now) + (self.duration_quantile(0.9) or 0.0)  # (when it may be done)
             return now + min(self.poll_max, max(self.poll_min, wait))
         high = self.duration_quantile(0.9)
         mean = self.mean_duration
