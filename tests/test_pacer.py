@@ -332,6 +332,31 @@ def test_the_end_phase_step_grows_when_the_run_holds_few_jobs_per_slot():
     assert pacer.eager_step(1_200.0) > long_run  # a hundred and twenty: coarser
 
 
+def test_durations_known_only_roughly_do_not_widen_the_end_phase():
+    # The same runs, 9-11 s, learnt twice: with ends known to milliseconds, and with ends known to
+    # within a second either way (a small account's: one poll a job, RunComfy's whole seconds), each
+    # midpoint off by up to that. The end phase's step follows the runs' spread, not the errors'.
+    runs = [9.0, 10.0, 11.0] * 10
+    precise, rough = Pacer(), Pacer()
+    learnt(precise, runs)
+    for i, (duration, off) in enumerate(zip(runs, [-0.9, 0.0, 0.9, 0.5, -0.5] * 6, strict=True)):
+        start = 1000.0 + 100 * i
+        track = Track(f"rough-{i}", start)
+        rough.on_submitted(track, start)
+        rough.on_sent(track, start)
+        rough.on_polled(track, "in_progress", None, start)
+        rough.on_polled(track, "in_progress", None, start + duration + off - 1.0)
+        rough.on_finished(track, start + duration + off + 1.0)
+    measured = Pacer().durations
+    for value in rough.durations:
+        measured.add(value)  # the same values, taken as exact: the spread the errors add
+    now = 1030.0  # three runs after the first submit (learnt's, at 1000): a run of few jobs per slot
+    assert precise.eager_step(now) == pytest.approx(rough.eager_step(now), rel=0.15)
+    assert measured.eager_step(now - 1000.0, 0.0) > 1.25 * rough.eager_step(now)
+    low = rough.durations.narrowed(0.05)
+    assert low is not None and precise.duration_quantile(0.05) == pytest.approx(low, abs=0.3)
+
+
 def test_probes_cost_per_start_not_per_second():
     small, _ = one_slot(8)  # one job running at a time: each finish already says a job started
     assert small.probe_gap(5000.0) == pytest.approx(PROBE_STARTS * 10.0)

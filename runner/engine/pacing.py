@@ -289,7 +289,7 @@ class Pacer:
         """Draining: the run cannot end before the last submitted job's earliest likely finish (``end``).
         A job likely done before that is polled lazily (if not done, again just before ``end``); one
         that may be the last to finish, every step from ``end`` on."""
-        low = self.duration_quantile(0.05) or 0.0
+        low = self.durations.narrowed(0.05) or 0.0
         step = self.eager_step(now)
         last = self.last_submitted or track
         last_start = start if last is track else self.start_time(last, now)
@@ -394,7 +394,8 @@ class Pacer:
             # It ran shorter than jobs do: it started well before we thought, so the count of starts
             # lags (others' jobs may share the queue, or finishes were missed). A probe says how far.
             self.stale = True
-        self.durations.add(end - start)
+        # Its start is known about as well as its end (it is another job's end, or a poll's), hence √2.
+        self.durations.add(end - start, (high - low) / 2 * math.sqrt(2))
 
     def on_dropped(self, track: Track) -> None:
         """A submit that created no request (refused, or never sent)."""
