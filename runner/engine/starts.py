@@ -12,8 +12,13 @@ have: ``started``. Three kinds of answer tell it, with different strength:
 The start rate is measured between queue positions at least ``RATE_STARTS`` starts apart (or a
 while): on a small account starts come seconds apart, and one start between two close answers is
 no rate. Between answers the count grows at the measured start rate, in whole starts and for a short horizon
-only (an estimate nothing confirms stops growing, so the runner never floods the queue blind). The
-record of when each count was reached says when a given job started.
+only (an estimate nothing confirms stops growing, so the runner never floods the queue blind).
+
+When a given job started comes from two records: each count observed and when, and every finish of
+ours (when alone on the account). Between two observations, the count rose by one at each finish: the
+k-th start after an observation came at the k-th finish after it. Finishes are often learnt late and
+out of order (a small account's polls find several done at once); kept apart from the counts, each
+finds its place whatever order they come in.
 """
 
 from __future__ import annotations
@@ -39,9 +44,10 @@ class Starts:
     chain: list[float] = field(default_factory=list)  # when each start a finish told of since was
     known: int = 0  # the newest of ours seen running or done: surely started
     _exact: tuple[float, float] | None = None  # the last count read off a queue position, and when
-    # when ``started`` reached each value, as far as known (every observation, in order)
+    # each count an observation found, and when (in order: a later count, a later time)
     _log_times: list[float] = field(default_factory=list)
     _log_started: list[float] = field(default_factory=list)
+    _freed: list[float] = field(default_factory=list)  # when each finish of ours came, in order of time
 
     def estimate(self, now: float, submits: int, horizon: float) -> float:
         """How many have left the queue by ``now``: the last observation, plus the starts finishes told
@@ -61,8 +67,10 @@ class Starts:
         return self.observed_at + after if after <= horizon else None
 
     def start_of(self, seq: int) -> float | None:
-        """When our ``seq``-th submit left the queue, from the record and the starts finishes told of
-        since (None: unknown); past both, where the measured start rate puts it."""
+        """When our ``seq``-th submit left the queue (None: unknown): between the two observed counts
+        it falls within, at the finish that made room for it, or else evenly between the last such
+        finish and the later count; past the last count, at a finish told of since, or where the
+        measured start rate puts it."""
         times, counts = self._log_times, self._log_started
         chained = seq - int(self.started)
         if 0 < chained <= len(self.chain) and (not counts or seq > counts[-1]):
@@ -75,6 +83,14 @@ class Starts:
         if i == 0:
             return None
         t0, s0, t1, s1 = times[i - 1], counts[i - 1], times[i], counts[i]
+        freed = self._freed
+        first, last = bisect.bisect_right(freed, t0), bisect.bisect_right(freed, t1)
+        known = min(last - first, int(s1 - s0))  # finishes in between that made room, at most one each
+        k = math.ceil(seq - s0 - 1e-9)  # it is the k-th start after the earlier count
+        if k <= known:
+            return freed[first + k - 1]
+        if known:
+            t0, s0 = freed[first + known - 1], s0 + known
         return t0 + (t1 - t0) * (seq - s0) / (s1 - s0) if s1 > s0 else t1
 
     def queued(self, seq: int, position: int | None, now: float, memory: float) -> None:
@@ -107,24 +123,14 @@ class Starts:
     def freed(self, when: float, submits: int) -> None:
         """A job of ours finished at ``when``: alone on the account, the slot it freed took the next job
         in the queue then. After the last observation that is one more start (in the order they
-        happened, whatever order they are seen in); before it, the record learns that the count it
-        shows was reached by ``when``, not only when it was seen."""
+        happened, whatever order they are seen in); before it, the record of finishes places the
+        start it made between the counts observed (:meth:`start_of`)."""
         if when > self.observed_at:
             if self.started + len(self.chain) < submits:
                 bisect.insort(self.chain, when)
             return
-        if self.shared:
-            return  # the start it made may have been another runner's
-        times, counts = self._log_times, self._log_started
-        i = bisect.bisect_right(times, when)
-        if i == len(times):
-            return
-        reached = (counts[i - 1] if i else 0.0) + 1
-        if counts[i] == reached:
-            times[i] = when
-        elif counts[i] > reached:
-            times.insert(i, when)
-            counts.insert(i, reached)
+        if not self.shared:  # (when shared, the start it made may have been another runner's)
+            bisect.insort(self._freed, when)
 
     def rate_limited(self, submits: int, queue: int) -> None:
         """A 429 on a submit: the queue is taken as full, ``queue`` of our ``submits`` waiting in it."""
@@ -134,9 +140,9 @@ class Starts:
     def _moved(self, started: float, now: float) -> None:
         if started > self.started:
             self.rose_at = now
-        for k, when in enumerate(self.chain, start=1):  # the starts finishes told of, kept
-            if self.started + k <= started:
-                self._record(when, self.started + k)
+        if not self.shared:  # the finishes told of since the last observation, kept
+            for when in self.chain:
+                bisect.insort(self._freed, when)
         self.started, self.observed_at = started, now
         self.chain.clear()
         self._record(now, started)
@@ -150,3 +156,4 @@ class Starts:
         counts.append(started)
         if len(times) > 8192:
             del times[:4096], counts[:4096]
+            del self._freed[: bisect.bisect_right(self._freed, times[0])]
