@@ -30,10 +30,10 @@ class Durations:
         return iter(self.values)
 
     def add(self, seconds: float, error: float = 0.0) -> None:
-        """One job's run; ``error``: how far off it may be either way (its start and end are known to
-        within that, as the polls and RunComfy's whole-second timestamps bracket them)."""
+        """One job's run; ``error``: how far off its measure may be, taken as spread evenly over
+        ±``error`` (the pacer passes the half-width of the window its end was found in)."""
         self.values.append(max(0.0, seconds))
-        self.errors.append(error * error / 3)  # the variance of an error spread evenly over ±error
+        self.errors.append(error * error / 3)
         self._sorted = self._mean = self._shrink = None
 
     @property
