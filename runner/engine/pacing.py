@@ -395,9 +395,11 @@ class Pacer:
             # lags (others' jobs may share the queue, or finishes were missed). A probe says how far.
             self.stale = True
         # Its error: the end's is nearer the window's middle than evenly spread (RunComfy's two whole-
-        # second stamps round alike: a variance of a sixth of the half-width squared), and its start's
-        # (another job's end) about as much again: a third in all, as if spread evenly.
-        self.durations.add(end - start, (high - low) / 2)
+        # second stamps round alike: a variance of a sixth of the half-width squared); its start's is
+        # larger (read between counts, or off another job's end found late). Taken as three times the
+        # end's (the sqrt 2), 2-slot runs were 0.7 % shorter than with it taken as equal, in six runs of
+        # each over HTTP, and the fake clock agrees; 5 and 20 slots did not tell them apart.
+        self.durations.add(end - start, (high - low) / 2 * math.sqrt(2))
 
     def on_dropped(self, track: Track) -> None:
         """A submit that created no request (refused, or never sent)."""
