@@ -130,7 +130,7 @@ class Starts:
                 bisect.insort(self.chain, when)
             return
         if not self.shared:  # (when shared, the start it made may have been another runner's)
-            bisect.insort(self._freed, when)
+            self._keep_finish(when)
 
     def rate_limited(self, submits: int, queue: int) -> None:
         """A 429 on a submit: the queue is taken as full, ``queue`` of our ``submits`` waiting in it."""
@@ -142,10 +142,17 @@ class Starts:
             self.rose_at = now
         if not self.shared:  # the finishes told of since the last observation, kept
             for when in self.chain:
-                bisect.insort(self._freed, when)
+                self._keep_finish(when)
         self.started, self.observed_at = started, now
         self.chain.clear()
         self._record(now, started)
+
+    def _keep_finish(self, when: float) -> None:
+        """Into the record of finishes (in order of time; they mostly come in it, so this is cheap).
+        The oldest go past 8,192: only the jobs still live need theirs, and they started lately."""
+        bisect.insort(self._freed, when)
+        if len(self._freed) > 8192:
+            del self._freed[:4096]
 
     def _record(self, when: float, started: float) -> None:
         """``started`` had reached this value by ``when`` (kept in order: a later count, a later time)."""
