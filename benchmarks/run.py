@@ -292,25 +292,35 @@ def run_json(command: list[str], *, env: dict[str, str] | None = None) -> dict[s
     return json.loads(done.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
-_BARE = """
-import json, sys, time, anyio, httpx
+# Both bare clients: one job to ask about (done), and a warmed-up connection; the GET then measured.
+_BARE_JOB = """
+import json, os, sys, time, anyio, httpx
+headers = {"Authorization": "Bearer sim-token"}
+async def one_done_job(http, model, image):
+    payload = {"image": image, "prompt": "one bare request", "duration": 5}
+    request_id = (await http.post(f"/v1/models/{model}", json=payload)).json()["request_id"]
+    while (await http.get(f"/v1/requests/{request_id}/result")).json()["status"] != "completed":
+        await anyio.sleep(0.05)
+    where, params = f"/v1/requests/{request_id}/result", {"include_cost": "true"}
+    for _ in range(50):
+        await http.get(where, params=params)
+    return where, params
+"""
+
+_BARE = (
+    _BARE_JOB
+    + """
 from runner.api.http import AiohttpSession, Timeouts
 url, model, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
-payload = {"image": sys.argv[4], "prompt": "one bare request", "duration": 5}
-headers = {"Authorization": "Bearer sim-token"}
 async def main():
     async with httpx.AsyncClient(base_url=url, headers=headers) as http:
-        request_id = (await http.post(f"/v1/models/{model}", json=payload)).json()["request_id"]
-        while (await http.get(f"/v1/requests/{request_id}/result")).json()["status"] != "completed":
-            await anyio.sleep(0.05)
-        for _ in range(50):
-            await http.get(f"/v1/requests/{request_id}/result", params={"include_cost": "true"})
+        path, params = await one_done_job(http, model, sys.argv[4])
         started = time.process_time()
         for _ in range(n):
-            (await http.get(f"/v1/requests/{request_id}/result", params={"include_cost": "true"})).json()
+            (await http.get(path, params=params)).json()
         bare = (time.process_time() - started) / n
     # The same GET through the runner's own session, for the runner's work beyond its HTTP.
-    session, where = AiohttpSession(), f"{url}/v1/requests/{request_id}/result?include_cost=true"
+    session, where = AiohttpSession(), f"{url}{path}?include_cost=true"
     timeout = Timeouts(10, 60)
     for _ in range(50):
         await session.request("GET", where, headers=headers, body=None, timeout=timeout)
@@ -333,6 +343,7 @@ async def main():
     return {"httpx": bare, "session": own, "fresh": fresh}
 print(json.dumps(anyio.run(main)))
 """
+)
 
 
 def bare_request_cpu(sim: Simulator, requests: int) -> dict[str, float]:
@@ -347,19 +358,14 @@ def bare_request_cpu(sim: Simulator, requests: int) -> dict[str, float]:
 # measured 1.2 ms for twenty seconds, then 2.0 for thirty), and the runner's CPU is an average over its
 # whole run: a bare request measured alongside it sees the same drift, one measured before and after
 # it does not. About 7 % of the measured core.
-_BARE_ALONGSIDE = """
-import json, os, sys, time, anyio, httpx
+_BARE_ALONGSIDE = (
+    _BARE_JOB
+    + """
 url, model, image, stop = sys.argv[1:5]
 BATCH, PAUSE = 20, 0.5
-payload = {"image": image, "prompt": "one bare request", "duration": 5}
 async def main():
-    async with httpx.AsyncClient(base_url=url, headers={"Authorization": "Bearer sim-token"}) as http:
-        request_id = (await http.post(f"/v1/models/{model}", json=payload)).json()["request_id"]
-        while (await http.get(f"/v1/requests/{request_id}/result")).json()["status"] != "completed":
-            await anyio.sleep(0.05)
-        where, params = f"/v1/requests/{request_id}/result", {"include_cost": "true"}
-        for _ in range(50):
-            await http.get(where, params=params)
+    async with httpx.AsyncClient(base_url=url, headers=headers) as http:
+        where, params = await one_done_job(http, model, image)
         print("ready", flush=True)
         batches = []
         while not os.path.exists(stop):
@@ -371,6 +377,7 @@ async def main():
         return batches
 print(json.dumps(anyio.run(main)))
 """
+)
 YARDSTICK = Scenario("yardstick", 1, 1, 0.05, output_bytes=16)  # its one job done at once
 
 
@@ -389,6 +396,8 @@ def bare_alongside(yard: Simulator, folder: Path) -> Iterator[list[float]]:
     )
     assert process.stdout is not None
     if process.stdout.readline().strip() != "ready":
+        process.kill()
+        process.wait()
         raise RuntimeError("the bare client measured alongside the run did not start")
     batches: list[float] = []
     try:
