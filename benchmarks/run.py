@@ -357,7 +357,10 @@ def bare_request_cpu(sim: Simulator, requests: int) -> dict[str, float]:
 # machine's speed drifts by half again over tens of seconds (other tenants of the host: a bare GET
 # measured 1.2 ms for twenty seconds, then 2.0 for thirty), and the runner's CPU is an average over its
 # whole run: a bare request measured alongside it sees the same drift, one measured before and after
-# it does not. About 7 % of the measured core.
+# it does not. About 7 % of the measured core. Each batch gives two figures: a request of the batch
+# (warm: the nineteen before it ran the same code a moment ago) and its first request alone, after
+# half a second's quiet (lone: the process's code and data have gone cold in the CPU's caches, as they
+# have for every request of a client that asks once a second or less; it costs about twice as much).
 _BARE_ALONGSIDE = (
     _BARE_JOB
     + """
@@ -370,21 +373,26 @@ async def main():
         batches = []
         while not os.path.exists(stop):
             started = time.process_time()
-            for _ in range(BATCH):
+            (await http.get(where, params=params)).json()
+            lone = time.process_time() - started
+            for _ in range(BATCH - 1):
                 (await http.get(where, params=params)).json()
-            batches.append((time.process_time() - started) / BATCH)
+            batches.append(((time.process_time() - started) / BATCH, lone))
             await anyio.sleep(PAUSE)
         return batches
 print(json.dumps(anyio.run(main)))
 """
 )
+# A runner that asks less often than this between two of its requests (on average over its run) is
+# measured against the lone bare request: its requests, like a sparse client's, find the caches cold.
+LONE_GAP = 0.1  # seconds
 YARDSTICK = Scenario("yardstick", 1, 1, 0.05, output_bytes=16)  # its one job done at once
 
 
 @contextlib.contextmanager
-def bare_alongside(yard: Simulator, folder: Path) -> Iterator[list[float]]:
+def bare_alongside(yard: Simulator, folder: Path) -> Iterator[list[tuple[float, float]]]:
     """Measure the bare request through the block (the ``with`` body): the list it gives is filled,
-    when the block ends, with each batch's CPU seconds a request, in time order."""
+    when the block ends, with each batch's CPU seconds a request, warm and lone, in time order."""
     stop = folder / "bare-alongside.stop"
     stop.unlink(missing_ok=True)
     process = subprocess.Popen(
@@ -399,14 +407,14 @@ def bare_alongside(yard: Simulator, folder: Path) -> Iterator[list[float]]:
         process.kill()
         process.wait()
         raise RuntimeError("the bare client measured alongside the run did not start")
-    batches: list[float] = []
+    batches: list[tuple[float, float]] = []
     try:
         yield batches
     finally:
         stop.touch()
         out, _ = process.communicate(timeout=60)
         if process.returncode == 0:
-            batches += json.loads(out.strip().splitlines()[-1])
+            batches += [(warm, lone) for warm, lone in json.loads(out.strip().splitlines()[-1])]
 
 
 def driver_command(manifest: Path, sim: Simulator, folder: Path) -> list[str]:
@@ -494,6 +502,9 @@ class Point:
     requests: float  # per job
     efficiency: float
     makespan: float
+    cpu: float = 0.0  # per job, start-up apart (seconds)
+    cpu_ratio: float = 0.0  # that over its requests' bare cost (the yardstick that asks as it asks)
+    cpu_ratio_warm: float = 0.0  # the same over the warm bare request
     baseline_requests: float | None = None
     baseline_efficiency: float | None = None
     baseline_makespan: float | None = None
@@ -566,7 +577,8 @@ def run_slots(scenario: Scenario, folder: Path, table: Table, *, baseline: bool,
             after, sim_cpu = sim.stats(), sim.cpu_seconds() - sim_cpu
         bare_after = bare_request_cpu(sim, 500 if scenario.total_jobs >= 1000 else 200)
         around = (bare_before["httpx"] + bare_after["httpx"]) / 2
-        bare = sum(batches) / len(batches) if batches else around
+        warm = sum(w for w, _ in batches) / len(batches) if batches else around
+        lone = sum(one for _, one in batches) / len(batches) if batches else around
         own = (bare_before["session"] + bare_after["session"]) / 2
         fresh = (bare_before["fresh"] + bare_after["fresh"]) / 2
         counts = delta(after, before)
@@ -608,16 +620,22 @@ def run_slots(scenario: Scenario, folder: Path, table: Table, *, baseline: bool,
         cpu = sum(r["cpu_user"] + r["cpu_sys"] for r in runs)
         in_run = sum(r["run_cpu_seconds"] for r in runs)
         cpu_job = cpu / jobs
+        # The yardstick that asks as the runner asks: lone if the runner's own requests come further
+        # apart than LONE_GAP on average (each runner's, over the makespan), warm if closer together.
+        gap = makespan * scenario.runners / max(1, counts["total"])
+        bare, kind = (lone, "lone") if gap >= LONE_GAP else (warm, "warm")
         limit = 1.5 * rpj * bare
         drift = (
-            f"{min(batches) * 1e3:.2f}-{max(batches) * 1e3:.2f} ms over {len(batches)} batches"
+            f"warm {min(w for w, _ in batches) * 1e3:.2f}-{max(w for w, _ in batches) * 1e3:.2f} ms over "
+            f"{len(batches)} batches"
             if batches
             else "none"
         )
         table.add(
             s,
-            "one bare httpx request (CPU, alongside the run; before/after it)",
-            f"{bare * 1e3:.2f} ms ({drift}); "
+            "one bare httpx request (CPU, alongside the run: warm, lone; before/after it)",
+            f"{warm * 1e3:.2f} ms warm, {lone * 1e3:.2f} ms lone ({drift}); the runner asked every "
+            f"{gap * 1e3:.0f} ms on average: measured against the {kind} one; "
             f"{bare_before['httpx'] * 1e3:.2f} / {bare_after['httpx'] * 1e3:.2f} ms before/after (through "
             f"the runner's own aiohttp session: {own * 1e3:.2f} ms, {fresh * 1e3:.2f} ms on a new "
             f"connection); load average {load:.1f} -> {os.getloadavg()[0]:.1f}",
@@ -639,7 +657,8 @@ def run_slots(scenario: Scenario, folder: Path, table: Table, *, baseline: bool,
             s,
             "runner CPU per job, start-up apart (first job accepted to the run's end)",
             f"{steady * 1e3:.2f} ms = {steady / (rpj * bare):.2f} x its requests' bare cost "
-            f"({steady / (rpj * around):.2f} x by the bare request before/after the run); start-up "
+            f"({steady / (rpj * warm):.2f} x by the warm one, {steady / (rpj * around):.2f} x by the bare "
+            "request before/after the run); start-up "
             f"{max(r['startup_cpu_seconds'] for r in runs):.2f} s a process",
             f"<= {limit * 1e3:.2f} ms",
             steady <= limit,
@@ -672,7 +691,17 @@ def run_slots(scenario: Scenario, folder: Path, table: Table, *, baseline: bool,
             commits_job <= 2.0 if large else None,
         )
         point = Point(
-            s, scenario.concurrency, scenario.runners, jobs, scenario.job_seconds, rpj, efficiency, makespan
+            s,
+            scenario.concurrency,
+            scenario.runners,
+            jobs,
+            scenario.job_seconds,
+            rpj,
+            efficiency,
+            makespan,
+            cpu=steady,
+            cpu_ratio=steady / (rpj * bare),
+            cpu_ratio_warm=steady / (rpj * warm),
         )
         if not baseline:
             return point
@@ -969,9 +998,10 @@ def print_sizes(points: list[Point]) -> None:
 
     print(
         "\n| account slots | runners | jobs | job time | runs | requests per job | baseline | "
-        "slot efficiency | baseline | makespan / baseline |"
+        "slot efficiency | baseline | makespan / baseline | CPU per job, start-up apart | "
+        "x its requests' bare cost | x the warm bare request |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
     by_name: dict[str, list[Point]] = {}
     for point in points:
         by_name.setdefault(point.name, []).append(point)
@@ -985,7 +1015,10 @@ def print_sizes(points: list[Point]) -> None:
             f"{figure([p.baseline_requests for p in runs if p.baseline_requests], '.1f')} | "
             f"{figure([p.efficiency for p in runs], '.3f')} | "
             f"{figure([p.baseline_efficiency for p in runs if p.baseline_efficiency], '.3f')} | "
-            f"{figure(ratios, '.3f')} |"
+            f"{figure(ratios, '.3f')} | "
+            f"{figure([p.cpu * 1e3 for p in runs], '.1f')} ms | "
+            f"{figure([p.cpu_ratio for p in runs], '.2f')} | "
+            f"{figure([p.cpu_ratio_warm for p in runs], '.2f')} |"
         )
 
 
