@@ -417,7 +417,9 @@ def bare_alongside(yard: Simulator, folder: Path) -> Iterator[list[tuple[float, 
             batches += [(warm, lone) for warm, lone in json.loads(out.strip().splitlines()[-1])]
 
 
-def driver_command(manifest: Path, sim: Simulator, folder: Path) -> list[str]:
+def driver_command(manifest: Path, sim: Simulator, folder: Path, *, poll_log: bool = False) -> list[str]:
+    """The driver's command line; with ``poll_log``, it logs every ``/result`` call to
+    ``folder/polls.jsonl`` (for ``--diagnose``)."""
     return [
         sys.executable,
         str(HERE / "driver.py"),
@@ -428,6 +430,7 @@ def driver_command(manifest: Path, sim: Simulator, folder: Path) -> list[str]:
         str(folder / "state.sqlite"),
         "--output",
         str(folder / "out"),
+        *(["--poll-log", str(folder / "polls.jsonl")] if poll_log else []),
     ]
 
 
@@ -473,6 +476,29 @@ def idle_slots(sim: Simulator, state: Path, concurrency: int, runner: dict[str, 
             f"{seen[last['request_id']] - offset - last['finished_at']:.2f} s (last noticed); run over "
             f"{finish - runner['last_event_at'].get('succeeded', finish):.2f} s after the last download"
         )
+    )
+
+
+def runner_end(sim: Simulator, work: Path, run: dict[str, Any], first: float) -> str:
+    """When one of several runners sharing an account sent its last job, when its last job started and
+    finished at RunComfy, and how late it noticed (seconds from the first runner's start)."""
+    with contextlib.closing(sqlite3.connect(work / "state.sqlite")) as db:
+        seen = dict(db.execute("SELECT request_id, finished_at FROM attempts WHERE request_id IS NOT NULL"))
+    jobs = [sim.http.get(f"/_sim/requests/{i}").json() for i in seen]
+    (work / "sim-jobs.json").write_text(json.dumps([{**j, "input": None} for j in jobs]))  # (to study)
+    offset = run["wall_minus_monotonic"]
+    last = max(jobs, key=lambda j: j["finished_at"])
+    late = sorted(seen[j["request_id"]] - offset - j["finished_at"] for j in jobs)
+    polls = work / "polls.jsonl"
+    count = len(polls.read_text().splitlines()) if polls.exists() else 0
+    sent = max(j["submitted_at"] for j in jobs) - first
+    began = max(j["started_at"] for j in jobs) - first
+    noticed = seen[last["request_id"]] - offset - last["finished_at"]
+    return (
+        f"started +{run['started_at'] - first:.2f} s, last submit +{sent:.2f}, last start +{began:.2f}, "
+        f"last finish +{last['finished_at'] - first:.2f} (noticed {noticed:.2f} s late), ended "
+        f"+{run['finished_at'] - first:.2f}; finishes noticed {late[len(late) // 2]:.2f} s late (median), "
+        f"{late[-1]:.2f} s (most); {count} result calls"
     )
 
 
@@ -573,7 +599,9 @@ def run_slots(scenario: Scenario, folder: Path, table: Table, *, baseline: bool,
         load = os.getloadavg()[0]
         with bare_alongside(yard, folder) as batches:
             before, sim_cpu = sim.stats(), sim.cpu_seconds()
-            runs = run_all_json([driver_command(m, sim, w) for m, w in zip(manifests, works, strict=True)])
+            runs = run_all_json(
+                [driver_command(m, sim, w, poll_log=diagnose) for m, w in zip(manifests, works, strict=True)]
+            )
             after, sim_cpu = sim.stats(), sim.cpu_seconds() - sim_cpu
         bare_after = bare_request_cpu(sim, 500 if scenario.total_jobs >= 1000 else 200)
         around = (bare_before["httpx"] + bare_after["httpx"]) / 2
@@ -679,6 +707,10 @@ def run_slots(scenario: Scenario, folder: Path, table: Table, *, baseline: bool,
                 "idle slot share by phase",
                 idle_slots(sim, works[0] / "state.sqlite", scenario.concurrency, runs[0]),
             )
+        if diagnose and scenario.runners > 1:
+            first = min(r["started_at"] for r in runs)
+            for i, (work, run) in enumerate(zip(works, runs, strict=True), start=1):
+                table.add(s, f"runner {i}'s end", runner_end(sim, work, run, first))
         commits = sum(r["commits"] for r in runs)
         commits_job = commits / jobs
         # (On a small account submits go one at a time, each with its own two commits.)
