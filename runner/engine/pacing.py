@@ -33,7 +33,9 @@ learns what it needs from the API itself:
   (on a one-slot account they do, and the pilot is then not the job that may finish last). Whatever
   the estimates say, a probe comes at least every ``PROBE_GAP_MAX``: only a probe corrects a count of
   starts gone wrong, and the polls of jobs believed queued wait on that count. One comes soon when a
-  finish may have fallen either side of the count's last reading; none once all of ours are seen to run.
+  finish may have fallen either side of the count's last reading, or when RunComfy dates a finish
+  before the job's believed start (the count lags far: on a shared account others' jobs left the queue
+  unseen, and ours with them); none once all of ours are seen to run.
 * **Lazy while the queue is full, eager for the last finish.** A late poll costs nothing while jobs
   wait at RunComfy: the freed slot is taken at once whether we notice or not. Once nothing is left to
   submit (``draining``), the run cannot end before the last submitted job's earliest likely finish
@@ -85,11 +87,17 @@ def finish_window(
     that found it live (or its start) and before this one; RunComfy's timestamps (whole seconds: their
     difference is up to a second off either way, but right on average) narrow that down."""
     low, high = max(track.last_live, start), now
-    if created is not None and finished is not None and finished >= created:
-        at = track.submitted_at + (finished - created)
-        if at - TIMESTAMP_ERROR < high and at + TIMESTAMP_ERROR > low:
-            low, high = max(low, at - TIMESTAMP_ERROR), min(high, at + TIMESTAMP_ERROR)
+    at = stamped_end(track, created, finished)
+    if at is not None and at - TIMESTAMP_ERROR < high and at + TIMESTAMP_ERROR > low:
+        low, high = max(low, at - TIMESTAMP_ERROR), min(high, at + TIMESTAMP_ERROR)
     return low, high
+
+
+def stamped_end(track: Track, created: float | None, finished: float | None) -> float | None:
+    """When RunComfy's timestamps say the job ended, on our clock (None without a usable pair)."""
+    if created is None or finished is None or finished < created:
+        return None
+    return track.submitted_at + (finished - created)
 
 
 @dataclass
@@ -294,22 +302,12 @@ class Pacer:
         last = self.last_submitted or track
         last_start = start if last is track else self.start_time(last, now)
         if last_start is None:  # still queued: it starts when the jobs ahead of it have
-            last_start = self.starts.start_of(last.seq) or now + self._wait_to_start(last, now)
+            last_start = self.starts.start_of(last.seq) or now + wait_to_start(self, last, now)
         end = max(last_start, start) + low
         if track.live_polls:  # running past its likely end: lazily again until the end phase
             lazy = max(start + high, track.last_live + 0.5 * mean)
             return max(track.last_live + step, min(lazy, end - step))
         return min(start + high, max(start + low, end - step))
-
-    def _wait_to_start(self, track: Track, now: float) -> float:
-        """How long a job believed queued may still wait: the jobs ahead of it at the measured start
-        rate, or else at the rate the jobs believed running start others (one per run each)."""
-        ahead = track.seq - self.started_estimate(now)
-        rate = self.start_rate
-        if not rate:
-            running = max(1.0, self.started_estimate(now) - self.finished)
-            rate = running / (self.mean_duration or self.first_poll)
-        return max(0.0, ahead) / rate
 
     def take_started(self, now: float) -> list[Track]:
         """The submits whose poll was deferred while they were believed queued, and that are now
@@ -380,6 +378,13 @@ class Pacer:
         start = self.start_time(track, now) or track.submitted_at
         low, high = finish_window(track, start, now, created, finished)
         end = (low + high) / 2
+        ended = stamped_end(track, created, finished)
+        early = ended is not None and track.last_live < ended <= start - TIMESTAMP_ERROR
+        if early and ended is not None:
+            # RunComfy says it ended before we believed it started: the count of starts lags far (on a
+            # shared account others' jobs left the queue unseen, say, and ours started early). When it
+            # ran is unknown: no duration, and a probe soon sets the count right.
+            end, self.stale = ended, self.saturated
         if self.saturated:
             counted = self.starts.observed_at
             if self.draining and low < counted < high and self.starts.started < self.submits:
@@ -387,7 +392,7 @@ class Pacer:
                 # may have come just before or just after): a probe says, or a start goes unseen.
                 self.stale = True
             self.starts.freed(end, self.submits)
-        if not (track.running_at or (created is not None and finished is not None and finished >= created)):
+        if early or not (track.running_at or ended is not None):
             return  # never seen to run, nor timed by RunComfy (cancelled while queued, say)
         shortest = self.duration_quantile(0.05)
         if shortest is not None and len(self.durations) >= 8 and end - start < 0.8 * shortest:
@@ -449,6 +454,17 @@ def probe_gap(pacer: Pacer, now: float) -> float:
     if pacer.starts.shared:  # others' finishes start ours too (all, once they stop sending)
         gap = min(gap, SHARED_PROBE_RUNS * run)
     return min(PROBE_GAP_MAX, max(pacer.probe_interval, gap))
+
+
+def wait_to_start(pacer: Pacer, track: Track, now: float) -> float:
+    """How long a job believed queued may still wait: the jobs ahead of it at the measured start
+    rate, or else at the rate the jobs believed running start others (one per run each)."""
+    ahead = track.seq - pacer.started_estimate(now)
+    rate = pacer.start_rate
+    if not rate:
+        running = max(1.0, pacer.started_estimate(now) - pacer.finished)
+        rate = running / (pacer.mean_duration or pacer.first_poll)
+    return max(0.0, ahead) / rate
 
 
 def submit_wait(pacer: Pacer, now: float) -> float:

@@ -5,7 +5,8 @@ have: ``started``. Three kinds of answer tell it, with different strength:
 
 * a queued job's position: when our ``k``-th submit waits at ``queue_position`` ``p``, ``k - p`` of
   ours have left the queue — exactly when no one else's jobs wait there, at least when they do (the
-  account is then *shared*, which shows when the count comes out below one already seen to run);
+  account is then *shared*, which shows when the count comes out below one already seen to run, or
+  below one read before: alone, it never falls);
 * a job of ours found running or done: at least its place;
 * a finish of ours: the slot it freed took the next queued job at that moment (exactly, when alone).
 
@@ -44,6 +45,7 @@ class Starts:
     chain: list[float] = field(default_factory=list)  # when each start a finish told of since was
     known: int = 0  # the newest of ours seen running or done: surely started
     _exact: tuple[float, float] | None = None  # the last count read off a queue position, and when
+    _peak: int = 0  # the highest count read off a queue position
     # each count an observation found, and when (in order: a later count, a later time)
     _log_times: list[float] = field(default_factory=list)
     _log_started: list[float] = field(default_factory=list)
@@ -98,9 +100,12 @@ class Starts:
         averaged over ``memory`` seconds (answers come often and each sees few starts)."""
         self.saturated = True
         count = seq - (position if position is not None else 1)
-        if count < self.known:
-            self.shared = True  # more jobs wait ahead of it than ours could: others use the account
+        if count < self.known or count < self._peak - 1:
+            # More jobs wait ahead of it than ours could, or fewer of ours have started than a position
+            # said before (alone, the count never falls: one FIFO): others' jobs share the queue.
+            self.shared = True
         count = max(0, count)
+        self._peak = max(self._peak, count)
         if self._exact is None:
             self._exact = (count, now)
         else:
