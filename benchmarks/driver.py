@@ -93,6 +93,8 @@ def _log_polls(runner: Any, client: Any, path: Path) -> None:
                     "draining": pacer.draining,
                     "submits": pacer.submits,
                     "started": pacer.started_estimate(asked),
+                    "shared": pacer.starts.shared,
+                    "stale": pacer.stale,
                 }
             )
             + "\n"
