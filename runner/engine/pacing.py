@@ -80,14 +80,12 @@ class Track:
     waiting: bool = False  # its poll is deferred until the pacer believes it started
 
 
-def finish_window(
-    track: Track, start: float, now: float, created: float | None, finished: float | None
-) -> tuple[float, float]:
+def finish_window(track: Track, start: float, now: float, at: float | None) -> tuple[float, float]:
     """When a job that has just been found ended did, at the earliest and latest: after our last poll
-    that found it live (or its start) and before this one; RunComfy's timestamps (whole seconds: their
-    difference is up to a second off either way, but right on average) narrow that down."""
+    that found it live (or its start) and before this one; ``at``, where RunComfy's timestamps put its
+    end (:func:`stamped_end`: whole seconds, up to a second off either way, but right on average),
+    narrows that down."""
     low, high = max(track.last_live, start), now
-    at = stamped_end(track, created, finished)
     if at is not None and at - TIMESTAMP_ERROR < high and at + TIMESTAMP_ERROR > low:
         low, high = max(low, at - TIMESTAMP_ERROR), min(high, at + TIMESTAMP_ERROR)
     return low, high
@@ -376,15 +374,15 @@ class Pacer:
         self.finished += 1
         self.observe(track, COMPLETED, None, now)
         start = self.start_time(track, now) or track.submitted_at
-        low, high = finish_window(track, start, now, created, finished)
-        end = (low + high) / 2
         ended = stamped_end(track, created, finished)
-        early = ended is not None and track.last_live < ended <= start - TIMESTAMP_ERROR
-        if early and ended is not None:
+        low, high = finish_window(track, start, now, ended)
+        end = (low + high) / 2
+        early = False
+        if ended is not None and track.last_live < ended <= start - TIMESTAMP_ERROR:
             # RunComfy says it ended before we believed it started: the count of starts lags far (on a
             # shared account others' jobs left the queue unseen, say, and ours started early). When it
             # ran is unknown: no duration, and a probe soon sets the count right.
-            end, self.stale = ended, self.saturated
+            early, end, self.stale = True, ended, self.saturated
         if self.saturated:
             counted = self.starts.observed_at
             if self.draining and low < counted < high and self.starts.started < self.submits:
