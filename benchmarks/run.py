@@ -444,12 +444,18 @@ def per_endpoint(counts: dict[str, int], jobs: int) -> str:
     return ", ".join(f"{k} {v / jobs:.2f}" for k, v in counts.items() if v and k != "total")
 
 
+def journal_jobs(sim: Simulator, state: Path) -> tuple[dict[str, float], list[dict[str, Any]]]:
+    """When the runner recorded each of its requests finished (wall clock, by request id), and what the
+    simulator knows of each (its own clock: monotonic)."""
+    with contextlib.closing(sqlite3.connect(state)) as db:
+        seen = dict(db.execute("SELECT request_id, finished_at FROM attempts WHERE request_id IS NOT NULL"))
+    return seen, [sim.http.get(f"/_sim/requests/{i}").json() for i in seen]
+
+
 def idle_slots(sim: Simulator, state: Path, concurrency: int, runner: dict[str, Any]) -> str:
     """Where the paid slots sat idle: slot-seconds before all slots first ran, in the middle (RunComfy's
     queue ran dry), in the tail (after the last start) and after the last finish (noticing, downloading)."""
-    with contextlib.closing(sqlite3.connect(state)) as db:
-        seen = dict(db.execute("SELECT request_id, finished_at FROM attempts WHERE request_id IS NOT NULL"))
-    jobs = [sim.http.get(f"/_sim/requests/{i}").json() for i in seen]
+    seen, jobs = journal_jobs(sim, state)
     offset = runner["wall_minus_monotonic"]
     late = sorted(seen[j["request_id"]] - offset - j["finished_at"] for j in jobs)
     last = max(jobs, key=lambda j: seen[j["request_id"]])
@@ -482,9 +488,7 @@ def idle_slots(sim: Simulator, state: Path, concurrency: int, runner: dict[str, 
 def runner_end(sim: Simulator, work: Path, run: dict[str, Any], first: float) -> str:
     """When one of several runners sharing an account sent its last job, when its last job started and
     finished at RunComfy, and how late it noticed (seconds from the first runner's start)."""
-    with contextlib.closing(sqlite3.connect(work / "state.sqlite")) as db:
-        seen = dict(db.execute("SELECT request_id, finished_at FROM attempts WHERE request_id IS NOT NULL"))
-    jobs = [sim.http.get(f"/_sim/requests/{i}").json() for i in seen]
+    seen, jobs = journal_jobs(sim, work / "state.sqlite")
     (work / "sim-jobs.json").write_text(json.dumps([{**j, "input": None} for j in jobs]))  # (to study)
     offset = run["wall_minus_monotonic"]
     last = max(jobs, key=lambda j: j["finished_at"])
