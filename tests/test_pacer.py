@@ -16,7 +16,15 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from runner.engine.pacing import PROBE_GAP_MAX, PROBE_INTERVAL_MAX, PROBE_STARTS, Pacer, Track, submit_wait
+from runner.engine.pacing import (
+    PROBE_GAP_MAX,
+    PROBE_INTERVAL_MAX,
+    PROBE_STARTS,
+    SHARED_PROBE_STARTS,
+    Pacer,
+    Track,
+    submit_wait,
+)
 from runner.engine.starts import Starts
 from runner.simulator.account import Account, Job, fifo_makespan
 
@@ -101,7 +109,10 @@ def test_the_start_rate_is_measured_between_queue_positions_and_grows_the_estima
     # Nothing confirms the rate after the horizon (3 probe intervals + 1 s): the estimate holds.
     horizon = 3 * pacer.probe_interval + 1.0
     assert pacer.started_estimate(100.0) == 9 + int(2.0 * horizon)
-    assert pacer.starts.start_of(7) == pytest.approx(11.0)  # read off the record of starts, in between
+    # Read off the record of starts, in between: the 2nd of the four between t=10 and t=12, in the
+    # middle of its share of that time (not at its end: a lone start between two counts read far apart
+    # was dated at the later one, and its run learnt short by all the gap).
+    assert pacer.starts.start_of(7) == pytest.approx(10.75)
     assert pacer.starts.start_of(5) is None  # before what was seen
     assert pacer.starts.start_of(10) == pytest.approx(12.5)  # past it, where the rate puts it
 
@@ -119,6 +130,39 @@ def test_finishes_learnt_late_and_out_of_order_each_date_the_start_they_made_roo
     assert starts.started == 10
     assert [starts.start_of(seq) for seq in range(6, 11)] == pytest.approx([4.4, 4.8, 5.0, 5.5, 5.8])
     assert starts.start_of(11) is None or starts.start_of(11) >= 9.11  # no finish says it started sooner
+
+
+def test_a_start_between_two_counts_is_dated_from_the_last_reading_that_found_it_not_yet_started():
+    """One slot shared, 30 s jobs: probes read none of ours started at 0, 100 and 200 s, then one at
+    260 s. It started between 200 and 260 s (in the middle, as far as known), not between 0 and 260 s
+    (dated at 260 s before, so a 33 s run ending at 262 s was learnt as 1.3 s, and every poll and probe
+    after came forty times too often)."""
+    starts = Starts()
+    for when in (0.0, 100.0, 200.0):
+        starts.queued(8, 15, when, 1.0)  # others' jobs wait ahead of all of ours
+    starts.queued(8, 7, 260.0, 1.0)
+    assert starts.started == 1
+    assert starts.start_of(1) == pytest.approx(230.0)
+
+
+def test_while_others_jobs_hold_the_slots_probes_come_when_the_accounts_start_rate_says_ours_start():
+    """Our newest waits behind others' jobs: its position falls one every 5 s (the account's start
+    rate, whoever's jobs start). The next probe comes half way to when ours may start while that is
+    far, and just after it once it is near, not at the doubling waits that saw ours start 20 s late."""
+    pacer = Pacer()
+    tracks = sent(pacer, 6)
+    pacer.draining = True
+    for when, position in ((0.1, 16), (5.1, 15), (10.1, 14), (15.1, 13), (20.1, 12)):
+        pacer.on_probe(tracks[-1], "in_queue", position, when)  # 11, then 6 ahead of all of ours
+    assert pacer.starts.shared and pacer.starts.head_rate == pytest.approx(0.2, rel=0.05)
+    assert pacer.started_estimate(20.1) == 0
+    # six others' starts, then our first: 35 s on, and the next probe half way there
+    assert pacer.probe_gap(20.1) == pytest.approx(17.5, rel=0.05)
+    for when, position in ((30.1, 10), (40.1, 8), (50.1, 6)):
+        pacer.on_probe(tracks[-1], "in_queue", position, when)
+    assert pacer.probe_gap(50.1) == pytest.approx(5.5, rel=0.05)  # one start away: just after it
+    pacer.on_probe(tracks[-1], "in_queue", 6, 55.6)  # not yet: again soon, not a doubling later
+    assert pacer.probe_gap(55.6) == pytest.approx(1.25, rel=0.05)
 
 
 def test_held_back_the_submit_loop_sleeps_until_the_count_of_starts_can_make_room():
@@ -458,7 +502,7 @@ def test_a_shared_account_is_noticed_and_its_positions_taken_as_bounds():
     assert pacer.probe_interval <= pacer.probe_gap(5010.5) <= 10.0 + 1e-9
 
 
-def test_on_a_shared_account_probes_come_every_half_a_run_as_finishes_no_longer_tell_the_starts():
+def test_on_a_shared_account_probes_come_more_often_as_finishes_no_longer_tell_the_starts():
     def two_running(position: int) -> Pacer:
         pacer = Pacer()
         learnt(pacer, [10.0] * 20)
@@ -470,7 +514,10 @@ def test_on_a_shared_account_probes_come_every_half_a_run_as_finishes_no_longer_
     alone = two_running(6)  # two of ours run, six wait: our finishes will say when each starts
     assert not alone.starts.shared and alone.probe_gap(5001.0) == pytest.approx(PROBE_STARTS * 10.0 / 2)
     shared = two_running(12)  # others' jobs wait too: when they stop coming, ours start at once
-    assert shared.starts.shared and shared.probe_gap(5001.0) == pytest.approx(10.0 / 2)
+    # once per SHARED_PROBE_STARTS of ours (two run, so two start per run), or every half a run when
+    # many of ours run at once
+    assert shared.starts.shared and shared.probe_gap(5001.0) == pytest.approx(SHARED_PROBE_STARTS * 10.0 / 2)
+    assert SHARED_PROBE_STARTS < PROBE_STARTS
 
 
 def test_a_count_of_starts_that_falls_shows_others_share_the_queue():
@@ -484,7 +531,8 @@ def test_a_count_of_starts_that_falls_shows_others_share_the_queue():
     assert not pacer.starts.shared
     pacer.on_probe(tracks[-1], "in_queue", 12, 0.3)  # three only: others' jobs wait ahead of ours
     assert pacer.starts.shared
-    assert pacer.probe_gap(0.3) <= 0.5 * 0.5 + 1e-9  # probes every half a run (the pilot's age) or so
+    # probes per SHARED_PROBE_STARTS of the three of ours running (the pilot's age for a run)
+    assert pacer.probe_gap(0.3) <= SHARED_PROBE_STARTS * 0.5 / 3 + 1e-9
 
 
 def test_a_finish_runcomfy_dates_before_its_believed_start_asks_for_a_probe_and_teaches_no_duration():
@@ -517,6 +565,7 @@ class FakeRunner:
     due: dict[int, float] = field(default_factory=dict)
     requests: int = 0
     last_probe: float = 0.0
+    probe_due: float = 0.0  # when the probe loop will next look (as the watcher's _probe_due)
     finished_at: float | None = None
     starts_at: float = 0.0  # when it begins (a second runner may start a moment after the first)
 
@@ -597,13 +646,15 @@ class FakeRun:
         pacer = runner.pacer
         due = runner.last_probe + pacer.probe_gap(self.now)
         if self.now < due and not pacer.window_full():
+            runner.probe_due = due
             self.at(due, "probe", who)  # as the probe loop does: it waits, and looks again
             return
         runner.last_probe = self.now
         newest = max(runner.live, default=None)
         if newest is not None:
             self.answer(runner, who, newest, probe=True)
-        self.at(self.now + pacer.probe_gap(self.now), "probe", who)
+        runner.probe_due = self.now + pacer.probe_gap(self.now)
+        self.at(runner.probe_due, "probe", who)
 
     def answer(self, runner: FakeRunner, who: int, seq: int, *, probe: bool) -> None:
         pacer, now = runner.pacer, self.now
@@ -626,8 +677,9 @@ class FakeRun:
             self.schedule(runner, who, track.seq, pacer.poll_due(track, now))
         self.at(now, "drive", who)
         gap = pacer.probe_gap(now)
-        if runner.last_probe + gap < now + gap:  # it may be due sooner than the probe loop thought
-            self.at(max(now, runner.last_probe + gap), "probe", who)
+        if runner.last_probe + gap < runner.probe_due:  # due sooner than the probe loop thought: as
+            runner.probe_due = max(now, runner.last_probe + gap)  # the watcher does, it wakes it
+            self.at(runner.probe_due, "probe", who)
 
 
 STAMP_OFFSET = 0.37  # where the fake clock's 0 falls in a second of RunComfy's
@@ -705,6 +757,26 @@ def test_a_runner_starting_a_moment_after_another_on_a_shared_account_takes_it_o
         makespan = max(r.finished_at or run.now for r in runners)
         assert zero_latency_makespan(run) / makespan >= 0.95, seed
         assert sum(r.requests for r in runners) / 200 <= 5.0
+
+
+@pytest.mark.parametrize(
+    ("slots", "jobs", "seconds", "runners"),
+    [(1, 6, 5.0, 2), (2, 12, 7.0, 2), (5, 30, 5.0, 2), (2, 24, 60.0, 2), (1, 6, 5.0, 3), (2, 12, 7.0, 3)],
+)
+def test_runners_sharing_a_small_account_keep_it_busy_to_the_end(slots, jobs, seconds, runners):
+    """Two or three runners started together on an account of one to five slots: each submits its
+    first window at once, so the later ones' jobs all wait behind the first's, and their first starts,
+    first durations and last finishes are seen only through probes. Six seeds each, against a
+    zero-latency scheduler (one runner of two on one slot came to 0.82 of it, and two of three on two
+    slots to 0.82, when the waiting runner probed at doubling intervals and dated its first start at
+    the probe that saw it: it learnt 28 s for 7 s jobs, and polled its last ones a wave late)."""
+    for seed in range(6):
+        group = [FakeRunner(f"r{i}", jobs) for i in range(runners)]
+        run = FakeRun(slots, seconds, group, rng=random.Random(seed))
+        run.run()
+        makespan = max(r.finished_at or run.now for r in group)
+        assert zero_latency_makespan(run) / makespan >= 0.95, seed
+        assert sum(r.requests for r in group) / (jobs * runners) <= 6.0, seed
 
 
 def test_a_runner_whose_jobs_wait_behind_anothers_asks_less_and_less_often():

@@ -58,7 +58,8 @@ from .starts import Starts
 
 PROBE_STARTS = 8  # at most one probe per this many starts (estimated), below PROBE_INTERVAL_MAX
 PROBE_INTERVAL_MAX = 5.0  # seconds: on a large account, a probe at least this often
-SHARED_PROBE_RUNS = 0.5  # on a shared account, a probe at least once per this many job runs
+SHARED_PROBE_RUNS = 0.5  # on a shared account, a probe at least once per this many job runs, or
+SHARED_PROBE_STARTS = 4  # per this many of our starts, whichever is longer (few of ours run at once)
 PROBE_GAP_MAX = 600.0  # seconds: a probe at least this often, whatever the estimates say (a wrong count
 # of starts defers polls of jobs believed queued; a probe is what sets it right)
 TIMESTAMP_ERROR = 1.0  # seconds either way: RunComfy's timestamps are whole seconds
@@ -303,6 +304,9 @@ class Pacer:
             last_start = self.starts.start_of(last.seq) or now + wait_to_start(self, last, now)
         end = max(last_start, start) + low
         if track.live_polls:  # running past its likely end: lazily again until the end phase
+            # (the step grows with how long it has outlived what the durations say: a tenth of that,
+            # so durations learnt far too short cost a few polls more, not one per step for minutes)
+            step = max(step, 0.1 * (track.last_live - start - high))
             lazy = max(start + high, track.last_live + 0.5 * mean)
             return max(track.last_live + step, min(lazy, end - step))
         return min(start + high, max(start + low, end - step))
@@ -392,6 +396,10 @@ class Pacer:
             self.starts.freed(end, self.submits)
         if early or not (track.running_at or ended is not None):
             return  # never seen to run, nor timed by RunComfy (cancelled while queued, say)
+        mean = self.mean_duration
+        if self.starts.shared and ended is not None and ended - TIMESTAMP_ERROR < start:
+            if mean is None or end - start < 0.5 * mean:
+                return  # shared: the count lags, so a start believed near the end is likely late
         shortest = self.duration_quantile(0.05)
         if shortest is not None and len(self.durations) >= 8 and end - start < 0.8 * shortest:
             # It ran shorter than jobs do: it started well before we thought, so the count of starts
@@ -438,19 +446,22 @@ def probe_gap(pacer: Pacer, now: float) -> float:
     if running < 1:
         # Others' jobs hold the slots: only a probe can tell when one of ours starts. The longer the
         # wait so far (since ours last started, or since the first was sent), the longer it may go on:
-        # at most a job's run apart once one is known, and never more than poll_max.
+        # at most a job's run apart once one is known, and never more than poll_max, unless the
+        # account's start rate says when ours will start (:meth:`~.starts.Starts.head_wait`).
         since = max(pacer.starts.rose_at, pacer.first_sent_at if pacer.first_sent_at is not None else now)
-        wait = min(pacer.poll_max, 0.5 * (now - since))
+        wait = pacer.starts.head_wait(max(pacer.poll_max, 0.5 * (now - since)))
+        wait = min(pacer.poll_max, 0.5 * (now - since)) if wait is None else wait
         if pacer.mean_duration is not None:
             wait = min(pacer.mean_duration, wait)
-        return max(pacer.probe_interval, wait)
+        return min(PROBE_GAP_MAX, max(pacer.probe_interval, wait))
     run = pacer.mean_duration
     if run is None:
         pilot = pacer.pilot
-        run = max(pacer.first_poll, now - (pilot.est_start if pilot else now))
+        start = pacer.start_time(pilot, now) if pilot else None  # (not its submit: it may have waited)
+        run = max(pacer.first_poll, now - (start if start is not None else now))
     gap = PROBE_STARTS * run / running
     if pacer.starts.shared:  # others' finishes start ours too (all, once they stop sending)
-        gap = min(gap, SHARED_PROBE_RUNS * run)
+        gap = min(gap, max(SHARED_PROBE_RUNS * run, SHARED_PROBE_STARTS * run / running))
     return min(PROBE_GAP_MAX, max(pacer.probe_interval, gap))
 
 

@@ -45,10 +45,17 @@ class Starts:
     chain: list[float] = field(default_factory=list)  # when each start a finish told of since was
     known: int = 0  # the newest of ours seen running or done: surely started
     _exact: tuple[float, float] | None = None  # the last count read off a queue position, and when
+    # Through the queue's head: the count read off a position before it is floored at none (on a shared
+    # account it falls below none while others' jobs wait ahead of all of ours), when it last moved,
+    # when it was last read, and the account's starts per second measured from it (anyone's jobs)
+    head: tuple[float, float, float] | None = None
+    head_rate: float | None = None
+    _head_mark: tuple[float, float] | None = None  # where head_rate was last measured from
     _peak: int = 0  # the highest count read off a queue position
     # each count an observation found, and when (in order: a later count, a later time)
     _log_times: list[float] = field(default_factory=list)
     _log_started: list[float] = field(default_factory=list)
+    _log_last: list[float] = field(default_factory=list)  # the last time each count was read unchanged
     _freed: list[float] = field(default_factory=list)  # when each finish of ours came, in order of time
 
     def estimate(self, now: float, submits: int, horizon: float) -> float:
@@ -84,7 +91,7 @@ class Starts:
             return times[-1] + (seq - counts[-1]) / self.rate
         if i == 0:
             return None
-        t0, s0, t1, s1 = times[i - 1], counts[i - 1], times[i], counts[i]
+        t0, s0, t1, s1 = self._log_last[i - 1], counts[i - 1], times[i], counts[i]
         freed = self._freed
         first, last = bisect.bisect_right(freed, t0), bisect.bisect_right(freed, t1)
         known = min(last - first, int(s1 - s0))  # finishes in between that made room, at most one each
@@ -93,13 +100,14 @@ class Starts:
             return freed[first + k - 1]
         if known:
             t0, s0 = freed[first + known - 1], s0 + known
-        return t0 + (t1 - t0) * (seq - s0) / (s1 - s0) if s1 > s0 else t1
+        return t0 + (t1 - t0) * (seq - s0 - 0.5) / (s1 - s0) if s1 > s0 else t1
 
     def queued(self, seq: int, position: int | None, now: float, memory: float) -> None:
         """Our ``seq``-th submit waits at ``position``. The rate is measured between such answers and
         averaged over ``memory`` seconds (answers come often and each sees few starts)."""
         self.saturated = True
         count = seq - (position if position is not None else 1)
+        self._through_head(count, now, memory)
         if count < self.known or count < self._peak - 1:
             # More jobs wait ahead of it than ours could, or fewer of ours have started than a position
             # said before (alone, the count never falls: one FIFO): others' jobs share the queue.
@@ -117,7 +125,53 @@ class Starts:
                 weight = 1.0 - math.exp(-elapsed / memory)
                 self.rate = rate if self.rate is None else self.rate + weight * (rate - self.rate)
                 self._exact = (count, now)
-        self._moved(float(max(count, self.known)), now)
+        self._moved(float(max(count, self.known)), now, still=count >= self.known)
+
+    def _through_head(self, count: float, now: float, memory: float) -> None:
+        """The account's start rate, from the raw counts positions give: each start anywhere ahead of
+        the job asked about moves it up by one. A count that falls (a newer submit waits behind others'
+        jobs sent meanwhile) starts the measure again."""
+        moved = now if self.head is None or count != self.head[0] else self.head[1]
+        self.head = (count, moved, now)
+        mark = self._head_mark
+        if mark is None or count < mark[0]:
+            self._head_mark = (count, now)
+            return
+        elapsed, moved = now - mark[1], count - mark[0]
+        if elapsed <= 0:
+            return
+        if moved >= RATE_STARTS or (moved and elapsed >= 4 * memory):
+            rate, old = moved / elapsed, self.head_rate
+            self.head_rate = rate if old is None else old + (1.0 - math.exp(-elapsed / memory)) * (rate - old)
+            self._head_mark = (count, now)
+        elif not moved and self.head_rate and elapsed * self.head_rate > 2:
+            # Long without a start (on a small account they come seconds apart, and an answer between
+            # two says nothing of the rate): at most one in all that while.
+            self.head_rate = min(self.head_rate, 1 / elapsed)
+
+    def next_ours(self) -> float | None:
+        """When the next of ours may leave the queue, as the account's start rate puts it: the starts
+        still needed ahead of it, counted from the last move of the count (None: no rate measured)."""
+        if self.head is None or not self.head_rate:
+            return None
+        count, moved, _ = self.head
+        return moved + max(1.0, math.floor(self.started) + 1 - count) / self.head_rate
+
+    def head_wait(self, longest: float) -> float | None:
+        """While others' jobs hold the slots: how long after the last probe the next should come, from
+        the account's start rate and the starts still needed before ours (None: no rate measured). Half
+        way there while that is far; just after it once near, so that the start is seen soon after it
+        came and the job's run is learnt closely (a start dated between two probes far apart teaches a
+        wrong one). Never longer than ``longest``: a rate measured wrong cannot hold probes off long."""
+        at, head = self.next_ours(), self.head
+        if at is None or head is None or not self.head_rate:
+            return None
+        ahead, rate = at - head[2], self.head_rate  # (from the last probe's reading)
+        if ahead > 2 / rate:
+            wait = 0.5 * ahead
+        else:
+            wait = ahead + 0.1 / rate if ahead > 0 else 0.25 / rate  # overdue: again soon
+        return min(wait, longest)
 
     def seen(self, seq: int, now: float, estimate: float) -> None:
         """Our ``seq``-th submit is running or done: at least that many have started."""
@@ -142,7 +196,7 @@ class Starts:
         self.saturated = True
         self.started = min(self.started, float(max(0, submits - queue)))
 
-    def _moved(self, started: float, now: float) -> None:
+    def _moved(self, started: float, now: float, *, still: bool = False) -> None:
         if started > self.started:
             self.rose_at = now
         if not self.shared:  # the finishes told of since the last observation, kept
@@ -150,7 +204,7 @@ class Starts:
                 self._keep_finish(when)
         self.started, self.observed_at = started, now
         self.chain.clear()
-        self._record(now, started)
+        self._record(now, started, still=still)
 
     def _keep_finish(self, when: float) -> None:
         """Into the record of finishes (in order of time; they mostly come in it, so this is cheap).
@@ -159,13 +213,17 @@ class Starts:
         if len(self._freed) > 8192:
             del self._freed[:4096]
 
-    def _record(self, when: float, started: float) -> None:
-        """``started`` had reached this value by ``when`` (kept in order: a later count, a later time)."""
-        times, counts = self._log_times, self._log_started
+    def _record(self, when: float, started: float, *, still: bool) -> None:
+        """``started`` had reached this value by ``when`` (kept in order: a later count, a later time);
+        ``still``: a queue position read it, so no more had started by then (the next came after)."""
+        times, counts, last = self._log_times, self._log_started, self._log_last
         if counts and started <= counts[-1]:
+            if still and started == counts[-1]:
+                last[-1] = max(last[-1], when)
             return
         times.append(max(when, times[-1]) if times else when)
         counts.append(started)
+        last.append(times[-1])
         if len(times) > 8192:
-            del times[:4096], counts[:4096]
+            del times[:4096], counts[:4096], last[:4096]
             del self._freed[: bisect.bisect_right(self._freed, times[0])]
