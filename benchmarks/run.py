@@ -105,6 +105,15 @@ SCENARIOS = {
     "shared3": Scenario(
         "shared3", 100, 20, 2.0, baseline=True, runners=3, max_requests=5.0, min_efficiency=0.93
     ),
+    # ... and a small account shared: two manifests at once on two slots, three on one. Each runner
+    # but the first finds all its first jobs waiting behind another's, and sees its own start only
+    # through probes.
+    "shared2s": Scenario(
+        "shared2s", 15, 2, 1.0, baseline=True, runners=2, max_requests=5.0, min_efficiency=0.93
+    ),
+    "shared3s": Scenario(
+        "shared3s", 8, 1, 1.0, baseline=True, runners=3, max_requests=5.0, min_efficiency=0.93
+    ),
 }
 QUICK = {
     "A": Scenario("A", 400, 50, 1.0),
@@ -121,6 +130,8 @@ QUICK = {
             ("slots20", 80),
             ("shared2", 40),
             ("shared3", 30),
+            ("shared2s", 8),
+            ("shared3s", 4),
         )
     },
 }
