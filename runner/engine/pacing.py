@@ -304,9 +304,7 @@ class Pacer:
             last_start = self.starts.start_of(last.seq) or now + wait_to_start(self, last, now)
         end = max(last_start, start) + low
         if track.live_polls:  # running past its likely end: lazily again until the end phase
-            # (the step grows with how long it has outlived what the durations say: a tenth of that,
-            # so durations learnt far too short cost a few polls more, not one per step for minutes)
-            step = max(step, 0.1 * (track.last_live - start - high))
+            step = max(step, 0.1 * (track.last_live - start - high))  # (a tenth of its overrun)
             lazy = max(start + high, track.last_live + 0.5 * mean)
             return max(track.last_live + step, min(lazy, end - step))
         return min(start + high, max(start + low, end - step))
@@ -396,10 +394,9 @@ class Pacer:
             self.starts.freed(end, self.submits)
         if early or not (track.running_at or ended is not None):
             return  # never seen to run, nor timed by RunComfy (cancelled while queued, say)
-        mean = self.mean_duration
-        if self.starts.shared and ended is not None and ended - TIMESTAMP_ERROR < start:
-            if mean is None or end - start < 0.5 * mean:
-                return  # shared: the count lags, so a start believed near the end is likely late
+        mean, near = self.mean_duration, ended is not None and ended - TIMESTAMP_ERROR < start
+        if near and self.starts.shared and (mean is None or end - start < 0.5 * mean):
+            return  # shared: the count lags, so a start believed near the end is likely late
         shortest = self.duration_quantile(0.05)
         if shortest is not None and len(self.durations) >= 8 and end - start < 0.8 * shortest:
             # It ran shorter than jobs do: it started well before we thought, so the count of starts
@@ -417,10 +414,7 @@ class Pacer:
         self.in_flight = max(0, self.in_flight - 1)
         if not track.sent:
             self.sent += 1  # no longer waiting for a connection
-        if self.tail is track:
-            self.tail = None
-        if self.pilot is track:
-            self.pilot = None
+        self.tail, self.pilot = (None if t is track else t for t in (self.tail, self.pilot))
         track.waiting = False
 
     def on_rate_limited(self) -> None:
