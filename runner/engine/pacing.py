@@ -28,7 +28,9 @@ learns what it needs from the API itself:
 * **Probes cost per start, not per second.** Every so often the newest job is polled for its queue
   position (:meth:`Pacer.probe_gap`): on a large account a sixth of a job's run apart, a few requests
   per hundred jobs; on a small one, where each finish already says a job started, at most once per
-  ``PROBE_STARTS`` starts; on a shared one, where it does not, at least every half a job's run. Once
+  ``PROBE_STARTS`` starts; on a shared one, where it does not, at least every ``SHARED_PROBE_STARTS``
+  of ours or half a job's run, whichever is longer (while none of ours runs, when the account's start
+  rate says ours will start: :meth:`~.starts.Starts.head_wait`). Once
   all is submitted before any queue was seen, one probe says whether ours wait behind the first ones
   (on a one-slot account they do, and the pilot is then not the job that may finish last). Whatever
   the estimates say, a probe comes at least every ``PROBE_GAP_MAX``: only a probe corrects a count of

@@ -163,10 +163,10 @@ class Starts:
         way there while that is far; just after it once near, so that the start is seen soon after it
         came and the job's run is learnt closely (a start dated between two probes far apart teaches a
         wrong one). Never longer than ``longest``: a rate measured wrong cannot hold probes off long."""
-        at, head = self.next_ours(), self.head
-        if at is None or head is None or not self.head_rate:
+        at = self.next_ours()
+        if at is None or self.head is None or self.head_rate is None:  # (next_ours: no rate, no time)
             return None
-        ahead, rate = at - head[2], self.head_rate  # (from the last probe's reading)
+        ahead, rate = at - self.head[2], self.head_rate  # (from the last probe's reading)
         if ahead > 2 / rate:
             wait = 0.5 * ahead
         else:
