@@ -16,15 +16,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from runner.engine.pacing import (
-    PROBE_GAP_MAX,
-    PROBE_INTERVAL_MAX,
-    PROBE_STARTS,
-    SHARED_PROBE_STARTS,
-    Pacer,
-    Track,
-    submit_wait,
-)
+from runner.engine.pacing import PROBE_INTERVAL_MAX, Pacer, Track, submit_wait
+from runner.engine.probes import PROBE_GAP_MAX, PROBE_STARTS, SHARED_PROBE_STARTS
 from runner.engine.starts import Starts
 from runner.simulator.account import Account, Job, fifo_makespan
 
