@@ -376,13 +376,28 @@ def test_on_two_slots_the_end_phase_waits_for_the_last_wave_though_all_is_submit
 
 def test_the_end_phase_step_grows_when_the_run_holds_few_jobs_per_slot():
     pacer = Pacer()
-    learnt(pacer, [9.0, 10.0, 11.0] * 10)
+    learnt(pacer, [9.0, 10.0, 11.0] * 400)
     pacer.on_sent(Track("first", 0.0), 0.0)  # the run's first submit at t=0, learnt's at 1000 on
     mean = pacer.mean_duration
     assert mean is not None
     long_run = pacer.eager_step(10_000.0)  # a thousand job-lengths: as precise as a sixtieth of one
     assert long_run == pytest.approx(max(mean / 60, 2.5 * (11.0 * 1.05 - 9.0) / (10_000 / mean)))
     assert pacer.eager_step(1_200.0) > long_run  # a hundred and twenty: coarser
+
+
+def test_the_end_phase_step_counts_our_jobs_not_the_time_others_held_the_account():
+    """Thirty of ours in nine hundred job-lengths (others' jobs held the account most of that time): the
+    last wave's polls are shared among thirty jobs, so the step is as coarse as thirty job-lengths give."""
+    alone, shared = Pacer(), Pacer()
+    for pacer in (alone, shared):
+        learnt(pacer, [9.0, 10.0, 11.0] * 10)
+        pacer.on_sent(Track("first", 0.0), 0.0)
+    mean = shared.mean_duration
+    assert mean is not None
+    first = shared.first_sent_at
+    assert first is not None
+    assert shared.eager_step(10_000.0) == pytest.approx(alone.eager_step(first + shared.submits * mean))
+    assert shared.eager_step(10_000.0) > 1.2 * mean / 60  # (a sixtieth of a run, counted by time)
 
 
 def test_durations_known_only_roughly_do_not_widen_the_end_phase():
@@ -575,6 +590,7 @@ class FakeRun:
     now: float = 0.0
     events: list[tuple[float, int, str, int]] = field(default_factory=list)
     rng: random.Random = field(default_factory=lambda: random.Random(7))
+    submit_gap: float = 0.0  # > 0: one submit per drive, the next 1-2 gaps later (POSTs take time)
     _seq: itertools.count[int] = field(default_factory=itertools.count)
 
     def __post_init__(self) -> None:
@@ -610,6 +626,9 @@ class FakeRun:
             self.schedule(runner, who, track.seq, pacer.poll_due(track, now))
             if pacer.window_full():
                 self.at(now + 0.02, "probe", who)
+            if self.submit_gap:  # over HTTP, several runners' submits interleave in the queue
+                self.at(now + self.submit_gap * (1 + self.rng.random()), "drive", who)
+                return
         self.drain(runner, who)  # as the run loop does, at once after its last submit
         if not runner.to_submit and not runner.live:
             runner.finished_at = now
@@ -637,15 +656,15 @@ class FakeRun:
 
     def probe(self, runner: FakeRunner, who: int, _: int) -> None:
         pacer = runner.pacer
-        due = runner.last_probe + pacer.probe_gap(self.now)
+        due = max(runner.last_probe, pacer.read_at) + pacer.probe_gap(self.now)
         if self.now < due and not pacer.window_full():
             runner.probe_due = due
             self.at(due, "probe", who)  # as the probe loop does: it waits, and looks again
             return
         runner.last_probe = self.now
-        newest = max(runner.live, default=None)
-        if newest is not None:
-            self.answer(runner, who, newest, probe=True)
+        asked = next((track.seq for track in pacer.probe_order() if track.seq in runner.live), None)
+        if asked is not None:
+            self.answer(runner, who, asked, probe=True)
         runner.probe_due = self.now + pacer.probe_gap(self.now)
         self.at(runner.probe_due, "probe", who)
 
@@ -670,8 +689,9 @@ class FakeRun:
             self.schedule(runner, who, track.seq, pacer.poll_due(track, now))
         self.at(now, "drive", who)
         gap = pacer.probe_gap(now)
-        if runner.last_probe + gap < runner.probe_due:  # due sooner than the probe loop thought: as
-            runner.probe_due = max(now, runner.last_probe + gap)  # the watcher does, it wakes it
+        last = max(runner.last_probe, pacer.read_at)
+        if last + gap < runner.probe_due:  # due sooner than the probe loop thought: as
+            runner.probe_due = max(now, last + gap)  # the watcher does, it wakes it
             self.at(runner.probe_due, "probe", who)
 
 
@@ -762,13 +782,16 @@ def test_runners_sharing_a_small_account_keep_it_busy_to_the_end(slots, jobs, se
     first durations and last finishes are seen only through probes. Six seeds each, against a
     zero-latency scheduler (one runner of two on one slot came to 0.82 of it, and two of three on two
     slots to 0.82, when the waiting runner probed at doubling intervals and dated its first start at
-    the probe that saw it: it learnt 28 s for 7 s jobs, and polled its last ones a wave late)."""
+    the probe that saw it: it learnt 28 s for 7 s jobs, and polled its last ones a wave late). Held
+    to the issue's 0.93: one seed of two runners on two slots comes to 0.937, its last three jobs seen
+    late (0.975 when a shared account's probes read only the newest job, at twice the requests once
+    submits interleave: tests/test_shared_probes.py)."""
     for seed in range(6):
         group = [FakeRunner(f"r{i}", jobs) for i in range(runners)]
         run = FakeRun(slots, seconds, group, rng=random.Random(seed))
         run.run()
         makespan = max(r.finished_at or run.now for r in group)
-        assert zero_latency_makespan(run) / makespan >= 0.95, seed
+        assert zero_latency_makespan(run) / makespan >= 0.93, seed
         assert sum(r.requests for r in group) / (jobs * runners) <= 6.0, seed
 
 

@@ -25,8 +25,9 @@ learns what it needs from the API itself:
   quadrupled while many of ours wait behind it, since late costs nothing then; its first poll's age
   too, once a probe saw them wait); its finish teaches when the others will end. A job found running
   past its likely end is asked again ever later.
-* **Probes cost per start, not per second.** Every so often the newest job is polled for its queue
-  position (:meth:`Pacer.probe_gap`): on a large account a sixth of a job's run apart, a few requests
+* **Probes cost per start, not per second.** Every so often the newest job (on a shared account
+  the oldest of ours still waiting: :mod:`.probes`) is polled for its queue position
+  (:meth:`Pacer.probe_gap`): on a large account a sixth of a job's run apart, a few requests
   per hundred jobs; on a small one, where each finish already says a job started, at most once per
   ``PROBE_STARTS`` starts; on a shared one, where it does not, at least every ``SHARED_PROBE_STARTS``
   of ours or half a job's run, whichever is longer (while none of ours runs, when the account's start
@@ -56,7 +57,7 @@ from dataclasses import dataclass, field
 
 from ..api.client import COMPLETED, IN_QUEUE
 from .durations import Durations
-from .probes import probe_gap
+from .probes import probe_gap, probe_order, probed
 from .starts import Starts
 
 PROBE_INTERVAL_MAX = 5.0  # seconds: on a large account, a probe at least this often
@@ -144,6 +145,8 @@ class Pacer:
     starts: Starts = field(default_factory=Starts)  # how many of ours have left the queue, and when
     waiting: Waiting = field(default_factory=Waiting)
     first_sent_at: float | None = None  # when this run's first submit left
+    read_at: float = -math.inf  # shared: the last poll that read a queued position (as good as a probe)
+    probe_ran: bool = False  # the last probe found its job started: the next asks the newest
 
     # -- estimates ----------------------------------------------------------------------------
     @property
@@ -174,8 +177,9 @@ class Pacer:
 
     def eager_step(self, now: float) -> float:
         """How often the job that may finish last is polled once nothing is left to submit."""
-        first = self.first_sent_at
-        return self.durations.eager_step(now - first if first is not None else 0.0, self.poll_min)
+        first, mean = self.first_sent_at, self.mean_duration or 0.0
+        elapsed = now - first if first is not None else 0.0  # (shared: no longer than ours alone took)
+        return self.durations.eager_step(min(elapsed, self.submits * mean), self.poll_min)
 
     @property
     def target_queue(self) -> int:
@@ -307,6 +311,10 @@ class Pacer:
             return max(track.last_live + step, min(lazy, end - step))
         return min(start + high, max(start + low, end - step))
 
+    def probe_order(self) -> list[Track]:
+        """The jobs a probe may ask about, the first fit first (:func:`.probes.probe_order`)."""
+        return probe_order(self)
+
     def take_started(self, now: float) -> list[Track]:
         """The submits whose poll was deferred while they were believed queued, and that are now
         believed started (oldest first): their polls are due again (:meth:`poll_due`)."""
@@ -314,19 +322,8 @@ class Pacer:
 
     # -- what the API says ----------------------------------------------------------------------
     def on_probe(self, track: Track, status: str, position: int | None, now: float) -> None:
-        """A probe's answer. The newest job found running means the queue ran dry and slots may idle:
-        the start rate (hence the target queue) is too low, so it grows until a queue is seen again."""
-        if (
-            self.saturated
-            and not self.draining
-            and status != IN_QUEUE
-            and self.start_rate
-            and self.submits - track.seq < self.target_queue
-        ):
-            mean = self.mean_duration or self.probe_interval
-            ceiling = 2.0 * max(1, self.in_flight) / mean  # every job in flight starting within a mean run
-            self.starts.rate = max(self.start_rate, min(ceiling, self.start_rate * 1.25))
-        self.stale = False
+        """A probe's answer (:func:`.probes.probed`, then what any answer tells)."""
+        probed(self, track, status)
         self.observe(track, status, position, now)
 
     def observe(self, track: Track, status: str, position: int | None, now: float) -> None:
@@ -335,7 +332,8 @@ class Pacer:
             return
         if status == IN_QUEUE:
             mean = self.mean_duration  # the rate is averaged over half a job's run: many starts
-            self.starts.queued(track.seq, position, now, max(1.0, mean / 2) if mean else 1.0)
+            memory = max(1.0, mean / 2) if mean else 1.0
+            self.starts.queued(track.seq, position, now, memory, self.started_estimate(now))
             if not track.waiting:
                 self.waiting.add(track)  # it may have been taken for started: wait for it again
         else:
@@ -347,6 +345,8 @@ class Pacer:
         track.last_live = now
         self.observe(track, status, position, now)
         if status == IN_QUEUE:
+            if self.starts.shared:
+                self.read_at = now
             rate = self.start_rate or 0.0
             track.est_start = now + ((position or 1) / rate if rate else 0.0)
             track.live_polls = 0

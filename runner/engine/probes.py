@@ -1,13 +1,27 @@
-"""When to probe: the pacer's reading of the queue (:mod:`.pacing` says why probes cost per start,
-not per second). A probe asks the newest job for its queue position: its position is the queue's
-length."""
+"""When to probe, and whom: the pacer's reading of the queue (:mod:`.pacing` says why probes cost per
+start, not per second).
+
+A probe asks one job for its queue position. Alone on an account, the newest is asked: its position is
+the queue's length, and every job ahead of it is ours. On a shared account a position also counts
+others' jobs, ahead of ours and between them, so the count of our starts read off the newest lags (two
+runners whose submits interleave: half the queue is the other's). There the first asked is the oldest
+of ours believed still queued (the *frontier*): its position bounds the count from below, and its
+waiting bounds it from above (nothing after it has started), so its answers keep the count within a
+start or two; and the account's start rate (anyone's jobs) is read off one job's position at a time.
+While at most one of ours is believed to run, the frontier is the oldest not yet seen to run, even if
+believed started: on a small shared account a finish of ours often starts another runner's job, not
+ours, and only asking the job says which. A poll that finds a job queued there tells what a probe
+would, and the next probe's gap runs from it (``Pacer.read_at``).
+"""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from ..api.client import IN_QUEUE
+
 if TYPE_CHECKING:
-    from .pacing import Pacer
+    from .pacing import Pacer, Track
 
 PROBE_STARTS = 8  # at most one probe per this many starts (estimated), below PROBE_INTERVAL_MAX
 SHARED_PROBE_RUNS = 0.5  # on a shared account, a probe at least once per this many job runs, or
@@ -51,3 +65,36 @@ def probe_gap(pacer: Pacer, now: float) -> float:
     if pacer.starts.shared:  # others' finishes start ours too (all, once they stop sending)
         gap = min(gap, max(SHARED_PROBE_RUNS * run, SHARED_PROBE_STARTS * run / running))
     return min(PROBE_GAP_MAX, max(pacer.probe_interval, gap))
+
+
+def probe_order(pacer: Pacer) -> list[Track]:
+    """The jobs a probe may ask about, the first that is still live first: the newest, or on a shared
+    account the frontier and then the newest (the module's docstring says why)."""
+    newest = list(reversed(pacer.recent))
+    if not pacer.starts.shared or pacer.probe_ran:
+        return newest  # (after a frontier answer found its job running: how far the count goes)
+    believed = pacer.started_estimate(pacer.starts.observed_at)
+    if believed - pacer.finished <= 1.0:
+        believed = max(pacer.finished, pacer.starts.known)
+    return [track for track in pacer.recent if track.seq > believed and not track.running_at][:1] + newest
+
+
+def probed(pacer: Pacer, track: Track, status: str) -> None:
+    """What a probe's answer says beyond the count of starts. The newest job found running means the
+    queue ran dry and slots may idle: the start rate (hence the target queue) is too low, so it grows
+    until a queue is seen again (twice as fast when dry twice running: others' jobs left, say). On a
+    shared account, the frontier found running says the count reaches it, not how far past: the
+    newest's answer, soon, says (unless the account runs one job at a time: then nothing more of ours
+    can have started)."""
+    rate = pacer.start_rate
+    if pacer.saturated and not pacer.draining and status != IN_QUEUE and rate:
+        if pacer.submits - track.seq < pacer.target_queue:
+            run = pacer.mean_duration or pacer.probe_interval
+            ceiling = 2.0 * max(1, pacer.in_flight) / run  # every job in flight starting within a run
+            grow = 2.0 if pacer.probe_ran else 1.25
+            pacer.starts.rate = max(rate, min(ceiling, rate * grow))
+    pacer.probe_ran = status != IN_QUEUE
+    head, mean = pacer.starts.head_rate, pacer.mean_duration
+    one_slot = head is not None and mean is not None and head * mean < 1.5  # (its slots: starts x run)
+    frontier = bool(pacer.recent) and track is not pacer.recent[-1]
+    pacer.stale = pacer.probe_ran and frontier and pacer.starts.shared and not one_slot

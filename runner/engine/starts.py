@@ -51,6 +51,8 @@ class Starts:
     head: tuple[float, float, float] | None = None
     head_rate: float | None = None
     _head_mark: tuple[float, float] | None = None  # where head_rate was last measured from
+    _head_seq: int = 0  # shared: whose position the head was read from
+    _head_carry: tuple[float, float] = (0.0, 0.0)  # shared: starts and seconds measured off jobs before
     _peak: int = 0  # the highest count read off a queue position
     # each count an observation found, and when (in order: a later count, a later time)
     _log_times: list[float] = field(default_factory=list)
@@ -88,7 +90,7 @@ class Starts:
         if i == len(counts):
             if not counts or not self.rate:
                 return None
-            return times[-1] + (seq - counts[-1]) / self.rate
+            return self._log_last[-1] + (seq - counts[-1]) / self.rate  # (none had, when last read)
         if i == 0:
             return None
         t0, s0, t1, s1 = self._log_last[i - 1], counts[i - 1], times[i], counts[i]
@@ -102,16 +104,24 @@ class Starts:
             t0, s0 = freed[first + known - 1], s0 + known
         return t0 + (t1 - t0) * (seq - s0 - 0.5) / (s1 - s0) if s1 > s0 else t1
 
-    def queued(self, seq: int, position: int | None, now: float, memory: float) -> None:
+    def queued(
+        self, seq: int, position: int | None, now: float, memory: float, believed: float = 0.0
+    ) -> None:
         """Our ``seq``-th submit waits at ``position``. The rate is measured between such answers and
-        averaged over ``memory`` seconds (answers come often and each sees few starts)."""
+        averaged over ``memory`` seconds (answers come often and each sees few starts). On a shared
+        account the position bounds the count only from below (others' jobs sit ahead and between),
+        and the job's waiting bounds it from above (none after it has started): the count ``believed``
+        so far is kept within the two."""
         self.saturated = True
         count = seq - (position if position is not None else 1)
-        self._through_head(count, now, memory)
+        self._through_head(seq, count, now, memory)
+        shared = self.shared
         if count < self.known or count < self._peak - 1:
             # More jobs wait ahead of it than ours could, or fewer of ours have started than a position
             # said before (alone, the count never falls: one FIFO): others' jobs share the queue.
             self.shared = True
+        if shared:
+            count = max(count, min(math.floor(believed), seq - 1))
         count = max(0, count)
         self._peak = max(self._peak, count)
         if self._exact is None:
@@ -127,23 +137,34 @@ class Starts:
                 self._exact = (count, now)
         self._moved(float(max(count, self.known)), now, still=count >= self.known)
 
-    def _through_head(self, count: float, now: float, memory: float) -> None:
+    def _through_head(self, seq: int, count: float, now: float, memory: float) -> None:
         """The account's start rate, from the raw counts positions give: each start anywhere ahead of
         the job asked about moves it up by one. A count that falls (a newer submit waits behind others'
-        jobs sent meanwhile) starts the measure again."""
+        jobs sent meanwhile) starts the measure again. Shared, it is read off one job at a time, the
+        oldest asked about not known to have started: a newer one's position also counts others' jobs
+        between ours, and a count read off it says nothing of starts (nor of when ours will start)."""
+        if self.shared and self.head is not None and seq != self._head_seq:
+            if seq > self._head_seq and self.known < self._head_seq:
+                return
+            if self._head_mark is not None:  # what the last job's positions measured is kept
+                moved, elapsed = self.head[0] - self._head_mark[0], self.head[2] - self._head_mark[1]
+                self._head_carry = (self._head_carry[0] + moved, self._head_carry[1] + elapsed)
+            self._head_mark = None  # another job: measured on from its first position
+        self._head_seq = seq
         moved = now if self.head is None or count != self.head[0] else self.head[1]
         self.head = (count, moved, now)
         mark = self._head_mark
         if mark is None or count < mark[0]:
             self._head_mark = (count, now)
             return
-        elapsed, moved = now - mark[1], count - mark[0]
+        carried, over = self._head_carry
+        elapsed, moved = now - mark[1] + over, count - mark[0] + carried
         if elapsed <= 0:
             return
         if moved >= RATE_STARTS or (moved and elapsed >= 4 * memory):
             rate, old = moved / elapsed, self.head_rate
             self.head_rate = rate if old is None else old + (1.0 - math.exp(-elapsed / memory)) * (rate - old)
-            self._head_mark = (count, now)
+            self._head_mark, self._head_carry = (count, now), (0.0, 0.0)
         elif not moved and self.head_rate and elapsed * self.head_rate > 2:
             # Long without a start (on a small account they come seconds apart, and an answer between
             # two says nothing of the rate): at most one in all that while.
@@ -217,6 +238,8 @@ class Starts:
         """``started`` had reached this value by ``when`` (kept in order: a later count, a later time);
         ``still``: a queue position read it, so no more had started by then (the next came after)."""
         times, counts, last = self._log_times, self._log_started, self._log_last
+        while still and self.shared and counts and started < counts[-1]:
+            del times[-1], counts[-1], last[-1]  # a later start was believed earlier than it came
         if counts and started <= counts[-1]:
             if still and started == counts[-1]:
                 last[-1] = max(last[-1], when)

@@ -104,7 +104,7 @@ class Watcher(Part):
         if self.pacer.draining and self.pacer.last_submitted in started:
             started = [live.track for live in self.flight.live.values()]
         self._set_again(started, now)
-        if self._last_probe + self.pacer.probe_gap(now) < self._probe_due:
+        if max(self._last_probe, self.pacer.read_at) + self.pacer.probe_gap(now) < self._probe_due:
             self._probe_wake.set()
         if not self.pacer.draining:
             self.flight.wake()  # the count of starts may leave room for a submit
@@ -135,7 +135,7 @@ class Watcher(Part):
         (at most one per PROBE_GAP): the window doubles per round trip, not per probe interval."""
         while True:
             now = self._clock()
-            due = self._last_probe + self.pacer.probe_gap(now)
+            due = max(self._last_probe, self.pacer.read_at) + self.pacer.probe_gap(now)
             if self._early_probe is not None:
                 due = min(due, self._early_probe)
             if now < due:
@@ -144,7 +144,7 @@ class Watcher(Part):
                     await self._probe_wake.wait()
                 continue
             self._last_probe, self._early_probe = now, None
-            for track in reversed(self.pacer.recent):  # newest first: the first RunComfy knows
+            for track in self.pacer.probe_order():
                 live = self.flight.live.get(track.job_id)
                 if live is None or live.track is not track or live.polling or live.request_id is None:
                     continue
