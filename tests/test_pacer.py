@@ -299,6 +299,22 @@ def test_a_finish_that_may_have_come_just_after_the_count_was_read_asks_for_a_pr
     assert not finish_near_the_count(8.0).stale  # between 5007 and 5009: before the count, surely
 
 
+def test_a_finish_that_cannot_have_come_before_the_count_was_read_asks_for_no_probe():
+    """One-second jobs: RunComfy's whole seconds put every finish within a second either way, so the
+    window always held the last reading of the count (taken at the job's start), and each finish asked
+    for a probe (16 one-second jobs on one slot made up to 4.4 requests a job). A job runs at least most
+    of the shortest run: one that started at the reading cannot have ended before it."""
+    pacer = Pacer()
+    learnt(pacer, [0.9, 1.0, 1.1] * 8)
+    tracks = sent(pacer, 3, now=5000.0)
+    pacer.draining = True
+    pacer.on_probe(tracks[-1], "in_queue", 2, 5000.05)  # the first runs, two wait
+    created = 1772366400.0  # the submits at 5000, as RunComfy stamped them
+    pacer.on_finished(tracks[0], 5001.5, created, created + 1.0)  # ended between 5000 and 5002
+    assert not pacer.stale
+    assert pacer.started_estimate(5001.5) == pacer.submits - 1  # the finish started the second
+
+
 def test_a_reattached_job_teaches_nothing_about_durations_or_the_queue():
     pacer = Pacer()
     resumed = Track("old", 0.0)  # seq 0: submitted by an earlier run
