@@ -385,6 +385,7 @@ class Pacer:
             early, end, self.stale = True, ended, self.saturated
         if self.saturated:
             counted, least = self.starts.observed_at, start + 0.8 * (self.duration_quantile(0.05) or 0.0)
+            least = low if self.starts.shared else least  # (shared, the start itself is believed)
             if self.draining and max(low, least) < counted < high and self.starts.started < self.submits:
                 # Whether the start this finish made is in the count read at ``counted`` (the finish
                 # may have come just before or just after, though not before the job ran a shortest
