@@ -404,16 +404,14 @@ def test_the_end_phase_step_grows_when_the_run_holds_few_jobs_per_slot():
 def test_the_end_phase_step_counts_our_jobs_not_the_time_others_held_the_account():
     """Thirty of ours in nine hundred job-lengths (others' jobs held the account most of that time): the
     last wave's polls are shared among thirty jobs, so the step is as coarse as thirty job-lengths give."""
-    alone, shared = Pacer(), Pacer()
-    for pacer in (alone, shared):
-        learnt(pacer, [9.0, 10.0, 11.0] * 10)
-        pacer.on_sent(Track("first", 0.0), 0.0)
-    mean = shared.mean_duration
-    assert mean is not None
-    first = shared.first_sent_at
-    assert first is not None
-    assert shared.eager_step(10_000.0) == pytest.approx(alone.eager_step(first + shared.submits * mean))
-    assert shared.eager_step(10_000.0) > 1.2 * mean / 60  # (a sixtieth of a run, counted by time)
+    pacer = Pacer()
+    learnt(pacer, [9.0, 10.0, 11.0] * 10)
+    pacer.on_sent(Track("first", 0.0), 0.0)
+    mean, first = pacer.mean_duration, pacer.first_sent_at
+    assert mean is not None and first is not None
+    ours = first + pacer.submits * mean  # when our jobs alone, one after another, would have ended
+    assert pacer.eager_step(10_000.0) == pytest.approx(pacer.eager_step(ours))
+    assert pacer.eager_step(10_000.0) > 1.2 * mean / 60  # (a sixtieth of a run, counted by time)
 
 
 def test_durations_known_only_roughly_do_not_widen_the_end_phase():

@@ -384,9 +384,10 @@ class Pacer:
             # ran is unknown: no duration, and a probe soon sets the count right.
             early, end, self.stale = True, ended, self.saturated
         if self.saturated:
-            counted, least = self.starts.observed_at, start + 0.8 * (self.duration_quantile(0.05) or 0.0)
-            least = low if self.starts.shared else least  # (shared, the start itself is believed)
-            if self.draining and max(low, least) < counted < high and self.starts.started < self.submits:
+            counted, least = self.starts.observed_at, low  # (shared, the start itself is only believed)
+            if not self.starts.shared:
+                least = max(low, start + 0.8 * (self.duration_quantile(0.05) or 0.0))
+            if self.draining and least < counted < high and self.starts.started < self.submits:
                 # Whether the start this finish made is in the count read at ``counted`` (the finish
                 # may have come just before or just after, though not before the job ran a shortest
                 # run's most): a probe says, or a start goes unseen.
