@@ -88,6 +88,23 @@ def test_a_poll_that_reads_a_queued_position_on_a_shared_account_stands_for_a_pr
     assert shared.read_at == 5002.0  # the probe loop counts its gap from here
 
 
+def test_on_one_slot_the_start_rate_is_measured_off_any_job_asked_twice():
+    """One slot, others' jobs between ours, a start every second. Each probe of the frontier asks the
+    next of ours (the one before it has just been seen to run), and the newest is asked in between, so
+    no job is asked twice running: read off one job at a time, no rate was ever measured, and probes
+    came once a run while the next of ours waited nine places back (one per place). The newest's two
+    positions a second apart measure it as well as any job's."""
+    starts = Starts()
+    starts.queued(24, 30, 0.0, 1.0)  # our newest, thirty places back
+    starts.queued(1, 6, 0.05, 1.0)  # our oldest: more wait ahead of it than ours could
+    assert starts.shared
+    for second in range(1, 9):
+        starts.queued(1 + second, 3, second, 1.0)  # a new frontier each time, three places back
+        starts.queued(24, 30 - second, second + 0.05, 1.0)
+    assert starts.head_rate is not None
+    assert 0.8 <= starts.head_rate <= 1.25
+
+
 def interleaved(slots: int, jobs: int, seconds: float, runners: int, seed: int) -> tuple[float, float]:
     """Requests per job and efficiency (against a zero-latency scheduler) of ``runners`` runners whose
     submits go out one every 7-14 ms, so that the queue holds theirs interleaved."""

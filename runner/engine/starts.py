@@ -29,6 +29,7 @@ import math
 from dataclasses import dataclass, field
 
 RATE_STARTS = 4  # the start rate is measured over at least this many starts (or a while)
+ANSWERS_KEPT = 8  # shared: the last answer of this many of our jobs is kept, to measure the rate by
 
 
 @dataclass
@@ -52,7 +53,10 @@ class Starts:
     head_rate: float | None = None
     _head_mark: tuple[float, float] | None = None  # where head_rate was last measured from
     _head_seq: int = 0  # shared: whose position the head was read from
-    _head_carry: tuple[float, float] = (0.0, 0.0)  # shared: starts and seconds measured off jobs before
+    # shared: each job's last raw count and when it was read, and the starts and seconds between two
+    # answers of one job not yet enough to measure the rate by
+    _answers: dict[int, tuple[float, float]] = field(default_factory=dict)
+    _pooled: tuple[float, float] = (0.0, 0.0)
     _peak: int = 0  # the highest count read off a queue position
     # each count an observation found, and when (in order: a later count, a later time)
     _log_times: list[float] = field(default_factory=list)
@@ -139,36 +143,52 @@ class Starts:
 
     def _through_head(self, seq: int, count: float, now: float, memory: float) -> None:
         """The account's start rate, from the raw counts positions give: each start anywhere ahead of
-        the job asked about moves it up by one. A count that falls (a newer submit waits behind others'
-        jobs sent meanwhile) starts the measure again. Shared, it is read off one job at a time, the
-        oldest asked about not known to have started: a newer one's position also counts others' jobs
-        between ours, and a count read off it says nothing of starts (nor of when ours will start)."""
-        if self.shared and self.head is not None and seq != self._head_seq:
-            if seq > self._head_seq and self.known < self._head_seq:
+        the job asked about moves it up by one. Alone, the count read off any job is ours, and one that
+        falls (a newer submit waits behind others' jobs sent meanwhile) starts the measure again.
+        Shared, a newer job's position also counts others' jobs between ours: the head is read off the
+        oldest asked about not known to have started (it says when ours will start), and the rate off
+        two answers of one job at a time (:meth:`_per_job`)."""
+        if self.shared:
+            self._per_job(seq, count, now, memory)
+            if self.head is not None and self._head_seq < seq and self.known < self._head_seq:
                 return
-            if self._head_mark is not None:  # what the last job's positions measured is kept
-                moved, elapsed = self.head[0] - self._head_mark[0], self.head[2] - self._head_mark[1]
-                self._head_carry = (self._head_carry[0] + moved, self._head_carry[1] + elapsed)
-            self._head_mark = None  # another job: measured on from its first position
-        self._head_seq = seq
+            self._head_seq = seq
         moved = now if self.head is None or count != self.head[0] else self.head[1]
         self.head = (count, moved, now)
+        if self.shared:
+            return
         mark = self._head_mark
         if mark is None or count < mark[0]:
             self._head_mark = (count, now)
+        elif self._head_measured(count - mark[0], now - mark[1], memory):
+            self._head_mark = (count, now)
+
+    def _per_job(self, seq: int, count: float, now: float, memory: float) -> None:
+        """Shared: the starts between two answers of the same job, over the seconds between them, summed
+        over whichever jobs were asked twice (probes alternate between our oldest queued and our newest,
+        so one job is seldom asked twice running: on one slot, no rate was ever measured)."""
+        last, self._answers[seq] = self._answers.get(seq), (count, now)
+        if len(self._answers) > ANSWERS_KEPT:
+            del self._answers[min(self._answers)]
+        if last is None or count < last[0] or now <= last[1]:
             return
-        carried, over = self._head_carry
-        elapsed, moved = now - mark[1] + over, count - mark[0] + carried
+        starts, seconds = self._pooled[0] + count - last[0], self._pooled[1] + now - last[1]
+        self._pooled = (0.0, 0.0) if self._head_measured(starts, seconds, memory) else (starts, seconds)
+
+    def _head_measured(self, moved: float, elapsed: float, memory: float) -> bool:
+        """Update the account's start rate from ``moved`` starts over ``elapsed`` seconds, once they are
+        enough to tell one (True: measured, start the next measure from here)."""
         if elapsed <= 0:
-            return
+            return False
         if moved >= RATE_STARTS or (moved and elapsed >= 4 * memory):
             rate, old = moved / elapsed, self.head_rate
             self.head_rate = rate if old is None else old + (1.0 - math.exp(-elapsed / memory)) * (rate - old)
-            self._head_mark, self._head_carry = (count, now), (0.0, 0.0)
-        elif not moved and self.head_rate and elapsed * self.head_rate > 2:
+            return True
+        if not moved and self.head_rate and elapsed * self.head_rate > 2:
             # Long without a start (on a small account they come seconds apart, and an answer between
             # two says nothing of the rate): at most one in all that while.
             self.head_rate = min(self.head_rate, 1 / elapsed)
+        return False
 
     def next_ours(self) -> float | None:
         """When the next of ours may leave the queue, as the account's start rate puts it: the starts
