@@ -105,6 +105,39 @@ def test_on_one_slot_the_start_rate_is_measured_off_any_job_asked_twice():
     assert 0.8 <= starts.head_rate <= 1.25
 
 
+def far_behind_others() -> tuple[Pacer, list]:
+    """Runs of 1 s known; eight of ours sent at 5000, the oldest nine places back behind others' jobs
+    and moving up one a second (so the next of ours starts in about eight seconds)."""
+    pacer = Pacer()
+    learnt(pacer, [1.0] * 20)
+    tracks = sent(pacer, 8, now=5000.0)
+    pacer.on_probe(tracks[-1], "in_queue", 40, 5000.02)  # more ahead of our eighth than ours: shared
+    for second in range(6):
+        pacer.on_probe(tracks[0], "in_queue", 14 - second, 5000.05 + second)
+    assert pacer.starts.shared and pacer.starts.head_rate is not None
+    assert 0.8 <= pacer.starts.head_rate <= 1.25
+    return pacer, tracks
+
+
+def test_the_next_of_ours_far_behind_others_is_asked_half_way_to_its_start_not_once_a_run():
+    """Its position fell by one at each of the probes once a run apart: eight probes for a job nine
+    places back. Half way there, then just after, is two or three."""
+    pacer, _ = far_behind_others()
+    assert pacer.mean_duration is not None and pacer.mean_duration < 1.5
+    gap = pacer.probe_gap(5005.1)
+    assert 3.0 <= gap <= 5.0  # (about eight seconds to go)
+
+
+def test_only_the_next_of_ours_read_a_moment_ago_may_hold_a_probe_off_longer_than_a_run():
+    """A newer job's position also counts others' jobs between ours, so the wait it gives is too long:
+    once it was the last answer, probes come once a run again."""
+    pacer, tracks = far_behind_others()
+    run = pacer.mean_duration or 0.0
+    assert (pacer.starts.head_wait(30.0, run) or 0.0) > 2 * run
+    pacer.on_probe(tracks[-1], "in_queue", 34, 5005.2)
+    assert pacer.starts.head_wait(30.0, run) == run
+
+
 def interleaved(slots: int, jobs: int, seconds: float, runners: int, seed: int) -> tuple[float, float]:
     """Requests per job and efficiency (against a zero-latency scheduler) of ``runners`` runners whose
     submits go out one every 7-14 ms, so that the queue holds theirs interleaved."""

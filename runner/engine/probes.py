@@ -49,12 +49,13 @@ def probe_gap(pacer: Pacer, now: float) -> float:
         # Others' jobs hold the slots: only a probe can tell when one of ours starts. The longer the
         # wait so far (since ours last started, or since the first was sent), the longer it may go on:
         # at most a job's run apart once one is known, and never more than poll_max, unless the
-        # account's start rate says when ours will start (:meth:`~.starts.Starts.head_wait`).
+        # account's start rate says when ours will start (:meth:`~.starts.Starts.head_wait`: far off
+        # behind others' jobs, half way there; on one slot, a probe per run found the next of ours a
+        # place further on at each answer, eight times over for one job).
         since = max(pacer.starts.rose_at, pacer.first_sent_at if pacer.first_sent_at is not None else now)
-        wait = pacer.starts.head_wait(max(pacer.poll_max, 0.5 * (now - since)))
-        wait = min(pacer.poll_max, 0.5 * (now - since)) if wait is None else wait
-        if pacer.mean_duration is not None:
-            wait = min(pacer.mean_duration, wait)
+        near = pacer.mean_duration if pacer.mean_duration is not None else PROBE_GAP_MAX
+        wait = pacer.starts.head_wait(max(pacer.poll_max, 0.5 * (now - since)), near)
+        wait = min(pacer.poll_max, 0.5 * (now - since), near) if wait is None else wait
         return min(PROBE_GAP_MAX, max(pacer.probe_interval, wait))
     run = pacer.mean_duration
     if run is None:

@@ -57,6 +57,7 @@ class Starts:
     # answers of one job not yet enough to measure the rate by
     _answers: dict[int, tuple[float, float]] = field(default_factory=dict)
     _pooled: tuple[float, float] = (0.0, 0.0)
+    _read_at: float = -math.inf  # when a queued position was last read
     _peak: int = 0  # the highest count read off a queue position
     # each count an observation found, and when (in order: a later count, a later time)
     _log_times: list[float] = field(default_factory=list)
@@ -116,7 +117,7 @@ class Starts:
         account the position bounds the count only from below (others' jobs sit ahead and between),
         and the job's waiting bounds it from above (none after it has started): the count ``believed``
         so far is kept within the two."""
-        self.saturated = True
+        self.saturated, self._read_at = True, now
         count = seq - (position if position is not None else 1)
         self._through_head(seq, count, now, memory)
         shared = self.shared
@@ -198,20 +199,24 @@ class Starts:
         count, moved, _ = self.head
         return moved + max(1.0, math.floor(self.started) + 1 - count) / self.head_rate
 
-    def head_wait(self, longest: float) -> float | None:
+    def head_wait(self, longest: float, near: float) -> float | None:
         """While others' jobs hold the slots: how long after the last probe the next should come, from
         the account's start rate and the starts still needed before ours (None: no rate measured). Half
         way there while that is far; just after it once near, so that the start is seen soon after it
         came and the job's run is learnt closely (a start dated between two probes far apart teaches a
-        wrong one). Never longer than ``longest``: a rate measured wrong cannot hold probes off long."""
+        wrong one), and ``near`` at most (a job's run: one of ours may start and end unseen between).
+        Far off, half way is longer than ``near`` only when the last answer was the next of ours to
+        start: another's position counts others' jobs between ours, and an old one moved on since.
+        Never longer than ``longest``: a rate measured wrong cannot hold probes off long."""
         at = self.next_ours()
         if at is None or self.head is None or self.head_rate is None:  # (next_ours: no rate, no time)
             return None
         ahead, rate = at - self.head[2], self.head_rate  # (from the last probe's reading)
         if ahead > 2 / rate:
-            wait = 0.5 * ahead
+            told = self.shared and self._read_at == self.head[2] and self._head_seq <= self.started + 1
+            wait = 0.5 * ahead if told else min(near, 0.5 * ahead)
         else:
-            wait = ahead + 0.1 / rate if ahead > 0 else 0.25 / rate  # overdue: again soon
+            wait = min(near, ahead + 0.1 / rate if ahead > 0 else 0.25 / rate)  # overdue: again soon
         return min(wait, longest)
 
     def seen(self, seq: int, now: float, estimate: float) -> None:
