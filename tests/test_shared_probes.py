@@ -138,6 +138,28 @@ def test_only_the_next_of_ours_read_a_moment_ago_may_hold_a_probe_off_longer_tha
     assert pacer.starts.head_wait(30.0, run) == run
 
 
+def test_on_a_shared_account_a_start_seen_closely_teaches_a_run_whatever_the_stamps_say():
+    """One-second jobs under whole-second stamps: the end RunComfy gives is always within a second of
+    the start, and on a shared account such a finish teaches nothing while no run is known (the start
+    a count gives may be late). In one run of two runners on two slots neither learnt a run in fifteen
+    jobs, and every job was polled by the rules for none known (its finish seen up to 3 s late). A job
+    seen running a tenth of a second after it was sent started then, whatever the count says."""
+    created = 1772366400.0  # the submits at 5000, as RunComfy stamped them
+
+    def after_one_finish(first_seen_running: float) -> Pacer:
+        pacer = Pacer()
+        tracks = sent(pacer, 8, now=5000.0)
+        pacer.on_probe(tracks[-1], "in_queue", 40, 5000.05)  # more ahead of our eighth than ours
+        assert pacer.starts.shared
+        pacer.on_polled(tracks[0], "in_progress", None, first_seen_running)
+        pacer.on_finished(tracks[0], 5002.2, created, created + 1.0)
+        return pacer
+
+    seen = after_one_finish(5000.1)
+    assert seen.mean_duration is not None and 0.8 <= seen.mean_duration <= 1.3
+    assert after_one_finish(5001.9).mean_duration is None  # (its start could be anywhere before)
+
+
 def interleaved(slots: int, jobs: int, seconds: float, runners: int, seed: int) -> tuple[float, float]:
     """Requests per job and efficiency (against a zero-latency scheduler) of ``runners`` runners whose
     submits go out one every 7-14 ms, so that the queue holds theirs interleaved."""

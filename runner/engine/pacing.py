@@ -75,9 +75,22 @@ class Track:
     sent: bool = False  # its POST has left
     running_at: float = 0.0  # when a poll first found it running
     last_live: float = 0.0  # when a poll last found it queued or running
+    queued_at: float = 0.0  # when a poll last found it queued
     polls: int = 0
     live_polls: int = 0  # consecutive polls that found it running
     waiting: bool = False  # its poll is deferred until the pacer believes it started
+
+
+def seen_start(track: Track, start: float, within: float) -> float | None:
+    """When ``track`` started, if two answers close together saw it (queued, or just sent, then running
+    ``within`` seconds later at most): ``start`` kept between them (None: not seen so closely). On a
+    shared account the start a count gives is only believed; one seen teaches a run even when the
+    stamps put the end within a second of it (1 s jobs: two runners on two slots learnt none in fifteen,
+    and polled every job by the rules for no run known)."""
+    if not track.running_at:
+        return None
+    before = max(track.queued_at, track.submitted_at)
+    return min(track.running_at, max(start, before)) if track.running_at - before <= within else None
 
 
 def finish_window(track: Track, start: float, now: float, at: float | None) -> tuple[float, float]:
@@ -349,7 +362,7 @@ class Pacer:
                 self.read_at = now
             rate = self.start_rate or 0.0
             track.est_start = now + ((position or 1) / rate if rate else 0.0)
-            track.live_polls = 0
+            track.live_polls, track.queued_at = 0, now
         else:
             if not track.running_at:
                 track.running_at = now
@@ -365,10 +378,7 @@ class Pacer:
         in Unix seconds (read at the API edge, whatever their form on the wire; ``None`` when the
         answer had none)."""
         self.in_flight = max(0, self.in_flight - 1)
-        if self.tail is track:
-            self.tail = None
-        if self.pilot is track:
-            self.pilot = None
+        self.tail, self.pilot = (None if t is track else t for t in (self.tail, self.pilot))
         if not track.seq:
             return  # re-attached: when it started is unknown
         self.finished += 1
@@ -396,7 +406,9 @@ class Pacer:
         if early or not (track.running_at or ended is not None):
             return  # never seen to run, nor timed by RunComfy (cancelled while queued, say)
         mean, near = self.mean_duration, ended is not None and ended - TIMESTAMP_ERROR < start
-        if near and self.starts.shared and (mean is None or end - start < 0.5 * mean):
+        if (seen := seen_start(track, start, (high - low) / 2)) is not None:
+            start = seen  # (whatever the count says)
+        elif near and self.starts.shared and (mean is None or end - start < 0.5 * mean):
             return  # shared: the count lags, so a start believed near the end is likely late
         shortest = self.duration_quantile(0.05)
         if shortest is not None and len(self.durations) >= 8 and end - start < 0.8 * shortest:
