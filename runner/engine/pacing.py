@@ -89,8 +89,8 @@ def seen_start(track: Track, start: float, within: float) -> float | None:
     and polled every job by the rules for no run known)."""
     if not track.running_at:
         return None
-    before = max(track.queued_at, track.submitted_at)
-    return min(track.running_at, max(start, before)) if track.running_at - before <= within else None
+    before = max(track.queued_at, track.submitted_at)  # (queued again after running: not seen so)
+    return min(track.running_at, max(start, before)) if 0 <= track.running_at - before <= within else None
 
 
 def finish_window(track: Track, start: float, now: float, at: float | None) -> tuple[float, float]:

@@ -7,7 +7,8 @@ others' jobs, ahead of ours and between them, so the count of our starts read of
 runners whose submits interleave: half the queue is the other's). There the first asked is the oldest
 of ours believed still queued (the *frontier*): its position bounds the count from below, and its
 waiting bounds it from above (nothing after it has started), so its answers keep the count within a
-start or two; and the account's start rate (anyone's jobs) is read off one job's position at a time.
+start or two; and the account's start rate (anyone's jobs) is read off two answers of the same job
+(whichever jobs are asked twice), never off two jobs' positions together.
 While at most one of ours is believed to run, the frontier is the oldest not yet seen to run, even if
 believed started: on a small shared account a finish of ours often starts another runner's job, not
 ours, and only asking the job says which. A poll that finds a job queued there tells what a probe

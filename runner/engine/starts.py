@@ -148,7 +148,7 @@ class Starts:
         falls (a newer submit waits behind others' jobs sent meanwhile) starts the measure again.
         Shared, a newer job's position also counts others' jobs between ours: the head is read off the
         oldest asked about not known to have started (it says when ours will start), and the rate off
-        two answers of one job at a time (:meth:`_per_job`)."""
+        two answers of the same job (:meth:`_per_job`)."""
         if self.shared:
             self._per_job(seq, count, now, memory)
             if self.head is not None and self._head_seq < seq and self.known < self._head_seq:
@@ -166,8 +166,9 @@ class Starts:
 
     def _per_job(self, seq: int, count: float, now: float, memory: float) -> None:
         """Shared: the starts between two answers of the same job, over the seconds between them, summed
-        over whichever jobs were asked twice (probes alternate between our oldest queued and our newest,
-        so one job is seldom asked twice running: on one slot, no rate was ever measured)."""
+        over whichever jobs were asked twice. Probes alternate between our oldest queued and our newest,
+        so one job is seldom asked twice running: read off one job's answers in a row, on one slot no
+        rate was ever measured."""
         last, self._answers[seq] = self._answers.get(seq), (count, now)
         if len(self._answers) > ANSWERS_KEPT:
             del self._answers[min(self._answers)]
