@@ -195,3 +195,50 @@ def test_runners_whose_submits_interleave_on_one_slot_keep_it_busy_at_a_bounded_
         requests, efficiency = interleaved(1, jobs, seconds, runners, seed)
         assert requests <= 7.5, seed
         assert efficiency >= 0.95, seed
+
+
+def test_while_ours_wait_behind_others_a_probe_comes_before_the_accounts_rate_could_start_them_all():
+    """Durations of 2 s known, eight of ours sent behind another runner's jobs, two believed running
+    and six queued: at the account's 10 starts a second, the others' batch ending would let all six
+    start within 0.6 s. Before, the gap was counted from ours believed running alone and came to 4 s:
+    ours ran dry unseen (and so did the slots)."""
+    pacer = Pacer()
+    learnt(pacer, [2.0] * 20)
+    sent(pacer, 8, now=5000.0)
+    pacer.on_probe(pacer.recent[-1], "in_queue", 40, 5000.1)  # more ahead of our eighth than ours
+    assert pacer.starts.shared and not pacer.stale
+    pacer.starts.head_rate, pacer.starts.started = 10.0, pacer.finished + 2.0
+    assert pacer.probe_gap(5000.1) == pytest.approx(0.6)
+    pacer.starts.head_rate = 1.0  # (a slot or two: as before, the starts of ours running say)
+    assert pacer.probe_gap(5000.1) == pytest.approx(4.0)
+    pacer.starts.head_rate, pacer.draining = 10.0, True  # (draining: the end phase's own rules)
+    assert pacer.probe_gap(5000.1) > 0.6
+
+
+def test_on_a_shared_account_ours_found_dry_with_no_rate_to_refill_by_are_asked_again_soon():
+    pacer, tracks = shared_pacer()
+    assert pacer.start_rate is None
+    pacer.on_probe(tracks[-1], "in_progress", None, 5001.0)  # the newest runs: none of ours waits
+    assert pacer.stale and pacer.probe_gap(5001.0) == pacer.probe_interval
+
+
+def one_ends_first(sizes: tuple[int, int], seed: int) -> tuple[float, float]:
+    """Two runners on 20 slots, each sending its window at once, the second a moment after the first:
+    requests per job, and efficiency against a zero-latency scheduler."""
+    rng = random.Random(seed)
+    group = [FakeRunner(f"r{i}", n, starts_at=(0.1 + 0.3 * rng.random()) * i) for i, n in enumerate(sizes)]
+    run = FakeRun(20, 2.0, group, rng=rng)
+    run.run()
+    makespan = max(r.finished_at or run.now for r in group)
+    return sum(r.requests for r in group) / sum(sizes), zero_latency_makespan(run) / makespan
+
+
+@pytest.mark.parametrize("sizes", [(100, 100), (60, 200)])
+def test_when_another_runners_batch_ends_ours_takes_the_whole_account_at_once(sizes):
+    """Six seeds each. Before, the runner left alone kept the small queue its share had needed for up
+    to ten seconds (no probe came: too few of ours were believed running), and 20 slots ran 0-10 jobs:
+    0.70-0.99 of the zero-latency scheduler with equal batches, 0.70-0.95 with 60 and 200 jobs."""
+    for seed in range(6):
+        requests, efficiency = one_ends_first(sizes, seed)
+        assert requests <= 4.0, seed
+        assert efficiency >= 0.94, seed

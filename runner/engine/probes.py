@@ -13,6 +13,11 @@ While at most one of ours is believed to run, the frontier is the oldest not yet
 believed started: on a small shared account a finish of ours often starts another runner's job, not
 ours, and only asking the job says which. A poll that finds a job queued there tells what a probe
 would, and the next probe's gap runs from it (``Pacer.read_at``).
+
+Others' jobs may also stop coming: their batch ends, and ours get every slot at once. Only a probe
+shows it, so on a shared account one comes before the account's start rate could have started all of
+ours believed queued, and again soon after one that finds ours all running with no rate of ours
+measured to refill by (each such probe lets one more queue's worth be sent).
 """
 
 from __future__ import annotations
@@ -34,7 +39,8 @@ PROBE_GAP_MAX = 600.0  # seconds: a probe at least this often, whatever the esti
 def probe_gap(pacer: Pacer, now: float) -> float:
     """Seconds from the pacer's last probe to its next. Before a queue is seen, only a full slow-start
     window needs one; after, at most one per ``PROBE_STARTS`` starts (finishes tell the others), as
-    the jobs of ours running make them over a job's run (or, before any, over the pilot's age)."""
+    the jobs of ours running make them over a job's run (or, before any, over the pilot's age). On a
+    shared account, sooner: see the module's docstring, and below."""
     if pacer.draining and pacer.starts.known >= pacer.submits:
         return PROBE_GAP_MAX  # all of ours are seen to run (or done): no position is left to read
     if not pacer.saturated:
@@ -66,6 +72,11 @@ def probe_gap(pacer: Pacer, now: float) -> float:
     gap = PROBE_STARTS * run / running
     if pacer.starts.shared:  # others' finishes start ours too (all, once they stop sending)
         gap = min(gap, max(SHARED_PROBE_RUNS * run, SHARED_PROBE_STARTS * run / running))
+        head = pacer.starts.head_rate
+        if head and not pacer.draining:  # and before the account's rate could have started all of
+            # ours believed queued: should the others stop sending, ours get every slot (and our
+            # queue runs dry unseen: another runner's batch ending left 20 slots to one)
+            gap = min(gap, max(run / 6, (pacer.submits - started) / head))
     return min(PROBE_GAP_MAX, max(pacer.probe_interval, gap))
 
 
@@ -100,3 +111,5 @@ def probed(pacer: Pacer, track: Track, status: str) -> None:
     one_slot = head is not None and mean is not None and head * mean < 1.5  # (its slots: starts x run)
     frontier = bool(pacer.recent) and track is not pacer.recent[-1]
     pacer.stale = pacer.probe_ran and frontier and pacer.starts.shared and not one_slot
+    if pacer.starts.shared and pacer.probe_ran and not frontier and not pacer.draining and not rate:
+        pacer.stale = True  # ours ran dry with no rate to refill by (the others stopped?): again soon
