@@ -242,3 +242,27 @@ def test_when_another_runners_batch_ends_ours_takes_the_whole_account_at_once(si
         requests, efficiency = one_ends_first(sizes, seed)
         assert requests <= 4.0, seed
         assert efficiency >= 0.94, seed
+
+
+def test_a_job_found_done_before_its_believed_start_bounds_the_run_while_none_is_known():
+    """The pilot, last seen queued at 5100 s behind others' jobs, is found done at 5400 s; RunComfy
+    dates its end at 5210 s, before the start its count puts at about 5250 s. It ran 110 s at most:
+    while no run is learnt, that bound spaces the probes. Before, nothing was kept, the next probes
+    were spaced as for half-second jobs, and one runner asked a queued job every second for a minute
+    (three runners on one slot, 120 s jobs)."""
+    pacer = Pacer()
+    tracks = sent(pacer, 8, now=5000.0)
+    pacer.on_probe(tracks[-1], "in_queue", 40, 5000.05)  # more ahead of our eighth than ours
+    assert pacer.starts.shared
+    pacer.on_probe(tracks[0], "in_queue", 1, 5100.0)  # (a probe's answer is a poll's too)
+    pacer.on_polled(tracks[0], "in_queue", 1, 5100.0)
+    pacer.on_finished(tracks[0], 5400.0, 5000.0, 5210.0)  # (RunComfy's stamps: sent at 5000 s)
+    assert pacer.mean_duration is None and pacer.durations.ceiling == pytest.approx(110.0)
+    assert pacer.stale  # (the count lags far: a probe soon, as before)
+    for track, status, position, now in [
+        (tracks[1], "in_progress", None, 5400.1),
+        (tracks[-1], "in_queue", 30, 5400.2),
+    ]:
+        pacer.on_probe(track, status, position, now)
+        pacer.on_polled(track, status, position, now)
+    assert not pacer.stale and pacer.probe_gap(5400.2) >= 0.5 * 110.0

@@ -22,6 +22,7 @@ class Durations:
     _sorted: list[float] | None = None
     _mean: float | None = None
     _shrink: float | None = None
+    ceiling: float | None = None  # none learnt yet: the longest a job found done can have run
 
     def __len__(self) -> int:
         return len(self.values)
@@ -35,6 +36,12 @@ class Durations:
         self.values.append(max(0.0, seconds))
         self.errors.append(error * error / 3)
         self._sorted = self._mean = self._shrink = None
+
+    def bound(self, seconds: float) -> None:
+        """A job ran at most ``seconds`` (found done, its start unknown): while no run is learnt, the
+        shortest such bound stands for one (:attr:`ceiling`)."""
+        if seconds > 0 and not self.values:
+            self.ceiling = min(seconds, self.ceiling or seconds)
 
     @property
     def mean(self) -> float | None:

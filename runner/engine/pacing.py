@@ -329,8 +329,7 @@ class Pacer:
         return probe_order(self)
 
     def take_started(self, now: float) -> list[Track]:
-        """The submits whose poll was deferred while they were believed queued, and that are now
-        believed started (oldest first): their polls are due again (:meth:`poll_due`)."""
+        """The submits deferred while believed queued, now believed started (oldest first): to poll."""
         return self.waiting.started(self.started_estimate(now))
 
     # -- what the API says ----------------------------------------------------------------------
@@ -403,13 +402,14 @@ class Pacer:
                 # run's most): a probe says, or a start goes unseen.
                 self.stale = True
             self.starts.freed(end, self.submits)
-        if early or not (track.running_at or ended is not None):
-            return  # never seen to run, nor timed by RunComfy (cancelled while queued, say)
         mean, near = self.mean_duration, ended is not None and ended - TIMESTAMP_ERROR < start
+        most = ended - max(track.queued_at, track.submitted_at) if ended is not None else 0.0  # its run
+        if early or not (track.running_at or ended is not None):  # (not: cancelled while queued, say)
+            return self.durations.bound(most) if early else None  # (run at most: since last queued)
         if (seen := seen_start(track, start, (high - low) / 2)) is not None:
             start = seen  # (whatever the count says)
         elif near and self.starts.shared and (mean is None or end - start < 0.5 * mean):
-            return  # shared: the count lags, so a start believed near the end is likely late
+            return self.durations.bound(most)  # shared: the count lags, and a start near the end is late
         shortest = self.duration_quantile(0.05)
         if shortest is not None and len(self.durations) >= 8 and end - start < 0.8 * shortest:
             # It ran shorter than jobs do: it started well before we thought, so the count of starts

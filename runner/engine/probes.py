@@ -69,6 +69,8 @@ def probe_gap(pacer: Pacer, now: float) -> float:
         pilot = pacer.pilot
         start = pacer.start_time(pilot, now) if pilot else None  # (not its submit: it may have waited)
         run = max(pacer.first_poll, now - (start if start is not None else now))
+        if start is None and pacer.durations.ceiling:
+            run = pacer.durations.ceiling
     gap = PROBE_STARTS * run / running
     if pacer.starts.shared:  # others' finishes start ours too (all, once they stop sending)
         gap = min(gap, max(SHARED_PROBE_RUNS * run, SHARED_PROBE_STARTS * run / running))
