@@ -221,8 +221,13 @@ class Starts:
         return min(wait, longest)
 
     def seen(self, seq: int, now: float, estimate: float) -> None:
-        """Our ``seq``-th submit is running or done: at least that many have started."""
+        """Our ``seq``-th submit is running or done: at least that many have started. Shared, with no
+        rate yet: the starts its last position counted came since, a first measure when they are many
+        (the pilot's, say: waiting behind another runner's jobs, then running)."""
         self.known = max(self.known, seq)
+        last = self._answers.pop(seq, None) if self.shared else None
+        if last is not None and self.head_rate is None and seq - last[0] >= RATE_STARTS and now > last[1]:
+            self.head_rate = (seq - last[0]) / (now - last[1])
         if seq > estimate:  # else it only bounds what is believed already
             self._moved(float(seq), now)
 
