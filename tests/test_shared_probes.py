@@ -107,7 +107,7 @@ def test_on_one_slot_the_start_rate_is_measured_off_any_job_asked_twice():
 
 def test_a_job_seen_started_after_waiting_far_back_gives_the_first_rate():
     """Twenty slots, another runner's jobs ahead: our first waits 13 places back, unmoved over three
-    answers, and is then seen running a second later: thirteen starts came in that second. Before,
+    answers 0.8 s apart, and is seen running a second later: thirteen starts in 1.8 s. Before,
     no rate was measured until one job was found queued twice with four starts between (on a large
     account ours seldom are), and without it a runner left alone when the other's batch ended kept
     its share's small queue for seconds (HTTP, 40 + 200 jobs: 0.84-0.91 of the ideal)."""
@@ -117,7 +117,7 @@ def test_a_job_seen_started_after_waiting_far_back_gives_the_first_rate():
         starts.queued(1, 13, when, 1.0)
     assert starts.shared and starts.head_rate is None
     starts.seen(1, 1.9, 0.0)
-    assert starts.head_rate == pytest.approx(13.0)
+    assert starts.head_rate == pytest.approx(13.0 / 1.8)  # (the unmoved answers' seconds count too)
     later = Starts(shared=True)
     later.queued(1, 2, 0.0, 1.0)
     later.seen(1, 1.0, 0.0)  # (two starts: too few to tell a rate by)

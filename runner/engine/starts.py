@@ -227,7 +227,8 @@ class Starts:
         self.known = max(self.known, seq)
         last = self._answers.pop(seq, None) if self.shared else None
         if last is not None and self.head_rate is None and seq - last[0] >= RATE_STARTS and now > last[1]:
-            self.head_rate = (seq - last[0]) / (now - last[1])
+            starts, seconds = self._pooled[0] + seq - last[0], self._pooled[1] + now - last[1]
+            self.head_rate, self._pooled = starts / seconds, (0.0, 0.0)  # (with the pool's: none lost)
         if seq > estimate:  # else it only bounds what is believed already
             self._moved(float(seq), now)
 
