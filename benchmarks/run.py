@@ -74,10 +74,16 @@ class Scenario:
     max_requests: float = 4.0  # per job
     min_efficiency: float = 0.95
     makespan_goal: bool = False  # hold the makespan to the baseline's (the account sizes)
+    sizes: tuple[int, ...] = ()  # each runner's jobs, where they differ (else ``jobs`` each)
+    stagger: float = 0.0  # seconds between one runner's start and the next's (baselines' too)
+
+    def batch(self, runner: int) -> int:
+        """How many jobs the ``runner``-th manifest holds (from 0)."""
+        return self.sizes[runner] if self.sizes else self.jobs
 
     @property
     def total_jobs(self) -> int:
-        return self.jobs * self.runners
+        return sum(self.batch(i) for i in range(self.runners))
 
 
 SCENARIOS = {
@@ -114,6 +120,19 @@ SCENARIOS = {
     "shared3s": Scenario(
         "shared3s", 8, 1, 1.0, baseline=True, runners=3, max_requests=5.0, min_efficiency=0.93
     ),
+    # ... and two batches of different sizes: once the small one ends, the other has every slot.
+    "shared2u": Scenario(
+        "shared2u",
+        40,
+        20,
+        2.0,
+        baseline=True,
+        runners=2,
+        max_requests=5.0,
+        min_efficiency=0.93,
+        sizes=(40, 200),
+        stagger=0.5,
+    ),
 }
 QUICK = {
     "A": Scenario("A", 400, 50, 1.0),
@@ -134,6 +153,7 @@ QUICK = {
             ("shared3s", 4),
         )
     },
+    "shared2u": replace(SCENARIOS["shared2u"], sizes=(16, 80)),
 }
 SMALL = ["slots1", "slots2", "slots5", "slots20", "shared2", "shared3"]  # the scenario group ``sizes``
 ACCOUNT_SIZES = (*SMALL, "A", "B")  # on the chart of requests and efficiency by account size
@@ -551,20 +571,22 @@ class Point:
     baseline_makespan: float | None = None
 
 
-def run_all_json(commands: list[list[str]]) -> list[dict[str, Any]]:
-    """Start every command at once (each a process of its own, all on the measured CPU); the JSON line
-    each prints, in order."""
-    processes = [
-        subprocess.Popen(
-            command,
-            cwd=ROOT,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            preexec_fn=pinned_to(CLIENT_CPU),
+def run_all_json(commands: list[list[str]], stagger: float = 0.0) -> list[dict[str, Any]]:
+    """Start every command at once, or ``stagger`` seconds apart (each a process of its own, all on the
+    measured CPU); the JSON line each prints, in order."""
+    processes = []
+    for i, command in enumerate(commands):
+        time.sleep(stagger if i else 0.0)
+        processes.append(
+            subprocess.Popen(
+                command,
+                cwd=ROOT,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                preexec_fn=pinned_to(CLIENT_CPU),
+            )
         )
-        for command in commands
-    ]
     outputs = [process.communicate() for process in processes]
     for command, process, (_, err) in zip(commands, processes, outputs, strict=True):
         if process.returncode != 0:
@@ -584,7 +606,7 @@ def scenario_manifests(scenario: Scenario, folder: Path) -> list[Path]:
     for i in range(scenario.runners):
         path = folder / (f"{s}-{i + 1}.yaml" if many else f"{s}.yaml")
         label = f"Runner {i + 1}: " if many else ""
-        write_manifest(path, f"bench-{s}-{i + 1}" if many else f"bench-{s}", scenario.jobs, label)
+        write_manifest(path, f"bench-{s}-{i + 1}" if many else f"bench-{s}", scenario.batch(i), label)
         paths.append(path)
     return paths
 
@@ -595,6 +617,8 @@ def run_slots(scenario: Scenario, folder: Path, table: Table, *, baseline: bool,
         table = table.informative()
     ideal = scenario.total_jobs * scenario.job_seconds / scenario.concurrency
     sharing = f"{scenario.runners} runners sharing " if scenario.runners > 1 else ""
+    if scenario.sizes:
+        sharing = f"{scenario.runners} runners ({' + '.join(map(str, scenario.sizes))}) sharing "
     print(
         f"\nscenario {s}: {scenario.total_jobs:,} jobs, {sharing}account concurrency {scenario.concurrency}, "
         f"{scenario.job_seconds} s ± 20 % each; ideal makespan {ideal:.1f} s",
@@ -615,7 +639,8 @@ def run_slots(scenario: Scenario, folder: Path, table: Table, *, baseline: bool,
         with bare_alongside(yard, folder) as batches:
             before, sim_cpu = sim.stats(), sim.cpu_seconds()
             runs = run_all_json(
-                [driver_command(m, sim, w, poll_log=diagnose) for m, w in zip(manifests, works, strict=True)]
+                [driver_command(m, sim, w, poll_log=diagnose) for m, w in zip(manifests, works, strict=True)],
+                scenario.stagger,
             )
             after, sim_cpu = sim.stats(), sim.cpu_seconds() - sim_cpu
         bare_after = bare_request_cpu(sim, 500 if scenario.total_jobs >= 1000 else 200)
@@ -772,7 +797,8 @@ def run_slots(scenario: Scenario, folder: Path, table: Table, *, baseline: bool,
                     str(folder / f"baseline-{s}-{i + 1}"),
                 ]
                 for i, manifest in enumerate(manifests)
-            ]
+            ],
+            scenario.stagger,
         )
         after, base_cpu = sim.stats(), sim.cpu_seconds() - base_cpu
         base_counts = delta(after, before)
@@ -999,7 +1025,7 @@ def main() -> None:
         for name, turn in [(n, k) for n in chosen for k in range(1, args.repeat + 1)]:
             scenario = (QUICK if args.quick else SCENARIOS)[name]
             if args.jobs:
-                scenario = replace(scenario, jobs=args.jobs)
+                scenario = replace(scenario, jobs=args.jobs, sizes=())
             if args.job_seconds:
                 scenario = replace(scenario, job_seconds=args.job_seconds)
             # Each run its own folder: a journal left by the one before would leave nothing to do.
