@@ -95,6 +95,9 @@ def _log_polls(runner: Any, client: Any, path: Path) -> None:
                     "started": pacer.started_estimate(asked),
                     "shared": pacer.starts.shared,
                     "stale": pacer.stale,
+                    "mean": pacer.mean_duration,
+                    "head_rate": pacer.starts.head_rate,
+                    "probe_ran": pacer.probe_ran,
                 }
             )
             + "\n"
