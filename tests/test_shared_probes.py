@@ -7,7 +7,7 @@ from __future__ import annotations
 import random
 
 import pytest
-from test_pacer import FakeRun, FakeRunner, learnt, sent, zero_latency_makespan
+from test_pacer import FakeRun, FakeRunner, learnt, sent, whole_run
 
 from runner.engine.pacing import Pacer
 from runner.engine.starts import Starts
@@ -180,13 +180,10 @@ def test_on_a_shared_account_a_start_seen_closely_teaches_a_run_whatever_the_sta
 
 
 def interleaved(slots: int, jobs: int, seconds: float, runners: int, seed: int) -> tuple[float, float]:
-    """Requests per job and efficiency (against a zero-latency scheduler) of ``runners`` runners whose
-    submits go out one every 7-14 ms, so that the queue holds theirs interleaved."""
+    """``runners`` runners whose submits go out one every 7-14 ms, so that the queue holds theirs
+    interleaved (:func:`whole_run`)."""
     group = [FakeRunner(f"r{i}", jobs) for i in range(runners)]
-    run = FakeRun(slots, seconds, group, rng=random.Random(seed), submit_gap=0.007)
-    run.run()
-    makespan = max(r.finished_at or run.now for r in group)
-    return sum(r.requests for r in group) / (jobs * runners), zero_latency_makespan(run) / makespan
+    return whole_run(FakeRun(slots, seconds, group, rng=random.Random(seed), submit_gap=0.007))
 
 
 @pytest.mark.parametrize(
@@ -242,14 +239,11 @@ def test_on_a_shared_account_ours_found_dry_with_no_rate_to_refill_by_are_asked_
 
 
 def one_ends_first(sizes: tuple[int, int], seed: int) -> tuple[float, float]:
-    """Two runners on 20 slots, each sending its window at once, the second a moment after the first:
-    requests per job, and efficiency against a zero-latency scheduler."""
+    """Two runners on 20 slots, each sending its window at once, the second a moment after the first
+    (:func:`whole_run`)."""
     rng = random.Random(seed)
     group = [FakeRunner(f"r{i}", n, starts_at=(0.1 + 0.3 * rng.random()) * i) for i, n in enumerate(sizes)]
-    run = FakeRun(20, 2.0, group, rng=rng)
-    run.run()
-    makespan = max(r.finished_at or run.now for r in group)
-    return sum(r.requests for r in group) / sum(sizes), zero_latency_makespan(run) / makespan
+    return whole_run(FakeRun(20, 2.0, group, rng=rng))
 
 
 @pytest.mark.parametrize("sizes", [(100, 100), (60, 200)])
