@@ -279,3 +279,52 @@ def test_a_job_found_done_before_its_believed_start_bounds_the_run_while_none_is
         pacer.on_probe(track, status, position, now)
         pacer.on_polled(track, status, position, now)
     assert not pacer.stale and pacer.probe_gap(5400.2) >= 0.5 * 110.0
+
+
+def test_a_run_placed_between_counts_further_apart_than_it_lasted_is_only_bounded():
+    """A runner that takes itself for alone (its first probe found none of ours started: another
+    runner's job held the slot, and ours ran after it unseen) reads the count off its newest job every
+    30 s; the count moves at 5120 s, and the first job is then found done, RunComfy dating its end at
+    5108 s. Its start is placed half way between the readings (5105 s), though it may have come any
+    time after 5090 s: the 3 s it seems to have run teach nothing but that it ran 18 s at most. Before,
+    3 s was learnt for a two-minute job, and the runner probed every 3 s for ten minutes."""
+    pacer = Pacer()
+    tracks = sent(pacer, 8, now=5000.0)
+    pacer.draining = True
+    for now in (5000.05, 5030.0, 5060.0, 5090.0):
+        pacer.on_probe(tracks[-1], "in_queue", 8, now)  # none of ours started, it seems
+    pacer.on_probe(tracks[-1], "in_queue", 7, 5120.0)
+    assert not pacer.starts.shared and pacer.start_time(tracks[0], 5120.0) == pytest.approx(5105.0)
+    pacer.on_finished(tracks[0], 5120.0, 5000.0, 5108.0)  # (RunComfy's stamps: sent at 5000 s)
+    assert pacer.mean_duration is None and pacer.durations.ceiling == pytest.approx(18.0)
+
+
+def test_a_job_seen_running_bounds_the_count_only_from_below():
+    """A count read off a position says how many had started then, and no more; one read off a job
+    found done says only that at least so many had. The start of the next is placed after the last
+    reading that found it not yet started (100 s), not after the job found done (200 s): placed there,
+    a two-minute job whose start came unseen long before taught a run of seconds."""
+    starts = Starts()
+    starts.queued(8, 8, 100.0, 1.0)  # none of ours started by 100 s
+    starts.seen(1, 200.0, 0.0)  # the first is done: at least one had by 200 s
+    starts.queued(8, 6, 200.1, 1.0)  # two had, by 200.1 s
+    assert 100.0 < (starts.start_of(2) or 0.0) < 200.0  # (200.05 before)
+    assert starts.placed(2)[1] == 100.0
+
+
+def bursts(slots: int, jobs: int, seconds: float, runners: int, seed: int) -> tuple[float, float]:
+    """Runners starting within 30 ms of each other, one submit every 2-4 ms each, as processes sending
+    their windows over HTTP at once do: their jobs queue in short runs of each (:func:`whole_run`)."""
+    rng = random.Random(seed)
+    group = [FakeRunner(f"r{i}", jobs, starts_at=0.03 * rng.random()) for i in range(runners)]
+    return whole_run(FakeRun(slots, seconds, group, rng=rng, submit_gap=0.002))
+
+
+def test_one_slot_shared_by_runners_sending_at_once_costs_a_bounded_number_of_requests():
+    """Three runners of eight two-minute jobs on one slot, their submits in short runs. In one seed of
+    twelve a runner learnt a 1.5 s run off its first job (placed between counts 30 s apart) and asked
+    every 1.5 s for ten minutes: 12.9 requests a job (5.5-7.7 in the others)."""
+    for seed in range(12):
+        requests, efficiency = bursts(1, 8, 120.0, 3, seed)
+        assert requests <= 8.0, seed
+        assert efficiency >= 0.95, seed

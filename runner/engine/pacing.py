@@ -62,6 +62,7 @@ from .starts import Starts
 
 PROBE_INTERVAL_MAX = 5.0  # seconds: on a large account, a probe at least this often
 TIMESTAMP_ERROR = 1.0  # seconds either way: RunComfy's timestamps are whole seconds
+LOOSE_START = 2.0  # a run is not learnt, only bounded, when its start may lie this x its length earlier
 
 
 @dataclass(eq=False, slots=True)
@@ -383,6 +384,7 @@ class Pacer:
         self.finished += 1
         self.observe(track, COMPLETED, None, now)
         start = self.start_time(track, now) or track.submitted_at
+        earliest = min(start, self.starts.placed(track.seq)[1]) if self.saturated else start  # (not freed)
         ended = stamped_end(track, created, finished)
         low, high = finish_window(track, start, now, ended)
         end = (low + high) / 2
@@ -402,25 +404,7 @@ class Pacer:
                 # run's most): a probe says, or a start goes unseen.
                 self.stale = True
             self.starts.freed(end, self.submits)
-        mean, near = self.mean_duration, ended is not None and ended - TIMESTAMP_ERROR < start
-        most = ended - max(track.queued_at, track.submitted_at) if ended is not None else 0.0  # its run
-        if early or not (track.running_at or ended is not None):  # (not: cancelled while queued, say)
-            return self.durations.bound(most) if early else None  # (run at most: since last queued)
-        if (seen := seen_start(track, start, (high - low) / 2)) is not None:
-            start = seen  # (whatever the count says)
-        elif near and self.starts.shared and (mean is None or end - start < 0.5 * mean):
-            return self.durations.bound(most)  # shared: the count lags, and a start near the end is late
-        shortest = self.duration_quantile(0.05)
-        if shortest is not None and len(self.durations) >= 8 and end - start < 0.8 * shortest:
-            # It ran shorter than jobs do: it started well before we thought, so the count of starts
-            # lags (others' jobs may share the queue, or finishes were missed). A probe says how far.
-            self.stale = True
-        # Its error: the end's is nearer the window's middle than evenly spread (RunComfy's two whole-
-        # second stamps round alike: a variance of a sixth of the half-width squared); its start's is
-        # larger (read between counts, or off another job's end found late). Taken as three times the
-        # end's (the sqrt 2), 2-slot runs were 0.7 % shorter than with it taken as equal, in six runs of
-        # each over HTTP, and the fake clock agrees; 5 and 20 slots did not tell them apart.
-        self.durations.add(end - start, (high - low) / 2 * math.sqrt(2))
+        learn_run(self, track, (earliest, start), (low, end, high), ended, early=early)
 
     def on_dropped(self, track: Track) -> None:
         """A submit that created no request (refused, or never sent)."""
@@ -433,6 +417,47 @@ class Pacer:
     def on_rate_limited(self) -> None:
         """A 429 on a submit: assume the queue is full for now."""
         self.starts.rate_limited(self.submits, self.target_queue)
+
+
+def learn_run(
+    pacer: Pacer,
+    track: Track,
+    start: tuple[float, float],
+    end: tuple[float, float, float],
+    ended: float | None,
+    *,
+    early: bool,
+) -> None:
+    """What a finish teaches of how long jobs run (:meth:`Pacer.on_finished`): ``start``, the earliest
+    the count of starts lets the job's start be and where it places it; ``end``, the window its end was
+    found in and its middle; ``ended``, where RunComfy's stamps put it; ``early``, they put it before the
+    believed start."""
+    (earliest, begun), (low, finish, high) = start, end
+    durations, mean = pacer.durations, pacer.mean_duration
+    near = ended is not None and ended - TIMESTAMP_ERROR < begun
+    most = ended - max(track.queued_at, track.submitted_at) if ended is not None else 0.0  # its run
+    if early or not (track.running_at or ended is not None):  # (not: cancelled while queued, say)
+        return durations.bound(most) if early else None  # (run at most: since last queued)
+    if (seen := seen_start(track, begun, (high - low) / 2)) is not None:
+        begun = seen  # (whatever the count says)
+    elif near and pacer.starts.shared and (mean is None or finish - begun < 0.5 * mean):
+        return durations.bound(most)  # shared: the count lags, and a start near the end is late
+    elif 0 < LOOSE_START * (finish - begun) < begun - earliest:
+        # Placed between two counts further apart than it ran (probes are seldom while ours wait): the
+        # start may be anywhere in there, and the run only bounded. A runner that took itself for alone
+        # learnt 1.5 s off a two-minute job and probed every 1.5 s for ten minutes.
+        return durations.bound(finish - earliest)
+    shortest = pacer.duration_quantile(0.05)
+    if shortest is not None and len(durations) >= 8 and finish - begun < 0.8 * shortest:
+        # It ran shorter than jobs do: it started well before we thought, so the count of starts
+        # lags (others' jobs may share the queue, or finishes were missed). A probe says how far.
+        pacer.stale = True
+    # Its error: the end's is nearer the window's middle than evenly spread (RunComfy's two whole-
+    # second stamps round alike: a variance of a sixth of the half-width squared); its start's is
+    # larger (read between counts, or off another job's end found late). Taken as three times the
+    # end's (the sqrt 2), 2-slot runs were 0.7 % shorter than with it taken as equal, in six runs of
+    # each over HTTP, and the fake clock agrees; 5 and 20 slots did not tell them apart.
+    durations.add(finish - begun, (high - low) / 2 * math.sqrt(2))
 
 
 def wait_to_start(pacer: Pacer, track: Track, now: float) -> float:

@@ -52,7 +52,7 @@ class Starts:
     head: tuple[float, float, float] | None = None
     head_rate: float | None = None
     _head_mark: tuple[float, float] | None = None  # where head_rate was last measured from
-    _head_seq: int = 0  # shared: whose position the head was read from
+    head_seq: int = 0  # shared: whose position the head was read from
     # shared: each job's last raw count and when it was read, and the starts and seconds between two
     # answers of one job not yet enough to measure the rate by
     _answers: dict[int, tuple[float, float]] = field(default_factory=dict)
@@ -87,27 +87,34 @@ class Starts:
         it falls within, at the finish that made room for it, or else evenly between the last such
         finish and the later count; past the last count, at a finish told of since, or where the
         measured start rate puts it."""
+        return self.placed(seq)[0]
+
+    def placed(self, seq: int) -> tuple[float | None, float]:
+        """:meth:`start_of`, and the earliest it can have come: placed between two counts with no
+        finish to tell it, the last reading that found it not yet started (else the start itself;
+        ``inf`` when unknown)."""
         times, counts = self._log_times, self._log_started
         chained = seq - int(self.started)
         if 0 < chained <= len(self.chain) and (not counts or seq > counts[-1]):
-            return self.chain[chained - 1]
+            return self.chain[chained - 1], self.chain[chained - 1]
         i = bisect.bisect_left(counts, seq)
         if i == len(counts):
             if not counts or not self.rate:
-                return None
-            return self._log_last[-1] + (seq - counts[-1]) / self.rate  # (none had, when last read)
+                return None, math.inf
+            at = self._log_last[-1] + (seq - counts[-1]) / self.rate  # (none had, when last read)
+            return at, at
         if i == 0:
-            return None
+            return None, math.inf
         t0, s0, t1, s1 = self._log_last[i - 1], counts[i - 1], times[i], counts[i]
         freed = self._freed
         first, last = bisect.bisect_right(freed, t0), bisect.bisect_right(freed, t1)
         known = min(last - first, int(s1 - s0))  # finishes in between that made room, at most one each
         k = math.ceil(seq - s0 - 1e-9)  # it is the k-th start after the earlier count
         if k <= known:
-            return freed[first + k - 1]
+            return freed[first + k - 1], freed[first + k - 1]
         if known:
             t0, s0 = freed[first + known - 1], s0 + known
-        return t0 + (t1 - t0) * (seq - s0 - 0.5) / (s1 - s0) if s1 > s0 else t1
+        return (t0 + (t1 - t0) * (seq - s0 - 0.5) / (s1 - s0) if s1 > s0 else t1), t0
 
     def queued(
         self, seq: int, position: int | None, now: float, memory: float, believed: float = 0.0
@@ -151,9 +158,9 @@ class Starts:
         two answers of the same job (:meth:`_per_job`)."""
         if self.shared:
             self._per_job(seq, count, now, memory)
-            if self.head is not None and self._head_seq < seq and self.known < self._head_seq:
+            if self.head is not None and self.head_seq < seq and self.known < self.head_seq:
                 return
-            self._head_seq = seq
+            self.head_seq = seq
         moved = now if self.head is None or count != self.head[0] else self.head[1]
         self.head = (count, moved, now)
         if self.shared:
@@ -214,7 +221,7 @@ class Starts:
             return None
         ahead, rate = at - self.head[2], self.head_rate  # (from the last probe's reading)
         if ahead > 2 / rate:
-            told = self.shared and self._read_at == self.head[2] and self._head_seq <= self.started + 1
+            told = self.shared and self._read_at == self.head[2] and self.head_seq <= self.started + 1
             wait = 0.5 * ahead if told else min(near, 0.5 * ahead)
         else:
             wait = min(near, ahead + 0.1 / rate if ahead > 0 else 0.25 / rate)  # overdue: again soon
@@ -278,7 +285,9 @@ class Starts:
             return
         times.append(max(when, times[-1]) if times else when)
         counts.append(started)
-        last.append(times[-1])
+        # Read off a position, no more had started by then; else (a job seen running, say) the count
+        # is only a floor, and the last time fewer were surely started stands (:meth:`placed`).
+        last.append(times[-1] if still or not last else last[-1])
         if len(times) > 8192:
             del times[:4096], counts[:4096], last[:4096]
             del self._freed[: bisect.bisect_right(self._freed, times[0])]
