@@ -281,6 +281,26 @@ def test_a_job_found_done_before_its_believed_start_bounds_the_run_while_none_is
     assert not pacer.stale and pacer.probe_gap(5400.2) >= 0.5 * 110.0
 
 
+def test_with_all_of_ours_sent_far_behind_others_the_wait_between_probes_grows_four_times():
+    """No run known, no account rate: the wait so far spaces the probes. With all of ours sent and the
+    next of them nine places back, a start seen late costs nothing (the slots are busy, nothing waits
+    to be sent), so the next probe comes after three quarters of the wait so far, not half (the wait
+    grows 4 x between probes, not 2 x); near the head, or with more to send, as before."""
+
+    def gap(position: int, *, draining: bool) -> float:
+        pacer = Pacer()
+        tracks = sent(pacer, 8, now=5000.0)
+        pacer.draining = draining
+        pacer.on_probe(tracks[-1], "in_queue", 40, 5000.05)  # more ahead of our eighth than ours
+        pacer.on_probe(tracks[0], "in_queue", position, 5000.1)  # our next, ``position`` places back
+        assert pacer.starts.shared and pacer.starts.head_rate is None and pacer.mean_duration is None
+        return pacer.probe_gap(5020.0)
+
+    assert gap(9, draining=True) == pytest.approx(15.0)  # 10 s before
+    assert gap(2, draining=True) == pytest.approx(10.0)
+    assert gap(9, draining=False) == pytest.approx(10.0)
+
+
 def test_a_run_placed_between_counts_further_apart_than_it_lasted_is_only_bounded():
     """A runner that takes itself for alone (its first probe found none of ours started: another
     runner's job held the slot, and ours ran after it unseen) reads the count off its newest job every
@@ -327,4 +347,17 @@ def test_one_slot_shared_by_runners_sending_at_once_costs_a_bounded_number_of_re
     for seed in range(12):
         requests, efficiency = bursts(1, 8, 120.0, 3, seed)
         assert requests <= 8.0, seed
+        assert efficiency >= 0.95, seed
+
+
+@pytest.mark.parametrize(("jobs", "seconds", "runners", "most"), [(6, 5.0, 2, 4.5), (6, 5.0, 3, 4.75)])
+def test_one_slot_shared_by_runners_whose_windows_queue_one_after_another_stays_cheap(
+    jobs, seconds, runners, most
+):
+    """Each runner's window behind the one before: the later ones wait far back with all of theirs
+    sent (six seeds). Probed at doubling waits, they came to 4.8 and 5.4 requests a job at most."""
+    for seed in range(6):
+        group = [FakeRunner(f"r{i}", jobs) for i in range(runners)]
+        requests, efficiency = whole_run(FakeRun(1, seconds, group, rng=random.Random(seed)))
+        assert requests <= most, seed
         assert efficiency >= 0.95, seed

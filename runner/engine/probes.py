@@ -14,6 +14,9 @@ believed started: on a small shared account a finish of ours often starts anothe
 ours, and only asking the job says which. A poll that finds a job queued there tells what a probe
 would, and the next probe's gap runs from it (``Pacer.read_at``).
 
+While ours all wait far back (all sent, no account rate yet), a start seen late costs nothing, and
+the probes space out faster (the wait grows four times between them, not twice).
+
 Others' jobs may also stop coming: their batch ends, and ours get every slot at once. Only a probe
 shows it, so on a shared account one comes before the account's start rate could have started all of
 ours believed queued, and again soon after one that finds ours all running with no rate of ours
@@ -32,6 +35,8 @@ if TYPE_CHECKING:
 PROBE_STARTS = 8  # at most one probe per this many starts (estimated), below PROBE_INTERVAL_MAX
 SHARED_PROBE_RUNS = 0.5  # on a shared account, a probe at least once per this many job runs, or
 SHARED_PROBE_STARTS = 4  # per this many of our starts, whichever is longer (few of ours run at once)
+FAR_BEHIND = 4  # shared, all sent, no account rate known: the next of ours this many places back or
+FAR_SHARE = 0.75  # more is asked again after this share of the wait so far (it grows 4 x), not half
 PROBE_GAP_MAX = 600.0  # seconds: a probe at least this often, whatever the estimates say (a wrong count
 # of starts defers polls of jobs believed queued; a probe is what sets it right)
 
@@ -58,11 +63,17 @@ def probe_gap(pacer: Pacer, now: float) -> float:
         # at most a job's run apart once one is known, and never more than poll_max, unless the
         # account's start rate says when ours will start (:meth:`~.starts.Starts.head_wait`: far off
         # behind others' jobs, half way there; on one slot, a probe per run found the next of ours a
-        # place further on at each answer, eight times over for one job).
+        # place further on at each answer, eight times over for one job). With all of ours sent and
+        # the next of them far back (read off it: a shared account), a start seen late costs nothing
+        # (the slots are busy, and nothing waits to be sent): the wait so far grows 4 x between probes,
+        # not 2 x, as the pilot's age does with many of ours behind it.
         since = max(pacer.starts.rose_at, pacer.first_sent_at if pacer.first_sent_at is not None else now)
         near = pacer.mean_duration if pacer.mean_duration is not None else PROBE_GAP_MAX
         wait = pacer.starts.head_wait(max(pacer.poll_max, 0.5 * (now - since)), near)
-        wait = min(pacer.poll_max, 0.5 * (now - since), near) if wait is None else wait
+        read, nxt = pacer.starts.head, int(pacer.starts.started) + 1
+        far = read is not None and pacer.starts.head_seq == nxt and nxt - read[0] >= FAR_BEHIND
+        share = FAR_SHARE if far and pacer.draining else 0.5
+        wait = min(pacer.poll_max, share * (now - since), near) if wait is None else wait
         return min(PROBE_GAP_MAX, max(pacer.probe_interval, wait))
     run = pacer.mean_duration
     if run is None:
