@@ -384,7 +384,8 @@ class Pacer:
         self.finished += 1
         self.observe(track, COMPLETED, None, now)
         start = self.start_time(track, now) or track.submitted_at
-        earliest = min(start, self.starts.placed(track.seq)[1]) if self.saturated else start  # (not freed)
+        # (read before its own finish is freed below: alone, that finish would be taken as its start)
+        earliest = min(start, self.starts.placed(track.seq)[1]) if self.saturated else start
         ended = stamped_end(track, created, finished)
         low, high = finish_window(track, start, now, ended)
         end = (low + high) / 2
