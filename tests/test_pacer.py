@@ -746,6 +746,13 @@ def whole_run(run: FakeRun) -> tuple[float, float]:
     return sum(r.requests for r in run.runners) / jobs, zero_latency_makespan(run) / makespan
 
 
+def windows_at_once(slots: int, jobs: int, seconds: float, runners: int, seed: int) -> tuple[float, float]:
+    """``runners`` runners of ``jobs`` jobs, all starting at once, each sending its window in one go:
+    each window queues behind the one before (:func:`whole_run`)."""
+    group = [FakeRunner(f"r{i}", jobs) for i in range(runners)]
+    return whole_run(FakeRun(slots, seconds, group, rng=random.Random(seed)))
+
+
 def zero_latency_makespan(run: FakeRun) -> float:
     """How long the account would have taken with every job sent at once and every finish known at
     once: the same run times, started in the order RunComfy received them, each on the first free slot."""
@@ -807,8 +814,7 @@ def test_runners_sharing_a_small_account_keep_it_busy_to_the_end(slots, jobs, se
     late (0.975 when a shared account's probes read only the newest job, at twice the requests once
     submits interleave: tests/test_shared_probes.py)."""
     for seed in range(6):
-        group = [FakeRunner(f"r{i}", jobs) for i in range(runners)]
-        requests, efficiency = whole_run(FakeRun(slots, seconds, group, rng=random.Random(seed)))
+        requests, efficiency = windows_at_once(slots, jobs, seconds, runners, seed)
         assert efficiency >= 0.93, seed
         assert requests <= 6.0, seed
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import random
 
 import pytest
-from test_pacer import FakeRun, FakeRunner, learnt, sent, whole_run
+from test_pacer import FakeRun, FakeRunner, learnt, sent, whole_run, windows_at_once
 
 from runner.engine.pacing import Pacer
 from runner.engine.starts import Starts
@@ -302,12 +302,13 @@ def test_with_all_of_ours_sent_far_behind_others_the_wait_between_probes_grows_f
 
 
 def test_a_run_placed_between_counts_further_apart_than_it_lasted_is_only_bounded():
-    """A runner that takes itself for alone (its first probe found none of ours started: another
-    runner's job held the slot, and ours ran after it unseen) reads the count off its newest job every
-    30 s; the count moves at 5120 s, and the first job is then found done, RunComfy dating its end at
-    5108 s. Its start is placed half way between the readings (5105 s), though it may have come any
-    time after 5090 s: the 3 s it seems to have run teach nothing but that it ran 18 s at most. Before,
-    3 s was learnt for a two-minute job, and the runner probed every 3 s for ten minutes."""
+    """A runner that takes itself for alone (its first probe found its newest job eighth, and it took
+    the seven ahead for its own: one was another runner's, and its own first was already running)
+    reads the count off its newest job every 30 s; the count moves at 5120 s, and the first job is
+    then found done, RunComfy dating its end at 5108 s. Its start is placed half way between the
+    readings (5105 s), though it may have come any time after 5090 s: the 3 s it seems to have run
+    teach nothing but that it ran 18 s at most. Before, 3 s was learnt for a two-minute job, and the
+    runner probed every 3 s for ten minutes."""
     pacer = Pacer()
     tracks = sent(pacer, 8, now=5000.0)
     pacer.draining = True
@@ -357,7 +358,6 @@ def test_one_slot_shared_by_runners_whose_windows_queue_one_after_another_stays_
     """Each runner's window behind the one before: the later ones wait far back with all of theirs
     sent (six seeds). Probed at doubling waits, they came to 4.8 and 5.4 requests a job at most."""
     for seed in range(6):
-        group = [FakeRunner(f"r{i}", jobs) for i in range(runners)]
-        requests, efficiency = whole_run(FakeRun(1, seconds, group, rng=random.Random(seed)))
+        requests, efficiency = windows_at_once(1, jobs, seconds, runners, seed)
         assert requests <= most, seed
         assert efficiency >= 0.95, seed
