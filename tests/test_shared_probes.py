@@ -333,6 +333,40 @@ def test_a_job_seen_running_bounds_the_count_only_from_below():
     assert starts.placed(2)[1] == 100.0
 
 
+def test_a_position_unmoved_through_a_long_wait_spaces_the_probes_by_a_guessed_rate():
+    """All of ours sent, no run known, no account rate: the next of ours five places back, its position
+    the same at 0.1 s and at 32 s. No start in 32 s says the account is slow: about five starts' worth
+    of such waits lie ahead, and the next probe comes half way (about 100 s), not after three quarters
+    of the wait so far (24 s), and never more than ``poll_max`` (30 s) apart: behind two-minute jobs on
+    one slot the probes came every 30 s for minutes, nothing moving. A guess never brings a probe
+    sooner (a fast move), nor holds one off while more of ours wait to be sent."""
+
+    def gap(later: tuple[int, float], *, draining: bool = True) -> float:
+        pacer = Pacer()
+        tracks = sent(pacer, 8, now=5000.0)
+        pacer.draining = draining
+        pacer.on_probe(tracks[-1], "in_queue", 40, 5000.05)  # more ahead of our eighth than ours
+        pacer.on_probe(tracks[0], "in_queue", 5, 5000.1)  # our next, five places back
+        pacer.on_probe(tracks[0], "in_queue", later[0], later[1])
+        assert pacer.starts.shared and pacer.starts.head_rate is None and pacer.mean_duration is None
+        return pacer.probe_gap(later[1])
+
+    slow = gap((5, 5032.0))
+    assert 90.0 <= slow <= 110.0
+    assert gap((5, 5032.0), draining=False) == pytest.approx(16.0)  # half the wait so far, as before
+    assert gap((3, 5002.0)) == pytest.approx(0.5 * 2.0)  # two starts in 2 s: the wait so far rules
+
+
+def test_runners_whose_windows_queue_behind_others_two_minute_jobs_probe_seldom():
+    """Three runners of eight two-minute jobs on one slot, each window behind the one before: the last
+    waits half an hour for its first start. With the probes' wait capped at 30 s while no rate was
+    measured, six seeds came to 4.7-5.2 requests a job (4.4-4.6 now)."""
+    for seed in range(6):
+        requests, efficiency = windows_at_once(1, 8, 120.0, 3, seed)
+        assert requests <= 4.65, seed
+        assert efficiency >= 0.95, seed
+
+
 def bursts(slots: int, jobs: int, seconds: float, runners: int, seed: int) -> tuple[float, float]:
     """Runners starting within 30 ms of each other, one submit every 2-4 ms each, as processes sending
     their windows over HTTP at once do: their jobs queue in short runs of each (:func:`whole_run`)."""

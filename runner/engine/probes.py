@@ -15,7 +15,13 @@ ours, and only asking the job says which. A poll that finds a job queued there t
 would, and the next probe's gap runs from it (``Pacer.read_at``).
 
 While ours all wait far back (all sent, no account rate yet), a start seen late costs nothing, and
-the probes space out faster (the wait grows four times between them, not twice).
+the probes space out faster (the wait grows four times between them, not twice). All sent, and before
+any rate is measured, the answers so far also guess one (:meth:`~.starts.Starts.guessed_rate`): a
+position that has not moved in a long wait says the account starts jobs slowly, and the next probe may
+then come more than ``poll_max`` after the last (the most the wait so far alone allows), never sooner.
+Behind others' two-minute jobs on one slot, probes had come every ``poll_max`` for half an hour with
+nothing moving. Below ``poll_max`` the guess is not used: with 1 s jobs it let a runner miss its first
+jobs' runs, learn them wrong, and end late (one HTTP run fell to 0.88 of the slot).
 
 Others' jobs may also stop coming: their batch ends, and ours get every slot at once. Only a probe
 shows it, so on a shared account one comes before the account's start rate could have started all of
@@ -70,10 +76,15 @@ def probe_gap(pacer: Pacer, now: float) -> float:
         since = max(pacer.starts.rose_at, pacer.first_sent_at if pacer.first_sent_at is not None else now)
         near = pacer.mean_duration if pacer.mean_duration is not None else PROBE_GAP_MAX
         wait = pacer.starts.head_wait(max(pacer.poll_max, 0.5 * (now - since)), near)
+        guess = None  # all sent, no rate yet: the answers so far guess one (module docstring)
+        if wait is None and pacer.draining:
+            guess = pacer.starts.head_wait(PROBE_GAP_MAX, near, pacer.starts.guessed_rate())
         read, nxt = pacer.starts.head, int(pacer.starts.started) + 1
         far = read is not None and pacer.starts.head_seq == nxt and nxt - read[0] >= FAR_BEHIND
         share = FAR_SHARE if far and pacer.draining else 0.5
         wait = min(pacer.poll_max, share * (now - since), near) if wait is None else wait
+        if guess is not None and guess > pacer.poll_max:  # (a slow account: past the cap above)
+            wait = max(wait, guess)
         return min(PROBE_GAP_MAX, max(pacer.probe_interval, wait))
     run = pacer.mean_duration
     if run is None:

@@ -29,6 +29,7 @@ import math
 from dataclasses import dataclass, field
 
 RATE_STARTS = 4  # the start rate is measured over at least this many starts (or a while)
+GUESS_STARTS = 0.7  # shared, no rate: (starts seen + this) / seconds ~ the median rate fitting them
 ANSWERS_KEPT = 8  # shared: the last answer of this many of our jobs is kept, to measure the rate by
 
 
@@ -199,15 +200,22 @@ class Starts:
             self.head_rate = min(self.head_rate, 1 / elapsed)
         return False
 
-    def next_ours(self) -> float | None:
-        """When the next of ours may leave the queue, as the account's start rate puts it: the starts
-        still needed ahead of it, counted from the last move of the count (None: no rate measured)."""
-        if self.head is None or not self.head_rate:
+    def next_ours(self, rate: float | None = None) -> float | None:
+        """When the next of ours may leave the queue, as the account's start rate (or ``rate``) puts it:
+        the starts still needed ahead of it, counted from the last move of the count (None: no rate)."""
+        rate = rate or self.head_rate
+        if self.head is None or not rate:
             return None
         count, moved, _ = self.head
-        return moved + max(1.0, math.floor(self.started) + 1 - count) / self.head_rate
+        return moved + max(1.0, math.floor(self.started) + 1 - count) / rate
 
-    def head_wait(self, longest: float, near: float) -> float | None:
+    def guessed_rate(self) -> float | None:
+        """Shared, no rate measured yet: the account's starts per second guessed from the answers pooled
+        so far, ``GUESS_STARTS`` more than moved over their seconds (none moved in a long wait: slow)."""
+        starts, seconds = self._pooled
+        return (starts + GUESS_STARTS) / seconds if self.shared and seconds > 0 else None
+
+    def head_wait(self, longest: float, near: float, rate: float | None = None) -> float | None:
         """While others' jobs hold the slots: how long after the last probe the next should come, from
         the account's start rate and the starts still needed before ours (None: no rate measured). Half
         way there while that is far; just after it once near, so that the start is seen soon after it
@@ -216,10 +224,11 @@ class Starts:
         Far off, half way is longer than ``near`` only when the last answer was the next of ours to
         start: another's position counts others' jobs between ours, and an old one moved on since.
         Never longer than ``longest``: a rate measured wrong cannot hold probes off long."""
-        at = self.next_ours()
-        if at is None or self.head is None or self.head_rate is None:  # (next_ours: no rate, no time)
+        rate = rate or self.head_rate
+        at = self.next_ours(rate)
+        if at is None or self.head is None or rate is None:  # (next_ours: no rate, no time)
             return None
-        ahead, rate = at - self.head[2], self.head_rate  # (from the last probe's reading)
+        ahead = at - self.head[2]  # (from the last probe's reading)
         if ahead > 2 / rate:
             told = self.shared and self._read_at == self.head[2] and self.head_seq <= self.started + 1
             wait = 0.5 * ahead if told else min(near, 0.5 * ahead)
