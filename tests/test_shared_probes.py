@@ -337,9 +337,9 @@ def test_a_position_unmoved_through_a_long_wait_spaces_the_probes_by_a_guessed_r
     """All of ours sent, no run known, no account rate: the next of ours five places back, its position
     the same at 0.1 s and at 32 s. No start in 32 s says the account is slow: about five starts' worth
     of such waits lie ahead, and the next probe comes half way (about 100 s), not after three quarters
-    of the wait so far (24 s), and never more than ``poll_max`` (30 s) apart: behind two-minute jobs on
-    one slot the probes came every 30 s for minutes, nothing moving. A guess never brings a probe
-    sooner (a fast move), nor holds one off while more of ours wait to be sent."""
+    of the wait so far (24 s: that rule never lets a wait pass ``poll_max``, 30 s, and behind two-minute
+    jobs on one slot the probes came every 30 s for minutes, nothing moving). A guess never brings a
+    probe sooner (a fast move), nor holds one off while more of ours wait to be sent."""
 
     def gap(later: tuple[int, float], *, draining: bool = True) -> float:
         pacer = Pacer()

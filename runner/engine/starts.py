@@ -217,7 +217,7 @@ class Starts:
 
     def head_wait(self, longest: float, near: float, rate: float | None = None) -> float | None:
         """While others' jobs hold the slots: how long after the last probe the next should come, from
-        the account's start rate and the starts still needed before ours (None: no rate measured). Half
+        the account's start rate (or ``rate``) and the starts still needed before ours (None: no rate). Half
         way there while that is far; just after it once near, so that the start is seen soon after it
         came and the job's run is learnt closely (a start dated between two probes far apart teaches a
         wrong one), and ``near`` at most (a job's run: one of ours may start and end unseen between).
