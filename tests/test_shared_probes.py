@@ -281,11 +281,11 @@ def test_a_job_found_done_before_its_believed_start_bounds_the_run_while_none_is
     assert not pacer.stale and pacer.probe_gap(5400.2) >= 0.5 * 110.0
 
 
-def test_with_all_of_ours_sent_far_behind_others_the_wait_between_probes_grows_four_times():
-    """No run known, no account rate: the wait so far spaces the probes. With all of ours sent and the
-    next of them nine places back, a start seen late costs nothing (the slots are busy, nothing waits
-    to be sent), so the next probe comes after three quarters of the wait so far, not half (the wait
-    grows 4 x between probes, not 2 x); near the head, or with more to send, as before."""
+def test_with_all_of_ours_sent_behind_others_the_wait_between_probes_grows_four_times():
+    """No run known, no account rate: the wait so far spaces the probes. With all of ours sent, a start
+    seen late costs little (the slots are busy, nothing waits to be sent), so the next probe comes after
+    three quarters of the wait so far, not half (the wait grows 4 x between probes, not 2 x), whether
+    the next of ours waits nine places back or two (at two, 2 x before); with more to send, as before."""
 
     def gap(position: int, *, draining: bool) -> float:
         pacer = Pacer()
@@ -296,8 +296,8 @@ def test_with_all_of_ours_sent_far_behind_others_the_wait_between_probes_grows_f
         assert pacer.starts.shared and pacer.starts.head_rate is None and pacer.mean_duration is None
         return pacer.probe_gap(5020.0)
 
-    assert gap(9, draining=True) == pytest.approx(15.0)  # 10 s before
-    assert gap(2, draining=True) == pytest.approx(10.0)
+    assert gap(9, draining=True) == pytest.approx(15.0)
+    assert gap(2, draining=True) == pytest.approx(15.0)  # 10 s before
     assert gap(9, draining=False) == pytest.approx(10.0)
 
 
@@ -354,7 +354,21 @@ def test_a_position_unmoved_through_a_long_wait_spaces_the_probes_by_a_guessed_r
     slow = gap((5, 5032.0))
     assert 90.0 <= slow <= 110.0
     assert gap((5, 5032.0), draining=False) == pytest.approx(16.0)  # half the wait so far, as before
-    assert gap((3, 5002.0)) == pytest.approx(0.5 * 2.0)  # two starts in 2 s: the wait so far rules
+    assert gap((3, 5002.0)) == pytest.approx(0.75 * 2.0)  # two starts in 2 s: the wait so far rules
+
+
+@pytest.mark.parametrize(
+    ("jobs", "seconds", "runners", "most"), [(6, 5.0, 2, 5.2), (6, 5.0, 3, 6.05), (8, 120.0, 3, 7.2)]
+)
+def test_runners_whose_submits_interleave_on_one_slot_space_their_first_probes_out_fast(
+    jobs, seconds, runners, most
+):
+    """All sent at once, their jobs interleaved, none of a runner's running yet: its probes' wait grew
+    2 x near the queue's head (4 x only four places back or more), and twelve seeds came to 5.38, 6.28
+    and 7.59 requests a job on average (5.09, 5.90 and 6.94 now)."""
+    runs = [interleaved(1, jobs, seconds, runners, seed) for seed in range(12)]
+    assert sum(requests for requests, _ in runs) / len(runs) <= most
+    assert min(efficiency for _, efficiency in runs) >= 0.95
 
 
 def test_runners_whose_windows_queue_behind_others_two_minute_jobs_probe_seldom():
@@ -385,13 +399,16 @@ def test_one_slot_shared_by_runners_sending_at_once_costs_a_bounded_number_of_re
         assert efficiency >= 0.95, seed
 
 
-@pytest.mark.parametrize(("jobs", "seconds", "runners", "most"), [(6, 5.0, 2, 4.5), (6, 5.0, 3, 4.75)])
+@pytest.mark.parametrize(("jobs", "seconds", "runners", "most"), [(6, 5.0, 2, 4.1), (6, 5.0, 3, 4.45)])
 def test_one_slot_shared_by_runners_whose_windows_queue_one_after_another_stays_cheap(
     jobs, seconds, runners, most
 ):
-    """Each runner's window behind the one before: the later ones wait far back with all of theirs
-    sent (six seeds). Probed at doubling waits, they came to 4.8 and 5.4 requests a job at most."""
-    for seed in range(6):
-        requests, efficiency = windows_at_once(1, jobs, seconds, runners, seed)
-        assert requests <= most, seed
-        assert efficiency >= 0.95, seed
+    """Each runner's window behind the one before: the later ones wait with all of theirs sent (twelve
+    seeds). Probed at doubling waits, they came to 4.8 and 5.4 requests a job at most; with the wait
+    growing 4 x only four places back or more, 4.17 and 4.38 on average (4.02 and 4.36 now). A seed may
+    cost more: one here makes 5.11, its last two jobs polled every 0.3 s from an end placed early by
+    three runs learnt short (docs/benchmarks.md)."""
+    runs = [windows_at_once(1, jobs, seconds, runners, seed) for seed in range(12)]
+    assert sum(requests for requests, _ in runs) / len(runs) <= most
+    assert max(requests for requests, _ in runs) <= 5.25
+    assert min(efficiency for _, efficiency in runs) >= 0.95

@@ -14,11 +14,13 @@ believed started: on a small shared account a finish of ours often starts anothe
 ours, and only asking the job says which. A poll that finds a job queued there tells what a probe
 would, and the next probe's gap runs from it (``Pacer.read_at``).
 
-While ours all wait far back (all sent, no account rate yet), a start seen late costs nothing, and
-the probes space out faster (the wait grows four times between them, not twice). All sent, and before
-any rate is measured, the answers so far also guess one (:meth:`~.starts.Starts.guessed_rate`): a
-position that has not moved in a long wait says the account starts jobs slowly, and the next probe may
-then come more than ``poll_max`` after the last (the most the wait so far alone allows), never sooner.
+While ours all wait (all sent, none running, no account rate yet), a start seen late costs little,
+and the probes space out faster (the wait grows four times between them, not twice; near the queue's
+head too: three runners interleaved on one slot made 0.3-0.5 fewer requests a job). All sent, and
+before any rate is measured, the answers so far also guess one (:meth:`~.starts.Starts.guessed_rate`):
+a position that has not moved in a long wait says the account starts jobs slowly, and the next probe
+may then come more than ``poll_max`` after the last (the most the wait so far alone allows), never
+sooner.
 Behind others' two-minute jobs on one slot, probes had come every ``poll_max`` for half an hour with
 nothing moving. Below ``poll_max`` the guess is not used: with 1 s jobs it let a runner miss its first
 jobs' runs, learn them wrong, and end late (one HTTP run fell to 0.88 of the slot).
@@ -41,8 +43,8 @@ if TYPE_CHECKING:
 PROBE_STARTS = 8  # at most one probe per this many starts (estimated), below PROBE_INTERVAL_MAX
 SHARED_PROBE_RUNS = 0.5  # on a shared account, a probe at least once per this many job runs, or
 SHARED_PROBE_STARTS = 4  # per this many of our starts, whichever is longer (few of ours run at once)
-FAR_BEHIND = 4  # shared, all sent, no account rate known: the next of ours this many places back or
-FAR_SHARE = 0.75  # more is asked again after this share of the wait so far (it grows 4 x), not half
+SENT_SHARE = 0.75  # all sent, none of ours running, no account rate known: the next probe comes after
+# this share of the wait so far (it grows 4 x between probes), not half
 PROBE_GAP_MAX = 600.0  # seconds: a probe at least this often, whatever the estimates say (a wrong count
 # of starts defers polls of jobs believed queued; a probe is what sets it right)
 
@@ -69,19 +71,16 @@ def probe_gap(pacer: Pacer, now: float) -> float:
         # at most a job's run apart once one is known, and never more than poll_max, unless the
         # account's start rate says when ours will start (:meth:`~.starts.Starts.head_wait`: far off
         # behind others' jobs, half way there; on one slot, a probe per run found the next of ours a
-        # place further on at each answer, eight times over for one job). With all of ours sent and
-        # the next of them far back (read off it: a shared account), a start seen late costs nothing
-        # (the slots are busy, and nothing waits to be sent): the wait so far grows 4 x between probes,
-        # not 2 x, as the pilot's age does with many of ours behind it.
+        # place further on at each answer, eight times over for one job). With all of ours sent, a
+        # start seen late costs little (the slots are busy, and nothing waits to be sent): the wait so
+        # far grows 4 x between probes, not 2 x, as the pilot's age does with many of ours behind it.
         since = max(pacer.starts.rose_at, pacer.first_sent_at if pacer.first_sent_at is not None else now)
         near = pacer.mean_duration if pacer.mean_duration is not None else PROBE_GAP_MAX
         wait = pacer.starts.head_wait(max(pacer.poll_max, 0.5 * (now - since)), near)
         guess = None  # all sent, no rate yet: the answers so far guess one (module docstring)
         if wait is None and pacer.draining:
             guess = pacer.starts.head_wait(PROBE_GAP_MAX, near, pacer.starts.guessed_rate())
-        read, nxt = pacer.starts.head, int(pacer.starts.started) + 1
-        far = read is not None and pacer.starts.head_seq == nxt and nxt - read[0] >= FAR_BEHIND
-        share = FAR_SHARE if far and pacer.draining else 0.5
+        share = SENT_SHARE if pacer.draining else 0.5
         wait = min(pacer.poll_max, share * (now - since), near) if wait is None else wait
         if guess is not None and guess > pacer.poll_max:  # (a slow account: past the cap above)
             wait = max(wait, guess)
