@@ -16,7 +16,7 @@ would, and the next probe's gap runs from it (``Pacer.read_at``).
 
 While ours all wait (all sent, none running, no account rate yet), a start seen late costs little,
 and the probes space out faster (the wait grows four times between them, not twice; near the queue's
-head too: three runners interleaved on one slot made 0.3-0.5 fewer requests a job). All sent, and
+head too: runners interleaved on one slot made 0.1-0.45 fewer requests a job). All sent, and
 before any rate is measured, the answers so far also guess one (:meth:`~.starts.Starts.guessed_rate`):
 a position that has not moved in a long wait says the account starts jobs slowly, and the next probe
 may then come more than ``poll_max`` after the last (the most the wait so far alone allows), never
