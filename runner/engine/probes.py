@@ -45,6 +45,7 @@ SHARED_PROBE_RUNS = 0.5  # on a shared account, a probe at least once per this m
 SHARED_PROBE_STARTS = 4  # per this many of our starts, whichever is longer (few of ours run at once)
 SENT_SHARE = 0.75  # all sent, none of ours running, no account rate known: the next probe comes after
 # this share of the wait so far (it grows 4 x between probes), not half
+SLOTS_SHARE = 0.5  # alone, probes come as if at least this share of the slots seen ran ours
 PROBE_GAP_MAX = 600.0  # seconds: a probe at least this often, whatever the estimates say (a wrong count
 # of starts defers polls of jobs believed queued; a probe is what sets it right)
 
@@ -92,6 +93,8 @@ def probe_gap(pacer: Pacer, now: float) -> float:
         run = max(pacer.first_poll, now - (start if start is not None else now))
         if start is None and pacer.durations.ceiling:
             run = pacer.durations.ceiling
+    if not pacer.starts.shared:  # (fewer run than did while ours queued: the count lags, or others
+        running = max(running, SLOTS_SHARE * pacer.slots_seen)  # take the slots: a probe says which)
     gap = PROBE_STARTS * run / running
     if pacer.starts.shared:  # others' finishes start ours too (all, once they stop sending)
         gap = min(gap, max(SHARED_PROBE_RUNS * run, SHARED_PROBE_STARTS * run / running))
