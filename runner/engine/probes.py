@@ -25,6 +25,11 @@ Behind others' two-minute jobs on one slot, probes had come every ``poll_max`` f
 nothing moving. Below ``poll_max`` the guess is not used: with 1 s jobs it let a runner miss its first
 jobs' runs, learn them wrong, and end late (one HTTP run fell to 0.88 of the slot).
 
+Alone, the probes come as if at least half the slots seen running ours (while others of ours waited)
+still ran ours: fewer run than did while a queue waited cannot be, alone; the count lags, or another
+runner takes the slots unseen (one believing itself alone waited 4.5 s, 8 runs over the one job it
+believed running, while its queued jobs ran and ended), and only a probe says which.
+
 Others' jobs may also stop coming: their batch ends, and ours get every slot at once. Only a probe
 shows it, so on a shared account one comes before the account's start rate could have started all of
 ours believed queued, and again soon after one that finds ours all running with no rate of ours
