@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from runner.engine.pacing import PROBE_INTERVAL_MAX, Pacer, Track, submit_wait
-from runner.engine.probes import PROBE_GAP_MAX, PROBE_STARTS, SHARED_PROBE_STARTS
+from runner.engine.pacing import PROBE_INTERVAL_MAX, SHORTEST_SHARE, Pacer, Track, submit_wait
+from runner.engine.probes import PROBE_GAP_MAX, PROBE_STARTS, SHARED_PROBE_STARTS, SLOTS_SHARE
 from runner.engine.starts import Starts
 from runner.simulator.account import Account, Job, fifo_makespan
 
@@ -263,13 +263,6 @@ def test_a_pilot_with_ours_queued_behind_it_is_polled_lazily_though_all_is_submi
 
 def test_a_finished_job_teaches_its_duration_from_polls_or_runcomfys_timestamps():
     pacer = Pacer()
-    narrow = Track("narrow", 0.0)
-    pacer.on_submitted(narrow, 0.0)
-    pacer.on_sent(narrow, 0.0)
-    pacer.on_polled(narrow, "in_progress", None, 1.0)  # found running at 1.0
-    pacer.on_polled(narrow, "in_progress", None, 4.6)
-    pacer.on_finished(narrow, 5.0)  # done between 4.6 and 5.0: at 4.8
-    assert list(pacer.durations) == [pytest.approx(4.8)]  # it ran since its submit (nothing queued)
     wide = Track("wide", 10.0)
     pacer.on_submitted(wide, 10.0)
     pacer.on_sent(wide, 10.0)
@@ -277,8 +270,56 @@ def test_a_finished_job_teaches_its_duration_from_polls_or_runcomfys_timestamps(
     # Polled too long ago to tell when it ended: RunComfy's timestamps say it took 3 s from its submit
     # (whole seconds: 12 to 14 s, and after the poll that found it running).
     pacer.on_finished(wide, 20.0, 1772366400.0, 1772366403.0)  # 12:00:00Z and 12:00:03Z
-    assert list(pacer.durations)[-1] == pytest.approx(3.0)
+    assert list(pacer.durations) == [pytest.approx(3.0)]
+    narrow = Track("narrow", 30.0)
+    pacer.on_submitted(narrow, 30.0)
+    pacer.on_sent(narrow, 30.0)
+    pacer.on_polled(narrow, "in_progress", None, 31.0)  # found running at 31.0
+    pacer.on_polled(narrow, "in_progress", None, 34.6)
+    pacer.on_finished(narrow, 35.0)  # done between 34.6 and 35.0: at 34.8
+    assert list(pacer.durations)[-1] == pytest.approx(4.8)  # it ran since its submit (nothing queued)
     assert pacer.in_flight == 0
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_a_job_found_done_long_after_its_start_ran_at_least_most_of_the_shortest_run(shared):
+    """Alone on the account, a job found done long after it started (lazy polls, no timestamps) ended
+    no sooner than its start plus most of the shortest run learnt (``SHORTEST_SHARE``): the middle of
+    the whole window between would teach a run too short, and, alone, date the next start too early
+    (one slot, sixteen 1 s jobs: the last job's start was dated 0.6 s early, and the end phase polled
+    it fifteen times). On a shared account the believed start may be late: the whole window stands."""
+    pacer = Pacer()
+    learnt(pacer, [1.0] * 8)
+    pacer.starts.shared = shared
+    late = Track("late", 5000.0)
+    pacer.on_submitted(late, 5000.0)
+    pacer.on_sent(late, 5000.0)
+    pacer.on_polled(late, "in_progress", None, 5000.05)  # running at once: it started at its submit
+    pacer.on_finished(late, 5003.0)  # and found done three seconds later
+    earliest = 5000.05 if shared else 5000.0 + SHORTEST_SHARE * 1.0
+    assert list(pacer.durations)[-1] == pytest.approx((earliest + 5003.0) / 2 - 5000.0)
+
+
+def test_alone_fewer_of_ours_running_than_did_while_ours_queued_brings_a_probe_soon():
+    """A count read off a position says twenty of ours run, eight waiting; the next reading says the
+    count stood while nineteen finished. Alone that cannot be (a freed slot takes the next queued job
+    at once): the count lags, or another runner's jobs take the slots. Probes then come as often as
+    for half the slots seen, not as for the one job believed running (a runner that took itself for
+    alone on a shared account waited 4.5 s for its next probe, ours all run and done unseen, and the
+    account fell to 0.85 of a zero-latency scheduler)."""
+    pacer = Pacer(min_queue=32)  # (the slow start's window lets all 28 go at once)
+    learnt(pacer, [2.0] * 8)
+    tracks = sent(pacer, 28, now=5000.0)
+    pacer.on_probe(tracks[-1], "in_queue", 8, 5000.0)  # 20 run, 8 wait
+    assert pacer.slots_seen == pytest.approx(20.0)
+    for i, track in enumerate(tracks[:19]):  # each found done, its end placed before the next reading
+        pacer.on_polled(track, "in_progress", None, 5000.1)
+        pacer.on_finished(track, 5002.0 + 0.01 * i, 1772366400.0, 1772366402.0)
+    pacer.on_probe(tracks[-1], "in_queue", 8, 5002.5)  # the count stood: 20 started, 19 done
+    running = pacer.started_estimate(5002.5) - pacer.finished
+    assert running == pytest.approx(1.0) and not pacer.starts.shared
+    run = pacer.mean_duration
+    assert pacer.probe_gap(5002.5) == pytest.approx(PROBE_STARTS * run / (SLOTS_SHARE * 20))  # not / 1
 
 
 def test_a_finish_that_may_have_come_just_after_the_count_was_read_asks_for_a_probe():
@@ -776,6 +817,24 @@ def test_the_end_of_a_small_run_is_seen_soon_wherever_runcomfys_seconds_fall(
             assert run.runners[0].finished_at is not None
             assert zero_latency_makespan(run) / run.runners[0].finished_at >= 0.94, (offset, seed)
             assert run.runners[0].requests / jobs <= 4.0
+
+
+@pytest.mark.parametrize(("slots", "jobs"), [(1, 16), (2, 30)])
+def test_alone_on_a_small_account_the_shortest_runs_are_learnt_near_their_length(slots, jobs):
+    """Sixteen or thirty 1 s jobs (± 20 %) alone on one or two slots: the polls that find each done come
+    late (a queue waits behind it: lateness costs nothing), and RunComfy's whole seconds say little of
+    a 1 s run. The runs learnt must still come near the true ones, the short ones too (the end phase
+    polls from the last job's start plus the shortest run): twelve seeds, each learns a 5 % quantile
+    at least 0.8 of the true one (0.38-0.52 when each end was dated in the middle of its whole
+    window), and the mean cost stays at 3.5 requests a job (3.84 and 3.65 then)."""
+    requests = []
+    for seed in range(12):
+        run = FakeRun(slots, 1.0, [FakeRunner("r", jobs)], rng=random.Random(seed))
+        requests.append(whole_run(run)[0])
+        runs = sorted(job.run_seconds for job in run.account.jobs.values())
+        shortest = run.runners[0].pacer.duration_quantile(0.05)
+        assert shortest is not None and shortest >= 0.8 * runs[int(0.05 * len(runs))], seed
+    assert sum(requests) / len(requests) <= 3.5
 
 
 @pytest.mark.parametrize("runners", [2, 3])

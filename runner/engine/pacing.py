@@ -61,6 +61,7 @@ from .probes import probe_gap, probe_order, probed
 from .starts import Starts
 
 PROBE_INTERVAL_MAX = 5.0  # seconds: on a large account, a probe at least this often
+SHORTEST_SHARE = 0.8  # alone, a job found done ended no sooner than its start + this x the shortest run
 TIMESTAMP_ERROR = 1.0  # seconds either way: RunComfy's timestamps are whole seconds
 LOOSE_START = 2.0  # a run is not learnt, only bounded, when its start may lie this x its length earlier
 
@@ -151,6 +152,7 @@ class Pacer:
     draining: bool = False  # nothing left to submit: poll eagerly (set by the scheduler)
     stale: bool = False  # a finish showed the count of starts lagging: probe soon
     finished: int = 0  # this run's submits seen to leave the account after running
+    slots_seen: float = 0.0  # the most of ours believed running while others of ours waited
     tail: Track | None = None  # the newest live request
     last_submitted: Track | None = None  # kept after it finishes: it starts last, so it ends the run
     pilot: Track | None = None  # the first submit, polled for its end before any duration is known
@@ -347,6 +349,7 @@ class Pacer:
             mean = self.mean_duration  # the rate is averaged over half a job's run: many starts
             memory = max(1.0, mean / 2) if mean else 1.0
             self.starts.queued(track.seq, position, now, memory, self.started_estimate(now))
+            self.slots_seen = max(self.slots_seen, self.started_estimate(now) - self.finished)
             if not track.waiting:
                 self.waiting.add(track)  # it may have been taken for started: wait for it again
         else:
@@ -388,6 +391,10 @@ class Pacer:
         earliest = min(start, self.starts.placed(track.seq)[1]) if self.saturated else start
         ended = stamped_end(track, created, finished)
         low, high = finish_window(track, start, now, ended)
+        # (Found done long after its start, by lazy polls: the window's middle dated ends, and so the
+        # next starts, early; shared, the start is only believed, and may be late: the window stands.)
+        if not self.starts.shared and (shortest := self.duration_quantile(0.05)) is not None:
+            low = min(high, max(low, start + SHORTEST_SHARE * shortest))
         end = (low + high) / 2
         early = False
         if ended is not None and track.last_live < ended <= start - TIMESTAMP_ERROR:

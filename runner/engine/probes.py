@@ -25,6 +25,11 @@ Behind others' two-minute jobs on one slot, probes had come every ``poll_max`` f
 nothing moving. Below ``poll_max`` the guess is not used: with 1 s jobs it let a runner miss its first
 jobs' runs, learn them wrong, and end late (one HTTP run fell to 0.88 of the slot).
 
+Alone, the probes come as if at least half the slots seen running ours (while others of ours waited)
+still ran ours: fewer run than did while a queue waited cannot be, alone; the count lags, or another
+runner takes the slots unseen (one believing itself alone waited 4.5 s, 8 runs over the one job it
+believed running, while its queued jobs ran and ended), and only a probe says which.
+
 Others' jobs may also stop coming: their batch ends, and ours get every slot at once. Only a probe
 shows it, so on a shared account one comes before the account's start rate could have started all of
 ours believed queued, and again soon after one that finds ours all running with no rate of ours
@@ -48,6 +53,7 @@ SHARED_PROBE_RUNS = 0.5  # on a shared account, a probe at least once per this m
 SHARED_PROBE_STARTS = 4  # per this many of our starts, whichever is longer (few of ours run at once)
 SENT_SHARE = 0.75  # all sent, none of ours running, no account rate known: the next probe comes after
 # this share of the wait so far (it grows 4 x between probes), not half
+SLOTS_SHARE = 0.5  # alone, probes come as if at least this share of the slots seen ran ours
 PROBE_GAP_MAX = 600.0  # seconds: a probe at least this often, whatever the estimates say (a wrong count
 # of starts defers polls of jobs believed queued; a probe is what sets it right)
 
@@ -95,6 +101,8 @@ def probe_gap(pacer: Pacer, now: float) -> float:
         run = max(pacer.first_poll, now - (start if start is not None else now))
         if start is None and pacer.durations.ceiling:
             run = pacer.durations.ceiling
+    if not pacer.starts.shared:  # (fewer run than did while ours queued: the count lags, or others
+        running = max(running, SLOTS_SHARE * pacer.slots_seen)  # take the slots: a probe says which)
     gap = PROBE_STARTS * run / running
     if pacer.starts.shared:  # others' finishes start ours too (all, once they stop sending)
         gap = min(gap, max(SHARED_PROBE_RUNS * run, SHARED_PROBE_STARTS * run / running))
