@@ -124,6 +124,26 @@ def test_a_job_seen_started_after_waiting_far_back_gives_the_first_rate():
     assert later.head_rate is None
 
 
+def test_a_job_seen_started_soon_after_waiting_far_back_raises_a_rate_read_between_waves():
+    """Twenty slots of 2 s jobs, another runner's ahead: the account's rate was first read while one
+    wave ran (3.3 starts a second, for 10), and ours, eight places back, is seen running 1.2 s later:
+    at least 8 / 1.2 a second. Before, the low rate stood for the rest of the run, and once the
+    other's batch ended the next probe waited for it to start ours believed queued (2.1 s, the
+    account two-thirds idle). Fewer places than twice ``RATE_STARTS`` raise nothing: on a small
+    account a start or two either way is most of the count."""
+    starts = Starts(shared=True, head_rate=3.3)
+    starts.queued(1, 8, 1.8, 1.0)
+    starts.seen(1, 3.0, 0.0)
+    assert starts.head_rate == pytest.approx(8 / 1.2)
+    starts.queued(9, 30, 3.1, 1.0)
+    starts.seen(9, 10.0, 1.0)  # (30 in 6.9 s: less than measured, which stands)
+    assert starts.head_rate == pytest.approx(8 / 1.2)
+    small = Starts(shared=True, head_rate=0.15)
+    small.queued(1, 5, 12.8, 1.0)
+    small.seen(1, 28.7, 0.0)
+    assert small.head_rate == pytest.approx(0.15)
+
+
 def far_behind_others() -> tuple[Pacer, list]:
     """Runs of 1 s known; eight of ours sent at 5000, the oldest nine places back behind others' jobs
     and moving up one a second (so the next of ours starts in about eight seconds)."""
@@ -259,10 +279,12 @@ def one_ends_first(sizes: tuple[int, int], seed: int) -> tuple[float, float]:
 
 @pytest.mark.parametrize("sizes", [(100, 100), (60, 200)])
 def test_when_another_runners_batch_ends_ours_takes_the_whole_account_at_once(sizes):
-    """Six seeds each. Before, the runner left alone kept the small queue its share had needed for up
-    to ten seconds (no probe came: too few of ours were believed running), and 20 slots ran 0-10 jobs:
-    0.70-0.99 of the zero-latency scheduler with equal batches, 0.70-0.95 with 60 and 200 jobs."""
-    for seed in range(6):
+    """Twelve seeds each. Before, the runner left alone kept the small queue its share had needed for
+    up to ten seconds (no probe came: too few of ours were believed running), and 20 slots ran 0-10
+    jobs: 0.70-0.99 of the zero-latency scheduler with equal batches, 0.70-0.95 with 60 and 200 jobs.
+    One seed of equal batches came to 0.939 later, the account's rate read once between two waves
+    (3.3 starts a second for 10) and the next probe held 2.1 s for it to start ours believed queued."""
+    for seed in range(12):
         requests, efficiency = one_ends_first(sizes, seed)
         assert requests <= 4.0, seed
         assert efficiency >= 0.94, seed

@@ -237,14 +237,18 @@ class Starts:
         return min(wait, longest)
 
     def seen(self, seq: int, now: float, estimate: float) -> None:
-        """Our ``seq``-th submit is running or done: at least that many have started. Shared, with no
-        rate yet: the starts its last position counted came since, a first measure when they are many
-        (the pilot's, say: waiting behind another runner's jobs, then running)."""
+        """Our ``seq``-th submit is running or done: at least that many have started. Shared: the starts
+        its last position counted came since, a first measure when they are many (the pilot's, say:
+        waiting behind another runner's jobs, then running), and later a floor under the measure."""
         self.known = max(self.known, seq)
         last = self._answers.pop(seq, None) if self.shared else None
         if last is not None and self.head_rate is None and seq - last[0] >= RATE_STARTS and now > last[1]:
             starts, seconds = self._pooled[0] + seq - last[0], self._pooled[1] + now - last[1]
             self.head_rate, self._pooled = starts / seconds, (0.0, 0.0)  # (with the pool's: none lost)
+        elif last is not None and self.head_rate and seq - last[0] >= 2 * RATE_STARTS and now > last[1]:
+            # Many started ahead of it since: the account starts jobs at least that fast (a rate read
+            # between two waves is low, and held probes back once the others' batch had ended).
+            self.head_rate = max(self.head_rate, (seq - last[0]) / (now - last[1]))
         if seq > estimate:  # else it only bounds what is believed already
             self._moved(float(seq), now)
 
